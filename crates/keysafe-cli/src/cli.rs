@@ -1,0 +1,330 @@
+//! Command-line grammar. Each subcommand's help ends with an example.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keysafe",
+    version,
+    about = "keysafe: a key trustee server, its administration and its client",
+    after_help = "Quick start:\n  keysafe serve --data-dir ./keysafe-data          # initialises on first start\n  keysafe admin --data-dir ./keysafe-data org add acme\n  keysafe register --server https://127.0.0.1:11371 --org acme --auth SECRET\n  echo -n s3cret | keysafe put db/master-key\n  keysafe get db/master-key"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new data directory: configuration, TLS certificate, root key, database, admin identity.
+    #[command(
+        after_help = "Example:\n  keysafe init --data-dir /var/lib/keysafe --listen 0.0.0.0:11371 --hostname keysafe.example.com"
+    )]
+    Init(InitArgs),
+    /// Run the server (initialising an empty data directory first).
+    #[command(
+        after_help = "Example:\n  keysafe serve --data-dir ./keysafe-data\n  keysafe serve --print-default-config > keysafe.toml"
+    )]
+    Serve(ServeArgs),
+    /// Administer organisations and clients (needs an administrator identity).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org add acme --contact ops@acme.example\n  keysafe admin --data-dir ./keysafe-data client list --state pending"
+    )]
+    Admin(AdminArgs),
+    /// Register this host as a client: generate its key pair and register it into an organisation.
+    #[command(
+        after_help = "Example:\n  keysafe register --server https://keysafe.example.com:11371 --org acme --auth-file secret.txt --name web-1"
+    )]
+    Register(RegisterArgs),
+    /// Store a new version of a deposit, read from FILE or standard input.
+    #[command(
+        after_help = "Example:\n  keysafe put db/master-key key.bin\n  head -c 32 /dev/urandom | keysafe put db/master-key -"
+    )]
+    Put(PutArgs),
+    /// Fetch a deposit (the current version, or --version N) to standard output or -o FILE.
+    #[command(
+        after_help = "Example:\n  keysafe get db/master-key -o key.bin\n  keysafe get db/master-key --version 2 > old-key.bin"
+    )]
+    Get(GetArgs),
+    /// List your deposits, optionally those whose name starts with PREFIX.
+    #[command(after_help = "Example:\n  keysafe ls db/\n  keysafe ls --deleted --json")]
+    Ls(LsArgs),
+    /// List the versions of a deposit.
+    #[command(after_help = "Example:\n  keysafe versions db/master-key")]
+    Versions(NameArgs),
+    /// Soft-delete a deposit (undelete restores it).
+    #[command(after_help = "Example:\n  keysafe rm db/master-key")]
+    Rm(NameArgs),
+    /// Restore a soft-deleted deposit.
+    #[command(after_help = "Example:\n  keysafe undelete db/master-key")]
+    Undelete(NameArgs),
+    /// Destroy every version of a deposit, irrecoverably.
+    #[command(after_help = "Example:\n  keysafe purge db/old-key --yes")]
+    Purge(PurgeArgs),
+    /// Show this client's registration.
+    #[command(after_help = "Example:\n  keysafe whoami --json")]
+    Whoami(ClientArgs),
+    /// Load generator: drive get or put over mutual TLS against a running server.
+    #[command(
+        after_help = "Example:\n  keysafe bench --home ./bench-client --op get --connections 64 --duration 10s"
+    )]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The data directory to create (must be missing or empty).
+    #[arg(long, env = "KEYSAFE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, default_value = keysafe_server::config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Host name clients use; goes into the certificate.
+    #[arg(long, default_value = "localhost")]
+    pub hostname: String,
+    /// Print what was created as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The data directory (initialised on first start if missing or empty).
+    #[arg(
+        long,
+        env = "KEYSAFE_DATA_DIR",
+        required_unless_present = "print_default_config"
+    )]
+    pub data_dir: Option<PathBuf>,
+    /// Override server.listen from keysafe.toml (also used when initialising).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Host name for the certificate when initialising.
+    #[arg(long, default_value = "localhost")]
+    pub hostname: String,
+    /// Print the documented default configuration and exit.
+    #[arg(long)]
+    pub print_default_config: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A server data directory: use the administrator identity `init` made there.
+    #[arg(long, env = "KEYSAFE_DATA_DIR", conflicts_with = "home")]
+    pub data_dir: Option<PathBuf>,
+    /// An administrator's client home.
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Organisations (tenants).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Registered clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organisation; prints its auth secret once.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org add acme --contact ops@acme.example --json"
+    )]
+    Add {
+        name: String,
+        /// A contact e-mail address (repeatable).
+        #[arg(long = "contact")]
+        contacts: Vec<String>,
+    },
+    /// List organisations.
+    #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org list")]
+    List,
+    /// Rotate an organisation's auth secret, or switch it to approval mode.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org set-auth acme --random\n  keysafe admin --data-dir ./keysafe-data org set-auth acme --approval"
+    )]
+    SetAuth {
+        name: String,
+        #[command(flatten)]
+        mode: SetAuthMode,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SetAuthMode {
+    /// Generate a new random secret (printed once).
+    #[arg(long)]
+    pub random: bool,
+    /// Use this secret (at least 16 characters). Prefer --secret-file: arguments show in `ps`.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Read the secret from this file.
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Require an administrator's approval for every registration.
+    #[arg(long)]
+    pub approval: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// List clients, optionally by organisation and state.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client list --org acme --state pending"
+    )]
+    List {
+        #[arg(long)]
+        org: Option<String>,
+        /// pending, active or disabled.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Approve a pending client.
+    Approve { fingerprint: String },
+    /// Disable a client (it is refused everywhere until enabled).
+    Disable { fingerprint: String },
+    /// Re-enable a disabled client.
+    Enable { fingerprint: String },
+}
+
+/// Options every client command shares.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The client home (key pair, certificate, client.toml).
+    #[arg(long, env = "KEYSAFE_HOME")]
+    pub home: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Server URL (https://HOST:PORT); repeat for several servers.
+    #[arg(long = "server", required = true)]
+    pub servers: Vec<String>,
+    /// The organisation to join.
+    #[arg(long)]
+    pub org: String,
+    /// The organisation's auth secret. Prefer --auth-file or KEYSAFE_AUTH: arguments show in `ps`.
+    #[arg(
+        long,
+        env = "KEYSAFE_AUTH",
+        hide_env_values = true,
+        conflicts_with = "auth_file"
+    )]
+    pub auth: Option<String>,
+    /// Read the auth secret from this file.
+    #[arg(long)]
+    pub auth_file: Option<PathBuf>,
+    /// A name for this client (host or service name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Pin this server fingerprint instead of trusting the first one seen.
+    #[arg(long, conflicts_with = "ca_cert")]
+    pub server_fingerprint: Option<String>,
+    /// Verify the server with this CA certificate (PEM) instead of pinning its fingerprint.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    pub name: String,
+    /// The payload file; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+    /// Only store if the current version is N (compare-and-set).
+    #[arg(long, value_name = "N", conflicts_with = "create_only")]
+    pub if_match: Option<u64>,
+    /// Only store if the deposit does not exist yet.
+    #[arg(long)]
+    pub create_only: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    pub name: String,
+    /// A version other than the current one.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+    /// Write to FILE (created with mode 0600) instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    pub prefix: Option<String>,
+    /// Include soft-deleted deposits.
+    #[arg(long)]
+    pub deleted: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    pub name: String,
+    /// Confirm that every version is to be destroyed.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOp {
+    Get,
+    Put,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A registered client home to drive the load as.
+    #[arg(long, env = "KEYSAFE_HOME")]
+    pub home: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub op: BenchOp,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// How long to run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Warm-up before measuring.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: std::time::Duration,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How many distinct deposit names to spread the load over.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,59 @@
+//! `keysafe admin client list|approve|disable|enable`.
+
+use crate::cli::ClientCommand;
+use crate::exit::usage;
+use crate::output;
+use keysafe_client::KeysafeClient;
+use keysafe_proto::api::ClientState;
+use keysafe_proto::{ClientFingerprint, OrgName};
+
+fn fingerprint(s: &str) -> anyhow::Result<ClientFingerprint> {
+    ClientFingerprint::parse(s).map_err(|e| usage(e.to_string()))
+}
+
+pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyhow::Result<()> {
+    let (fp, action) = match cmd {
+        ClientCommand::List { org, state } => {
+            let org = org
+                .as_deref()
+                .map(OrgName::parse)
+                .transpose()
+                .map_err(|e| usage(e.message().to_owned()))?;
+            let state = state
+                .as_deref()
+                .map(|s| {
+                    ClientState::parse(s)
+                        .ok_or_else(|| usage("--state must be pending, active or disabled"))
+                })
+                .transpose()?;
+            let list = client.list_clients(org.as_ref(), state).await?;
+            if json {
+                return output::json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .clients
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.fingerprint.to_string(),
+                        c.org.to_string(),
+                        c.state.to_string(),
+                        c.role.as_str().to_owned(),
+                        c.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            output::table(&["FINGERPRINT", "ORG", "STATE", "ROLE", "NAME"], &rows);
+            return Ok(());
+        }
+        ClientCommand::Approve { fingerprint: f } => (fingerprint(&f)?, "approve"),
+        ClientCommand::Disable { fingerprint: f } => (fingerprint(&f)?, "disable"),
+        ClientCommand::Enable { fingerprint: f } => (fingerprint(&f)?, "enable"),
+    };
+    let info = client.client_action(&fp, action).await?;
+    if json {
+        return output::json(&info);
+    }
+    println!("Client {} is now {}.", info.fingerprint, info.state);
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! `keysafe admin`: administration over the same mutual-TLS API as any client, as an
+//! administrator identity: the one `init` made (through `--data-dir`) or an admin client home
+//! (`--home`). There is no back door into the database.
+
+mod client;
+mod org;
+
+use crate::cli::{AdminArgs, AdminCommand};
+use crate::cmd::init::ADMIN_HOME;
+use crate::exit::usage;
+use anyhow::Context;
+use keysafe_client::{ClientHome, KeysafeClient};
+use keysafe_proto::ClientFingerprint;
+use keysafe_server::config::Config;
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let client = admin_client(&args)?;
+    match args.command {
+        AdminCommand::Org(c) => org::run(&client, c, args.json).await,
+        AdminCommand::Client(c) => client::run(&client, c, args.json).await,
+    }
+}
+
+fn admin_client(args: &AdminArgs) -> anyhow::Result<KeysafeClient> {
+    if let Some(dir) = &args.data_dir {
+        let config = Config::load(dir)?;
+        let mut home = ClientHome::load(&dir.join(ADMIN_HOME))?;
+        // Reach the server where its configuration says it listens now, and trust the
+        // certificate it is configured with now (it may have been replaced since init).
+        home.config.servers = vec![config.local_url()];
+        let certs = keysafe_client::home::load_ca(&config.tls_cert)?;
+        let der = certs
+            .first()
+            .with_context(|| format!("no certificate in {}", config.tls_cert.display()))?;
+        home.config.server_fingerprint = Some(ClientFingerprint::of_certificate(&der)?);
+        home.config.ca_cert = None;
+        return Ok(KeysafeClient::from_home(&home)?);
+    }
+    if let Some(h) = &args.home {
+        let home = ClientHome::load(h)?;
+        return Ok(KeysafeClient::from_home(&home)?);
+    }
+    Err(usage(
+        "admin commands need an administrator identity: pass --data-dir DIR (the server's data directory) or --home DIR (an admin client home)",
+    ))
+}

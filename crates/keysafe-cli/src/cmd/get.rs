@@ -1,0 +1,59 @@
+//! `keysafe get NAME [--version N] [-o FILE]`: raw bytes to stdout, or to a file created with
+//! mode 0600 (written to a temporary file first, then renamed into place).
+
+use crate::cli::GetArgs;
+use crate::cmd::{client_for, deposit_name, version_arg};
+use anyhow::Context;
+use std::io::Write;
+use std::path::Path;
+
+pub async fn run(args: GetArgs) -> anyhow::Result<()> {
+    let name = deposit_name(&args.name)?;
+    let version = version_arg(args.version)?;
+    let (_, client) = client_for(&args.client)?;
+    let fetched = client.get(&name, version).await?;
+    match &args.output {
+        Some(path) if path.as_os_str() != "-" => {
+            write_private(path, &fetched.payload)?;
+            eprintln!(
+                "Wrote {} version {} ({} bytes) to {}.",
+                name,
+                fetched.version,
+                fetched.payload.len(),
+                path.display()
+            );
+        }
+        _ => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&fetched.payload)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.keysafe-tmp", file_name.to_string_lossy()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

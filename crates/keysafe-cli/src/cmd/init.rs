@@ -1,0 +1,106 @@
+//! `keysafe init`: create a data directory, including the first administrator identity in
+//! `DIR/admin` (a client home whose key never leaves the data directory).
+
+use crate::cli::InitArgs;
+use crate::output;
+use keysafe_client::ClientHome;
+use keysafe_client::home::HomeConfig;
+use keysafe_proto::{ClientFingerprint, ClientName, OrgName};
+use keysafe_server::init::{InitOptions, InitReport, init_server};
+use serde::Serialize;
+use std::path::PathBuf;
+
+pub const ADMIN_HOME: &str = "admin";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InitSummary {
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub root_key: PathBuf,
+    pub database: PathBuf,
+    pub admin_home: PathBuf,
+    pub admin_fingerprint: ClientFingerprint,
+    pub server_fingerprint: ClientFingerprint,
+    pub url: String,
+}
+
+/// Creates the data directory and its administrator. The test kit uses this too.
+pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
+    let (report, service): (InitReport, _) = init_server(opts).await?;
+    let admin_home = report.data_dir.join(ADMIN_HOME);
+    let identity = ClientHome::ensure_identity(&admin_home, "keysafe-admin")?;
+    let info = service
+        .bootstrap_admin(
+            &identity.fingerprint,
+            &identity.cert,
+            ClientName::parse("admin")?,
+        )
+        .await?;
+    let home = ClientHome {
+        dir: admin_home.clone(),
+        config: HomeConfig {
+            servers: vec![report.url.clone()],
+            server_fingerprint: Some(report.fingerprint.clone()),
+            ca_cert: None,
+            org: OrgName::parse(keysafe_core::service::ADMIN_ORG)?,
+            fingerprint: info.fingerprint.clone(),
+            name: Some("admin".into()),
+        },
+    };
+    home.save()?;
+    if let Some(s) = service.store().as_ref().ping().await.err() {
+        anyhow::bail!("the new database does not answer: {s}");
+    }
+    Ok(InitSummary {
+        data_dir: report.data_dir,
+        config: report.config,
+        tls_cert: report.tls_cert,
+        tls_key: report.tls_key,
+        root_key: report.root_key,
+        database: report.database,
+        admin_home,
+        admin_fingerprint: info.fingerprint,
+        server_fingerprint: report.fingerprint,
+        url: report.url,
+    })
+}
+
+pub fn print_summary(s: &InitSummary) {
+    println!(
+        "Initialised keysafe data directory {} (mode 0700):",
+        s.data_dir.display()
+    );
+    println!("  configuration   {}", s.config.display());
+    println!("  TLS certificate {}", s.tls_cert.display());
+    println!("  TLS key         {} (mode 0600)", s.tls_key.display());
+    println!("  root key        {} (mode 0600)", s.root_key.display());
+    println!("  database        {}", s.database.display());
+    println!(
+        "  admin identity  {} (fingerprint {})",
+        s.admin_home.display(),
+        s.admin_fingerprint
+    );
+    println!("Server URL:         {}", s.url);
+    println!("Server fingerprint: {}", s.server_fingerprint);
+    println!(
+        "Keep a copy of {} somewhere safe and separate: without it nothing in the database can be decrypted.",
+        s.root_key.display()
+    );
+}
+
+pub async fn run(args: InitArgs) -> anyhow::Result<()> {
+    let summary = init_data_dir(&InitOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        hostname: args.hostname,
+    })
+    .await?;
+    if args.json {
+        output::json(&summary)
+    } else {
+        print_summary(&summary);
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! `keysafe register`: generate this host's key pair (or reuse one left by a failed attempt),
+//! pin the server, and register into an organisation.
+
+use crate::cli::RegisterArgs;
+use crate::cmd::read_secret_file;
+use crate::exit::usage;
+use crate::output;
+use keysafe_client::{ClientHome, RegisterOptions, register};
+use keysafe_proto::api::{AuthSecret, ClientState};
+use keysafe_proto::{ClientFingerprint, ClientName, OrgName};
+
+pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
+    let home = ClientHome::resolve_dir(args.client.home.as_deref())?;
+    let auth_secret = match (&args.auth, &args.auth_file) {
+        (Some(s), _) => Some(AuthSecret::new(s.clone())),
+        (None, Some(f)) => Some(AuthSecret::new(read_secret_file(f)?.as_str())),
+        (None, None) => None,
+    };
+    let org = OrgName::parse(&args.org).map_err(|e| usage(e.message().to_owned()))?;
+    let name = args
+        .name
+        .as_deref()
+        .map(ClientName::parse)
+        .transpose()
+        .map_err(|e| usage(e.message().to_owned()))?;
+    let server_fingerprint = args
+        .server_fingerprint
+        .as_deref()
+        .map(ClientFingerprint::parse)
+        .transpose()
+        .map_err(|e| usage(e.to_string()))?;
+    let done = register(RegisterOptions {
+        home,
+        servers: args.servers,
+        org,
+        auth_secret,
+        name,
+        server_fingerprint,
+        ca_cert: args.ca_cert,
+    })
+    .await?;
+    if args.client.json {
+        return output::json(&done.info);
+    }
+    if let Some(fp) = &done.pinned {
+        if done.trusted_on_first_use {
+            eprintln!("Pinned the server fingerprint on first use: {fp}");
+            eprintln!(
+                "Compare it with `GET /?a=fingerprint` on the server or with its administrator."
+            );
+        }
+    }
+    println!("Registered into {} as {}", done.info.org, done.info.state);
+    if done.info.state == ClientState::Pending {
+        eprintln!(
+            "The organisation requires approval: ask an administrator to run `keysafe admin client approve {}`.",
+            done.info.fingerprint
+        );
+    }
+    println!("Client fingerprint: {}", done.info.fingerprint);
+    println!("Client home: {}", done.home.dir.display());
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! `keysafe undelete NAME`.
+
+use crate::cli::NameArgs;
+use crate::cmd::{client_for, deposit_name};
+use crate::output;
+
+pub async fn run(args: NameArgs) -> anyhow::Result<()> {
+    let name = deposit_name(&args.name)?;
+    let (_, client) = client_for(&args.client)?;
+    let info = client.undelete(&name).await?;
+    if args.client.json {
+        return output::json(&info);
+    }
+    println!("Restored {} (version {}).", info.name, info.version);
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Client-side errors. API errors keep the server's stable code, so callers (and the CLI's exit
+//! codes) decide by code, never by message.
+
+use keysafe_proto::{ClientFingerprint, ErrorCode};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a JSON error.
+    #[error("{message} ({code}, HTTP {status}{})", .request_id.as_ref().map(|r| format!(", request {r}")).unwrap_or_default())]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// The server answered something that is not keysafe's API.
+    #[error("unexpected answer from the server (HTTP {status}): {detail}")]
+    Unexpected { status: u16, detail: String },
+    /// The server presented a different key than the one pinned.
+    #[error(
+        "the server's fingerprint {actual} does not match the pinned {expected}: refusing to talk to it \
+         (if the server was legitimately re-keyed, re-register or fix server_fingerprint in client.toml)"
+    )]
+    FingerprintMismatch {
+        expected: ClientFingerprint,
+        actual: ClientFingerprint,
+    },
+    /// No connection could be made or it broke (refused, timed out, TLS failure).
+    #[error("cannot reach {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The client's private key file is readable by others.
+    #[error("the key file {path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}", path = .path.display())]
+    InsecureKeyFile { path: PathBuf, mode: u32 },
+    /// Something is wrong with the client home (missing, unreadable, malformed).
+    #[error("{0}")]
+    Home(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    /// The server's error code, if the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The keysafe client library: a client's home (key pair, certificate, pinned server), mutual
+//! TLS with the server pinned by fingerprint, and typed calls for every API operation. Depends
+//! on `keysafe-proto` only, so any program (the CLI, the KMS gateway) can embed it.
+
+pub mod client;
+pub mod error;
+pub mod home;
+pub mod register;
+pub mod tls;
+
+pub use client::{ClientOptions, Fetched, KeysafeClient, Precondition, is_retryable};
+pub use error::ClientError;
+pub use home::{ClientHome, ClientIdentity};
+pub use register::{RegisterOptions, Registered, register};
+pub use tls::ServerTrust;

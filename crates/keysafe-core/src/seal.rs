@@ -1,0 +1,173 @@
+//! The seal: what protects the keyring at rest. A seal wraps and unwraps the key-encryption keys;
+//! it never sees a data key or a deposit. The root-key-file seal lives here; the passphrase and
+//! PKCS#11 seals plug in behind the same trait.
+
+use crate::crypto::{self, CryptoError, KEY_LEN, SecretKey};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The seal's key does not open the keyring: wrong root key, or the keyring was altered.
+    #[error("the seal does not open the keyring (wrong root key, or the keyring was altered)")]
+    WrongKey,
+    /// The seal's key material could not be read.
+    #[error("cannot read the seal key {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    /// The key file is readable by group or others.
+    #[error(
+        "the root key file {path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+    )]
+    InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error("cannot create the seal key {path}: {reason}")]
+    Create { path: PathBuf, reason: String },
+    #[error("the keyring is empty: the data directory is not initialised")]
+    EmptyKeyring,
+    #[error("random number generator failed")]
+    Random,
+}
+
+/// Protects key-encryption keys at rest.
+pub trait Seal: Send + Sync + 'static {
+    /// A short name for logs and health: `file`, `passphrase`, `pkcs11`.
+    fn kind(&self) -> &'static str;
+    /// Wraps a key; `aad` binds the result to its purpose (for example, keyring version).
+    fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>, SealError>;
+    /// Reverses [`Seal::wrap`]; a wrong key or altered input is [`SealError::WrongKey`].
+    fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<SecretKey, SealError>;
+}
+
+/// The default seal: a 256-bit root key in a file only its owner can read.
+pub struct FileSeal {
+    root: SecretKey,
+}
+
+impl fmt::Debug for FileSeal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FileSeal { root: [redacted] }")
+    }
+}
+
+impl FileSeal {
+    /// Creates a new random root key at `path` (mode 0600); refuses to overwrite.
+    pub fn create(path: &Path) -> Result<Self, SealError> {
+        let root = SecretKey::generate().map_err(|_| SealError::Random)?;
+        let err = |e: std::io::Error| SealError::Create {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut f = open_options_private().open(path).map_err(err)?;
+        f.write_all(root.expose()).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        Ok(Self { root })
+    }
+
+    /// Loads the root key from `path`, refusing a file that group or others can read.
+    pub fn open(path: &Path) -> Result<Self, SealError> {
+        check_private_file(path).map_err(|e| match e {
+            PrivateFileError::Insecure(mode) => SealError::InsecurePermissions {
+                path: path.to_owned(),
+                mode,
+            },
+            PrivateFileError::Io(reason) => SealError::Unreadable {
+                path: path.to_owned(),
+                reason,
+            },
+        })?;
+        let bytes =
+            zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| SealError::Unreadable {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?);
+        let root = SecretKey::from_slice(&bytes).ok_or_else(|| SealError::Unreadable {
+            path: path.to_owned(),
+            reason: format!("expected exactly {KEY_LEN} bytes, found {}", bytes.len()),
+        })?;
+        Ok(Self { root })
+    }
+}
+
+impl Seal for FileSeal {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>, SealError> {
+        crypto::seal(&self.root, aad, key.expose()).map_err(|e| match e {
+            CryptoError::Random => SealError::Random,
+            CryptoError::Integrity => SealError::WrongKey,
+        })
+    }
+
+    fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<SecretKey, SealError> {
+        let bytes = zeroize::Zeroizing::new(
+            crypto::open(&self.root, aad, wrapped).map_err(|_| SealError::WrongKey)?,
+        );
+        SecretKey::from_slice(&bytes).ok_or(SealError::WrongKey)
+    }
+}
+
+/// `OpenOptions` that create a new file readable by its owner only, and never overwrite.
+pub fn open_options_private() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}
+
+#[derive(Debug)]
+pub enum PrivateFileError {
+    /// Group or other permission bits are set; carries the mode.
+    Insecure(u32),
+    Io(String),
+}
+
+/// Checks that a secret file exists and that neither group nor others have any access to it.
+pub fn check_private_file(path: &Path) -> Result<(), PrivateFileError> {
+    let meta = std::fs::metadata(path).map_err(|e| PrivateFileError::Io(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(PrivateFileError::Insecure(mode));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_seal_round_trip_and_refusals() {
+        let dir = std::env::temp_dir().join(format!("keysafe-seal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("root.key");
+        let seal = FileSeal::create(&path).unwrap();
+        assert!(FileSeal::create(&path).is_err(), "must not overwrite");
+        let k = SecretKey::generate().unwrap();
+        let w = seal.wrap(b"v1", &k).unwrap();
+        let again = FileSeal::open(&path).unwrap();
+        assert_eq!(again.unwrap(b"v1", &w).unwrap().expose(), k.expose());
+        assert!(matches!(again.unwrap(b"v2", &w), Err(SealError::WrongKey)));
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = FileSeal::open(&path).unwrap_err();
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,376 @@
+//! Deposits: versioned opaque objects owned by the client that created them. Every version is
+//! sealed with AES-256-GCM under its own data key; the associated data binds organisation, owner,
+//! name and version, so a row copied elsewhere fails to open. The data key is wrapped by the
+//! current keyring version under the same binding.
+
+use super::{Caller, Service};
+use crate::crypto::{self, AadBuilder, SecretKey};
+use crate::error::CoreError;
+use crate::store::{
+    DepositKey, DepositListing, DepositRecord, Mutation, VersionMeta, VersionRecord,
+};
+use base64::Engine;
+use keysafe_proto::api::{
+    DepositInfo, DepositList, ListQuery, PurgeResponse, PutResponse, VersionInfo, VersionList,
+};
+use keysafe_proto::{ClientFingerprint, DepositName, DepositVersion, OrgName, Timestamp};
+use zeroize::Zeroizing;
+
+/// A decrypted deposit version, as returned to its owner.
+pub struct Deposit {
+    pub name: DepositName,
+    pub version: DepositVersion,
+    pub created_at: Timestamp,
+    /// Zeroised when dropped.
+    pub payload: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Deposit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deposit")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field(
+                "payload",
+                &format_args!("[{} bytes redacted]", self.payload.len()),
+            )
+            .finish()
+    }
+}
+
+/// A write precondition (HTTP `If-Match` / `If-None-Match: *`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// The current version must be exactly this.
+    IfMatch(DepositVersion),
+    /// The deposit must not exist yet.
+    IfAbsent,
+}
+
+/// How many times a put without precondition retries when another writer got in first.
+const PUT_RETRIES: usize = 8;
+
+fn bind(
+    domain: &str,
+    org: &OrgName,
+    owner: &ClientFingerprint,
+    name: &DepositName,
+    v: DepositVersion,
+) -> Vec<u8> {
+    AadBuilder::new(domain)
+        .field(org.as_str().as_bytes())
+        .field(owner.as_str().as_bytes())
+        .field(name.as_str().as_bytes())
+        .number(v.get())
+        .finish()
+}
+
+fn payload_aad(
+    org: &OrgName,
+    owner: &ClientFingerprint,
+    name: &DepositName,
+    v: DepositVersion,
+) -> Vec<u8> {
+    bind("keysafe/deposit/v1", org, owner, name, v)
+}
+
+fn dek_aad(
+    org: &OrgName,
+    owner: &ClientFingerprint,
+    name: &DepositName,
+    v: DepositVersion,
+) -> Vec<u8> {
+    bind("keysafe/dek/v1", org, owner, name, v)
+}
+
+fn deposit_info(r: &DepositRecord) -> DepositInfo {
+    DepositInfo {
+        name: r.name.clone(),
+        version: r.current_version,
+        size: r.current_size,
+        deleted: r.deleted,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+fn version_info(m: &VersionMeta) -> VersionInfo {
+    VersionInfo {
+        version: m.version,
+        size: m.size,
+        created_at: m.created_at,
+        creator: m.creator.clone(),
+    }
+}
+
+impl Service {
+    fn key(caller: &Caller, name: DepositName) -> DepositKey {
+        DepositKey {
+            owner: caller.fingerprint.clone(),
+            name,
+        }
+    }
+
+    /// Stores a new version. Without a precondition, a concurrent writer is retried around;
+    /// with one, a lost race is a [`CoreError::VersionConflict`].
+    pub async fn put_deposit(
+        &self,
+        caller: &Caller,
+        name: DepositName,
+        payload: &[u8],
+        pre: Precondition,
+    ) -> Result<PutResponse, CoreError> {
+        if payload.len() > self.limits.max_deposit_size {
+            return Err(CoreError::PayloadTooLarge {
+                limit: self.limits.max_deposit_size,
+            });
+        }
+        let keyring = self.keyring()?;
+        let key = Self::key(caller, name);
+        for _ in 0..PUT_RETRIES {
+            let current = self.store.get_deposit(&key).await?;
+            if current.as_ref().is_some_and(|d| d.deleted) {
+                return Err(CoreError::Deleted);
+            }
+            let current_version = current.as_ref().map(|d| d.current_version);
+            match pre {
+                Precondition::IfMatch(v) if current_version != Some(v) => {
+                    return Err(CoreError::VersionConflict {
+                        current: current_version,
+                    });
+                }
+                Precondition::IfAbsent if current_version.is_some() => {
+                    return Err(CoreError::VersionConflict {
+                        current: current_version,
+                    });
+                }
+                _ => {}
+            }
+            let version = current_version.map_or(DepositVersion::FIRST, DepositVersion::next);
+            let dek = SecretKey::generate()?;
+            let ciphertext = crypto::seal(
+                &dek,
+                &payload_aad(&caller.org, &key.owner, &key.name, version),
+                payload,
+            )?;
+            let (kek_version, wrapped_dek) =
+                keyring.wrap_dek(&dek_aad(&caller.org, &key.owner, &key.name, version), &dek)?;
+            let created_at = self.clock.now();
+            let size = payload.len() as u64;
+            let result = self
+                .store
+                .apply(Mutation::PutVersion {
+                    org: caller.org.clone(),
+                    key: key.clone(),
+                    expected_current: current_version,
+                    version: VersionRecord {
+                        meta: VersionMeta {
+                            version,
+                            size,
+                            created_at,
+                            creator: caller.fingerprint.clone(),
+                        },
+                        kek_version,
+                        wrapped_dek,
+                        ciphertext,
+                    },
+                })
+                .await;
+            match result {
+                Ok(_) => {
+                    return Ok(PutResponse {
+                        name: key.name,
+                        version,
+                        size,
+                        created_at,
+                    });
+                }
+                Err(crate::store::StoreError::VersionConflict { .. })
+                    if pre == Precondition::None =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(CoreError::from_store(e, "deposit")),
+            }
+        }
+        Err(CoreError::Unavailable(
+            "too many concurrent writers to this deposit; retry".into(),
+        ))
+    }
+
+    /// Returns the current (or a given) version, decrypted. Other clients' deposits do not exist
+    /// as far as the caller can tell.
+    pub async fn get_deposit(
+        &self,
+        caller: &Caller,
+        name: DepositName,
+        version: Option<DepositVersion>,
+    ) -> Result<Deposit, CoreError> {
+        let keyring = self.keyring()?;
+        let key = Self::key(caller, name);
+        let (dep, ver) = self
+            .store
+            .get_version(&key, version)
+            .await?
+            .ok_or(CoreError::NotFound("deposit"))?;
+        if dep.deleted {
+            return Err(CoreError::Deleted);
+        }
+        let v = ver.meta.version;
+        let dek = keyring
+            .unwrap_dek(
+                ver.kek_version,
+                &dek_aad(&caller.org, &key.owner, &key.name, v),
+                &ver.wrapped_dek,
+            )
+            .map_err(|_| {
+                CoreError::Integrity(format!("data key of {}@{v} does not unwrap", key.name))
+            })?;
+        let payload = crypto::open(
+            &dek,
+            &payload_aad(&caller.org, &key.owner, &key.name, v),
+            &ver.ciphertext,
+        )
+        .map_err(|_| CoreError::Integrity(format!("payload of {}@{v} does not open", key.name)))?;
+        Ok(Deposit {
+            name: key.name,
+            version: v,
+            created_at: ver.meta.created_at,
+            payload: Zeroizing::new(payload),
+        })
+    }
+
+    pub async fn list_deposits(
+        &self,
+        caller: &Caller,
+        q: ListQuery,
+    ) -> Result<DepositList, CoreError> {
+        let prefix = q.prefix.unwrap_or_default();
+        DepositName::validate_prefix(&prefix)?;
+        let limit = q
+            .limit
+            .unwrap_or(ListQuery::DEFAULT_LIMIT)
+            .clamp(1, ListQuery::MAX_LIMIT);
+        let after = match q.page_token.as_deref() {
+            None | Some("") => None,
+            Some(t) => {
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| CoreError::InvalidInput("invalid page_token".into()))?;
+                Some(raw)
+            }
+        };
+        // Ask for one more than the page to learn whether another page follows.
+        let mut rows = self
+            .store
+            .list_deposits(DepositListing {
+                owner: &caller.fingerprint,
+                prefix: &prefix,
+                after: after.as_deref(),
+                limit: limit + 1,
+                include_deleted: q.deleted.unwrap_or(false),
+            })
+            .await?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|r| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r.name.as_str()))
+        } else {
+            None
+        };
+        Ok(DepositList {
+            deposits: rows.iter().map(deposit_info).collect(),
+            next_page_token,
+        })
+    }
+
+    pub async fn list_versions(
+        &self,
+        caller: &Caller,
+        name: DepositName,
+    ) -> Result<VersionList, CoreError> {
+        let key = Self::key(caller, name);
+        let dep = self
+            .store
+            .get_deposit(&key)
+            .await?
+            .ok_or(CoreError::NotFound("deposit"))?;
+        let versions = self.store.list_versions(&key).await?;
+        Ok(VersionList {
+            name: key.name,
+            deleted: dep.deleted,
+            versions: versions.iter().map(version_info).collect(),
+        })
+    }
+
+    async fn set_deleted(
+        &self,
+        caller: &Caller,
+        name: DepositName,
+        deleted: bool,
+    ) -> Result<DepositInfo, CoreError> {
+        let key = Self::key(caller, name);
+        let mut dep = self
+            .store
+            .get_deposit(&key)
+            .await?
+            .ok_or(CoreError::NotFound("deposit"))?;
+        if dep.deleted == deleted {
+            return Err(CoreError::InvalidState(if deleted {
+                "the deposit is deleted already".into()
+            } else {
+                "the deposit is not deleted".into()
+            }));
+        }
+        let at = self.clock.now();
+        self.store
+            .apply(Mutation::SetDeleted { key, deleted, at })
+            .await
+            .map_err(|e| CoreError::from_store(e, "deposit"))?;
+        dep.deleted = deleted;
+        dep.updated_at = at;
+        Ok(deposit_info(&dep))
+    }
+
+    /// Soft delete: hidden from get and ls, restorable with undelete.
+    pub async fn delete_deposit(
+        &self,
+        caller: &Caller,
+        name: DepositName,
+    ) -> Result<DepositInfo, CoreError> {
+        self.set_deleted(caller, name, true).await
+    }
+
+    pub async fn undelete_deposit(
+        &self,
+        caller: &Caller,
+        name: DepositName,
+    ) -> Result<DepositInfo, CoreError> {
+        self.set_deleted(caller, name, false).await
+    }
+
+    /// Destroys every version, deleted or not. Irreversible.
+    pub async fn purge_deposit(
+        &self,
+        caller: &Caller,
+        name: DepositName,
+    ) -> Result<PurgeResponse, CoreError> {
+        let key = Self::key(caller, name);
+        let applied = self
+            .store
+            .apply(Mutation::Purge { key: key.clone() })
+            .await
+            .map_err(|e| CoreError::from_store(e, "deposit"))?;
+        let purged_versions = match applied {
+            crate::store::Applied::Purged(n) => n,
+            crate::store::Applied::Done => 0,
+        };
+        Ok(PurgeResponse {
+            name: key.name,
+            purged_versions,
+        })
+    }
+}

@@ -1,0 +1,194 @@
+//! The domain service: every operation the API offers, with its authorisation rule and its
+//! envelope encryption. Handlers call exactly one method here; tests drive it directly.
+//!
+//! Identities are cached in memory (the read path must not hit the database just to learn who
+//! the caller is); a change made through this node invalidates its entry at once, and entries
+//! expire after `identity_cache_ttl` so changes made through another node are seen soon.
+
+mod clients;
+mod deposits;
+mod orgs;
+
+pub use clients::{ADMIN_ORG, ClientAction};
+pub use deposits::{Deposit, Precondition};
+
+use crate::clock::Clock;
+use crate::error::CoreError;
+use crate::keyring::Keyring;
+use crate::seal::Seal;
+use crate::store::{ClientRecord, Mutation, Store};
+use keysafe_proto::api::{ClientRole, ClientState};
+use keysafe_proto::{ClientFingerprint, OrgName};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Tunables the domain enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest deposit payload accepted, in bytes.
+    pub max_deposit_size: usize,
+    /// How long a cached client identity is trusted before it is re-read from the store.
+    pub identity_cache_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_deposit_size: 1024 * 1024,
+            identity_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An authenticated, active client: the only kind of caller the deposit and admin operations
+/// accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub fingerprint: ClientFingerprint,
+    pub org: OrgName,
+    pub role: ClientRole,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == ClientRole::Admin
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    /// `None` while sealed: deposit operations answer `Sealed`, everything else keeps working.
+    keyring: RwLock<Option<Arc<Keyring>>>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    identities: RwLock<HashMap<ClientFingerprint, (Arc<ClientRecord>, Instant)>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Opens the keyring with the seal and returns a ready service.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        seal: &dyn Seal,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Result<Self, CoreError> {
+        let records = store.load_keks().await?;
+        let keyring = Keyring::open(seal, &records).map_err(|e| match e {
+            crate::seal::SealError::EmptyKeyring => CoreError::Internal(e.to_string()),
+            other => CoreError::from(other),
+        })?;
+        Ok(Self {
+            store,
+            keyring: RwLock::new(Some(Arc::new(keyring))),
+            clock,
+            limits,
+            identities: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Creates the first keyring version in an empty store (used by `init`).
+    pub async fn initialise_keyring(
+        store: &dyn Store,
+        seal: &dyn Seal,
+        clock: &dyn Clock,
+    ) -> Result<(), CoreError> {
+        if !store.load_keks().await?.is_empty() {
+            return Err(CoreError::AlreadyExists("keyring"));
+        }
+        let (_, record) = Keyring::generate(seal, clock.now())?;
+        store.apply(Mutation::InsertKek(record)).await?;
+        Ok(())
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.keyring.read().map(|k| k.is_none()).unwrap_or(true)
+    }
+
+    fn keyring(&self) -> Result<Arc<Keyring>, CoreError> {
+        self.keyring
+            .read()
+            .map_err(|_| CoreError::Internal("keyring lock poisoned".into()))?
+            .clone()
+            .ok_or(CoreError::Sealed)
+    }
+
+    /// Looks a client up, through the identity cache.
+    async fn client_record(
+        &self,
+        fp: &ClientFingerprint,
+    ) -> Result<Option<Arc<ClientRecord>>, CoreError> {
+        if let Ok(map) = self.identities.read() {
+            if let Some((rec, at)) = map.get(fp) {
+                if at.elapsed() < self.limits.identity_cache_ttl {
+                    return Ok(Some(rec.clone()));
+                }
+            }
+        }
+        let Some(rec) = self.store.get_client(fp).await? else {
+            return Ok(None);
+        };
+        let rec = Arc::new(rec);
+        if let Ok(mut map) = self.identities.write() {
+            // Bounded: an attacker cannot grow this with unregistered certificates, because only
+            // registered clients are cached.
+            map.insert(fp.clone(), (rec.clone(), Instant::now()));
+        }
+        Ok(Some(rec))
+    }
+
+    fn forget_identity(&self, fp: &ClientFingerprint) {
+        if let Ok(mut map) = self.identities.write() {
+            map.remove(fp);
+        }
+    }
+
+    /// Turns the certificate fingerprint of a connection into an active caller, or says why not.
+    pub async fn authenticate(&self, fp: Option<&ClientFingerprint>) -> Result<Caller, CoreError> {
+        let fp = fp.ok_or(CoreError::ClientCertificateRequired)?;
+        let rec = self
+            .client_record(fp)
+            .await?
+            .ok_or(CoreError::UnknownClient)?;
+        match rec.state {
+            ClientState::Active => Ok(Caller {
+                fingerprint: rec.fingerprint.clone(),
+                org: rec.org.clone(),
+                role: rec.role,
+            }),
+            ClientState::Pending => Err(CoreError::ClientPending),
+            ClientState::Disabled => Err(CoreError::ClientDisabled),
+        }
+    }
+
+    /// Like [`Service::authenticate`], and the caller must be a server administrator.
+    pub async fn authenticate_admin(
+        &self,
+        fp: Option<&ClientFingerprint>,
+    ) -> Result<Caller, CoreError> {
+        let caller = self.authenticate(fp).await?;
+        if caller.is_admin() {
+            Ok(caller)
+        } else {
+            Err(CoreError::Forbidden(
+                "this operation needs a server administrator identity".into(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Server configuration: `keysafe.toml` in the data directory, parsed once at start into a
+//! validated [`Config`]. The documented template is the single source of the defaults.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const CONFIG_FILE: &str = "keysafe.toml";
+pub const DEFAULT_PORT: u16 = 11371;
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:11371";
+
+/// The documented configuration file, with `listen` and `hostname` filled in. `init` writes it;
+/// `keysafe serve --print-default-config` prints it with the defaults.
+pub fn config_template(listen: SocketAddr, hostname: &str) -> String {
+    format!(
+        r#"# keysafe server configuration.
+# Relative paths are resolved against the data directory (the folder that holds this file).
+# Every key is optional; the values shown are the defaults unless `init` chose them.
+
+[server]
+# Address and port of the HTTPS listener. keysafe has no plaintext listener.
+listen = "{listen}"
+# The name clients use to reach this server; `init` puts it (and the listen IP) in the
+# certificate's subject alternative names.
+hostname = "{hostname}"
+# Server certificate chain and private key, PEM. `init` generates a self-signed ECDSA P-256 pair;
+# replace them with CA-issued files if you like (clients then register with --ca-cert).
+tls_cert = "tls/server.crt"
+tls_key = "tls/server.key"
+# Lowest TLS version accepted: "1.2" or "1.3". TLS 1.3 is preferred whenever the client has it.
+tls_min_version = "1.2"
+# A connection that has not completed its TLS handshake within this time is dropped.
+handshake_timeout = "10s"
+# A connection that does not send a complete request header within this time is dropped.
+header_read_timeout = "30s"
+# Most connections served at once; more wait in the listen backlog.
+max_connections = 4096
+# On SIGTERM or SIGINT, in-flight requests get this long to finish.
+shutdown_grace = "30s"
+
+[storage]
+# "sqlite": one embedded database file (WAL, synchronous=FULL).
+backend = "sqlite"
+sqlite_path = "keysafe.db"
+
+[seal]
+# What protects the keyring at rest. "file": a 256-bit root key in a file only the server
+# user can read (mode 0600; the server refuses a file others can read).
+type = "file"
+root_key_file = "root.key"
+
+[limits]
+# Largest deposit payload in bytes (default 1 MiB). Larger puts get 413 payload_too_large.
+max_deposit_size = 1048576
+# How long a client's identity and state are cached in memory. Changes made through this
+# server apply at once; changes made through another server apply within this time.
+identity_cache_ttl = "5s"
+
+[log]
+# "text" (human-readable) or "json" (one JSON object per line).
+format = "text"
+# A tracing filter: "info", "debug", "keysafe_server=debug,info", ... The environment variable
+# KEYSAFE_LOG overrides it.
+level = "info"
+"#
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    seal: RawSeal,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    hostname: String,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    tls_min_version: String,
+    #[serde(with = "humantime_serde")]
+    handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    header_read_timeout: Duration,
+    max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    shutdown_grace: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            hostname: "localhost".into(),
+            tls_cert: "tls/server.crt".into(),
+            tls_key: "tls/server.key".into(),
+            tls_min_version: "1.2".into(),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    backend: String,
+    sqlite_path: PathBuf,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            backend: "sqlite".into(),
+            sqlite_path: "keysafe.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSeal {
+    #[serde(rename = "type")]
+    kind: String,
+    root_key_file: PathBuf,
+}
+
+impl Default for RawSeal {
+    fn default() -> Self {
+        Self {
+            kind: "file".into(),
+            root_key_file: "root.key".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_deposit_size: usize,
+    #[serde(with = "humantime_serde")]
+    identity_cache_ttl: Duration,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_deposit_size: 1024 * 1024,
+            identity_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub enum SealConfig {
+    File { root_key_file: PathBuf },
+}
+
+/// The validated configuration. Paths are absolute (resolved against the data directory).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub hostname: String,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub tls_min_version: TlsMinVersion,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub storage: StorageConfig,
+    pub seal: SealConfig,
+    pub max_deposit_size: usize,
+    pub identity_cache_ttl: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Reads and validates `DIR/keysafe.toml`.
+    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(data_dir, &text).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    pub fn parse(data_dir: &Path, text: &str) -> anyhow::Result<Self> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                data_dir.join(p)
+            }
+        };
+        let listen: SocketAddr =
+            raw.server.listen.parse().with_context(|| {
+                format!("server.listen {:?} is not an IP:port", raw.server.listen)
+            })?;
+        let tls_min_version = match raw.server.tls_min_version.as_str() {
+            "1.2" => TlsMinVersion::Tls12,
+            "1.3" => TlsMinVersion::Tls13,
+            other => bail!("server.tls_min_version {other:?}: expected \"1.2\" or \"1.3\""),
+        };
+        if raw.server.max_connections == 0 {
+            bail!("server.max_connections must be at least 1");
+        }
+        let storage = match raw.storage.backend.as_str() {
+            "sqlite" => StorageConfig::Sqlite {
+                path: resolve(&raw.storage.sqlite_path),
+            },
+            other => bail!("storage.backend {other:?}: expected \"sqlite\""),
+        };
+        let seal = match raw.seal.kind.as_str() {
+            "file" => SealConfig::File {
+                root_key_file: resolve(&raw.seal.root_key_file),
+            },
+            other => bail!("seal.type {other:?}: expected \"file\""),
+        };
+        if raw.limits.max_deposit_size == 0 || raw.limits.max_deposit_size > 64 * 1024 * 1024 {
+            bail!("limits.max_deposit_size must be between 1 byte and 64 MiB");
+        }
+        let log_format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log.format {other:?}: expected \"text\" or \"json\""),
+        };
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            listen,
+            hostname: raw.server.hostname,
+            tls_cert: resolve(&raw.server.tls_cert),
+            tls_key: resolve(&raw.server.tls_key),
+            tls_min_version,
+            handshake_timeout: raw.server.handshake_timeout,
+            header_read_timeout: raw.server.header_read_timeout,
+            max_connections: raw.server.max_connections,
+            shutdown_grace: raw.server.shutdown_grace,
+            storage,
+            seal,
+            max_deposit_size: raw.limits.max_deposit_size,
+            identity_cache_ttl: raw.limits.identity_cache_ttl,
+            log_format,
+            log_level: raw.log.level,
+        })
+    }
+
+    /// The URL a local client (such as the admin CLI) uses to reach this server.
+    pub fn local_url(&self) -> String {
+        let ip = if self.listen.ip().is_unspecified() {
+            match self.listen {
+                SocketAddr::V4(_) => "127.0.0.1".to_owned(),
+                SocketAddr::V6(_) => "[::1]".to_owned(),
+            }
+        } else {
+            match self.listen {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            }
+        };
+        format!("https://{ip}:{}", self.listen.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let dir = Path::new("/data");
+        let text = config_template(DEFAULT_LISTEN.parse().unwrap(), "localhost");
+        let c = Config::parse(dir, &text).unwrap();
+        let d = Config::parse(dir, "").unwrap();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.tls_cert, Path::new("/data/tls/server.crt"));
+        assert_eq!(c.max_deposit_size, d.max_deposit_size);
+        assert_eq!(c.identity_cache_ttl, d.identity_cache_ttl);
+        assert_eq!(c.handshake_timeout, d.handshake_timeout);
+        assert_eq!(c.local_url(), "https://127.0.0.1:11371");
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let dir = Path::new("/d");
+        assert!(Config::parse(dir, "[server]\nlisten = \"nope\"").is_err());
+        assert!(Config::parse(dir, "[server]\ntls_min_version = \"1.0\"").is_err());
+        assert!(Config::parse(dir, "[server]\nunknown = 1").is_err());
+        assert!(Config::parse(dir, "[storage]\nbackend = \"mysql\"").is_err());
+        assert!(Config::parse(dir, "[limits]\nmax_deposit_size = 0").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The caller's identity as the TLS layer saw it, attached to every request on a connection.
+//! Extractors turn it into an authenticated [`Caller`] by asking the domain service.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use keysafe_core::Caller;
+use keysafe_proto::ClientFingerprint;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the handshake established about the peer. Computed once per connection.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    pub remote: SocketAddr,
+    pub fingerprint: Option<ClientFingerprint>,
+    pub cert_der: Option<Arc<[u8]>>,
+}
+
+impl PeerIdentity {
+    pub fn from_certs(
+        remote: SocketAddr,
+        certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    ) -> Self {
+        let leaf = certs.and_then(|c| c.first());
+        let fingerprint = leaf.and_then(|c| ClientFingerprint::of_certificate(c).ok());
+        Self {
+            remote,
+            cert_der: fingerprint
+                .as_ref()
+                .and(leaf)
+                .map(|c| Arc::from(c.as_ref())),
+            fingerprint,
+        }
+    }
+}
+
+fn peer(parts: &Parts) -> Result<&PeerIdentity, ApiError> {
+    parts
+        .extensions
+        .get::<PeerIdentity>()
+        .ok_or_else(|| ApiError::internal("request without a peer identity"))
+}
+
+/// An active, registered client.
+#[derive(Debug, Clone)]
+pub struct Authed(pub Caller);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let p = peer(parts)?;
+        Ok(Self(
+            state.service.authenticate(p.fingerprint.as_ref()).await?,
+        ))
+    }
+}
+
+/// An active server administrator.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let p = peer(parts)?;
+        Ok(Self(
+            state
+                .service
+                .authenticate_admin(p.fingerprint.as_ref())
+                .await?,
+        ))
+    }
+}
+
+/// The raw peer identity, for registration (the client is not registered yet).
+#[derive(Debug, Clone)]
+pub struct Peer(pub PeerIdentity);
+
+impl FromRequestParts<AppState> for Peer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(peer(parts)?.clone()))
+    }
+}

@@ -1,0 +1,143 @@
+//! Initialising a data directory: the configuration file, the server's self-signed certificate,
+//! the root key, and the database with its first keyring version. Refuses to touch a directory
+//! that already holds anything. The first administrator identity is added by the caller (the
+//! CLI), which owns the client-home format.
+
+use crate::config::{CONFIG_FILE, Config, config_template};
+use anyhow::{Context, bail};
+use keysafe_core::{FileSeal, Limits, Service, SystemClock};
+use keysafe_proto::ClientFingerprint;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub hostname: String,
+}
+
+/// What `init` created, for the report printed to the operator.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub root_key: PathBuf,
+    pub database: PathBuf,
+    pub fingerprint: ClientFingerprint,
+    pub url: String,
+}
+
+/// True when `dir` is missing or an empty directory, i.e. `serve` may initialise it.
+pub fn is_uninitialised(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(mut entries) => entries.next().is_none(),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn write_new(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = if private {
+        keysafe_core::seal::open_options_private()
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?
+    };
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates everything the server needs in an empty (or missing) data directory, and returns the
+/// opened service so the caller can add the first administrator.
+pub async fn init_server(opts: &InitOptions) -> anyhow::Result<(InitReport, Service)> {
+    let dir = &opts.data_dir;
+    if !is_uninitialised(dir) {
+        if dir.join(CONFIG_FILE).exists() {
+            bail!(
+                "{} is already initialised (it has {CONFIG_FILE}); refusing to overwrite it",
+                dir.display()
+            );
+        }
+        bail!("{} is not empty; refusing to initialise it", dir.display());
+    }
+    create_private_dir(dir)?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+
+    let config_text = config_template(opts.listen, &opts.hostname);
+    let config = Config::parse(&dir, &config_text)?;
+    write_new(&dir.join(CONFIG_FILE), config_text.as_bytes(), false)?;
+
+    // Server certificate: SAN = host name, and the listen IP (or loopback when listening on all).
+    let mut sans = vec![opts.hostname.clone()];
+    let ip = if opts.listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        opts.listen.ip().to_string()
+    };
+    if !sans.contains(&ip) {
+        sans.push(ip);
+    }
+    let cert = keysafe_proto::identity::generate_self_signed(&opts.hostname, &sans)?;
+    if let Some(parent) = config.tls_cert.parent() {
+        create_private_dir(parent)?;
+    }
+    write_new(&config.tls_cert, cert.cert_pem.as_bytes(), false)?;
+    write_new(&config.tls_key, cert.key_pem.as_bytes(), true)?;
+
+    let crate::config::SealConfig::File { root_key_file } = &config.seal;
+    let seal = FileSeal::create(root_key_file)?;
+
+    let crate::config::StorageConfig::Sqlite { path: db } = &config.storage;
+    let store = Arc::new(
+        keysafe_store::SqliteStore::create(db)
+            .await
+            .with_context(|| format!("cannot create the database {}", db.display()))?,
+    );
+    Service::initialise_keyring(store.as_ref(), &seal, &SystemClock).await?;
+    let service = Service::open(
+        store,
+        &seal,
+        Arc::new(SystemClock),
+        Limits {
+            max_deposit_size: config.max_deposit_size,
+            identity_cache_ttl: config.identity_cache_ttl,
+        },
+    )
+    .await?;
+    Ok((
+        InitReport {
+            data_dir: dir.clone(),
+            config: dir.join(CONFIG_FILE),
+            tls_cert: config.tls_cert.clone(),
+            tls_key: config.tls_key.clone(),
+            root_key: root_key_file.clone(),
+            database: db.clone(),
+            fingerprint: cert.fingerprint,
+            url: config.local_url(),
+        },
+        service,
+    ))
+}

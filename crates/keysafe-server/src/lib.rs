@@ -1,0 +1,19 @@
+//! The keysafe HTTPS server: TLS (rustls) with per-request client identity, the route table and
+//! its handlers, server configuration, data-directory initialisation, and the accept loop
+//! `run(listener, app, shutdown)`. It holds no state of its own beyond caches; all state is in
+//! the store.
+
+pub mod config;
+mod error;
+mod extract;
+pub mod identity;
+pub mod init;
+mod middleware;
+mod routes;
+pub mod server;
+mod state;
+pub mod tls;
+
+pub use error::ApiError;
+pub use server::{App, open_app, run};
+pub use state::AppState;

@@ -1,0 +1,96 @@
+//! Per-request plumbing: a request id (taken from a well-formed `x-request-id` header or
+//! generated), a tracing span carrying it, one log line per request, `Cache-Control: no-store`
+//! on every answer, and the JSON rendering of errors (with the request id in the body).
+
+use crate::error::ApiError;
+use crate::identity::PeerIdentity;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use keysafe_proto::{ErrorBody, ErrorDetail, HEADER_REQUEST_ID};
+use std::time::Instant;
+use tracing::Instrument;
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    if keysafe_core::crypto::random_bytes(&mut b).is_err() {
+        // Uniqueness matters for logs only; fall back to the clock.
+        let t = keysafe_proto::Timestamp::now().unix_millis();
+        return format!("{t:016x}");
+    }
+    hex::encode(b)
+}
+
+fn accept_incoming(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (1..=64)
+        .contains(&s.len())
+        .then_some(())
+        .filter(|_| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(|_| s.to_owned())
+}
+
+pub async fn request_context(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(HEADER_REQUEST_ID)
+        .and_then(accept_incoming)
+        .unwrap_or_else(new_request_id);
+    let (client, remote) = match req.extensions().get::<PeerIdentity>() {
+        Some(p) => (
+            p.fingerprint.as_ref().map(|f| f.short().to_owned()),
+            Some(p.remote),
+        ),
+        None => (None, None),
+    };
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        client = client.as_deref().unwrap_or("-"),
+        remote = remote.map(|r| r.to_string()).unwrap_or_default(),
+    );
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    if let Some(err) = response.extensions_mut().remove::<ApiError>() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: err.code,
+                message: err.message,
+                request_id: Some(id.clone()),
+            },
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        *response.body_mut() = Body::from(json);
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(HEADER_REQUEST_ID, v);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    // Successful requests log at debug: at tens of thousands of requests a second an info line
+    // each would cost more than the request. The audit trail, not the log, records accesses.
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, micros, "request failed");
+        } else if status >= 400 {
+            tracing::info!(status, micros, "request refused");
+        } else {
+            tracing::debug!(status, micros, "request");
+        }
+    });
+    response
+}

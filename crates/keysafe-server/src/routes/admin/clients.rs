@@ -1,0 +1,66 @@
+//! `GET /v1/admin/clients?org=&state=`, `POST /v1/admin/clients/{fp}/{approve|disable|enable}`.
+
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::identity::Admin;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use keysafe_core::service::ClientAction;
+use keysafe_proto::api::{ClientInfo, ClientList, ClientState};
+use keysafe_proto::{ClientFingerprint, ErrorCode, OrgName};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    org: Option<String>,
+    state: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiQuery(f): ApiQuery<Filter>,
+) -> Result<Json<ClientList>, ApiError> {
+    let org = f
+        .org
+        .as_deref()
+        .map(OrgName::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))?;
+    let st = f
+        .state
+        .as_deref()
+        .map(|s| {
+            ClientState::parse(s).ok_or_else(|| {
+                ApiError::bad_request("state must be one of pending, active, disabled")
+            })
+        })
+        .transpose()?;
+    Ok(Json(ClientList {
+        clients: state.service.list_clients(&admin, org.as_ref(), st).await?,
+    }))
+}
+
+pub async fn action(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path((fp, action)): Path<(String, String)>,
+) -> Result<Json<ClientInfo>, ApiError> {
+    let fp = ClientFingerprint::parse(&fp).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let action = match action.as_str() {
+        "approve" => ClientAction::Approve,
+        "disable" => ClientAction::Disable,
+        "enable" => ClientAction::Enable,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::NoRoute,
+                "unknown client action; expected approve, disable or enable",
+            ));
+        }
+    };
+    let info = state.service.client_action(&admin, &fp, action).await?;
+    tracing::info!(client = %info.fingerprint, state = %info.state, by = %admin.fingerprint, "client state changed");
+    Ok(Json(info))
+}

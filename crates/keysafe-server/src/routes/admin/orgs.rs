@@ -1,0 +1,45 @@
+//! `GET|POST /v1/admin/orgs`, `PUT /v1/admin/orgs/{name}/auth`.
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::identity::Admin;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use http::StatusCode;
+use keysafe_proto::api::{
+    OrgCreateRequest, OrgCreated, OrgList, OrgSetAuthRequest, OrgSetAuthResponse,
+};
+use keysafe_proto::{ErrorCode, OrgName};
+
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<Json<OrgList>, ApiError> {
+    Ok(Json(OrgList {
+        orgs: state.service.list_orgs(&admin).await?,
+    }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(req): ApiJson<OrgCreateRequest>,
+) -> Result<(StatusCode, Json<OrgCreated>), ApiError> {
+    let created = state.service.create_org(&admin, req).await?;
+    tracing::info!(org = %created.name, "organisation created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn set_auth(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<OrgSetAuthRequest>,
+) -> Result<Json<OrgSetAuthResponse>, ApiError> {
+    let name =
+        OrgName::parse(&name).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))?;
+    let r = state.service.set_org_auth(&admin, &name, req).await?;
+    tracing::info!(org = %r.name, mode = r.auth_mode.as_str(), "organisation auth changed");
+    Ok(Json(r))
+}

@@ -1,0 +1,121 @@
+//! `PUT /v1/deposits/{name}`: stores the raw request body as a new version. `If-Match: "N"` makes
+//! it a compare-and-set on the current version; `If-None-Match: *` creates only. Bodies past the
+//! configured limit get 413 before being read whole.
+
+use super::parse_path;
+use crate::error::ApiError;
+use crate::identity::Authed;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use http::{HeaderMap, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use keysafe_core::service::Precondition;
+use keysafe_proto::api::PutResponse;
+use keysafe_proto::{DepositVersion, ErrorCode};
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the payload is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Reads at most `limit` bytes of body.
+pub(crate) async fn read_limited(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large(limit));
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+fn parse_etag_version(v: &str) -> Option<DepositVersion> {
+    let v = v.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let v = v
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(v);
+    DepositVersion::parse(v).ok()
+}
+
+pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let if_match = headers.get(header::IF_MATCH);
+    let if_none = headers.get(header::IF_NONE_MATCH);
+    match (if_match, if_none) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "send either If-Match or If-None-Match, not both",
+        )),
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(parse_etag_version)
+            .map(Precondition::IfMatch)
+            .ok_or_else(|| ApiError::bad_request("If-Match must be a version, for example \"3\"")),
+        (None, Some(v)) if v.as_bytes() == b"*" => Ok(Precondition::IfAbsent),
+        (None, Some(_)) => Err(ApiError::bad_request("If-None-Match accepts only *")),
+        (None, None) => Ok(Precondition::None),
+    }
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(path): Path<String>,
+    req: Request,
+) -> Result<(StatusCode, HeaderMap, Json<PutResponse>), ApiError> {
+    let (name, op) = parse_path(&path)?;
+    if op.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "PUT takes a plain deposit name",
+        ));
+    }
+    let pre = precondition(req.headers())?;
+    let limit = state.service.limits().max_deposit_size;
+    let (parts, body) = req.into_parts();
+    let payload = read_limited(body, &parts.headers, limit).await?;
+    let stored = state
+        .service
+        .put_deposit(&caller, name, &payload, pre)
+        .await?;
+    let mut headers = HeaderMap::new();
+    super::get::version_headers(&mut headers, stored.version);
+    let status = if stored.version == DepositVersion::FIRST {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, headers, Json(stored)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags() {
+        assert_eq!(parse_etag_version("\"3\"").map(|v| v.get()), Some(3));
+        assert_eq!(parse_etag_version("W/\"3\"").map(|v| v.get()), Some(3));
+        assert_eq!(parse_etag_version("4").map(|v| v.get()), Some(4));
+        assert_eq!(parse_etag_version("\"0\""), None);
+        assert_eq!(parse_etag_version("x"), None);
+    }
+}

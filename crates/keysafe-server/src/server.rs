@@ -1,0 +1,167 @@
+//! The accept loop. Each connection gets its own task: TLS handshake under a timeout, the peer's
+//! fingerprint computed once, then hyper (HTTP/1.1 or HTTP/2) serving the router with that
+//! identity attached to every request. Handshakes never serialise behind each other. Shutdown
+//! stops accepting, lets in-flight requests finish within the grace period, then returns.
+
+use crate::config::{Config, SealConfig, StorageConfig};
+use crate::identity::PeerIdentity;
+use crate::routes::router;
+use crate::state::AppState;
+use crate::tls;
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use keysafe_core::{FileSeal, Limits, Service, SystemClock};
+use keysafe_proto::ClientFingerprint;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Everything `run` needs: the router with its state, and the TLS and connection settings.
+#[derive(Clone)]
+pub struct App {
+    pub state: AppState,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("fingerprint", &self.state.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn fingerprint(&self) -> &ClientFingerprint {
+        &self.state.fingerprint
+    }
+}
+
+/// Opens the store and the seal named by the configuration and builds the app.
+pub async fn open_app(config: &Config) -> anyhow::Result<App> {
+    let identity = tls::load_identity(&config.tls_cert, &config.tls_key)?;
+    let tls = tls::server_config(config, &identity)?;
+    let store: Arc<dyn keysafe_core::Store> = match &config.storage {
+        StorageConfig::Sqlite { path } => Arc::new(
+            keysafe_store::SqliteStore::open(path)
+                .await
+                .with_context(|| format!("cannot open the database {}", path.display()))?,
+        ),
+    };
+    let seal = match &config.seal {
+        SealConfig::File { root_key_file } => FileSeal::open(root_key_file)?,
+    };
+    let service = Service::open(
+        store,
+        &seal,
+        Arc::new(SystemClock),
+        Limits {
+            max_deposit_size: config.max_deposit_size,
+            identity_cache_ttl: config.identity_cache_ttl,
+        },
+    )
+    .await
+    .context("cannot open the keyring")?;
+    Ok(App {
+        state: AppState {
+            service: Arc::new(service),
+            fingerprint: identity.fingerprint,
+        },
+        tls: Arc::new(tls),
+        handshake_timeout: config.handshake_timeout,
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+        shutdown_grace: config.shutdown_grace,
+    })
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes, then drains connections.
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(app.tls.clone());
+    let router = router(app.state.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(app.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, remote) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually EMFILE; back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let builder = builder.clone();
+        let timeout = app.handshake_timeout;
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = PeerIdentity::from_certs(remote, tls.get_ref().1.peer_certificates());
+            let svc = router.map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    req
+                },
+            );
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(app.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The SQLite store: one file in WAL mode with `synchronous=FULL`, so an acknowledged write
+//! survives power loss. Reads go through a small pool of query-only connections; every write goes
+//! through one writer task that commits whatever has queued up in a single transaction (group
+//! commit), one fsync for many writes, each write isolated by a savepoint.
+
+mod reads;
+mod rows;
+mod writer;
+
+use async_trait::async_trait;
+use keysafe_core::store::{
+    Applied, ClientRecord, DepositKey, DepositListing, DepositRecord, KekRecord, Mutation,
+    OrgRecord, Store, StoreError, StoreResult, VersionMeta, VersionRecord,
+};
+use keysafe_proto::api::ClientState;
+use keysafe_proto::{ClientFingerprint, DepositVersion, OrgName};
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How many queued writes one transaction may take.
+const MAX_BATCH: usize = 512;
+const READ_CONNECTIONS: u32 = 4;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: SqlitePool,
+    writer: mpsc::Sender<writer::Job>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+pub(crate) fn backend_error(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn options(path: &Path, create: bool) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        // Freed pages are overwritten with zeros, so purged ciphertext does not linger in the file.
+        .pragma("secure_delete", "ON")
+        .log_statements(tracing::log::LevelFilter::Trace)
+}
+
+impl SqliteStore {
+    /// Creates a new database at `path` (which must not exist) and applies the migrations.
+    pub async fn create(path: &Path) -> StoreResult<Self> {
+        if path.exists() {
+            return Err(StoreError::AlreadyExists);
+        }
+        Self::connect(path, true).await
+    }
+
+    /// Opens an existing database and applies any pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        if !path.exists() {
+            return Err(StoreError::NotFound);
+        }
+        Self::connect(path, false).await
+    }
+
+    async fn connect(path: &Path, create: bool) -> StoreResult<Self> {
+        let mut conn = options(path, create)
+            .connect()
+            .await
+            .map_err(backend_error)?;
+        migrate(&mut conn).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .min_connections(1)
+            .connect_with(options(path, false).pragma("query_only", "ON"))
+            .await
+            .map_err(backend_error)?;
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(writer::run(conn, rx, MAX_BATCH));
+        Ok(Self {
+            path: path.to_owned(),
+            readers,
+            writer: tx,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the read pool; the writer stops once every handle is dropped.
+    pub async fn close(&self) {
+        self.readers.close().await;
+    }
+}
+
+/// The embedded migrations, in order. Each file is applied once, in a transaction, and recorded
+/// (with a checksum) by sqlx in `_sqlx_migrations`.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>,
+                > + Send
+                + 's,
+        >,
+    > {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, d, sql)| {
+                    sqlx::migrate::Migration::new(
+                        *v,
+                        (*d).into(),
+                        sqlx::migrate::MigrationType::Simple,
+                        sqlx::SqlStr::from_static(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+async fn migrate(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    let migrator = sqlx::migrate::Migrator::new(Embedded)
+        .await
+        .map_err(|e| StoreError::Backend(format!("migrations: {e}")))?;
+    migrator
+        .run(conn)
+        .await
+        .map_err(|e| StoreError::Backend(format!("migrations: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply(&self, mutation: Mutation) -> StoreResult<Applied> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Job { mutation, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+    }
+
+    async fn load_keks(&self) -> StoreResult<Vec<KekRecord>> {
+        reads::load_keks(&self.readers).await
+    }
+
+    async fn get_org(&self, name: &OrgName) -> StoreResult<Option<OrgRecord>> {
+        reads::get_org(&self.readers, name).await
+    }
+
+    async fn list_orgs(&self) -> StoreResult<Vec<OrgRecord>> {
+        reads::list_orgs(&self.readers).await
+    }
+
+    async fn get_client(&self, fp: &ClientFingerprint) -> StoreResult<Option<ClientRecord>> {
+        reads::get_client(&self.readers, fp).await
+    }
+
+    async fn list_clients(
+        &self,
+        org: Option<&OrgName>,
+        state: Option<ClientState>,
+    ) -> StoreResult<Vec<ClientRecord>> {
+        reads::list_clients(&self.readers, org, state).await
+    }
+
+    async fn get_deposit(&self, key: &DepositKey) -> StoreResult<Option<DepositRecord>> {
+        reads::get_deposit(&self.readers, key).await
+    }
+
+    async fn get_version(
+        &self,
+        key: &DepositKey,
+        version: Option<DepositVersion>,
+    ) -> StoreResult<Option<(DepositRecord, VersionRecord)>> {
+        reads::get_version(&self.readers, key, version).await
+    }
+
+    async fn list_deposits(&self, q: DepositListing<'_>) -> StoreResult<Vec<DepositRecord>> {
+        reads::list_deposits(&self.readers, q).await
+    }
+
+    async fn list_versions(&self, key: &DepositKey) -> StoreResult<Vec<VersionMeta>> {
+        reads::list_versions(&self.readers, key).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map(|_| ())
+            .map_err(backend_error)
+    }
+}

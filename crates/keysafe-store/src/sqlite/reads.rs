@@ -1,0 +1,169 @@
+//! Read queries, on the query-only pool.
+
+use super::{backend_error, rows};
+use keysafe_core::store::{
+    ClientRecord, DepositKey, DepositListing, DepositRecord, KekRecord, OrgRecord, StoreResult,
+    VersionMeta, VersionRecord,
+};
+use keysafe_proto::api::ClientState;
+use keysafe_proto::{ClientFingerprint, DepositVersion, OrgName};
+use sqlx::SqlitePool;
+
+const DEPOSIT_COLS: &str = "d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, d.created_at, d.updated_at";
+
+/// One past the largest character a deposit name may contain ('z' is 0x7a), so that
+/// `name >= p AND name < p || '{'` selects exactly the names starting with `p`.
+const PREFIX_END: &str = "{";
+
+pub(crate) async fn load_keks(pool: &SqlitePool) -> StoreResult<Vec<KekRecord>> {
+    sqlx::query("SELECT version, wrapped, created_at FROM keyring ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .map_err(backend_error)?
+        .iter()
+        .map(rows::kek)
+        .collect()
+}
+
+pub(crate) async fn get_org(pool: &SqlitePool, name: &OrgName) -> StoreResult<Option<OrgRecord>> {
+    sqlx::query("SELECT * FROM orgs WHERE name = ?1")
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(backend_error)?
+        .as_ref()
+        .map(rows::org)
+        .transpose()
+}
+
+pub(crate) async fn list_orgs(pool: &SqlitePool) -> StoreResult<Vec<OrgRecord>> {
+    sqlx::query("SELECT * FROM orgs ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(backend_error)?
+        .iter()
+        .map(rows::org)
+        .collect()
+}
+
+pub(crate) async fn get_client(
+    pool: &SqlitePool,
+    fp: &ClientFingerprint,
+) -> StoreResult<Option<ClientRecord>> {
+    sqlx::query("SELECT * FROM clients WHERE fingerprint = ?1")
+        .bind(fp.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(backend_error)?
+        .as_ref()
+        .map(rows::client)
+        .transpose()
+}
+
+pub(crate) async fn list_clients(
+    pool: &SqlitePool,
+    org: Option<&OrgName>,
+    state: Option<ClientState>,
+) -> StoreResult<Vec<ClientRecord>> {
+    sqlx::query(
+        "SELECT * FROM clients WHERE (?1 IS NULL OR org = ?1) AND (?2 IS NULL OR state = ?2) \
+         ORDER BY org, created_at, fingerprint",
+    )
+    .bind(org.map(|o| o.as_str()))
+    .bind(state.map(|s| s.as_str()))
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?
+    .iter()
+    .map(rows::client)
+    .collect()
+}
+
+pub(crate) async fn get_deposit(
+    pool: &SqlitePool,
+    key: &DepositKey,
+) -> StoreResult<Option<DepositRecord>> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEPOSIT_COLS} FROM deposits d WHERE d.owner = ?1 AND d.name = ?2"
+    )))
+    .bind(key.owner.as_str())
+    .bind(key.name.as_str())
+    .fetch_optional(pool)
+    .await
+    .map_err(backend_error)?
+    .as_ref()
+    .map(rows::deposit)
+    .transpose()
+}
+
+pub(crate) async fn get_version(
+    pool: &SqlitePool,
+    key: &DepositKey,
+    version: Option<DepositVersion>,
+) -> StoreResult<Option<(DepositRecord, VersionRecord)>> {
+    let version = version.map(|v| i64::try_from(v.get()).unwrap_or(i64::MAX));
+    let row = sqlx::query(
+        "SELECT d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, \
+                d.created_at, d.updated_at, \
+                v.version AS v_version, v.size AS v_size, v.creator AS v_creator, \
+                v.created_at AS v_created_at, v.kek_version AS v_kek_version, \
+                v.wrapped_dek AS v_wrapped_dek, v.ciphertext AS v_ciphertext \
+         FROM deposits d JOIN deposit_versions v \
+           ON v.owner = d.owner AND v.name = d.name \
+          AND v.version = COALESCE(?3, d.current_version) \
+         WHERE d.owner = ?1 AND d.name = ?2",
+    )
+    .bind(key.owner.as_str())
+    .bind(key.name.as_str())
+    .bind(version)
+    .fetch_optional(pool)
+    .await
+    .map_err(backend_error)?;
+    match row {
+        None => Ok(None),
+        Some(r) => Ok(Some((rows::deposit(&r)?, rows::version_record(&r)?))),
+    }
+}
+
+pub(crate) async fn list_deposits(
+    pool: &SqlitePool,
+    q: DepositListing<'_>,
+) -> StoreResult<Vec<DepositRecord>> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEPOSIT_COLS} FROM deposits d \
+         WHERE d.owner = ?1 AND d.name >= ?2 AND d.name < ?3 \
+           AND (?4 IS NULL OR d.name > ?4) AND (?5 OR d.deleted = 0) \
+         ORDER BY d.name LIMIT ?6"
+    )))
+    .bind(q.owner.as_str())
+    .bind(q.prefix)
+    .bind(format!("{}{PREFIX_END}", q.prefix))
+    .bind(q.after)
+    .bind(q.include_deleted)
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?
+    .iter()
+    .map(rows::deposit)
+    .collect()
+}
+
+pub(crate) async fn list_versions(
+    pool: &SqlitePool,
+    key: &DepositKey,
+) -> StoreResult<Vec<VersionMeta>> {
+    sqlx::query(
+        "SELECT version AS v_version, size AS v_size, creator AS v_creator, \
+                created_at AS v_created_at \
+         FROM deposit_versions WHERE owner = ?1 AND name = ?2 ORDER BY version",
+    )
+    .bind(key.owner.as_str())
+    .bind(key.name.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?
+    .iter()
+    .map(rows::version_meta)
+    .collect()
+}

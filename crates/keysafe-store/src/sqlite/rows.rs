@@ -1,0 +1,122 @@
+//! Decoding SQLite rows into domain records. A value that does not decode (an unknown state, a
+//! negative size, a malformed name) is reported as `Corrupt`: somebody edited the row.
+
+use keysafe_core::store::{
+    ClientRecord, DepositRecord, KekRecord, OrgRecord, StoreError, StoreResult, VersionMeta,
+    VersionRecord,
+};
+use keysafe_proto::api::{AuthMode, ClientRole, ClientState};
+use keysafe_proto::{
+    ClientFingerprint, ClientName, DepositName, DepositVersion, OrgName, Timestamp,
+};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name)
+        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+fn ts(row: &SqliteRow, name: &str) -> StoreResult<Timestamp> {
+    Ok(Timestamp::from_unix_millis(col::<i64>(row, name)?))
+}
+
+fn unsigned(row: &SqliteRow, name: &str) -> StoreResult<u64> {
+    u64::try_from(col::<i64>(row, name)?).map_err(|_| corrupt(name))
+}
+
+fn version(row: &SqliteRow, name: &str) -> StoreResult<DepositVersion> {
+    DepositVersion::new(unsigned(row, name)?).map_err(|_| corrupt(name))
+}
+
+fn fingerprint(row: &SqliteRow, name: &str) -> StoreResult<ClientFingerprint> {
+    ClientFingerprint::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
+}
+
+fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
+    OrgName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
+}
+
+fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
+    DepositName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
+}
+
+pub(crate) fn kek(row: &SqliteRow) -> StoreResult<KekRecord> {
+    Ok(KekRecord {
+        version: u32::try_from(col::<i64>(row, "version")?).map_err(|_| corrupt("version"))?,
+        wrapped: col(row, "wrapped")?,
+        created_at: ts(row, "created_at")?,
+    })
+}
+
+pub(crate) fn org(row: &SqliteRow) -> StoreResult<OrgRecord> {
+    let contacts: String = col(row, "contacts")?;
+    Ok(OrgRecord {
+        name: org_name(row, "name")?,
+        contacts: serde_json::from_str(&contacts).map_err(|_| corrupt("contacts"))?,
+        auth_mode: match col::<String>(row, "auth_mode")?.as_str() {
+            "secret" => AuthMode::Secret,
+            "approval" => AuthMode::Approval,
+            _ => return Err(corrupt("auth_mode")),
+        },
+        auth_hash: col(row, "auth_hash")?,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
+    let name: Option<String> = col(row, "name")?;
+    Ok(ClientRecord {
+        fingerprint: fingerprint(row, "fingerprint")?,
+        org: org_name(row, "org")?,
+        name: name
+            .map(|n| ClientName::parse(&n))
+            .transpose()
+            .map_err(|_| corrupt("name"))?,
+        state: ClientState::parse(&col::<String>(row, "state")?).ok_or_else(|| corrupt("state"))?,
+        role: ClientRole::parse(&col::<String>(row, "role")?).ok_or_else(|| corrupt("role"))?,
+        cert_der: col(row, "cert_der")?,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn deposit(row: &SqliteRow) -> StoreResult<DepositRecord> {
+    Ok(DepositRecord {
+        org: org_name(row, "org")?,
+        owner: fingerprint(row, "owner")?,
+        name: deposit_name(row, "name")?,
+        current_version: version(row, "current_version")?,
+        current_size: unsigned(row, "current_size")?,
+        deleted: col::<i64>(row, "deleted")? != 0,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn version_meta(row: &SqliteRow) -> StoreResult<VersionMeta> {
+    Ok(VersionMeta {
+        version: version(row, "v_version")?,
+        size: unsigned(row, "v_size")?,
+        created_at: ts(row, "v_created_at")?,
+        creator: fingerprint(row, "v_creator")?,
+    })
+}
+
+pub(crate) fn version_record(row: &SqliteRow) -> StoreResult<VersionRecord> {
+    Ok(VersionRecord {
+        meta: version_meta(row)?,
+        kek_version: u32::try_from(col::<i64>(row, "v_kek_version")?)
+            .map_err(|_| corrupt("kek_version"))?,
+        wrapped_dek: col(row, "v_wrapped_dek")?,
+        ciphertext: col(row, "v_ciphertext")?,
+    })
+}
