@@ -112,9 +112,9 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// A server data directory: use the administrator identity `init` made there.
-    #[arg(long, env = "KEYSAFE_DATA_DIR", conflicts_with = "home")]
+    #[arg(long, env = "KEYSAFE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// An administrator's client home.
+    /// An administrator's client home (takes precedence over --data-dir).
     #[arg(long)]
     pub home: Option<PathBuf>,
     /// Print results as JSON.
@@ -196,6 +196,13 @@ pub enum ClientCommand {
     Disable { fingerprint: String },
     /// Re-enable a disabled client.
     Enable { fingerprint: String },
+    /// Make an active client a server administrator.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client promote 3f1c...e9"
+    )]
+    Promote { fingerprint: String },
+    /// Make a server administrator an ordinary client again.
+    Demote { fingerprint: String },
 }
 
 /// Options every client command shares.
@@ -225,7 +232,7 @@ pub struct RegisterArgs {
         conflicts_with = "auth_file"
     )]
     pub auth: Option<String>,
-    /// Read the auth secret from this file.
+    /// Read the auth secret from this file (takes precedence over --auth and KEYSAFE_AUTH).
     #[arg(long)]
     pub auth_file: Option<PathBuf>,
     /// A name for this client (host or service name).

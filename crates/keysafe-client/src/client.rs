@@ -147,14 +147,20 @@ impl KeysafeClient {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
+    /// A low-level request on this client's connection pool and identity, for callers that
+    /// need something the typed methods do not offer (tests, diagnostics).
+    pub fn raw_request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path)
+    }
+
     fn transport_error(&self, e: reqwest::Error) -> ClientError {
-        if let Ok(obs) = self.observed.lock() {
-            if let Some((expected, actual)) = &obs.mismatch {
-                return ClientError::FingerprintMismatch {
-                    expected: expected.clone(),
-                    actual: actual.clone(),
-                };
-            }
+        if let Ok(obs) = self.observed.lock()
+            && let Some((expected, actual)) = &obs.mismatch
+        {
+            return ClientError::FingerprintMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            };
         }
         let mut reason = e.to_string();
         let mut source = std::error::Error::source(&e);

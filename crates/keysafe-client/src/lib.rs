@@ -13,3 +13,6 @@ pub use error::ClientError;
 pub use home::{ClientHome, ClientIdentity};
 pub use register::{RegisterOptions, Registered, register};
 pub use tls::ServerTrust;
+
+/// The HTTP client library underneath, for [`KeysafeClient::raw_request`].
+pub use reqwest;

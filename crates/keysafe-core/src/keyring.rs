@@ -103,7 +103,7 @@ mod tests {
         let (ring, rec) = Keyring::generate(&seal, Timestamp::now()).unwrap();
         let dek = SecretKey::generate().unwrap();
         let (v, w) = ring.wrap_dek(b"ctx", &dek).unwrap();
-        let reopened = Keyring::open(&seal, &[rec.clone()]).unwrap();
+        let reopened = Keyring::open(&seal, std::slice::from_ref(&rec)).unwrap();
         assert_eq!(
             reopened.unwrap_dek(v, b"ctx", &w).unwrap().expose(),
             dek.expose()

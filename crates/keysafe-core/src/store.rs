@@ -126,6 +126,12 @@ pub enum Mutation {
         state: ClientState,
         at: Timestamp,
     },
+    /// Fails with `NotFound` if no such client.
+    SetClientRole {
+        fingerprint: ClientFingerprint,
+        role: ClientRole,
+        at: Timestamp,
+    },
     /// Adds a version. `expected_current` is the current version the writer saw (`None`: the
     /// deposit did not exist); anything else is `VersionConflict`. A deleted deposit is `Deleted`.
     PutVersion {

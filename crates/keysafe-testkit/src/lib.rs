@@ -1,1 +1,236 @@
-//! stub
+//! Test kit. `TestServer::start()` initialises a throwaway data directory exactly as
+//! `keysafe init` does, binds 127.0.0.1:0, runs the real server (`keysafe_server::run`) in the
+//! background and hands back an administrator client; dropping it shuts the server down.
+//! Helpers register real clients (real key pairs, real mutual TLS) and open the database file
+//! directly, for tampering tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use keysafe_cli::cmd::init::{InitSummary, init_data_dir};
+use keysafe_client::client::ClientOptions;
+use keysafe_client::{ClientHome, KeysafeClient, RegisterOptions, ServerTrust, register};
+use keysafe_proto::api::{AuthSecret, OrgCreateRequest};
+use keysafe_proto::{ClientFingerprint, OrgName};
+use keysafe_server::config::Config;
+use keysafe_server::init::InitOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// Installs a test log subscriber once (respects `KEYSAFE_LOG`, default warn).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYSAFE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct TestServer {
+    _root: TempDir,
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub fingerprint: ClientFingerprint,
+    pub summary: InitSummary,
+    pub config: Config,
+    pub app: keysafe_server::App,
+    /// An administrator client (the identity `init` created).
+    pub admin: KeysafeClient,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A registered client with its own home directory.
+pub struct TestClient {
+    _dir: Option<TempDir>,
+    pub home: ClientHome,
+    pub client: KeysafeClient,
+    pub fingerprint: ClientFingerprint,
+    pub org: OrgName,
+}
+
+impl TestClient {
+    pub fn home_dir(&self) -> &Path {
+        &self.home.dir
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after letting `tweak` change its configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
+        let root = tempfile::tempdir().unwrap();
+        let data_dir = root.path().join("data");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let summary = init_data_dir(&InitOptions {
+            data_dir: data_dir.clone(),
+            listen: addr,
+            hostname: "localhost".into(),
+        })
+        .await
+        .unwrap();
+        let data_dir = summary.data_dir.clone();
+        let mut config = Config::load(&data_dir).unwrap();
+        tweak(&mut config);
+        let app = keysafe_server::open_app(&config).await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(keysafe_server::run(listener, app.clone(), async {
+            let _ = rx.await;
+        }));
+        let admin_home = ClientHome::load(&summary.admin_home).unwrap();
+        let admin = KeysafeClient::from_home(&admin_home).unwrap();
+        Self {
+            _root: root,
+            data_dir,
+            addr,
+            url: summary.url.clone(),
+            fingerprint: summary.server_fingerprint.clone(),
+            summary,
+            config,
+            app,
+            admin,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        match &self.config.storage {
+            keysafe_server::config::StorageConfig::Sqlite { path } => path.clone(),
+        }
+    }
+
+    /// Creates an organisation and returns its auth secret.
+    pub async fn create_org(&self, name: &str) -> AuthSecret {
+        self.admin
+            .create_org(&OrgCreateRequest {
+                name: OrgName::parse(name).unwrap(),
+                contacts: vec![],
+            })
+            .await
+            .unwrap()
+            .auth_secret
+    }
+
+    /// Registers a new client (fresh key pair, fresh home) into `org` with `secret`.
+    pub async fn register(
+        &self,
+        org: &str,
+        secret: Option<AuthSecret>,
+    ) -> Result<TestClient, keysafe_client::ClientError> {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let done = register(RegisterOptions {
+            home,
+            servers: vec![self.url.clone()],
+            org: OrgName::parse(org).unwrap(),
+            auth_secret: secret,
+            name: None,
+            server_fingerprint: Some(self.fingerprint.clone()),
+            ca_cert: None,
+        })
+        .await?;
+        let client = KeysafeClient::from_home(&done.home).unwrap();
+        Ok(TestClient {
+            _dir: Some(dir),
+            fingerprint: done.info.fingerprint.clone(),
+            org: done.info.org.clone(),
+            home: done.home,
+            client,
+        })
+    }
+
+    /// Creates `org` and registers an active client into it.
+    pub async fn new_client(&self, org: &str) -> TestClient {
+        let secret = match self
+            .admin
+            .list_orgs()
+            .await
+            .unwrap()
+            .orgs
+            .iter()
+            .any(|o| o.name.as_str() == org)
+        {
+            true => self
+                .admin
+                .set_org_auth(
+                    &OrgName::parse(org).unwrap(),
+                    &keysafe_proto::api::OrgSetAuthRequest::Random,
+                )
+                .await
+                .unwrap()
+                .auth_secret
+                .unwrap(),
+            false => self.create_org(org).await,
+        };
+        self.register(org, Some(secret)).await.unwrap()
+    }
+
+    /// A client that presents no certificate at all.
+    pub fn anonymous_client(&self) -> KeysafeClient {
+        KeysafeClient::new(
+            &self.url,
+            None,
+            &ServerTrust::Fingerprint(self.fingerprint.clone()),
+            &ClientOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// A client with a fresh key pair that was never registered.
+    pub fn unregistered_client(&self) -> (TempDir, KeysafeClient) {
+        let dir = tempfile::tempdir().unwrap();
+        let ident = ClientHome::ensure_identity(&dir.path().join("h"), "stranger").unwrap();
+        let c = KeysafeClient::new(
+            &self.url,
+            Some(&ident),
+            &ServerTrust::Fingerprint(self.fingerprint.clone()),
+            &ClientOptions::default(),
+        )
+        .unwrap();
+        (dir, c)
+    }
+
+    /// A direct read-write connection to the database file, bypassing the server: what an
+    /// intruder with file access can do.
+    pub async fn raw_db(&self) -> sqlx::SqliteConnection {
+        use sqlx::ConnectOptions;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.db_path())
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub fn service(&self) -> &Arc<keysafe_core::Service> {
+        &self.app.state.service
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

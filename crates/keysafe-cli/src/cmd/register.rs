@@ -11,9 +11,10 @@ use keysafe_proto::{ClientFingerprint, ClientName, OrgName};
 
 pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
     let home = ClientHome::resolve_dir(args.client.home.as_deref())?;
-    let auth_secret = match (&args.auth, &args.auth_file) {
-        (Some(s), _) => Some(AuthSecret::new(s.clone())),
-        (None, Some(f)) => Some(AuthSecret::new(read_secret_file(f)?.as_str())),
+    // An explicit --auth-file wins over KEYSAFE_AUTH from the environment.
+    let auth_secret = match (&args.auth_file, &args.auth) {
+        (Some(f), _) => Some(AuthSecret::new(read_secret_file(f)?.as_str())),
+        (None, Some(s)) => Some(AuthSecret::new(s.clone())),
         (None, None) => None,
     };
     let org = OrgName::parse(&args.org).map_err(|e| usage(e.message().to_owned()))?;
@@ -36,27 +37,28 @@ pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
         auth_secret,
         name,
         server_fingerprint,
-        ca_cert: args.ca_cert,
+        // Saved in client.toml, so make it absolute: later commands run from anywhere.
+        ca_cert: args.ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p)),
     })
     .await?;
-    if args.client.json {
-        return output::json(&done.info);
+    // Warnings go to stderr, so they show with --json too.
+    if let Some(fp) = &done.pinned
+        && done.trusted_on_first_use
+    {
+        eprintln!("Pinned the server fingerprint on first use: {fp}");
+        eprintln!("Compare it with `GET /?a=fingerprint` on the server or with its administrator.");
     }
-    if let Some(fp) = &done.pinned {
-        if done.trusted_on_first_use {
-            eprintln!("Pinned the server fingerprint on first use: {fp}");
-            eprintln!(
-                "Compare it with `GET /?a=fingerprint` on the server or with its administrator."
-            );
-        }
-    }
-    println!("Registered into {} as {}", done.info.org, done.info.state);
     if done.info.state == ClientState::Pending {
         eprintln!(
-            "The organisation requires approval: ask an administrator to run `keysafe admin client approve {}`.",
+            "The organisation requires approval: ask an administrator to run \
+             `keysafe admin --data-dir DIR client approve {}`.",
             done.info.fingerprint
         );
     }
+    if args.client.json {
+        return output::json(&done.info);
+    }
+    println!("Registered into {} as {}", done.info.org, done.info.state);
     println!("Client fingerprint: {}", done.info.fingerprint);
     println!("Client home: {}", done.home.dir.display());
     Ok(())

@@ -17,6 +17,10 @@ pub enum ClientAction {
     Disable,
     /// disabled -> active.
     Enable,
+    /// Makes an active client a server administrator.
+    Promote,
+    /// Makes a server administrator an ordinary client again.
+    Demote,
 }
 
 pub(crate) fn client_info(r: &ClientRecord) -> ClientInfo {
@@ -48,6 +52,12 @@ impl Service {
         };
         if self.store.get_client(fp).await?.is_some() {
             return Err(CoreError::AlreadyRegistered);
+        }
+        if req.org.as_str() == ADMIN_ORG {
+            return Err(CoreError::Forbidden(format!(
+                "nobody registers into {ADMIN_ORG}; register into an organisation and have an \
+                 administrator promote the client"
+            )));
         }
         let org = self.store.get_org(&req.org).await?;
         let state = self.check_registration_auth(org.as_ref(), &req).await?;
@@ -187,39 +197,68 @@ impl Service {
             .get_client(fp)
             .await?
             .ok_or(CoreError::NotFound("client"))?;
-        let next = match (action, rec.state) {
-            (ClientAction::Approve, ClientState::Pending) => ClientState::Active,
-            (ClientAction::Approve, s) => {
-                return Err(CoreError::InvalidState(format!(
-                    "the client is {s}, not pending; only pending clients can be approved"
-                )));
+        let myself = fp == &admin.fingerprint;
+        if myself && matches!(action, ClientAction::Disable | ClientAction::Demote) {
+            return Err(CoreError::Forbidden(
+                "an administrator cannot disable or demote its own identity".into(),
+            ));
+        }
+        let at = self.clock.now();
+        match action {
+            ClientAction::Promote | ClientAction::Demote => {
+                let role = if action == ClientAction::Promote {
+                    if rec.state != ClientState::Active {
+                        return Err(CoreError::InvalidState(format!(
+                            "the client is {}; only active clients can be promoted",
+                            rec.state
+                        )));
+                    }
+                    ClientRole::Admin
+                } else {
+                    ClientRole::Client
+                };
+                if role != rec.role {
+                    self.store
+                        .apply(Mutation::SetClientRole {
+                            fingerprint: fp.clone(),
+                            role,
+                            at,
+                        })
+                        .await
+                        .map_err(|e| CoreError::from_store(e, "client"))?;
+                    rec.role = role;
+                    rec.updated_at = at;
+                }
             }
-            (ClientAction::Disable, _) if fp == &admin.fingerprint => {
-                return Err(CoreError::Forbidden(
-                    "an administrator cannot disable its own identity".into(),
-                ));
+            ClientAction::Approve | ClientAction::Disable | ClientAction::Enable => {
+                let next = match (action, rec.state) {
+                    (ClientAction::Approve, ClientState::Pending) => ClientState::Active,
+                    (ClientAction::Approve, s) => {
+                        return Err(CoreError::InvalidState(format!(
+                            "the client is {s}, not pending; only pending clients can be approved"
+                        )));
+                    }
+                    (ClientAction::Enable, ClientState::Pending) => {
+                        return Err(CoreError::InvalidState(
+                            "the client is pending: approve it instead".into(),
+                        ));
+                    }
+                    (ClientAction::Disable, _) => ClientState::Disabled,
+                    _ => ClientState::Active,
+                };
+                if next != rec.state {
+                    self.store
+                        .apply(Mutation::SetClientState {
+                            fingerprint: fp.clone(),
+                            state: next,
+                            at,
+                        })
+                        .await
+                        .map_err(|e| CoreError::from_store(e, "client"))?;
+                    rec.state = next;
+                    rec.updated_at = at;
+                }
             }
-            (ClientAction::Disable, _) => ClientState::Disabled,
-            (ClientAction::Enable, ClientState::Disabled) => ClientState::Active,
-            (ClientAction::Enable, ClientState::Pending) => {
-                return Err(CoreError::InvalidState(
-                    "the client is pending: approve it instead".into(),
-                ));
-            }
-            (ClientAction::Enable, ClientState::Active) => ClientState::Active,
-        };
-        if next != rec.state {
-            let at = self.clock.now();
-            self.store
-                .apply(Mutation::SetClientState {
-                    fingerprint: fp.clone(),
-                    state: next,
-                    at,
-                })
-                .await
-                .map_err(|e| CoreError::from_store(e, "client"))?;
-            rec.state = next;
-            rec.updated_at = at;
         }
         self.forget_identity(fp);
         Ok(client_info(&rec))

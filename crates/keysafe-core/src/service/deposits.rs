@@ -128,6 +128,10 @@ impl Service {
         }
         let keyring = self.keyring()?;
         let key = Self::key(caller, name);
+        // Writers to the same deposit through this node queue here instead of racing for the
+        // next version number (the version is sealed into the ciphertext, so it must be chosen
+        // before the write). Writers on other nodes are handled by the compare-and-set below.
+        let _turn = self.write_locks.lock(&key).await;
         for _ in 0..PUT_RETRIES {
             let current = self.store.get_deposit(&key).await?;
             if current.as_ref().is_some_and(|d| d.deleted) {

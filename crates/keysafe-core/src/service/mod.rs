@@ -63,6 +63,37 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     limits: Limits,
     identities: RwLock<HashMap<ClientFingerprint, (Arc<ClientRecord>, Instant)>>,
+    write_locks: StripedLocks,
+}
+
+/// A fixed set of async mutexes picked by hashing a deposit key: writes to one deposit queue,
+/// writes to different deposits almost never wait for each other.
+struct StripedLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl StripedLocks {
+    const STRIPES: usize = 1024;
+
+    fn new() -> Self {
+        Self(
+            (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+
+    async fn lock(&self, key: &crate::store::DepositKey) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0[(stable_hash(key) % Self::STRIPES as u64) as usize]
+            .lock()
+            .await
+    }
+}
+
+fn stable_hash(key: &crate::store::DepositKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() uses fixed keys, so the same key always picks the same stripe.
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 impl std::fmt::Debug for Service {
@@ -92,6 +123,7 @@ impl Service {
             clock,
             limits,
             identities: RwLock::new(HashMap::new()),
+            write_locks: StripedLocks::new(),
         })
     }
 
@@ -134,12 +166,11 @@ impl Service {
         &self,
         fp: &ClientFingerprint,
     ) -> Result<Option<Arc<ClientRecord>>, CoreError> {
-        if let Ok(map) = self.identities.read() {
-            if let Some((rec, at)) = map.get(fp) {
-                if at.elapsed() < self.limits.identity_cache_ttl {
-                    return Ok(Some(rec.clone()));
-                }
-            }
+        if let Ok(map) = self.identities.read()
+            && let Some((rec, at)) = map.get(fp)
+            && at.elapsed() < self.limits.identity_cache_ttl
+        {
+            return Ok(Some(rec.clone()));
         }
         let Some(rec) = self.store.get_client(fp).await? else {
             return Ok(None);

@@ -104,6 +104,24 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The durability settings as a connection of this store sees them:
+    /// (journal_mode, synchronous, secure_delete). Expected: ("wal", 2, 1).
+    pub async fn durability_settings(&self) -> StoreResult<(String, i64, i64)> {
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(backend_error)?;
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(backend_error)?;
+        let (sd,): (i64,) = sqlx::query_as("PRAGMA secure_delete")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(backend_error)?;
+        Ok((mode, sync, sd))
+    }
+
     /// Closes the read pool; the writer stops once every handle is dropped.
     pub async fn close(&self) {
         self.readers.close().await;

@@ -188,6 +188,21 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .map_err(write_error)?;
             not_found_if_none(r.rows_affected())
         }
+        Mutation::SetClientRole {
+            fingerprint,
+            role,
+            at,
+        } => {
+            let r =
+                sqlx::query("UPDATE clients SET role = ?2, updated_at = ?3 WHERE fingerprint = ?1")
+                    .bind(fingerprint.as_str())
+                    .bind(role.as_str())
+                    .bind(at.unix_millis())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(write_error)?;
+            not_found_if_none(r.rows_affected())
+        }
         Mutation::PutVersion {
             org,
             key,

@@ -49,11 +49,18 @@ pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyh
         ClientCommand::Approve { fingerprint: f } => (fingerprint(&f)?, "approve"),
         ClientCommand::Disable { fingerprint: f } => (fingerprint(&f)?, "disable"),
         ClientCommand::Enable { fingerprint: f } => (fingerprint(&f)?, "enable"),
+        ClientCommand::Promote { fingerprint: f } => (fingerprint(&f)?, "promote"),
+        ClientCommand::Demote { fingerprint: f } => (fingerprint(&f)?, "demote"),
     };
     let info = client.client_action(&fp, action).await?;
     if json {
         return output::json(&info);
     }
-    println!("Client {} is now {}.", info.fingerprint, info.state);
+    println!(
+        "Client {} is now {} ({}).",
+        info.fingerprint,
+        info.state,
+        info.role.as_str()
+    );
     Ok(())
 }

@@ -22,6 +22,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 fn admin_client(args: &AdminArgs) -> anyhow::Result<KeysafeClient> {
+    if let Some(h) = &args.home {
+        let home = ClientHome::load(h)?;
+        return Ok(KeysafeClient::from_home(&home)?);
+    }
     if let Some(dir) = &args.data_dir {
         let config = Config::load(dir)?;
         let mut home = ClientHome::load(&dir.join(ADMIN_HOME))?;
@@ -32,12 +36,8 @@ fn admin_client(args: &AdminArgs) -> anyhow::Result<KeysafeClient> {
         let der = certs
             .first()
             .with_context(|| format!("no certificate in {}", config.tls_cert.display()))?;
-        home.config.server_fingerprint = Some(ClientFingerprint::of_certificate(&der)?);
+        home.config.server_fingerprint = Some(ClientFingerprint::of_certificate(der)?);
         home.config.ca_cert = None;
-        return Ok(KeysafeClient::from_home(&home)?);
-    }
-    if let Some(h) = &args.home {
-        let home = ClientHome::load(h)?;
         return Ok(KeysafeClient::from_home(&home)?);
     }
     Err(usage(

@@ -1,4 +1,5 @@
-//! `GET /v1/admin/clients?org=&state=`, `POST /v1/admin/clients/{fp}/{approve|disable|enable}`.
+//! `GET /v1/admin/clients?org=&state=`,
+//! `POST /v1/admin/clients/{fp}/{approve|disable|enable|promote|demote}`.
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -53,14 +54,22 @@ pub async fn action(
         "approve" => ClientAction::Approve,
         "disable" => ClientAction::Disable,
         "enable" => ClientAction::Enable,
+        "promote" => ClientAction::Promote,
+        "demote" => ClientAction::Demote,
         _ => {
             return Err(ApiError::new(
                 ErrorCode::NoRoute,
-                "unknown client action; expected approve, disable or enable",
+                "unknown client action; expected approve, disable, enable, promote or demote",
             ));
         }
     };
     let info = state.service.client_action(&admin, &fp, action).await?;
-    tracing::info!(client = %info.fingerprint, state = %info.state, by = %admin.fingerprint, "client state changed");
+    tracing::info!(
+        client = %info.fingerprint,
+        state = %info.state,
+        role = info.role.as_str(),
+        by = %admin.fingerprint,
+        "client changed by an administrator"
+    );
     Ok(Json(info))
 }

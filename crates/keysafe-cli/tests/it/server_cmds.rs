@@ -1,0 +1,232 @@
+//! `init`, `serve` and `admin` through the binary.
+
+use crate::{fails_with, keysafe, ok, run};
+use keysafe_proto::ClientFingerprint;
+use std::path::Path;
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_creates_everything_privately_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut c = keysafe(tmp.path());
+    c.args(["init", "--data-dir"]).arg(&dir).args([
+        "--listen",
+        "127.0.0.1:11999",
+        "--hostname",
+        "ks.example",
+        "--json",
+    ]);
+    let out = ok(&run(c).await);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for f in [
+        "keysafe.toml",
+        "tls/server.crt",
+        "tls/server.key",
+        "root.key",
+        "keysafe.db",
+        "admin/client.key",
+        "admin/client.crt",
+        "admin/client.toml",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("root.key")), 0o600);
+        assert_eq!(mode(&dir.join("tls/server.key")), 0o600);
+        assert_eq!(mode(&dir.join("admin/client.key")), 0o600);
+        assert_eq!(mode(&dir.join("admin")), 0o700);
+    }
+    assert_eq!(std::fs::metadata(dir.join("root.key")).unwrap().len(), 32);
+    // The printed fingerprint is the SPKI hash of the certificate on disk.
+    let pem = std::fs::read(dir.join("tls/server.crt")).unwrap();
+    let certs = keysafe_client::home::load_ca(&dir.join("tls/server.crt")).unwrap();
+    let fp = ClientFingerprint::of_certificate(&certs[0]).unwrap();
+    assert_eq!(v["server_fingerprint"].as_str().unwrap(), fp.as_str());
+    assert_eq!(v["url"].as_str().unwrap(), "https://127.0.0.1:11999");
+    let toml = std::fs::read_to_string(dir.join("keysafe.toml")).unwrap();
+    assert!(toml.contains("listen = \"127.0.0.1:11999\""));
+    assert!(toml.contains("hostname = \"ks.example\""));
+
+    // A second init changes nothing.
+    let root_before = std::fs::read(dir.join("root.key")).unwrap();
+    let mut again = keysafe(tmp.path());
+    again.args(["init", "--data-dir"]).arg(&dir);
+    let err = fails_with(&run(again).await, 1);
+    assert!(err.contains("already initialised"), "{err}");
+    assert_eq!(std::fs::read(dir.join("root.key")).unwrap(), root_before);
+    assert_eq!(std::fs::read(dir.join("tls/server.crt")).unwrap(), pem);
+
+    // A non-empty foreign directory is refused too.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("unrelated"), "x").unwrap();
+    let mut c = keysafe(tmp.path());
+    c.args(["init", "--data-dir"]).arg(&other);
+    assert!(fails_with(&run(c).await, 1).contains("not empty"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn print_default_config_is_the_documented_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = keysafe(tmp.path());
+    c.args(["serve", "--print-default-config"]);
+    let text = ok(&run(c).await);
+    let parsed = keysafe_server::config::Config::parse(Path::new("/d"), &text).unwrap();
+    assert_eq!(parsed.listen.port(), 11371);
+    for key in [
+        "listen",
+        "hostname",
+        "tls_cert",
+        "tls_key",
+        "tls_min_version",
+        "handshake_timeout",
+        "header_read_timeout",
+        "max_connections",
+        "shutdown_grace",
+        "backend",
+        "sqlite_path",
+        "type",
+        "root_key_file",
+        "max_deposit_size",
+        "identity_cache_ttl",
+        "format",
+        "level",
+    ] {
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("{key} missing"));
+        // The nearest line above that is not another key must be a comment.
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = line;
+        while i > 0 && lines[i - 1].contains(" = ") && !lines[i - 1].starts_with('#') {
+            i -= 1;
+        }
+        assert!(
+            i > 0 && lines[i - 1].starts_with('#'),
+            "{key} is not documented"
+        );
+    }
+}
+
+/// Starts `keysafe serve` on a free port; returns the child and its URL.
+fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (std::process::Child, String) {
+    let port = port.unwrap_or_else(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
+    let mut c = keysafe(home);
+    c.args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    (c.spawn().unwrap(), format!("https://127.0.0.1:{port}"))
+}
+
+async fn wait_healthy(url: &str) -> keysafe_proto::api::Health {
+    let c = keysafe_client::KeysafeClient::new(
+        url,
+        None,
+        &keysafe_client::ServerTrust::TrustOnFirstUse,
+        &Default::default(),
+    )
+    .unwrap();
+    for _ in 0..300 {
+        if let Ok(h) = c.health().await {
+            return h;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("server at {url} never became healthy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_initialises_on_first_start_and_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fresh");
+    let (child, url) = spawn_serve(tmp.path(), &dir, None);
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let health = wait_healthy(&url).await;
+    assert_eq!(health.status, "ok");
+    // The administrator identity works against the running server.
+    let mut c = keysafe(tmp.path());
+    c.args(["admin", "--data-dir"])
+        .arg(&dir)
+        .args(["org", "add", "acme", "--json"]);
+    let created: serde_json::Value = serde_json::from_str(&ok(&run(c).await)).unwrap();
+    assert_eq!(created.as_object().unwrap().len(), 2);
+    assert_eq!(created["name"], "acme");
+    assert_eq!(created["auth_secret"].as_str().unwrap().len(), 43);
+
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "serve exited with {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Initialised keysafe data directory"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(health.fingerprint.as_str()), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(
+        !stderr.contains(created["auth_secret"].as_str().unwrap()),
+        "secret in the log"
+    );
+
+    // A restart serves the same data with the same identity (on the port init recorded).
+    let (mut child, url) = spawn_serve(tmp.path(), &dir, Some(port));
+    let again = wait_healthy(&url).await;
+    assert_eq!(again.fingerprint, health.fingerprint);
+    let mut c = keysafe(tmp.path());
+    c.args(["admin", "--data-dir"])
+        .arg(&dir)
+        .args(["org", "list", "--json"]);
+    let orgs: serde_json::Value = serde_json::from_str(&ok(&run(c).await)).unwrap();
+    assert!(
+        orgs["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "acme")
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_needs_an_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = keysafe(tmp.path());
+    c.args(["admin", "org", "list"]);
+    let err = fails_with(&run(c).await, 2);
+    assert!(err.contains("--data-dir"), "{err}");
+}

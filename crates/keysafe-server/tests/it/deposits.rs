@@ -1,0 +1,437 @@
+//! Deposits: versions, ownership, preconditions, limits, names, soft delete and purge.
+
+use crate::assert_code;
+use keysafe_client::Precondition;
+use keysafe_client::reqwest::Method;
+use keysafe_proto::api::ListQuery;
+use keysafe_proto::{DepositName, DepositVersion, ErrorCode};
+use keysafe_testkit::TestServer;
+
+fn name(s: &str) -> DepositName {
+    DepositName::parse(s).unwrap()
+}
+
+fn v(n: u64) -> DepositVersion {
+    DepositVersion::new(n).unwrap()
+}
+
+#[tokio::test]
+async fn put_get_versions_round_trip() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    let n = name("db/master-key");
+    let r1 = c
+        .client
+        .put(&n, vec![0u8, 1, 2, 255], Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(r1.version, v(1));
+    assert_eq!(r1.size, 4);
+    let r2 = c
+        .client
+        .put(&n, b"second".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(r2.version, v(2));
+    let cur = c.client.get(&n, None).await.unwrap();
+    assert_eq!(cur.version, v(2));
+    assert_eq!(&cur.payload[..], b"second");
+    let old = c.client.get(&n, Some(v(1))).await.unwrap();
+    assert_eq!(&old.payload[..], &[0u8, 1, 2, 255]);
+    assert_code(c.client.get(&n, Some(v(3))).await, ErrorCode::NotFound);
+    let vs = c.client.versions(&n).await.unwrap();
+    assert_eq!(vs.versions.len(), 2);
+    assert_eq!(vs.versions[0].version, v(1));
+    assert_eq!(vs.versions[0].size, 4);
+    assert_eq!(vs.versions[1].creator, c.fingerprint);
+    assert!(vs.versions[0].created_at <= vs.versions[1].created_at);
+    // Empty payloads are legal deposits.
+    let e = c
+        .client
+        .put(&name("empty"), Vec::<u8>::new(), Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(e.size, 0);
+    assert!(
+        c.client
+            .get(&name("empty"), None)
+            .await
+            .unwrap()
+            .payload
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn another_clients_deposit_is_indistinguishable_from_none() {
+    let ts = TestServer::start().await;
+    let owner = ts.new_client("acme").await;
+    let peer = ts.new_client("acme").await;
+    let outsider = ts.new_client("other").await;
+    let n = name("shared-name");
+    owner
+        .client
+        .put(&n, b"owner's".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    for c in [&peer, &outsider] {
+        let missing = c
+            .client
+            .get(&name("never-existed"), None)
+            .await
+            .unwrap_err();
+        let foreign = c.client.get(&n, None).await.unwrap_err();
+        match (&missing, &foreign) {
+            (
+                keysafe_client::ClientError::Api {
+                    code: c1,
+                    status: s1,
+                    message: m1,
+                    ..
+                },
+                keysafe_client::ClientError::Api {
+                    code: c2,
+                    status: s2,
+                    message: m2,
+                    ..
+                },
+            ) => {
+                assert_eq!(
+                    (c1, s1, m1),
+                    (c2, s2, m2),
+                    "must look exactly like a missing name"
+                );
+                assert_eq!(*c2, ErrorCode::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_code(c.client.versions(&n).await, ErrorCode::NotFound);
+        assert_code(c.client.delete(&n).await, ErrorCode::NotFound);
+        assert_code(c.client.purge(&n).await, ErrorCode::NotFound);
+        assert!(
+            c.client
+                .list(&ListQuery::default())
+                .await
+                .unwrap()
+                .deposits
+                .is_empty()
+        );
+        // Writing the same name creates the writer's own deposit; the owner's is untouched.
+        c.client
+            .put(&n, b"mine".to_vec(), Precondition::None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        &owner.client.get(&n, None).await.unwrap().payload[..],
+        b"owner's"
+    );
+    assert_eq!(owner.client.versions(&n).await.unwrap().versions.len(), 1);
+}
+
+#[tokio::test]
+async fn if_match_is_compare_and_set() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    let n = name("cas");
+    c.client
+        .put(&n, b"1".to_vec(), Precondition::IfAbsent)
+        .await
+        .unwrap();
+    assert_code(
+        c.client
+            .put(&n, b"x".to_vec(), Precondition::IfAbsent)
+            .await,
+        ErrorCode::VersionConflict,
+    );
+    c.client
+        .put(&n, b"2".to_vec(), Precondition::IfMatch(v(1)))
+        .await
+        .unwrap();
+    // A writer that read version 1 loses against the one that already wrote version 2.
+    assert_code(
+        c.client
+            .put(&n, b"stale".to_vec(), Precondition::IfMatch(v(1)))
+            .await,
+        ErrorCode::VersionConflict,
+    );
+    assert_eq!(&c.client.get(&n, None).await.unwrap().payload[..], b"2");
+    assert_code(
+        c.client
+            .put(&name("nope"), b"x".to_vec(), Precondition::IfMatch(v(1)))
+            .await,
+        ErrorCode::VersionConflict,
+    );
+    // Malformed preconditions are refused.
+    let r = c
+        .client
+        .raw_request(Method::PUT, "/v1/deposits/cas")
+        .header("if-match", "\"banana\"")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(c.client.versions(&n).await.unwrap().versions.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_writers_without_precondition_all_land() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    let n = name("busy");
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let cl = c.client.clone();
+        let n = n.clone();
+        tasks.push(tokio::spawn(async move {
+            cl.put(&n, i.to_be_bytes().to_vec(), Precondition::None)
+                .await
+                .unwrap()
+                .version
+        }));
+    }
+    let mut versions: Vec<u64> = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap().get());
+    }
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=40).collect::<Vec<u64>>(),
+        "every put gets its own version"
+    );
+}
+
+#[tokio::test]
+async fn oversized_payload_is_413_and_stores_nothing() {
+    let ts = TestServer::start_with(|c| c.max_deposit_size = 1024).await;
+    let c = ts.new_client("acme").await;
+    let n = name("big");
+    c.client
+        .put(&n, vec![7u8; 1024], Precondition::None)
+        .await
+        .unwrap();
+    assert_code(
+        c.client.put(&n, vec![7u8; 1025], Precondition::None).await,
+        ErrorCode::PayloadTooLarge,
+    );
+    // Without a Content-Length (chunked), the limit holds while reading.
+    let stream = futures_util_stream(vec![vec![1u8; 800], vec![2u8; 800]]);
+    let r = c
+        .client
+        .raw_request(Method::PUT, "/v1/deposits/big")
+        .body(keysafe_client::reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let vs = c.client.versions(&n).await.unwrap();
+    assert_eq!(vs.versions.len(), 1, "nothing stored by refused puts");
+}
+
+fn futures_util_stream(
+    chunks: Vec<Vec<u8>>,
+) -> impl futures_core_stream::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_core_stream::iter(chunks.into_iter().map(Ok))
+}
+
+mod futures_core_stream {
+    pub use futures_util::stream::{Stream, iter};
+}
+
+#[tokio::test]
+async fn default_limit_is_one_mebibyte() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    c.client
+        .put(&name("mib"), vec![1u8; 1024 * 1024], Precondition::None)
+        .await
+        .unwrap();
+    assert_code(
+        c.client
+            .put(&name("mib"), vec![1u8; 1024 * 1024 + 1], Precondition::None)
+            .await,
+        ErrorCode::PayloadTooLarge,
+    );
+}
+
+#[tokio::test]
+async fn bad_names_are_400_naming_the_rule() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    let long = format!("/v1/deposits/{}", "a".repeat(257));
+    // ('.' and '..' segments cannot be sent through an HTTP client library, which normalises
+    // them away; the name rule itself is unit-tested in keysafe-proto.)
+    for path in [
+        "/v1/deposits/a//b",
+        "/v1/deposits/a%20b",
+        "/v1/deposits/%C3%BC",
+        "/v1/deposits/a/",
+        long.as_str(),
+    ] {
+        let r = c
+            .client
+            .raw_request(Method::PUT, path)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let body: keysafe_proto::ErrorBody = r.json().await.unwrap();
+        assert_eq!(body.error.code, ErrorCode::InvalidName, "{path}");
+        assert!(
+            body.error.message.contains("A-Z a-z 0-9 . _ / -"),
+            "{}",
+            body.error.message
+        );
+    }
+    assert!(
+        c.client
+            .list(&ListQuery {
+                deleted: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .deposits
+            .is_empty()
+    );
+    let r = c
+        .client
+        .raw_request(Method::GET, "/v1/deposits?prefix=a%20b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn listing_by_prefix_with_pagination() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    for i in 0..25 {
+        c.client
+            .put(
+                &name(&format!("app/k{i:02}")),
+                b"x".to_vec(),
+                Precondition::None,
+            )
+            .await
+            .unwrap();
+    }
+    c.client
+        .put(&name("apple"), b"x".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    c.client
+        .put(&name("other/k"), b"x".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut token = None;
+    let mut pages = 0;
+    loop {
+        let page = c
+            .client
+            .list(&ListQuery {
+                prefix: Some("app/".into()),
+                limit: Some(10),
+                page_token: token.take(),
+                deleted: None,
+            })
+            .await
+            .unwrap();
+        pages += 1;
+        seen.extend(page.deposits.into_iter().map(|d| d.name.to_string()));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = (0..25).map(|i| format!("app/k{i:02}")).collect();
+    assert_eq!(seen, want);
+    let all = c.client.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(all.deposits.len(), 27);
+    let r = c
+        .client
+        .raw_request(Method::GET, "/v1/deposits?page_token=%%%")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn soft_delete_undelete_and_purge() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    let n = name("temp");
+    c.client
+        .put(&n, b"one".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    c.client
+        .put(&n, b"two".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    let d = c.client.delete(&n).await.unwrap();
+    assert!(d.deleted);
+    assert_code(c.client.get(&n, None).await, ErrorCode::Deleted);
+    assert_code(c.client.get(&n, Some(v(1))).await, ErrorCode::Deleted);
+    assert_code(
+        c.client
+            .put(&n, b"three".to_vec(), Precondition::None)
+            .await,
+        ErrorCode::Deleted,
+    );
+    assert_code(c.client.delete(&n).await, ErrorCode::InvalidState);
+    assert!(
+        c.client
+            .list(&ListQuery::default())
+            .await
+            .unwrap()
+            .deposits
+            .is_empty()
+    );
+    let with_deleted = c
+        .client
+        .list(&ListQuery {
+            deleted: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(with_deleted.deposits.len(), 1);
+    assert!(c.client.versions(&n).await.unwrap().deleted);
+
+    let u = c.client.undelete(&n).await.unwrap();
+    assert!(!u.deleted);
+    assert_eq!(u.version, v(2));
+    assert_eq!(&c.client.get(&n, None).await.unwrap().payload[..], b"two");
+    assert_code(c.client.undelete(&n).await, ErrorCode::InvalidState);
+
+    let p = c.client.purge(&n).await.unwrap();
+    assert_eq!(p.purged_versions, 2);
+    assert_code(c.client.get(&n, None).await, ErrorCode::NotFound);
+    assert_code(c.client.versions(&n).await, ErrorCode::NotFound);
+    assert_code(c.client.purge(&n).await, ErrorCode::NotFound);
+    // The rows are gone from the database too.
+    let mut db = ts.raw_db().await;
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM deposit_versions WHERE name = 'temp'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(count, 0);
+    // A purged name can be used afresh, starting at version 1.
+    assert_eq!(
+        c.client
+            .put(&n, b"new".to_vec(), Precondition::None)
+            .await
+            .unwrap()
+            .version,
+        v(1)
+    );
+}

@@ -1,0 +1,429 @@
+//! The storage suite: `Store` semantics against a real SQLite file. Written against the trait,
+//! so the PostgreSQL backend will run the same cases.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use keysafe_core::store::{
+    Applied, ClientRecord, DepositKey, DepositListing, KekRecord, Mutation, OrgRecord, Store,
+    StoreError, VersionMeta, VersionRecord,
+};
+use keysafe_proto::api::{AuthMode, ClientRole, ClientState};
+use keysafe_proto::{ClientFingerprint, DepositName, DepositVersion, OrgName, Timestamp};
+use keysafe_store::SqliteStore;
+use std::sync::Arc;
+
+fn fp(c: char) -> ClientFingerprint {
+    ClientFingerprint::parse(&c.to_string().repeat(64)).unwrap()
+}
+
+fn ver(n: u64) -> DepositVersion {
+    DepositVersion::new(n).unwrap()
+}
+
+fn org() -> OrgName {
+    OrgName::parse("acme").unwrap()
+}
+
+fn key(owner: char, name: &str) -> DepositKey {
+    DepositKey {
+        owner: fp(owner),
+        name: DepositName::parse(name).unwrap(),
+    }
+}
+
+fn version(n: u64, payload: &[u8]) -> VersionRecord {
+    VersionRecord {
+        meta: VersionMeta {
+            version: ver(n),
+            size: payload.len() as u64,
+            created_at: Timestamp::from_unix_millis(1_000 + n as i64),
+            creator: fp('a'),
+        },
+        kek_version: 1,
+        wrapped_dek: vec![9; 60],
+        ciphertext: payload.to_vec(),
+    }
+}
+
+async fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::create(&dir.path().join("t.db")).await.unwrap();
+    let now = Timestamp::from_unix_millis(1);
+    store
+        .apply(Mutation::CreateOrg(OrgRecord {
+            name: org(),
+            contacts: vec![],
+            auth_mode: AuthMode::Secret,
+            auth_hash: Some("$argon2id$x".into()),
+            created_at: now,
+            updated_at: now,
+        }))
+        .await
+        .unwrap();
+    for c in ['a', 'b'] {
+        store
+            .apply(Mutation::InsertClient(ClientRecord {
+                fingerprint: fp(c),
+                org: org(),
+                name: None,
+                state: ClientState::Active,
+                role: ClientRole::Client,
+                cert_der: vec![1, 2, 3],
+                created_at: now,
+                updated_at: now,
+            }))
+            .await
+            .unwrap();
+    }
+    (dir, Arc::new(store))
+}
+
+async fn put(
+    s: &SqliteStore,
+    k: &DepositKey,
+    expected: Option<u64>,
+    n: u64,
+    payload: &[u8],
+) -> Result<Applied, StoreError> {
+    s.apply(Mutation::PutVersion {
+        org: org(),
+        key: k.clone(),
+        expected_current: expected.map(ver),
+        version: version(n, payload),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn create_and_open_guard_existence_and_settings_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    assert_eq!(
+        SqliteStore::open(&path).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    let s = SqliteStore::create(&path).await.unwrap();
+    assert_eq!(
+        s.durability_settings().await.unwrap(),
+        ("wal".to_owned(), 2, 1)
+    );
+    s.ping().await.unwrap();
+    assert_eq!(
+        SqliteStore::create(&path).await.unwrap_err(),
+        StoreError::AlreadyExists
+    );
+    SqliteStore::open(&path).await.unwrap();
+}
+
+#[tokio::test]
+async fn uniqueness_and_references() {
+    let (_d, s) = fresh().await;
+    let now = Timestamp::from_unix_millis(5);
+    let dup_org = s
+        .apply(Mutation::CreateOrg(OrgRecord {
+            name: org(),
+            contacts: vec![],
+            auth_mode: AuthMode::Approval,
+            auth_hash: None,
+            created_at: now,
+            updated_at: now,
+        }))
+        .await;
+    assert_eq!(dup_org.unwrap_err(), StoreError::AlreadyExists);
+    let mut c = s.get_client(&fp('a')).await.unwrap().unwrap();
+    assert_eq!(
+        s.apply(Mutation::InsertClient(c.clone()))
+            .await
+            .unwrap_err(),
+        StoreError::AlreadyExists
+    );
+    c.fingerprint = fp('c');
+    c.org = OrgName::parse("nowhere").unwrap();
+    assert_eq!(
+        s.apply(Mutation::InsertClient(c)).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        s.apply(Mutation::SetClientState {
+            fingerprint: fp('f'),
+            state: ClientState::Disabled,
+            at: now
+        })
+        .await
+        .unwrap_err(),
+        StoreError::NotFound
+    );
+    s.apply(Mutation::SetClientState {
+        fingerprint: fp('a'),
+        state: ClientState::Disabled,
+        at: now,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_client(&fp('a')).await.unwrap().unwrap().state,
+        ClientState::Disabled
+    );
+    assert_eq!(
+        s.list_clients(Some(&org()), Some(ClientState::Active))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    s.apply(Mutation::InsertKek(KekRecord {
+        version: 1,
+        wrapped: vec![1],
+        created_at: now,
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.apply(Mutation::InsertKek(KekRecord {
+            version: 1,
+            wrapped: vec![2],
+            created_at: now
+        }))
+        .await
+        .unwrap_err(),
+        StoreError::AlreadyExists
+    );
+    assert_eq!(s.load_keks().await.unwrap()[0].wrapped, vec![1]);
+}
+
+#[tokio::test]
+async fn put_is_compare_and_set() {
+    let (_d, s) = fresh().await;
+    let k = key('a', "k");
+    put(&s, &k, None, 1, b"one").await.unwrap();
+    assert_eq!(
+        put(&s, &k, None, 1, b"again").await.unwrap_err(),
+        StoreError::VersionConflict {
+            current: Some(ver(1))
+        }
+    );
+    assert_eq!(
+        put(&s, &k, Some(2), 3, b"skip").await.unwrap_err(),
+        StoreError::VersionConflict {
+            current: Some(ver(1))
+        }
+    );
+    put(&s, &k, Some(1), 2, b"two").await.unwrap();
+    let (d, v) = s.get_version(&k, None).await.unwrap().unwrap();
+    assert_eq!(d.current_version, ver(2));
+    assert_eq!(d.current_size, 3);
+    assert_eq!(v.ciphertext, b"two");
+    let (_, v1) = s.get_version(&k, Some(ver(1))).await.unwrap().unwrap();
+    assert_eq!(v1.ciphertext, b"one");
+    assert!(s.get_version(&k, Some(ver(3))).await.unwrap().is_none());
+    // Another owner's same name is a different deposit.
+    assert!(s.get_deposit(&key('b', "k")).await.unwrap().is_none());
+    put(&s, &key('b', "k"), None, 1, b"b's").await.unwrap();
+    assert_eq!(s.list_versions(&k).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn deleted_deposits_refuse_versions_and_purge_removes_everything() {
+    let (_d, s) = fresh().await;
+    let k = key('a', "k");
+    put(&s, &k, None, 1, b"one").await.unwrap();
+    let at = Timestamp::from_unix_millis(9);
+    s.apply(Mutation::SetDeleted {
+        key: k.clone(),
+        deleted: true,
+        at,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        put(&s, &k, Some(1), 2, b"x").await.unwrap_err(),
+        StoreError::Deleted
+    );
+    assert!(s.get_deposit(&k).await.unwrap().unwrap().deleted);
+    assert_eq!(
+        s.apply(Mutation::SetDeleted {
+            key: key('a', "nope"),
+            deleted: true,
+            at
+        })
+        .await
+        .unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(
+        s.apply(Mutation::Purge { key: k.clone() }).await.unwrap(),
+        Applied::Purged(1)
+    );
+    assert!(s.get_deposit(&k).await.unwrap().is_none());
+    assert!(s.list_versions(&k).await.unwrap().is_empty());
+    assert_eq!(
+        s.apply(Mutation::Purge { key: k }).await.unwrap_err(),
+        StoreError::NotFound
+    );
+}
+
+#[tokio::test]
+async fn listing_respects_prefix_boundaries_order_and_pages() {
+    let (_d, s) = fresh().await;
+    for n in ["a", "a/b", "a/c", "ab", "b", "a-z", "a.z", "a_z", "zzz"] {
+        put(&s, &key('a', n), None, 1, b"x").await.unwrap();
+    }
+    put(&s, &key('b', "a/secret"), None, 1, b"x").await.unwrap();
+    s.apply(Mutation::SetDeleted {
+        key: key('a', "a/c"),
+        deleted: true,
+        at: Timestamp::from_unix_millis(3),
+    })
+    .await
+    .unwrap();
+    let owner = fp('a');
+    let names = |rows: Vec<keysafe_core::store::DepositRecord>| {
+        rows.into_iter()
+            .map(|r| r.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    let q = |prefix: &'static str, after: Option<&'static str>, limit: u32, deleted: bool| {
+        DepositListing {
+            owner: &owner,
+            prefix,
+            after,
+            limit,
+            include_deleted: deleted,
+        }
+    };
+    assert_eq!(
+        names(s.list_deposits(q("a/", None, 100, false)).await.unwrap()),
+        vec!["a/b"]
+    );
+    assert_eq!(
+        names(s.list_deposits(q("a/", None, 100, true)).await.unwrap()),
+        vec!["a/b", "a/c"]
+    );
+    assert_eq!(
+        names(s.list_deposits(q("a", None, 100, false)).await.unwrap()),
+        vec!["a", "a-z", "a.z", "a/b", "a_z", "ab"]
+    );
+    assert_eq!(
+        names(s.list_deposits(q("", None, 2, false)).await.unwrap()),
+        vec!["a", "a-z"]
+    );
+    assert_eq!(
+        names(
+            s.list_deposits(q("", Some("a_z"), 100, false))
+                .await
+                .unwrap()
+        ),
+        vec!["ab", "b", "zzz"]
+    );
+    assert!(
+        s.list_deposits(q("nothing", None, 100, true))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn many_concurrent_writes_commit_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let s = Arc::new(SqliteStore::create(&path).await.unwrap());
+    let now = Timestamp::from_unix_millis(1);
+    s.apply(Mutation::CreateOrg(OrgRecord {
+        name: org(),
+        contacts: vec![],
+        auth_mode: AuthMode::Approval,
+        auth_hash: None,
+        created_at: now,
+        updated_at: now,
+    }))
+    .await
+    .unwrap();
+    s.apply(Mutation::InsertClient(ClientRecord {
+        fingerprint: fp('a'),
+        org: org(),
+        name: None,
+        state: ClientState::Active,
+        role: ClientRole::Client,
+        cert_der: vec![],
+        created_at: now,
+        updated_at: now,
+    }))
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every tenth write is doomed (wrong expected version) and must fail alone.
+            let expected = if i % 10 == 0 { Some(5) } else { None };
+            put(
+                &s,
+                &key('a', &format!("k{i}")),
+                expected,
+                1,
+                &i.to_be_bytes(),
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(i % 10, 0, "write {i} failed: {e}");
+                assert_eq!(e, StoreError::VersionConflict { current: None });
+            }
+        }
+    }
+    assert_eq!(ok, 270);
+    drop(s);
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let owner = fp('a');
+    let rows = reopened
+        .list_deposits(DepositListing {
+            owner: &owner,
+            prefix: "k",
+            after: None,
+            limit: 1000,
+            include_deleted: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 270);
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_reported_not_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let s = SqliteStore::create(&path).await.unwrap();
+    drop(s);
+    // Write a row with a name that breaks the naming rule, behind the store's back.
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO orgs VALUES ('acme', '[]', 'approval', NULL, 1, 1)",
+        "INSERT INTO clients VALUES ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'acme', NULL, 'active', 'client', x'00', 1, 1)",
+        "INSERT INTO deposits VALUES ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'bad/../name', 'acme', 1, 1, 0, 1, 1)",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    drop(conn);
+    let s = SqliteStore::open(&path).await.unwrap();
+    let owner = fp('a');
+    let r = s
+        .list_deposits(DepositListing {
+            owner: &owner,
+            prefix: "",
+            after: None,
+            limit: 10,
+            include_deleted: true,
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+}
