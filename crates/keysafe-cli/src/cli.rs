@@ -305,8 +305,13 @@ pub struct PurgeArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchOp {
+    /// Fetch the current version of a deposit.
     Get,
+    /// Store a new version of a deposit (durable before it is acknowledged).
     Put,
+    /// `GET /?a=fingerprint`: the same TLS, HTTP and middleware path with no database and no
+    /// crypto; the ceiling the other operations are compared with.
+    Baseline,
 }
 
 #[derive(Debug, Args)]

@@ -92,6 +92,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         .put(&name, payload.clone(), Precondition::None)
                         .await
                         .map(|_| ()),
+                    BenchOp::Baseline => client.server_fingerprint().await.map(|_| ()),
                 };
                 if now >= measure_from {
                     let micros = u32::try_from(now.elapsed().as_micros()).unwrap_or(u32::MAX);
@@ -131,6 +132,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         op: match args.op {
             BenchOp::Get => "get",
             BenchOp::Put => "put",
+            BenchOp::Baseline => "baseline",
         },
         connections: args.connections,
         duration_s: secs,

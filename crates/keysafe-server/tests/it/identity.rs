@@ -123,3 +123,62 @@ async fn server_certificate_names_host_and_ip() {
         "{text}"
     );
 }
+
+/// Runs `openssl s_client` against the server; returns (success, combined output). `None` if
+/// openssl is not installed (CI installs it).
+async fn s_client(
+    addr: std::net::SocketAddr,
+    extra: &'static [&'static str],
+) -> Option<(bool, String)> {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-brief", "-connect", &addr.to_string()])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some((out.status.success(), text))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tls_1_3_preferred_1_2_accepted_older_refused() {
+    let ts = TestServer::start().await;
+    let Some((ok, text)) = s_client(ts.addr, &[]).await else {
+        eprintln!("openssl not installed; skipping the protocol-version checks");
+        return;
+    };
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("TLSv1.3"),
+        "default handshake is not TLS 1.3: {text}"
+    );
+    let (ok, text) = s_client(ts.addr, &["-tls1_2"]).await.unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains("TLSv1.2"), "{text}");
+    // Offer TLS 1.1 with every cipher the client library allows: the server must refuse.
+    let (ok, text) = s_client(ts.addr, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"])
+        .await
+        .unwrap();
+    assert!(!ok, "TLS 1.1 was accepted: {text}");
+    assert!(!text.contains("Protocol version: TLSv1.1"), "{text}");
+}
+
+#[tokio::test]
+async fn tls_1_3_minimum_is_configurable() {
+    let ts = TestServer::start_with(|c| {
+        c.tls_min_version = keysafe_server::config::TlsMinVersion::Tls13;
+    })
+    .await;
+    let Some((ok, text)) = s_client(ts.addr, &["-tls1_2"]).await else {
+        return;
+    };
+    assert!(!ok, "TLS 1.2 accepted although the minimum is 1.3: {text}");
+}
