@@ -26,14 +26,10 @@ fn new_request_id() -> String {
 
 fn accept_incoming(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (1..=64)
-        .contains(&s.len())
-        .then_some(())
-        .filter(|_| {
-            s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(|_| s.to_owned())
+    let well_formed = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then(|| s.to_owned())
 }
 
 pub async fn request_context(req: Request, next: Next) -> Response {

@@ -201,7 +201,7 @@ async fn serve_initialises_on_first_start_and_stops_on_sigterm() {
     );
 
     // A restart serves the same data with the same identity (on the port init recorded).
-    let (mut child, url) = spawn_serve(tmp.path(), &dir, Some(port));
+    let (child, url) = spawn_serve(tmp.path(), &dir, Some(port));
     let again = wait_healthy(&url).await;
     assert_eq!(again.fingerprint, health.fingerprint);
     let mut c = keysafe(tmp.path());
@@ -216,9 +216,74 @@ async fn serve_initialises_on_first_start_and_stops_on_sigterm() {
             .iter()
             .any(|o| o["name"] == "acme")
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    // SIGINT (Ctrl-C) stops it gracefully too.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "serve exited with {:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGINT"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_a_wrong_or_exposed_root_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut c = keysafe(tmp.path());
+    c.args(["init", "--data-dir"])
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0"]);
+    ok(&run(c).await);
+    let root = dir.join("root.key");
+    let original = std::fs::read(&root).unwrap();
+
+    // Group- or world-readable: refused with the fix.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut c = keysafe(tmp.path());
+        c.args(["serve", "--data-dir"]).arg(&dir);
+        let err = fails_with(&run(c).await, 1);
+        assert!(
+            err.contains(&format!("chmod 600 {}", root.display())),
+            "{err}"
+        );
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    // A different root key: refused, clearly, without printing the key.
+    let mut wrong = original.clone();
+    wrong[0] ^= 0xff;
+    std::fs::write(&root, &wrong).unwrap();
+    let mut c = keysafe(tmp.path());
+    c.args(["serve", "--data-dir"]).arg(&dir);
+    let err = fails_with(&run(c).await, 1);
+    assert!(err.contains("wrong root key"), "{err}");
+    assert!(
+        !err.contains(&hex::encode(&wrong)),
+        "the key must not be printed"
+    );
+
+    // A truncated root key file.
+    std::fs::write(&root, &original[..16]).unwrap();
+    let mut c = keysafe(tmp.path());
+    c.args(["serve", "--data-dir"]).arg(&dir);
+    let err = fails_with(&run(c).await, 1);
+    assert!(err.contains("expected exactly 32 bytes"), "{err}");
+
+    // The right key still opens everything: the refusals changed nothing.
+    std::fs::write(&root, &original).unwrap();
+    let (mut child, url) = spawn_serve(tmp.path(), &dir, None);
+    assert_eq!(wait_healthy(&url).await.status, "ok");
+    let _ = child.kill();
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 

@@ -113,10 +113,9 @@ impl Service {
         limits: Limits,
     ) -> Result<Self, CoreError> {
         let records = store.load_keks().await?;
-        let keyring = Keyring::open(seal, &records).map_err(|e| match e {
-            crate::seal::SealError::EmptyKeyring => CoreError::Internal(e.to_string()),
-            other => CoreError::from(other),
-        })?;
+        // At start the operator needs the reason (wrong root key, empty keyring), not a code.
+        let keyring = Keyring::open(seal, &records)
+            .map_err(|e| CoreError::Unavailable(format!("cannot open the keyring: {e}")))?;
         Ok(Self {
             store,
             keyring: RwLock::new(Some(Arc::new(keyring))),
