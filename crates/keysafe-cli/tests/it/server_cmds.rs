@@ -117,8 +117,40 @@ async fn print_default_config_is_the_documented_template() {
     }
 }
 
+/// A `keysafe serve` child that is killed if the test fails before stopping it.
+struct Serve(Option<std::process::Child>);
+
+impl Serve {
+    fn signal(&self, sig: &str) {
+        let pid = self.0.as_ref().unwrap().id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    async fn wait_with_output_async(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts `keysafe serve` on a free port; returns the child and its URL.
-fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (std::process::Child, String) {
+fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (Serve, String) {
     let port = port.unwrap_or_else(|| {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -132,7 +164,10 @@ fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (std::process::Chi
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    (c.spawn().unwrap(), format!("https://127.0.0.1:{port}"))
+    (
+        Serve(Some(c.spawn().unwrap())),
+        format!("https://127.0.0.1:{port}"),
+    )
 }
 
 async fn wait_healthy(url: &str) -> keysafe_proto::api::Health {
@@ -170,17 +205,8 @@ async fn serve_initialises_on_first_start_and_stops_on_sigterm() {
     assert_eq!(created["name"], "acme");
     assert_eq!(created["auth_secret"].as_str().unwrap().len(), 43);
 
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    child.signal("-TERM");
+    let out = child.wait_with_output_async().await;
     assert!(
         out.status.success(),
         "serve exited with {:?}: {}",
@@ -217,17 +243,8 @@ async fn serve_initialises_on_first_start_and_stops_on_sigterm() {
             .any(|o| o["name"] == "acme")
     );
     // SIGINT (Ctrl-C) stops it gracefully too.
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    child.signal("-INT");
+    let out = child.wait_with_output_async().await;
     assert!(out.status.success(), "serve exited with {:?}", out.status);
     assert!(String::from_utf8_lossy(&out.stderr).contains("SIGINT"));
 }
@@ -281,10 +298,8 @@ async fn serve_refuses_a_wrong_or_exposed_root_key() {
 
     // The right key still opens everything: the refusals changed nothing.
     std::fs::write(&root, &original).unwrap();
-    let (mut child, url) = spawn_serve(tmp.path(), &dir, None);
+    let (_child, url) = spawn_serve(tmp.path(), &dir, None);
     assert_eq!(wait_healthy(&url).await.status, "ok");
-    let _ = child.kill();
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
