@@ -58,7 +58,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        for r in futures_join_all(batch).await {
+        for r in futures_util::future::join_all(batch).await {
             r?;
         }
         seeded = (seeded + 32).min(args.keys);
@@ -164,18 +164,4 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("first error: {e}");
     }
     Ok(())
-}
-
-async fn futures_join_all<F: std::future::Future + Send + 'static>(fs: Vec<F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }

@@ -50,9 +50,6 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
         },
     };
     home.save()?;
-    if let Some(s) = service.store().as_ref().ping().await.err() {
-        anyhow::bail!("the new database does not answer: {s}");
-    }
     Ok(InitSummary {
         data_dir: report.data_dir,
         config: report.config,

@@ -217,7 +217,8 @@ async fn oversized_payload_is_413_and_stores_nothing() {
         ErrorCode::PayloadTooLarge,
     );
     // Without a Content-Length (chunked), the limit holds while reading.
-    let stream = futures_util_stream(vec![vec![1u8; 800], vec![2u8; 800]]);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![1u8; 800]), Ok(vec![2u8; 800])];
+    let stream = futures_util::stream::iter(chunks);
     let r = c
         .client
         .raw_request(Method::PUT, "/v1/deposits/big")
@@ -228,16 +229,6 @@ async fn oversized_payload_is_413_and_stores_nothing() {
     assert_eq!(r.status().as_u16(), 413);
     let vs = c.client.versions(&n).await.unwrap();
     assert_eq!(vs.versions.len(), 1, "nothing stored by refused puts");
-}
-
-fn futures_util_stream(
-    chunks: Vec<Vec<u8>>,
-) -> impl futures_core_stream::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures_core_stream::iter(chunks.into_iter().map(Ok))
-}
-
-mod futures_core_stream {
-    pub use futures_util::stream::{Stream, iter};
 }
 
 #[tokio::test]

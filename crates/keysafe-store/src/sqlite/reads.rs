@@ -9,7 +9,13 @@ use keysafe_proto::api::ClientState;
 use keysafe_proto::{ClientFingerprint, DepositVersion, OrgName};
 use sqlx::SqlitePool;
 
-const DEPOSIT_COLS: &str = "d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, d.created_at, d.updated_at";
+/// The deposit header columns, as a macro so the queries below stay `&'static str` (no
+/// formatting per request on the read path).
+macro_rules! deposit_cols {
+    () => {
+        "d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, d.created_at, d.updated_at"
+    };
+}
 
 /// One past the largest character a deposit name may contain ('z' is 0x7a), so that
 /// `name >= p AND name < p || '{'` selects exactly the names starting with `p`.
@@ -83,9 +89,11 @@ pub(crate) async fn get_deposit(
     pool: &SqlitePool,
     key: &DepositKey,
 ) -> StoreResult<Option<DepositRecord>> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEPOSIT_COLS} FROM deposits d WHERE d.owner = ?1 AND d.name = ?2"
-    )))
+    sqlx::query(concat!(
+        "SELECT ",
+        deposit_cols!(),
+        " FROM deposits d WHERE d.owner = ?1 AND d.name = ?2"
+    ))
     .bind(key.owner.as_str())
     .bind(key.name.as_str())
     .fetch_optional(pool)
@@ -129,12 +137,14 @@ pub(crate) async fn list_deposits(
     pool: &SqlitePool,
     q: DepositListing<'_>,
 ) -> StoreResult<Vec<DepositRecord>> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEPOSIT_COLS} FROM deposits d \
+    sqlx::query(concat!(
+        "SELECT ",
+        deposit_cols!(),
+        " FROM deposits d \
          WHERE d.owner = ?1 AND d.name >= ?2 AND d.name < ?3 \
            AND (?4 IS NULL OR d.name > ?4) AND (?5 OR d.deleted = 0) \
          ORDER BY d.name LIMIT ?6"
-    )))
+    ))
     .bind(q.owner.as_str())
     .bind(q.prefix)
     .bind(format!("{}{PREFIX_END}", q.prefix))
