@@ -1,0 +1,1 @@
+//! Interop with the real Hadoop client jars (added below).
