@@ -64,12 +64,16 @@ pub struct AuthConfig {
     /// `hadoop.kms.authentication.token.validity`: lifetime of the `hadoop.auth` cookie.
     #[serde(with = "humantime_serde")]
     pub token_validity: Duration,
+    /// Never send the `hadoop.auth` cookie. Breaks every Hadoop client: exists only so tests can
+    /// show the interoperability tests notice a server that omits it.
+    pub danger_never_set_cookie: bool,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             token_validity: Duration::from_secs(36000),
+            danger_never_set_cookie: false,
         }
     }
 }

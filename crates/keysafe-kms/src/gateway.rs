@@ -22,6 +22,8 @@ pub struct Gateway {
     pub authenticator: Box<dyn HttpAuthenticator>,
     pub audit: Arc<Audit>,
     pub https: bool,
+    /// `auth.danger_never_set_cookie`.
+    pub never_set_cookie: bool,
 }
 
 impl Gateway {
@@ -61,6 +63,7 @@ impl Gateway {
             authenticator: Box::new(PseudoAuthenticator),
             audit,
             https: cfg.tls.is_some(),
+            never_set_cookie: cfg.auth.danger_never_set_cookie,
         }))
     }
 }

@@ -342,7 +342,8 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             return unauthorized(gw.authenticator.challenge());
         }
     };
-    let cookie = fresh.then(|| gw.cookies.issue(&user, gw.authenticator.token_type()));
+    let cookie = (fresh && !gw.never_set_cookie)
+        .then(|| gw.cookies.issue(&user, gw.authenticator.token_type()));
 
     // doAs (parameter name matched case-insensitively, as Hadoop's getDoAs).
     let doas = query

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bench;
 pub mod get;
 pub mod init;
+pub mod kms;
 pub mod ls;
 pub mod purge;
 pub mod put;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Purge(a) => purge::run(a).await,
         Command::Whoami(a) => whoami::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Kms(a) => kms::run(a).await,
     }
 }
 
