@@ -198,7 +198,7 @@ impl AclSet {
 
     /// `hadoop.kms.acl.<op>` allows the user and the blacklist does not name them.
     pub fn has_access(&self, op: OpType, user: &str, groups: &[String]) -> bool {
-        let allowed = self.ops.get(&op).map_or(true, |a| a.allows(user, groups));
+        let allowed = self.ops.get(&op).is_none_or(|a| a.allows(user, groups));
         let black = self
             .blacklist
             .get(&op)

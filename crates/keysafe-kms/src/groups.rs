@@ -27,10 +27,10 @@ impl Groups {
             GroupSourceKind::Static => self.fixed.get(user).cloned().unwrap_or_default(),
             GroupSourceKind::Host => {
                 let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((at, g)) = c.get(user) {
-                    if at.elapsed() < self.ttl {
-                        return g.clone();
-                    }
+                if let Some((at, g)) = c.get(user)
+                    && at.elapsed() < self.ttl
+                {
+                    return g.clone();
                 }
                 let g = host_groups(
                     user,

@@ -247,10 +247,10 @@ async fn authenticate(
     query: &[(String, String)],
     headers: &HeaderMap,
 ) -> KmsResult<Authn> {
-    if let Some(c) = cookie_value(headers) {
-        if let Some(u) = gw.cookies.verify(&c, gw.authenticator.token_type()) {
-            return Ok(Authn::Cookie(u));
-        }
+    if let Some(c) = cookie_value(headers)
+        && let Some(u) = gw.cookies.verify(&c, gw.authenticator.token_type())
+    {
+        return Ok(Authn::Cookie(u));
     }
     let dt = headers
         .get("X-Hadoop-Delegation-Token")

@@ -251,10 +251,10 @@ impl Kms {
     }
 
     pub async fn current(&self, name: &str) -> KmsResult<Option<Arc<KeyVersionRecord>>> {
-        if self.cache.enable {
-            if let Some(r) = cache_get(&self.current, name, self.cache.current_key_timeout) {
-                return Ok(Some(r));
-            }
+        if self.cache.enable
+            && let Some(r) = cache_get(&self.current, name, self.cache.current_key_timeout)
+        {
+            return Ok(Some(r));
         }
         let r = self.backend.current(name).await.map_err(backend_err)?;
         let r = r.map(Arc::new);
@@ -265,10 +265,10 @@ impl Kms {
     }
 
     pub async fn metadata(&self, name: &str) -> KmsResult<Option<Metadata>> {
-        if self.cache.enable {
-            if let Some(m) = cache_get(&self.metadata, name, self.cache.timeout) {
-                return Ok(Some(m));
-            }
+        if self.cache.enable
+            && let Some(m) = cache_get(&self.metadata, name, self.cache.timeout)
+        {
+            return Ok(Some(m));
         }
         let r = self.backend.current(name).await.map_err(backend_err)?;
         let m = r.map(|r| Metadata {
@@ -290,10 +290,10 @@ impl Kms {
         let Some((name, n)) = split_version_name(vn) else {
             return Ok(None);
         };
-        if self.cache.enable {
-            if let Some(r) = cache_get(&self.versions, vn, self.cache.timeout) {
-                return Ok(Some(r));
-            }
+        if self.cache.enable
+            && let Some(r) = cache_get(&self.versions, vn, self.cache.timeout)
+        {
+            return Ok(Some(r));
         }
         let r = self.backend.version(name, n).await.map_err(backend_err)?;
         let r = r.filter(|r| r.name == name && r.version == n).map(Arc::new);
@@ -402,10 +402,10 @@ impl Kms {
         let mut qs = lock(&self.queues);
         if let Some(q) = qs.get_mut(name) {
             q.refilling = false;
-            if q.epoch == epoch {
-                if let Ok(v) = filled {
-                    q.items.extend(v);
-                }
+            if q.epoch == epoch
+                && let Ok(v) = filled
+            {
+                q.items.extend(v);
             }
         }
     }

@@ -229,7 +229,15 @@ async fn error_paths() {
         .await;
     assert_eq!(ok.status, StatusCode::CREATED);
 
-    let cases: Vec<(Method, &str, Option<&str>, StatusCode, &str, &str)> = vec![
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Option<&'a str>,
+        StatusCode,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/keys",

@@ -58,15 +58,20 @@ impl Env {
         tweak: impl FnOnce(&mut KmsConfig, &std::path::Path),
     ) -> Gw {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = KmsConfig::default();
-        cfg.audit_log = Some(dir.path().join("kms-audit.log"));
+        let mut cfg = KmsConfig {
+            audit_log: Some(dir.path().join("kms-audit.log")),
+            ..Default::default()
+        };
         tweak(&mut cfg, dir.path());
         let gw = Gateway::new(self.client.client.clone(), &cfg)
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
-            .await
-            .unwrap();
+        let bind = if ip.contains(':') {
+            ip.to_owned()
+        } else {
+            format!("{ip}:0")
+        };
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tls = cfg
             .tls

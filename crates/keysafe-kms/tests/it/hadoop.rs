@@ -229,4 +229,162 @@ async fn keyshell_fails_against_a_gateway_without_cookies() {
         o.stdout,
         o.stderr
     );
+    let o = harness(&lib, "root", &["eek", &provider(&gw), "k"]).await;
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("EXCEPTION"), "{}", o.stdout);
+}
+
+fn assert_ok(o: &Out, expect: &[&str]) {
+    assert_eq!(o.code, 0, "harness failed:\n{}\n{}", o.stdout, o.stderr);
+    for e in expect {
+        assert!(
+            o.stdout.contains(&format!("OK {e}")),
+            "missing 'OK {e}' in:\n{}",
+            o.stdout
+        );
+    }
+}
+
+/// Everything but root and alice (and the proxy user oozie acting for alice) is refused.
+const HARNESS_ACLS: &str = r#"<configuration>
+  <property><name>hadoop.kms.acl.CREATE</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.DELETE</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.ROLLOVER</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.GET</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.GET_KEYS</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.GET_METADATA</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.SET_KEY_MATERIAL</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.GENERATE_EEK</name><value>root,alice</value></property>
+  <property><name>hadoop.kms.acl.DECRYPT_EEK</name><value>root,alice</value></property>
+  <property><name>default.key.acl.MANAGEMENT</name><value>*</value></property>
+  <property><name>default.key.acl.GENERATE_EEK</name><value>*</value></property>
+  <property><name>default.key.acl.DECRYPT_EEK</name><value>*</value></property>
+  <property><name>default.key.acl.READ</name><value>*</value></property>
+</configuration>"#;
+
+fn harness_config(c: &mut keysafe_kms::KmsConfig, dir: &Path) {
+    std::fs::write(dir.join("kms-acls.xml"), HARNESS_ACLS).unwrap();
+    c.acl_file = Some(dir.join("kms-acls.xml"));
+    c.proxyuser.insert(
+        "oozie".into(),
+        keysafe_kms::config::ProxyUserConfig {
+            users: Some("alice".into()),
+            groups: None,
+            hosts: Some("127.0.0.1,127.0.0.2".into()),
+        },
+    );
+}
+
+/// Two gateways of one organisation on 127.0.0.1 and 127.0.0.2, same port (as the LB URI needs).
+async fn two_gateways(env: &Env) -> (Gw, Gw, String) {
+    let a = env.gateway("127.0.0.1", harness_config).await;
+    let b = env
+        .gateway(&format!("127.0.0.2:{}", a.addr.port()), harness_config)
+        .await;
+    let lb = format!("kms://http@127.0.0.1;127.0.0.2:{}/kms", a.addr.port());
+    (a, b, lb)
+}
+
+#[tokio::test]
+async fn harness_eek_operations_match_hadoop() {
+    let Some(lib) = hadoop_lib() else { return };
+    let env = Env::new().await;
+    let gw = env.gateway("127.0.0.1", |_, _| {}).await;
+    let o = harness(&lib, "root", &["eek", &provider(&gw), "ez1"]).await;
+    assert_ok(
+        &o,
+        &[
+            "generate+decrypt x25 match DefaultCryptoExtension",
+            "reference EEK decrypts at gateway",
+            "reencrypt",
+            "reencrypt batch",
+            "generate after roll",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn harness_tokens_doas_and_denial() {
+    let Some(lib) = hadoop_lib() else { return };
+    let env = Env::new().await;
+    let (a, b, lb) = two_gateways(&env).await;
+    let pa = provider(&a);
+
+    // Delegation tokens: got by root, used by bob (who the ACLs refuse), renewed by yarn.
+    let mut root = Caller::new("root");
+    root.call(
+        &a,
+        reqwest::Method::POST,
+        "/keys",
+        Some(r#"{"name":"dtkey"}"#),
+    )
+    .await;
+    let o = harness(&lib, "root", &["dt", &pa, "dtkey"]).await;
+    assert_ok(
+        &o,
+        &[
+            "got token",
+            "token used by a second user",
+            "renewed by yarn",
+            "renew by non-renewer refused",
+            "cancelled",
+        ],
+    );
+    a.gw.audit.flush();
+    let log = std::fs::read_to_string(a.audit_log()).unwrap();
+    assert!(log.contains("OK[op=GET_KEYS, user=root]"), "{log}");
+    assert!(
+        !log.contains("user=bob"),
+        "bob must have acted as the token's owner:\n{log}"
+    );
+
+    // doAs through the proxy-user rules.
+    let o = harness(&lib, "oozie", &["doas", &pa]).await;
+    assert_ok(&o, &["doAs alice", "doAs bob refused"]);
+    let log = std::fs::read_to_string(a.audit_log()).unwrap();
+    assert!(
+        log.contains("OK[op=CREATE_KEY, key=made-by-alice, user=alice]"),
+        "{log}"
+    );
+
+    // An ACL denial through the LB provider: one 403, no failover to the other gateway.
+    let o = harness(&lib, "mallory", &["denied", &lb, &pa, "denykey"]).await;
+    assert_ok(&o, &["denied"]);
+    let both = std::fs::read_to_string(a.audit_log()).unwrap()
+        + &std::fs::read_to_string(b.audit_log()).unwrap();
+    let denials = both
+        .matches("UNAUTHORIZED[op=DECRYPT_EEK, key=denykey, user=mallory]")
+        .count();
+    assert_eq!(denials, 1, "exactly one gateway was asked:\n{both}");
+}
+
+#[tokio::test]
+async fn harness_load_balancing_over_two_gateways() {
+    let Some(lib) = hadoop_lib() else { return };
+    let env = Env::new().await;
+    let (a, b, lb) = two_gateways(&env).await;
+    let o = harness(
+        &lib,
+        "root",
+        &["lb", &lb, &provider(&a), &provider(&b), "lbkey"],
+    )
+    .await;
+    assert_ok(
+        &o,
+        &[
+            "created through one gateway, used through the other",
+            "load-balanced calls",
+            "rollover through the LB seen by both gateways",
+            "LB token honoured by both gateways",
+            "delete through the LB",
+        ],
+    );
+    // Both gateways served load-balanced traffic.
+    a.gw.audit.flush();
+    b.gw.audit.flush();
+    for g in [&a, &b] {
+        let log = std::fs::read_to_string(g.audit_log()).unwrap();
+        assert!(log.contains("op=GENERATE_EEK, key=lbkey"), "{log}");
+        assert!(log.contains("op=GET_METADATA, key=lbkey"), "{log}");
+    }
 }
