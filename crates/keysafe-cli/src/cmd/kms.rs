@@ -14,9 +14,12 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
     let client = KeysafeClient::from_home(&home)?;
     let mut config = match &args.config {
         Some(p) => {
-            let mut c = KmsConfig::load(p)?;
+            let mut c = KmsConfig::load(p).map_err(|e| crate::exit::usage(format!("{e:#}")))?;
             // Paths in the file are relative to the file.
-            let base = p.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+            let base = std::path::absolute(p)?
+                .parent()
+                .map(|d| d.to_path_buf())
+                .unwrap_or_default();
             c.resolve_paths(&base);
             c
         }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod client_cmds;
+mod kms_cmd;
 mod server_cmds;
 
 use std::path::Path;
