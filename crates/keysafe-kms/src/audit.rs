@@ -83,6 +83,17 @@ impl Audit {
     }
 
     fn line(&self, msg: &str) {
+        // Names come from requests: never let one start a new line of the log.
+        let msg: String = msg
+            .chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
         if let Some(f) = &self.out {
             let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
             let _ = writeln!(f, "{} {msg}", timestamp());
@@ -170,6 +181,7 @@ mod tests {
         }
         a.unauthorized("DECRYPT_EEK", Some("k"), "hdfs");
         a.error("bob", "GET", "boom");
+        a.ok("CREATE_KEY", Some("evil\nOK[op=DELETE_KEY"), "alice", "");
         a.flush();
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = text.lines().map(|l| &l[24..]).collect();
@@ -181,6 +193,7 @@ mod tests {
                 "OK[op=GENERATE_EEK, key=k, user=hdfs, accessCount=1, interval=0ms] ",
                 "UNAUTHORIZED[op=DECRYPT_EEK, key=k, user=hdfs] ",
                 "ERROR[user=bob] Method:'GET' Exception:'boom'",
+                "OK[op=CREATE_KEY, key=evil\\nOK[op=DELETE_KEY, user=alice] ",
                 "OK[op=GENERATE_EEK, key=k, user=hdfs, accessCount=4, interval=3600000ms] ",
             ]
         );

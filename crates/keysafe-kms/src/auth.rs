@@ -57,6 +57,22 @@ pub async fn shared_secret(
     )))
 }
 
+/// User names the gateway accepts: no control characters, whitespace or the characters that
+/// structure cookies and ACLs (`& = " ; ,`), at most 256 bytes.
+pub fn check_user_name(u: &str) -> KmsResult<()> {
+    let bad = u.is_empty()
+        || u.len() > 256
+        || u.chars().any(|c| {
+            c.is_control() || c.is_whitespace() || matches!(c, '&' | '=' | '"' | ';' | ',')
+        });
+    if bad {
+        return Err(KmsError::authn(
+            "invalid user name: it must be 1-256 characters without whitespace, control characters or & = \" ; ,",
+        ));
+    }
+    Ok(())
+}
+
 /// First-contact authentication (what `AuthenticationHandler` does in Hadoop).
 pub trait HttpAuthenticator: Send + Sync {
     /// The `t=` value of cookies it issues (`simple-dt`, `kerberos-dt`).
@@ -136,10 +152,12 @@ impl CookieSigner {
         let mut t = None;
         let mut e = None;
         for part in payload.split('&') {
+            // Each attribute at most once.
             match part.split_once('=')? {
-                ("u", v) => u = Some(v),
-                ("t", v) => t = Some(v),
-                ("e", v) => e = v.parse::<i64>().ok(),
+                ("u", v) if u.is_none() => u = Some(v),
+                ("t", v) if t.is_none() => t = Some(v),
+                ("e", v) if e.is_none() => e = Some(v.parse::<i64>().ok()?),
+                ("u" | "t" | "e", _) => return None,
                 _ => {}
             }
         }

@@ -342,6 +342,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             return unauthorized(gw.authenticator.challenge());
         }
     };
+    if let Err(e) = crate::auth::check_user_name(&user) {
+        return e.into_response();
+    }
     let cookie = (fresh && !gw.never_set_cookie)
         .then(|| gw.cookies.issue(&user, gw.authenticator.token_type()));
 
@@ -352,8 +355,11 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         .map(|(_, v)| v.clone())
         .filter(|v| !v.is_empty());
     let effective = match &doas {
-        Some(d) if *d != user => {
-            if let Err(e) = gw.proxy.authorize(&user, d, remote.ip(), &gw.groups) {
+        // A delegation token already names its user (Hadoop ignores doAs for token requests).
+        Some(d) if *d != user && !by_token => {
+            if let Err(e) = crate::auth::check_user_name(d)
+                .and_then(|()| gw.proxy.authorize(&user, d, remote.ip(), &gw.groups))
+            {
                 let mut r = e.into_response();
                 if let Some(c) = &cookie {
                     set_cookie(&mut r, c, gw.https);

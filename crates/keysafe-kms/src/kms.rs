@@ -178,6 +178,7 @@ impl Kms {
     pub async fn delete(&self, name: &str) -> KmsResult<()> {
         let r = self.backend.delete(name).await;
         self.invalidate(name);
+        lock(&self.queues).remove(name);
         match r {
             Ok(()) => Ok(()),
             Err(BackendError::NotFound) => Err(KmsError::io(format!(
@@ -356,6 +357,8 @@ impl Kms {
 
     /// `num` EEKs under the current version, from the queue when it has them.
     pub async fn generate_eeks(self: &Arc<Self>, name: &str, num: usize) -> KmsResult<Vec<Eek>> {
+        // Only existing keys get a queue (the current version is cached, so this is cheap).
+        let key = self.current_or_io(name).await?;
         let mut out = Vec::with_capacity(num);
         let mut need_refill = false;
         if self.queue_cfg.size > 0 {
@@ -374,7 +377,6 @@ impl Kms {
             }
         }
         if out.len() < num {
-            let key = self.current_or_io(name).await?;
             while out.len() < num {
                 out.push(Self::fresh_eek(&key)?);
             }

@@ -118,6 +118,15 @@ async fn kms_refuses_a_bad_config_or_home() {
     assert!(err.contains("kms.toml"), "{err}");
     let mut c = keysafe(tmp.path());
     c.args(["kms", "--home"]).arg(tmp.path().join("missing"));
-    let o = run(c).await;
-    assert!(!o.status.success());
+    fails_with(&run(c).await, 8);
+    // A server that is down: exit 6.
+    let home = client.home_dir().to_owned();
+    let addr = ts.addr;
+    drop(ts);
+    while std::net::TcpStream::connect(addr).is_ok() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = keysafe(tmp.path());
+    c.args(["kms", "--home"]).arg(&home);
+    fails_with(&run(c).await, 6);
 }

@@ -41,6 +41,18 @@ async fn pseudo_handshake_and_cookie() {
     assert!(raw.contains("&s="));
     assert!(raw.ends_with("; Path=/; HttpOnly"));
     let cookie = set_cookie(&r.headers).unwrap();
+    // A user name that would smuggle cookie attributes (or audit-log lines) is refused.
+    for bad in ["x%26u%3Dadmin", "x%0AOK", "a+b"] {
+        let r = anon
+            .raw(
+                Method::OPTIONS,
+                &format!("{}/keys/names?user.name={bad}", gw.base),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{bad}");
+        assert!(r.headers.get("set-cookie").is_none());
+    }
     // The cookie alone authenticates.
     let mut c = Caller::new("root");
     c.cookie = Some(cookie.clone());
