@@ -122,12 +122,24 @@ impl DepositBackend {
         })
     }
 
+    /// Every read of the gateway goes through here, and must reach a server: rollovers and the
+    /// shared token state are compare-and-set on what was read, and the gateway keeps its own
+    /// caches with Hadoop's timeouts. (With the client library's local deposit cache, this
+    /// becomes `get_with(dn, v, CacheUse::Refresh)`.)
+    async fn read(
+        &self,
+        dn: &DepositName,
+        v: Option<DepositVersion>,
+    ) -> Result<keysafe_client::client::Fetched, ClientError> {
+        self.client.get(dn, v).await
+    }
+
     async fn fetch(
         &self,
         dn: &DepositName,
         v: Option<DepositVersion>,
     ) -> Result<Option<KeyVersionRecord>, BackendError> {
-        match self.client.get(dn, v).await {
+        match self.read(dn, v).await {
             Ok(f) => self.decode(&f.payload).map(Some),
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(map(e)),
@@ -194,7 +206,7 @@ impl KeyBackend for DepositBackend {
         let dn = encode_key_name(name)?;
         let v = DepositVersion::new(u64::from(n) + 1)
             .map_err(|e| BackendError::InvalidName(e.message().to_owned()))?;
-        match self.client.get(&dn, Some(v)).await {
+        match self.read(&dn, Some(v)).await {
             Ok(f) => self.decode(&f.payload).map(Some),
             Err(e) if is_absent(&e) => Ok(None),
             // An out-of-range version of an existing deposit.
@@ -257,7 +269,7 @@ impl KeyBackend for DepositBackend {
 
     async fn shared(&self, slot: &str) -> Result<Option<SharedBlob>, BackendError> {
         let dn = Self::shared_name(slot)?;
-        match self.client.get(&dn, None).await {
+        match self.read(&dn, None).await {
             Ok(f) => Ok(Some(SharedBlob {
                 data: self.open(&f.payload)?,
                 version: f.version.get(),

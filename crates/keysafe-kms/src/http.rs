@@ -222,6 +222,11 @@ fn set_cookie(resp: &mut Response, value: &str, secure: bool) {
 
 fn unauthorized(challenge: &'static str) -> Response {
     let mut r = (StatusCode::UNAUTHORIZED, "Authentication required").into_response();
+    // Hadoop's filter puts the message in the reason phrase; its client reports it.
+    r.extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(
+            b"Authentication required",
+        ));
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(challenge),

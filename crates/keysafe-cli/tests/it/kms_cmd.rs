@@ -76,6 +76,25 @@ async fn kms_serves_hadoop_kms_as_the_registered_client() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cookie = cookie.expect("the gateway never answered");
+    // Without credentials: 401 with Hadoop's reason phrase and the PseudoAuth challenge.
+    let r = tokio::task::spawn_blocking(move || {
+        http(
+            port,
+            "GET /kms/v1/keys/names HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 401 Authentication required\r\n"),
+        "{r}"
+    );
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("www-authenticate: pseudoauth"),
+        "{r}"
+    );
     let body = r#"{"name":"k1","cipher":"AES/CTR/NoPadding","length":128}"#;
     let req = format!(
         "POST /kms/v1/keys HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
