@@ -734,3 +734,63 @@ async fn two_gateways_share_keys_and_never_fork() {
             .any(|d| d.name.as_str() == "kms/keys/k")
     );
 }
+
+/// Without any invalidation, another gateway sees a rollover once its current-version cache
+/// times out (here 1 s instead of Hadoop's 30 s); concurrent rolls through both never fork.
+#[tokio::test]
+async fn rollover_reaches_other_gateways_within_the_current_key_timeout() {
+    let env = Env::new().await;
+    let a = env.gateway("127.0.0.1", |_, _| {}).await;
+    let b = env
+        .gateway("127.0.0.2", |c, _| {
+            c.cache.current_key_timeout = std::time::Duration::from_secs(1)
+        })
+        .await;
+    let mut c = Caller::new("alice");
+    c.call(&a, Method::POST, "/keys", Some(r#"{"name":"k"}"#))
+        .await;
+    let v = c
+        .call(&b, Method::GET, "/key/k/_currentversion", None)
+        .await
+        .json();
+    assert_eq!(v["versionName"], "k@0");
+    c.call(&a, Method::POST, "/key/k", Some("{}")).await;
+    let mut seen = false;
+    for _ in 0..100 {
+        let v = c
+            .call(&b, Method::GET, "/key/k/_currentversion", None)
+            .await
+            .json();
+        if v["versionName"] == "k@1" {
+            seen = true;
+            break;
+        }
+        assert_eq!(v["versionName"], "k@0");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "b never saw the rollover");
+
+    // Six concurrent rollovers, alternating gateways: six distinct new versions, no fork.
+    let mut callers: Vec<Caller> = (0..6).map(|_| Caller::new("alice")).collect();
+    let futs = callers.iter_mut().enumerate().map(|(i, cl)| {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        cl.call(gw, Method::POST, "/key/k", Some("{}"))
+    });
+    let rs = futures_util::future::join_all(futs).await;
+    let mut got: Vec<String> = rs
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r.json()["versionName"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    got.sort_by_key(|v| v[2..].parse::<u32>().unwrap());
+    assert_eq!(got, (2..8).map(|n| format!("k@{n}")).collect::<Vec<_>>());
+    c.call(&a, Method::POST, "/key/k/_invalidatecache", None)
+        .await;
+    let md = c
+        .call(&a, Method::GET, "/key/k/_metadata", None)
+        .await
+        .json();
+    assert_eq!(md["versions"], 8);
+}
