@@ -388,3 +388,99 @@ async fn harness_load_balancing_over_two_gateways() {
         assert!(log.contains("op=GET_METADATA, key=lbkey"), "{log}");
     }
 }
+
+/// `kms://https@...`: KeyShell over TLS, trusting the gateway's certificate through Hadoop's own
+/// `ssl-client.xml` truststore settings.
+#[tokio::test]
+async fn keyshell_over_https() {
+    let Some(lib) = hadoop_lib() else { return };
+    let env = Env::new().await;
+    let (cert, key) = (
+        env.server.config.tls_cert.clone(),
+        env.server.config.tls_key.clone(),
+    );
+    let gw = env
+        .gateway("127.0.0.1", |c, _| {
+            c.tls = Some(keysafe_kms::config::TlsConfig {
+                cert: cert.clone(),
+                key,
+            })
+        })
+        .await;
+    // A PKCS#12 truststore with the certificate, and ssl-client.xml on the classpath.
+    let conf = gw.dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let store = conf.join("trust.p12");
+    let o = std::process::Command::new("keytool")
+        .args([
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "kms",
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            "changeit",
+            "-file",
+        ])
+        .arg(&cert)
+        .arg("-keystore")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(
+        conf.join("ssl-client.xml"),
+        format!(
+            "<configuration>\
+             <property><name>ssl.client.truststore.location</name><value>{}</value></property>\
+             <property><name>ssl.client.truststore.type</name><value>pkcs12</value></property>\
+             <property><name>ssl.client.truststore.password</name><value>changeit</value></property>\
+             </configuration>",
+            store.display()
+        ),
+    )
+    .unwrap();
+    // The certificate names localhost and 127.0.0.1.
+    let p = format!("kms://https@localhost:{}/kms", gw.addr.port());
+    let run = |args: Vec<String>| {
+        let lib = lib.clone();
+        let conf = conf.clone();
+        async move {
+            let mut a = vec!["org.apache.hadoop.crypto.key.KeyShell".to_string()];
+            a.extend(args);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            java(&lib, Some(&conf), "alice", &a).await
+        }
+    };
+    let o = run(vec![
+        "create".into(),
+        "tk".into(),
+        "-provider".into(),
+        p.clone(),
+    ])
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let o = run(vec![
+        "list".into(),
+        "-metadata".into(),
+        "-provider".into(),
+        p.clone(),
+    ])
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("tk : cipher: AES/CTR/NoPadding"),
+        "{}",
+        o.stdout
+    );
+    // Without the truststore the same client refuses the gateway.
+    std::fs::remove_file(conf.join("ssl-client.xml")).unwrap();
+    let o = run(vec!["list".into(), "-provider".into(), p]).await;
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    let all = format!("{}{}", o.stdout, o.stderr).to_lowercase();
+    assert!(
+        all.contains("pkix") || all.contains("certificat") || all.contains("ssl"),
+        "{all}"
+    );
+}
