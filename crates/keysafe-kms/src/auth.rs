@@ -73,18 +73,40 @@ pub fn check_user_name(u: &str) -> KmsResult<()> {
     Ok(())
 }
 
-/// First-contact authentication (what `AuthenticationHandler` does in Hadoop).
+/// What a first-contact authenticator made of a request.
+#[derive(Debug, Default)]
+pub enum AuthStep {
+    /// No credentials of this scheme: answer 401 with [`HttpAuthenticator::challenge`].
+    #[default]
+    None,
+    /// Authenticated as `user` (a short name). `headers` go on the response (for SPNEGO, the
+    /// final `WWW-Authenticate: Negotiate <token>`); the gateway adds the `hadoop.auth` cookie.
+    User {
+        user: String,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    },
+    /// A multi-round scheme needs another round: answer 401 with these headers
+    /// (`WWW-Authenticate: Negotiate <token>`).
+    Continue {
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    },
+}
+
+/// First-contact authentication (what `AuthenticationHandler` does in Hadoop). Cookies,
+/// delegation tokens and doAs are handled around it, so a Kerberos/SPNEGO implementation only
+/// has to implement this trait (token type `kerberos-dt`, challenge `Negotiate`, and the GSS
+/// exchange in `authenticate`) and be installed as `Gateway::authenticator`.
 pub trait HttpAuthenticator: Send + Sync {
     /// The `t=` value of cookies it issues (`simple-dt`, `kerberos-dt`).
     fn token_type(&self) -> &'static str;
     /// The `WWW-Authenticate` challenge of a 401.
     fn challenge(&self) -> &'static str;
-    /// Authenticates from the request's query and headers: Ok(None) = no credentials offered.
+    /// Authenticates from the request's query and headers.
     fn authenticate(
         &self,
         query: &[(String, String)],
         headers: &http::HeaderMap,
-    ) -> KmsResult<Option<String>>;
+    ) -> KmsResult<AuthStep>;
 }
 
 /// `PseudoAuthenticationHandler`: the user names themselves with `user.name`.
@@ -101,12 +123,16 @@ impl HttpAuthenticator for PseudoAuthenticator {
         &self,
         query: &[(String, String)],
         _headers: &http::HeaderMap,
-    ) -> KmsResult<Option<String>> {
+    ) -> KmsResult<AuthStep> {
         Ok(query
             .iter()
             .find(|(k, _)| k == "user.name")
             .map(|(_, v)| v.clone())
-            .filter(|v| !v.is_empty()))
+            .filter(|v| !v.is_empty())
+            .map_or(AuthStep::None, |user| AuthStep::User {
+                user,
+                headers: vec![],
+            }))
     }
 }
 

@@ -36,6 +36,16 @@ impl Gateway {
         backend: Arc<dyn KeyBackend>,
         cfg: &KmsConfig,
     ) -> anyhow::Result<Arc<Gateway>> {
+        Self::with_authenticator(backend, cfg, Box::new(PseudoAuthenticator)).await
+    }
+
+    /// A gateway with another first-contact authentication scheme (the place for
+    /// Kerberos/SPNEGO).
+    pub async fn with_authenticator(
+        backend: Arc<dyn KeyBackend>,
+        cfg: &KmsConfig,
+        authenticator: Box<dyn HttpAuthenticator>,
+    ) -> anyhow::Result<Arc<Gateway>> {
         let acls = match &cfg.acl_file {
             Some(p) => Acls::from_file(p)?,
             None => Acls::fixed(AclSet::hadoop_defaults()),
@@ -60,7 +70,7 @@ impl Gateway {
             proxy: ProxyUsers::new(cfg.proxyuser.clone()),
             cookies,
             dt,
-            authenticator: Box::new(PseudoAuthenticator),
+            authenticator,
             audit,
             https: cfg.tls.is_some(),
             never_set_cookie: cfg.auth.danger_never_set_cookie,

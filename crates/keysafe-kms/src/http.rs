@@ -3,7 +3,7 @@
 //! status codes exactly as `KMS.java` answers, and the audit log.
 
 use crate::acl::{KeyOp, OpType};
-use crate::auth::{COOKIE_NAME, cookie_value};
+use crate::auth::{AuthStep, COOKIE_NAME, cookie_value};
 use crate::backend::{KeyVersionRecord, split_version_name};
 use crate::crypto::{b64_in, b64_out};
 use crate::error::{KmsError, KmsResult};
@@ -242,8 +242,11 @@ fn unauthorized(challenge: &'static str) -> Response {
 enum Authn {
     Cookie(String),
     Token(crate::auth::TokenUser),
-    /// First contact (pseudo `user.name`): a cookie is issued.
-    Fresh(String),
+    /// First contact (pseudo `user.name`, or a finished SPNEGO exchange): a cookie is issued,
+    /// with the authenticator's response headers.
+    Fresh(String, Vec<(http::HeaderName, HeaderValue)>),
+    /// Another round of a multi-round scheme: 401 with these headers.
+    Continue(Vec<(http::HeaderName, HeaderValue)>),
     None,
 }
 
@@ -266,8 +269,9 @@ async fn authenticate(
         return gw.dt.verify(&t).await.map(Authn::Token);
     }
     match gw.authenticator.authenticate(query, headers)? {
-        Some(u) => Ok(Authn::Fresh(u)),
-        None => Ok(Authn::None),
+        AuthStep::User { user, headers } => Ok(Authn::Fresh(user, headers)),
+        AuthStep::Continue { headers } => Ok(Authn::Continue(headers)),
+        AuthStep::None => Ok(Authn::None),
     }
 }
 
@@ -331,10 +335,21 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             return e.into_response();
         }
     };
+    let mut extra_headers = vec![];
     let (user, fresh, by_token) = match authn {
         Authn::Cookie(u) => (u, false, false),
         Authn::Token(t) => (t.owner, false, true),
-        Authn::Fresh(u) => (u, true, false),
+        Authn::Fresh(u, h) => {
+            extra_headers = h;
+            (u, true, false)
+        }
+        Authn::Continue(h) => {
+            let mut r = (StatusCode::UNAUTHORIZED, "Authentication required").into_response();
+            for (k, v) in h {
+                r.headers_mut().append(k, v);
+            }
+            return r;
+        }
         Authn::None => {
             if method != Method::OPTIONS {
                 gw.audit.unauthenticated(
@@ -409,6 +424,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     };
     if let Some(c) = &cookie {
         set_cookie(&mut resp, c, gw.https);
+    }
+    for (k, v) in extra_headers {
+        resp.headers_mut().append(k, v);
     }
     resp
 }

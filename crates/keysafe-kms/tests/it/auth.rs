@@ -855,3 +855,90 @@ async fn each_key_acl_guards_exactly_its_endpoints() {
         admin.call(&open, Method::DELETE, "/key/n", None).await;
     }
 }
+
+/// The authentication extension point: a two-round scheme (shaped like SPNEGO) plugged in as
+/// the gateway's authenticator; cookies then work as for pseudo authentication.
+#[tokio::test]
+async fn a_multi_round_authenticator_plugs_in() {
+    use keysafe_kms::auth::{AuthStep, HttpAuthenticator};
+    use keysafe_kms::error::KmsResult;
+    struct TwoRound;
+    impl HttpAuthenticator for TwoRound {
+        fn token_type(&self) -> &'static str {
+            "test-dt"
+        }
+        fn challenge(&self) -> &'static str {
+            "Test"
+        }
+        fn authenticate(
+            &self,
+            _q: &[(String, String)],
+            h: &http::HeaderMap,
+        ) -> KmsResult<AuthStep> {
+            let hv = |s: &str| http::HeaderValue::from_str(s).unwrap();
+            Ok(match h.get("authorization").and_then(|v| v.to_str().ok()) {
+                Some("Test round1") => AuthStep::Continue {
+                    headers: vec![(http::header::WWW_AUTHENTICATE, hv("Test round2"))],
+                },
+                Some(s) if s.starts_with("Test final ") => AuthStep::User {
+                    user: s["Test final ".len()..].to_owned(),
+                    headers: vec![(http::header::WWW_AUTHENTICATE, hv("Test done"))],
+                },
+                _ => AuthStep::None,
+            })
+        }
+    }
+    let env = Env::new().await;
+    let gw = keysafe_kms::Gateway::with_authenticator(
+        std::sync::Arc::new(keysafe_kms::deposits::DepositBackend::new(
+            env.client.client.clone(),
+        )),
+        &keysafe_kms::KmsConfig {
+            audit_log: None,
+            ..Default::default()
+        },
+        Box::new(TwoRound),
+    )
+    .await
+    .unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/kms/v1", l.local_addr().unwrap());
+    tokio::spawn(keysafe_kms::server::serve(
+        l,
+        gw,
+        None,
+        std::future::pending(),
+    ));
+    let h = http();
+    let url = format!("{base}/keys/names");
+    let r = h.request(Method::OPTIONS, &url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Test");
+    // user.name means nothing to this scheme.
+    let r = h
+        .request(Method::OPTIONS, format!("{url}?user.name=alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = h
+        .request(Method::OPTIONS, &url)
+        .header("authorization", "Test round1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Test round2");
+    let r = h
+        .request(Method::OPTIONS, &url)
+        .header("authorization", "Test final alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["www-authenticate"], "Test done");
+    let cookie = set_cookie(r.headers()).unwrap();
+    assert!(cookie.contains("t=test-dt"), "{cookie}");
+    let r = h.get(&url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
