@@ -625,6 +625,56 @@ async fn proxy_users() {
         r.message()
             .contains("Unauthorized connection for super-user: remote")
     );
+    // A token asked for with doAs belongs to the proxied user, with the proxy as real user.
+    let r = oozie
+        .call(
+            &gw,
+            Method::GET,
+            "/?op=GETDELEGATIONTOKEN&renewer=yarn&doAs=alice",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let t = keysafe_kms::token::Token::decode_url_string(
+        r.json()["Token"]["urlString"].as_str().unwrap(),
+    )
+    .unwrap();
+    let id = keysafe_kms::token::TokenIdent::decode(&t.identifier).unwrap();
+    assert_eq!(
+        (
+            id.owner.as_str(),
+            id.real_user.as_str(),
+            id.renewer.as_str()
+        ),
+        ("alice", "oozie", "yarn")
+    );
+    // Without renewer, the renewer is the caller.
+    let r = oozie
+        .call(&gw, Method::GET, "/?op=GETDELEGATIONTOKEN", None)
+        .await;
+    let t = keysafe_kms::token::Token::decode_url_string(
+        r.json()["Token"]["urlString"].as_str().unwrap(),
+    )
+    .unwrap();
+    let id = keysafe_kms::token::TokenIdent::decode(&t.identifier).unwrap();
+    assert_eq!(
+        (
+            id.owner.as_str(),
+            id.real_user.as_str(),
+            id.renewer.as_str()
+        ),
+        ("oozie", "", "oozie")
+    );
+    // A refused impersonation gets no token.
+    let r = oozie
+        .call(
+            &gw,
+            Method::GET,
+            "/?op=GETDELEGATIONTOKEN&renewer=yarn&doAs=bob",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     gw.gw.audit.flush();
     let log = std::fs::read_to_string(gw.audit_log()).unwrap();
     assert!(
