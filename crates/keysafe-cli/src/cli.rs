@@ -35,7 +35,7 @@ pub enum Command {
     Admin(AdminArgs),
     /// Register this host as a client: generate its key pair and register it into an organisation.
     #[command(
-        after_help = "Example:\n  keysafe register --server https://keysafe.example.com:11371 --org acme --auth-file secret.txt --name web-1"
+        after_help = "Examples:\n  keysafe register --server https://keysafe.example.com:11371 --org acme --auth-file secret.txt --name web-1\n  keysafe register --server https://ks1.example.com:11371 --server https://ks2.example.com:11371 --org acme --auth-file secret.txt"
     )]
     Register(RegisterArgs),
     /// Store a new version of a deposit, read from FILE or standard input.
@@ -45,7 +45,7 @@ pub enum Command {
     Put(PutArgs),
     /// Fetch a deposit (the current version, or --version N) to standard output or -o FILE.
     #[command(
-        after_help = "Example:\n  keysafe get db/master-key -o key.bin\n  keysafe get db/master-key --version 2 > old-key.bin"
+        after_help = "Example:\n  keysafe get db/master-key -o key.bin\n  keysafe get db/master-key --version 2 > old-key.bin\n  keysafe get db/master-key --no-cache > key.bin"
     )]
     Get(GetArgs),
     /// List your deposits, optionally those whose name starts with PREFIX.
@@ -66,6 +66,17 @@ pub enum Command {
     /// Show this client's registration.
     #[command(after_help = "Example:\n  keysafe whoami --json")]
     Whoami(ClientArgs),
+    /// Show this client's servers (which answer, which would be used), its cache and identity.
+    #[command(
+        after_help = "Examples:\n  keysafe status\n  keysafe status --json | jq '.servers[] | select(.answers | not)'"
+    )]
+    Status(ClientArgs),
+    /// Inspect or empty the local cache of fetched deposits.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe cache ls\n  keysafe cache clear"
+    )]
+    Cache(CacheCommand),
     /// Load generator: drive get or put over mutual TLS against a running server.
     #[command(
         after_help = "Example:\n  keysafe bench --home ./bench-client --op get --connections 64 --duration 10s"
@@ -127,10 +138,16 @@ pub struct AdminArgs {
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Organisations (tenants).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data org add acme\n  keysafe admin --data-dir ./keysafe-data org list --json"
+    )]
     Org(OrgCommand),
     /// Registered clients.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data client list --state pending\n  keysafe admin --data-dir ./keysafe-data client approve 3f1c...e9"
+    )]
     Client(ClientCommand),
 }
 
@@ -191,10 +208,19 @@ pub enum ClientCommand {
         state: Option<String>,
     },
     /// Approve a pending client.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client approve 3f1c...e9"
+    )]
     Approve { fingerprint: String },
     /// Disable a client (it is refused everywhere until enabled).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client disable 3f1c...e9"
+    )]
     Disable { fingerprint: String },
     /// Re-enable a disabled client.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client enable 3f1c...e9"
+    )]
     Enable { fingerprint: String },
     /// Make an active client a server administrator.
     #[command(
@@ -202,6 +228,9 @@ pub enum ClientCommand {
     )]
     Promote { fingerprint: String },
     /// Make a server administrator an ordinary client again.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client demote 3f1c...e9"
+    )]
     Demote { fingerprint: String },
 }
 
@@ -214,6 +243,16 @@ pub struct ClientArgs {
     /// Print results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cached deposit versions (names, versions, sizes, ages; never contents).
+    #[command(after_help = "Examples:\n  keysafe cache ls\n  keysafe cache ls --json")]
+    Ls(ClientArgs),
+    /// Delete every cached deposit of this client home.
+    #[command(after_help = "Example:\n  keysafe cache clear")]
+    Clear(ClientArgs),
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +311,9 @@ pub struct GetArgs {
     /// Write to FILE (created with mode 0600) instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Ask a server even if the local cache holds a fresh copy, and never serve a cached copy.
+    #[arg(long)]
+    pub no_cache: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -339,4 +381,72 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Walks the command tree; returns the commands whose help has no "Example(s):" section
+    /// with at least one `keysafe ...` line, and how many commands were visited.
+    fn lacking_examples(root: &clap::Command) -> (Vec<String>, usize) {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>, seen: &mut usize) {
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let path = format!("{path} {}", sub.get_name());
+                *seen += 1;
+                let help = sub
+                    .get_after_help()
+                    .or_else(|| sub.get_after_long_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                let titled = help.contains("Example:") || help.contains("Examples:");
+                let shows = help.lines().any(|l| l.trim_start().starts_with("keysafe "));
+                if !(titled && shows) {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing, seen);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        walk(root, root.get_name(), &mut missing, &mut seen);
+        (missing, seen)
+    }
+
+    /// Every command and subcommand, at every depth, shows an example in its `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let (missing, seen) = lacking_examples(&cli);
+        assert!(seen > 20, "the walk found only {seen} commands");
+        assert!(
+            missing.is_empty(),
+            "commands without an example: {missing:?}"
+        );
+    }
+
+    /// The check itself can fail: a nested command without an example is reported.
+    #[test]
+    fn the_example_check_notices_a_missing_example() {
+        let cmd = clap::Command::new("keysafe")
+            .subcommand(
+                clap::Command::new("with")
+                    .after_help("Example:\n  keysafe with")
+                    .subcommand(clap::Command::new("inner")),
+            )
+            .subcommand(clap::Command::new("titled").after_help("Example: none"))
+            .subcommand(clap::Command::new("without"));
+        let (missing, seen) = lacking_examples(&cmd);
+        assert_eq!(seen, 4);
+        assert_eq!(
+            missing,
+            ["keysafe with inner", "keysafe titled", "keysafe without"]
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             GENERAL
         };
     };
-    match ce {
+    match ce.last() {
         ClientError::Api { code, .. } => match code {
             ErrorCode::BadRequest
             | ErrorCode::InvalidName
@@ -53,6 +53,8 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         ClientError::FingerprintMismatch { .. } => SECURITY,
         ClientError::InsecureKeyFile { .. } | ClientError::Home(_) => LOCAL,
         ClientError::Invalid(_) => USAGE,
+        // `last()` never returns this variant.
+        ClientError::AllServersFailed { .. } => UNAVAILABLE,
     }
 }
 

@@ -37,14 +37,30 @@ pub enum ClientError {
     Home(String),
     #[error("{0}")]
     Invalid(String),
+    /// Several servers were tried and none gave an answer (each server's last failure is named).
+    /// `last` is the final failure, which decides the exit code.
+    #[error("no server could answer: {}", .tried.join("; "))]
+    AllServersFailed {
+        tried: Vec<String>,
+        last: Box<ClientError>,
+    },
 }
 
 impl ClientError {
     /// The server's error code, if the server answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
-        match self {
+        match self.last() {
             ClientError::Api { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The failure that ended the request: itself, or for [`ClientError::AllServersFailed`] the
+    /// last server's failure.
+    pub fn last(&self) -> &ClientError {
+        match self {
+            ClientError::AllServersFailed { last, .. } => last.last(),
+            other => other,
         }
     }
 }

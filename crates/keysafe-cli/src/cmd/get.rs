@@ -4,6 +4,7 @@
 use crate::cli::GetArgs;
 use crate::cmd::{client_for, deposit_name, version_arg};
 use anyhow::Context;
+use keysafe_client::{CacheUse, Source};
 use std::io::Write;
 use std::path::Path;
 
@@ -11,7 +12,21 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let name = deposit_name(&args.name)?;
     let version = version_arg(args.version)?;
     let (_, client) = client_for(&args.client)?;
-    let fetched = client.get(&name, version).await?;
+    let cache_use = if args.no_cache {
+        CacheUse::Refresh
+    } else {
+        CacheUse::Normal
+    };
+    let fetched = client.get_with(&name, version, cache_use).await?;
+    if let Source::Stale { age, reason } = &fetched.source {
+        // One line, on stderr, so the payload on stdout stays clean.
+        eprintln!(
+            "keysafe: warning: serving a cached copy of {name} version {} fetched {} ago: {}",
+            fetched.version,
+            humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
+            reason.replace('\n', " ")
+        );
+    }
     match &args.output {
         Some(path) if path.as_os_str() != "-" => {
             write_private(path, &fetched.payload)?;

@@ -47,6 +47,8 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
             org: OrgName::parse(keysafe_core::service::ADMIN_ORG)?,
             fingerprint: info.fingerprint.clone(),
             name: Some("admin".into()),
+            server_fingerprints: Default::default(),
+            cache: None,
         },
     };
     home.save()?;

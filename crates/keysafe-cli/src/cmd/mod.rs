@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cache;
 pub mod get;
 pub mod init;
 pub mod ls;
@@ -10,6 +11,7 @@ pub mod put;
 pub mod register;
 pub mod rm;
 pub mod serve;
+pub mod status;
 pub mod undelete;
 pub mod versions;
 pub mod whoami;
@@ -34,6 +36,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Undelete(a) => undelete::run(a).await,
         Command::Purge(a) => purge::run(a).await,
         Command::Whoami(a) => whoami::run(a).await,
+        Command::Status(a) => status::run(a).await,
+        Command::Cache(c) => cache::run(c).await,
         Command::Bench(a) => bench::run(a).await,
     }
 }
