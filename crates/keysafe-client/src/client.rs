@@ -568,6 +568,7 @@ impl KeysafeClient {
         // The last failure per server, in the order first tried.
         let mut tried: Vec<(usize, String)> = Vec::new();
         let mut last: Option<ClientError> = None;
+        let mut not_retried = false;
         let record = |tried: &mut Vec<(usize, String)>, i: usize, e: &ClientError| {
             let msg = e.to_string();
             match tried.iter_mut().find(|(j, _)| *j == i) {
@@ -601,6 +602,7 @@ impl KeysafeClient {
                         record(&mut tried, i, &e);
                         last = Some(e);
                         if req.retry != Retry::Idempotent {
+                            not_retried = true;
                             break 'passes;
                         }
                     }
@@ -608,7 +610,7 @@ impl KeysafeClient {
             }
         }
         let last = last.unwrap_or_else(|| ClientError::Invalid("no server to try".into()));
-        if tried.len() <= 1 {
+        if self.inner.endpoints.len() <= 1 {
             return Err(last);
         }
         Err(ClientError::AllServersFailed {
@@ -624,6 +626,7 @@ impl KeysafeClient {
                 })
                 .collect(),
             last: Box::new(last),
+            not_retried,
         })
     }
 
@@ -1103,6 +1106,7 @@ mod tests {
         assert!(is_retryable(&ClientError::AllServersFailed {
             tried: vec![],
             last: Box::new(connect),
+            not_retried: false,
         }));
     }
 

@@ -37,12 +37,15 @@ pub enum ClientError {
     Home(String),
     #[error("{0}")]
     Invalid(String),
-    /// Several servers were tried and none gave an answer (each server's last failure is named).
-    /// `last` is the final failure, which decides the exit code.
-    #[error("no server could answer: {}", .tried.join("; "))]
+    /// With several servers configured: the request failed on every server tried (each named
+    /// with its last failure). `last` is the final failure, which decides the exit code.
+    /// `not_retried`: it stopped early because the request may have reached a server and is not
+    /// safe to repeat.
+    #[error("{}{}", if *.not_retried { "" } else { "no server could answer: " }, .tried.join("; ") + if *.not_retried { " (not retried on another server: the request may have been applied)" } else { "" })]
     AllServersFailed {
         tried: Vec<String>,
         last: Box<ClientError>,
+        not_retried: bool,
     },
 }
 

@@ -92,6 +92,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                     .unwrap_or_default(),
                 reason: "no healthy server".into(),
             }),
+            not_retried: false,
         }
         .into());
     }
