@@ -857,10 +857,9 @@ impl KeysafeClient {
                 {
                     return Ok(f);
                 }
-                if matches!(
-                    err.code(),
-                    Some(keysafe_proto::ErrorCode::NotFound | keysafe_proto::ErrorCode::Deleted)
-                ) {
+                // A refusal that stands (not found, deleted, forbidden, client disabled, ...)
+                // also drops what this host kept of the name.
+                if err.code().is_some() && !is_retryable(&err) {
                     self.invalidate(name);
                 }
                 Err(err)

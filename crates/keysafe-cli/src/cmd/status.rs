@@ -130,7 +130,7 @@ fn print_human(s: &Status) {
                 if v.answers { "yes" } else { "no" }.to_owned(),
                 v.health
                     .clone()
-                    .or_else(|| v.error.clone())
+                    .or_else(|| v.error.as_deref().map(short_reason))
                     .unwrap_or_default(),
                 v.latency_ms
                     .map(|l| format!("{l:.1} ms"))
@@ -168,4 +168,10 @@ fn print_human(s: &Status) {
             c.stats.entries, c.dir
         );
     }
+}
+
+/// The innermost cause of an error chain (`Connection refused (os error 111)`), for the table;
+/// `--json` has the whole chain.
+fn short_reason(e: &str) -> String {
+    e.rsplit(": ").next().unwrap_or(e).to_owned()
 }

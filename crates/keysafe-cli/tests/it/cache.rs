@@ -212,3 +212,25 @@ async fn status_reports_the_cache() {
     assert!(human.contains("cache        1 entries, 5 bytes"), "{human}");
     assert!(human.contains("matches pin"), "{human}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_is_not_papered_over_and_drops_the_entry() {
+    let ts = TestServer::start().await;
+    let tc = ts.new_client("acme").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let home = tc.home_dir().to_owned();
+    ok(&run_with_stdin(client(&home, t, &["put", "a"]), b"v".to_vec()).await);
+    ok(&run(client(&home, t, &["get", "a"])).await);
+    assert_eq!(entries(&home).len(), 1);
+    // Past the TTL, the server refuses the (now disabled) client: no stale copy, entry gone.
+    set_cache(&home, "ttl = \"0s\"");
+    backdate(&home, 5);
+    ts.admin
+        .client_action(&tc.fingerprint, "disable")
+        .await
+        .unwrap();
+    let err = fails_with(&run(client(&home, t, &["get", "a"])).await, 4);
+    assert!(err.contains("client_disabled"), "{err}");
+    assert!(entries(&home).is_empty());
+}
