@@ -46,6 +46,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -207,6 +209,26 @@ struct Inner {
     cache: Option<Cache>,
     /// The owner part of cache keys: this client's fingerprint.
     me: String,
+    /// Where recent server failures are kept between processes (clients made from a home).
+    state_file: Option<PathBuf>,
+}
+
+/// The file in a client home that remembers recent server failures, so that the next process
+/// (every CLI command is one) starts with the server that answered instead of one that just
+/// failed. Only URLs and times; mode 0600.
+pub const SERVER_STATE_FILE: &str = "server-state.json";
+
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct PersistedState {
+    /// URL -> when it last failed, in milliseconds since the Unix epoch.
+    failed_at: BTreeMap<String, u64>,
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[derive(Clone)]
@@ -409,6 +431,16 @@ impl KeysafeClient {
         options: &ClientOptions,
         cache: Option<Cache>,
     ) -> Result<Self, ClientError> {
+        Self::build(servers, identity, options, cache, None)
+    }
+
+    fn build(
+        servers: &[ServerSpec],
+        identity: Option<&ClientIdentity>,
+        options: &ClientOptions,
+        cache: Option<Cache>,
+        state_file: Option<PathBuf>,
+    ) -> Result<Self, ClientError> {
         if servers.is_empty() {
             return Err(ClientError::Invalid("no server URL given".into()));
         }
@@ -439,6 +471,9 @@ impl KeysafeClient {
                 health: Mutex::new(EndpointHealth::default()),
             });
         }
+        if let Some(path) = &state_file {
+            restore_state(path, &endpoints, options.failover.reprobe_after);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoints,
@@ -448,6 +483,7 @@ impl KeysafeClient {
                 me: identity
                     .map(|i| i.fingerprint.as_str().to_owned())
                     .unwrap_or_else(|| "anonymous".into()),
+                state_file,
             }),
         })
     }
@@ -474,7 +510,13 @@ impl KeysafeClient {
         } else {
             None
         };
-        Self::with_servers(&specs, Some(&identity), options, cache)
+        Self::build(
+            &specs,
+            Some(&identity),
+            options,
+            cache,
+            Some(home.dir.join(SERVER_STATE_FILE)),
+        )
     }
 
     /// The configured server URLs, in order.
@@ -538,13 +580,51 @@ impl KeysafeClient {
     }
 
     fn mark(&self, i: usize, ok: bool) {
+        let mut changed = false;
         if let Some(ep) = self.inner.endpoints.get(i)
             && let Ok(mut h) = ep.health.lock()
         {
+            changed = !ok || h.failed_at.is_some();
             h.failed_at = if ok { None } else { Some(Instant::now()) };
         }
         if ok {
             self.inner.last.store(i, Ordering::Relaxed);
+        }
+        if changed && let Some(path) = &self.inner.state_file {
+            self.save_state(path);
+        }
+    }
+
+    /// Best effort: a failure to write only costs the next process a retry.
+    fn save_state(&self, path: &std::path::Path) {
+        let now_ms = unix_millis();
+        let mut state = PersistedState::default();
+        for ep in &self.inner.endpoints {
+            if let Some(t) = ep.health.lock().ok().and_then(|h| h.failed_at) {
+                let ago = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+                state
+                    .failed_at
+                    .insert(ep.base.clone(), now_ms.saturating_sub(ago));
+            }
+        }
+        let Ok(text) = serde_json::to_vec(&state) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), random_u64()));
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let result = o
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &text))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(error = %e, path = %path.display(), "cannot save server state");
         }
     }
 
@@ -975,6 +1055,30 @@ impl KeysafeClient {
     ) -> Result<ClientInfo, ClientError> {
         self.json(Req::post(format!("/v1/admin/clients/{fp}/{action}")))
             .await
+    }
+}
+
+/// Marks servers that failed less than `reprobe_after` ago (according to the state file) as down.
+fn restore_state(path: &std::path::Path, endpoints: &[Endpoint], reprobe_after: Duration) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return;
+    };
+    let Ok(state) = serde_json::from_slice::<PersistedState>(&bytes) else {
+        return;
+    };
+    let now_ms = unix_millis();
+    for ep in endpoints {
+        let Some(&t) = state.failed_at.get(&ep.base) else {
+            continue;
+        };
+        // A time in the future (clock change) counts as just now.
+        let ago = Duration::from_millis(now_ms.saturating_sub(t));
+        if ago < reprobe_after
+            && let Some(at) = Instant::now().checked_sub(ago)
+            && let Ok(mut h) = ep.health.lock()
+        {
+            h.failed_at = Some(at);
+        }
     }
 }
 

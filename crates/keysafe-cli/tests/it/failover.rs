@@ -151,6 +151,8 @@ struct Fake {
     url: String,
     /// Requests whose head was read.
     received: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -182,11 +184,14 @@ async fn fake_server(ip: &str, tls_dir: &Path, mode: Misbehave) -> Fake {
     let url = format!("https://{}", listener.local_addr().unwrap());
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let connections = accepted.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            connections.fetch_add(1, Ordering::SeqCst);
             if mode == Misbehave::CloseBeforeHandshake {
                 drop(tcp);
                 continue;
@@ -223,6 +228,7 @@ async fn fake_server(ip: &str, tls_dir: &Path, mode: Misbehave) -> Fake {
     Fake {
         url,
         received,
+        accepted,
         task,
     }
 }
@@ -360,4 +366,60 @@ async fn a_server_with_the_wrong_key_is_reported_not_skipped() {
     let status = c.probe().await;
     assert_eq!(status[0].fingerprint_matches, Some(false));
     assert_eq!(status[1].fingerprint_matches, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_command_starts_with_the_server_that_answered() {
+    let ts = TestServer::start().await;
+    let tc = ts.new_client("acme").await;
+    let fake = fake_server("127.0.0.2", &tls_dir(&ts), Misbehave::CloseBeforeHandshake).await;
+    let home = tc.home_dir().to_owned();
+    let toml_path = home.join("client.toml");
+    let text = std::fs::read_to_string(&toml_path).unwrap();
+    let quoted = format!("\"{}\"", ts.url);
+    assert!(text.contains(&quoted), "{text}");
+    std::fs::write(
+        &toml_path,
+        text.replace(&quoted, &format!("\"{}\", {quoted}", fake.url)),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let accepted = || fake.accepted.load(Ordering::SeqCst);
+
+    // The first command meets the failing server first and fails over.
+    ok(&run_with_stdin(client(&home, t, &["put", "a"]), b"v".to_vec()).await);
+    assert_eq!(accepted(), 1);
+    let state = home.join(keysafe_client::client::SERVER_STATE_FILE);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert!(saved["failed_at"][fake.url.as_str()].is_u64(), "{saved}");
+    assert!(saved["failed_at"].get(ts.url.as_str()).is_none(), "{saved}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+    }
+    // The next commands (new processes) go straight to the server that answered.
+    let got = run(client(&home, t, &["get", "a", "--no-cache"])).await;
+    assert_eq!(got.stdout, b"v");
+    ok(&run(client(&home, t, &["ls"])).await);
+    assert_eq!(accepted(), 1);
+    // status probes every server.
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&run(client(&home, t, &["status", "--json"])).await)).unwrap();
+    assert_eq!(accepted(), 2);
+    assert_eq!(st["using"], ts.url.as_str(), "{st}");
+    assert_eq!(st["servers"][0]["marked_down"], true, "{st}");
+
+    // Once the failure is older than the re-probe interval, the first server is tried first
+    // again (the failure time is moved back instead of waiting).
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let at = saved["failed_at"][fake.url.as_str()].as_u64().unwrap();
+    saved["failed_at"][fake.url.as_str()] = (at - 60_000).into();
+    std::fs::write(&state, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let got = run(client(&home, t, &["get", "a", "--no-cache"])).await;
+    assert_eq!(got.stdout, b"v");
+    assert_eq!(accepted(), 3);
 }
