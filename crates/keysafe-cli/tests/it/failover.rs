@@ -423,3 +423,47 @@ async fn the_next_command_starts_with_the_server_that_answered() {
     assert_eq!(got.stdout, b"v");
     assert_eq!(accepted(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_with_different_keys_are_each_pinned_on_first_use() {
+    let ts = TestServer::start().await;
+    let other = TestServer::start().await;
+    assert_ne!(ts.fingerprint, other.fingerprint);
+    let secret = ts.create_org("acme").await;
+    let dir = tempfile::tempdir().unwrap();
+    let done = keysafe_client::register(keysafe_client::RegisterOptions {
+        home: dir.path().join("home"),
+        servers: vec![ts.url.clone(), other.url.clone()],
+        org: keysafe_proto::OrgName::parse("acme").unwrap(),
+        auth_secret: Some(secret),
+        name: None,
+        server_fingerprint: None,
+        ca_cert: None,
+    })
+    .await
+    .unwrap();
+    assert!(done.trusted_on_first_use && done.assumed_pins.is_empty());
+    let home = keysafe_client::ClientHome::load(&done.home.dir).unwrap();
+    assert_eq!(
+        home.config.server_fingerprint.as_ref(),
+        Some(&ts.fingerprint)
+    );
+    assert_eq!(
+        home.config.server_fingerprints.get(&other.url),
+        Some(&other.fingerprint)
+    );
+    assert_eq!(home.config.server_fingerprints.len(), 1);
+    let c = KeysafeClient::from_home(&home).unwrap();
+    let st = c.probe().await;
+    assert!(
+        st.iter().all(|s| s.fingerprint_matches == Some(true)),
+        "{st:?}"
+    );
+    // Without the per-server entry the second server's key is refused.
+    let mut shared_only = home.clone();
+    shared_only.config.server_fingerprints.clear();
+    let c = KeysafeClient::from_home(&shared_only).unwrap();
+    let st = c.probe().await;
+    assert_eq!(st[1].fingerprint_matches, Some(false), "{st:?}");
+    assert!(!st[1].answers);
+}
