@@ -77,6 +77,30 @@ pub enum Command {
         after_help = "Examples:\n  keysafe cache ls\n  keysafe cache clear"
     )]
     Cache(CacheCommand),
+    /// Grant a client or group access to a deposit (re-encrypts every version for it).
+    #[command(
+        after_help = "Examples:\n  keysafe share db/master-key --with 3f1c...e9\n  keysafe share hadoop/zone-key --with group:kms --write"
+    )]
+    Share(ShareArgs),
+    /// Revoke a client's or group's access (re-encrypts every version without it).
+    #[command(
+        after_help = "Example:\n  keysafe unshare db/master-key --with 3f1c...e9\n\nA reader that fetched the deposit before keeps what it fetched; rotate the key itself if that matters."
+    )]
+    Unshare(UnshareArgs),
+    /// Show a deposit's access-control list and the recipients it is encrypted to.
+    #[command(
+        after_help = "Example:\n  keysafe acl db/master-key\n  keysafe acl zone-key --owner group:kms --json"
+    )]
+    Acl(NameArgs),
+    /// List the deposits other clients shared with this client or its groups.
+    #[command(after_help = "Example:\n  keysafe shared --json")]
+    Shared(ClientArgs),
+    /// Groups this client belongs to: list, show, create, admit a member.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe group ls\n  keysafe group admit kms 3f1c...e9"
+    )]
+    Group(GroupCommand),
     /// Load generator: drive get or put over mutual TLS against a running server.
     #[command(
         after_help = "Example:\n  keysafe bench --home ./bench-client --op get --connections 64 --duration 10s"
@@ -149,6 +173,117 @@ pub enum AdminCommand {
         after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data client list --state pending\n  keysafe admin --data-dir ./keysafe-data client approve 3f1c...e9"
     )]
     Client(ClientCommand),
+    /// Groups of clients sharing an encryption identity (for example several KMS gateways).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data group add kms --org acme --member 3f1c...e9\n  keysafe admin --data-dir ./keysafe-data group list --org acme"
+    )]
+    Group(AdminGroupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminGroupCommand {
+    /// Create a group with its first members (a new identity is wrapped for each).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group add kms --org acme --member 3f1c...e9 --member 77ab...01"
+    )]
+    Add {
+        name: String,
+        #[arg(long)]
+        org: String,
+        /// A member's fingerprint (repeatable; at least one).
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+    },
+    /// Add a member; a current member then runs `keysafe group admit` to hand it the keys.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group add-member kms --org acme 77ab...01"
+    )]
+    AddMember {
+        name: String,
+        #[arg(long)]
+        org: String,
+        fingerprint: String,
+    },
+    /// Remove a member and rotate the group identity for everything written afterwards.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group remove-member kms --org acme 77ab...01"
+    )]
+    RemoveMember {
+        name: String,
+        #[arg(long)]
+        org: String,
+        fingerprint: String,
+    },
+    /// List groups, optionally of one organisation.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group list --org acme"
+    )]
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// The groups this client belongs to.
+    #[command(after_help = "Example:\n  keysafe group ls --json")]
+    Ls(ClientArgs),
+    /// A group's members, their keys and its epoch.
+    #[command(after_help = "Example:\n  keysafe group show kms")]
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create a group in this client's organisation, with this client as a member.
+    #[command(after_help = "Example:\n  keysafe group create kms --member 77ab...01")]
+    Create {
+        name: String,
+        /// Another member's fingerprint (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hand the group identities this client holds to a member an administrator added.
+    #[command(after_help = "Example:\n  keysafe group admit kms 77ab...01")]
+    Admit {
+        name: String,
+        fingerprint: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    pub name: String,
+    /// The grantee: a client fingerprint or group:NAME (of your organisation).
+    #[arg(long = "with")]
+    pub with: String,
+    /// Also allow the grantee to store new versions.
+    #[arg(long)]
+    pub write: bool,
+    /// A deposit of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnshareArgs {
+    pub name: String,
+    /// The grantee to remove: a client fingerprint or group:NAME.
+    #[arg(long = "with")]
+    pub with: String,
+    /// A deposit of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +297,16 @@ pub enum OrgCommand {
         /// A contact e-mail address (repeatable).
         #[arg(long = "contact")]
         contacts: Vec<String>,
+    },
+    /// Mint a single-use, expiring registration token for an organisation (printed once).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org token acme --ttl 1h\n  keysafe register --server https://ks.example.com:11371 --org acme --auth-file token.txt"
+    )]
+    Token {
+        name: String,
+        /// How long the token stays valid (at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
     },
     /// List organisations.
     #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org list")]
@@ -203,7 +348,7 @@ pub enum ClientCommand {
     List {
         #[arg(long)]
         org: Option<String>,
-        /// pending, active or disabled.
+        /// pending, active, disabled or suspected-clone.
         #[arg(long)]
         state: Option<String>,
     },
@@ -232,6 +377,19 @@ pub enum ClientCommand {
         after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client demote 3f1c...e9"
     )]
     Demote { fingerprint: String },
+    /// Clear a client's sequenced token (and a suspected-clone lock); its next request gets a new one.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client reset-token 3f1c...e9\n\nFirst make sure the copy that caused the lock is gone: whichever copy talks first afterwards wins."
+    )]
+    ResetToken { fingerprint: String },
+    /// Disable clients that registered longer ago than DURATION and never used their registration.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client disable-unactivated --older-than 30d"
+    )]
+    DisableUnactivated {
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
 }
 
 /// Options every client command shares.
@@ -298,6 +456,12 @@ pub struct PutArgs {
     /// Only store if the deposit does not exist yet.
     #[arg(long)]
     pub create_only: bool,
+    /// Store the bytes as given, without end-to-end encryption (for payloads you encrypted).
+    #[arg(long)]
+    pub raw: bool,
+    /// Another owner's deposit you may write: a fingerprint or group:NAME.
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -314,6 +478,12 @@ pub struct GetArgs {
     /// Ask a server even if the local cache holds a fresh copy, and never serve a cached copy.
     #[arg(long)]
     pub no_cache: bool,
+    /// Output the payload as stored, without decrypting it.
+    #[arg(long)]
+    pub raw: bool,
+    /// A deposit another owner shared with you: a fingerprint or group:NAME.
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -324,6 +494,9 @@ pub struct LsArgs {
     /// Include soft-deleted deposits.
     #[arg(long)]
     pub deleted: bool,
+    /// The deposits of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -331,6 +504,9 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct NameArgs {
     pub name: String,
+    /// Another owner's deposit: a fingerprint or group:NAME.
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -338,6 +514,9 @@ pub struct NameArgs {
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
     pub name: String,
+    /// A deposit of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
     /// Confirm that every version is to be destroyed.
     #[arg(long)]
     pub yes: bool,

@@ -68,6 +68,10 @@ impl Progress {
         self.bar.inc(n);
     }
 
+    pub fn set_length(&self, len: u64) {
+        self.bar.set_length(len);
+    }
+
     pub fn set_position(&self, pos: u64) {
         self.bar.set_position(pos);
     }

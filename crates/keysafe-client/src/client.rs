@@ -34,13 +34,18 @@ use crate::error::ClientError;
 use crate::home::{ClientHome, ClientIdentity};
 use crate::tls::{Observed, ServerTrust, client_config};
 use bytes::Bytes;
+use keysafe_proto::GroupName;
 use keysafe_proto::api::{
-    ClientInfo, ClientList, ClientState, DepositInfo, DepositList, Health, ListQuery,
-    OrgCreateRequest, OrgCreated, OrgList, OrgSetAuthRequest, OrgSetAuthResponse, PurgeResponse,
-    PutResponse, RegisterRequest, VersionList,
+    Acl, AclUpdate, ClientInfo, ClientList, ClientState, DepositInfo, DepositList,
+    DisableUnactivatedRequest, Encoding, GroupAddMember, GroupAdmitRequest, GroupCreateRequest,
+    GroupInfo, GroupKeys, GroupList, GroupRemoveMember, Health, ListQuery, OrgCreateRequest,
+    OrgCreated, OrgList, OrgSetAuthRequest, OrgSetAuthResponse, PurgeResponse, PutResponse,
+    RecipientInfo, RegisterRequest, RegistrationToken, RegistrationTokenRequest, SharedList,
+    VersionList,
 };
 use keysafe_proto::{
-    ClientFingerprint, DepositName, DepositVersion, ErrorBody, HEADER_DEPOSIT_VERSION, OrgName,
+    ClientFingerprint, DepositName, DepositVersion, ErrorBody, HEADER_ACL_SERIAL,
+    HEADER_DEPOSIT_VERSION, HEADER_TOKEN, OrgName,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -52,8 +57,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The header naming how a deposit's payload is encoded (kept in the cache with it).
-pub const HEADER_ENCODING: &str = "x-keysafe-encoding";
+pub use keysafe_proto::HEADER_ENCODING;
 
 /// A write precondition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +87,28 @@ pub struct Fetched {
     pub payload: Bytes,
     /// The `x-keysafe-encoding` header, if the server sent one.
     pub encoding: Option<String>,
+    /// The ACL serial the server reported (absent for copies from the cache).
+    pub acl_serial: Option<u64>,
     pub source: Source,
+}
+
+/// How a put is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutParams {
+    pub precondition: Precondition,
+    pub encoding: Encoding,
+    /// The ACL serial the payload was encrypted for (a changed ACL is a conflict).
+    pub acl_serial: Option<u64>,
+}
+
+impl Default for PutParams {
+    fn default() -> Self {
+        Self {
+            precondition: Precondition::None,
+            encoding: Encoding::Raw,
+            acl_serial: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Fetched {
@@ -211,6 +236,8 @@ struct Inner {
     me: String,
     /// Where recent server failures are kept between processes (clients made from a home).
     state_file: Option<PathBuf>,
+    /// The client's sequenced token (clone detection).
+    token: crate::token::TokenKeeper,
 }
 
 /// The file in a client home that remembers recent server failures, so that the next process
@@ -431,7 +458,32 @@ impl KeysafeClient {
         options: &ClientOptions,
         cache: Option<Cache>,
     ) -> Result<Self, ClientError> {
-        Self::build(servers, identity, options, cache, None)
+        Self::build(
+            servers,
+            identity,
+            options,
+            cache,
+            None,
+            crate::token::TokenKeeper::in_memory(),
+        )
+    }
+
+    /// Like [`Self::with_servers`], following the sequenced token kept in a client home (for
+    /// programs that talk to other servers than the home lists, with its identity).
+    pub fn with_servers_and_home_token(
+        servers: &[ServerSpec],
+        identity: Option<&ClientIdentity>,
+        options: &ClientOptions,
+        home_dir: &std::path::Path,
+    ) -> Result<Self, ClientError> {
+        Self::build(
+            servers,
+            identity,
+            options,
+            None,
+            None,
+            crate::token::TokenKeeper::in_home(home_dir),
+        )
     }
 
     fn build(
@@ -440,6 +492,7 @@ impl KeysafeClient {
         options: &ClientOptions,
         cache: Option<Cache>,
         state_file: Option<PathBuf>,
+        token: crate::token::TokenKeeper,
     ) -> Result<Self, ClientError> {
         if servers.is_empty() {
             return Err(ClientError::Invalid("no server URL given".into()));
@@ -483,9 +536,30 @@ impl KeysafeClient {
                 me: identity
                     .map(|i| i.fingerprint.as_str().to_owned())
                     .unwrap_or_else(|| "anonymous".into()),
+                token,
                 state_file,
             }),
         })
+    }
+
+    /// This client's own fingerprint (`None` for an anonymous client).
+    pub fn own_fingerprint(&self) -> Option<ClientFingerprint> {
+        ClientFingerprint::parse(&self.inner.me).ok()
+    }
+
+    /// The sequenced token this client holds (to hand to another keeper).
+    pub fn current_token(&self) -> Option<zeroize::Zeroizing<String>> {
+        self.inner.token.current()
+    }
+
+    /// The counter of the sequenced token this client holds.
+    pub fn token_counter(&self) -> Option<u64> {
+        self.inner.token.counter()
+    }
+
+    /// Takes a sequenced token (registration stores the first one this way).
+    pub fn offer_token(&self, token: &str) -> Result<(), ClientError> {
+        self.inner.token.offer(token)
     }
 
     /// A client for a registered home: its identity, its servers, their pins, its cache.
@@ -516,6 +590,7 @@ impl KeysafeClient {
             options,
             cache,
             Some(home.dir.join(SERVER_STATE_FILE)),
+            crate::token::TokenKeeper::in_home(&home.dir),
         )
     }
 
@@ -557,7 +632,16 @@ impl KeysafeClient {
     /// bypasses failover (and anything else [`Self::attempt`] adds).
     pub fn raw_request(&self, method: Method, path: &str) -> RequestBuilder {
         let ep = self.current();
-        ep.http.request(method, format!("{}{path}", ep.base))
+        let rb = ep.http.request(method, format!("{}{path}", ep.base));
+        // Authenticated routes need the sequenced token; a new one in the answer is the
+        // caller's to hand back with `offer_token`.
+        match self.inner.token.current() {
+            Some(t) => match HeaderValue::from_str(&t) {
+                Ok(v) => rb.header(HEADER_TOKEN, v),
+                Err(_) => rb,
+            },
+            None => rb,
+        }
     }
 
     /// The order to try servers in: those not marked down, in the configured order, then those
@@ -718,6 +802,12 @@ impl KeysafeClient {
             .http
             .request(req.method.clone(), format!("{}{}", ep.base, req.path))
             .headers(req.headers.clone());
+        if req.path != "/v1/health"
+            && let Some(token) = self.inner.token.current()
+            && let Ok(v) = HeaderValue::from_str(&token)
+        {
+            rb = rb.header(HEADER_TOKEN, v);
+        }
         if let Some(body) = &req.body {
             rb = rb.body(body.clone());
         }
@@ -727,6 +817,12 @@ impl KeysafeClient {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
+        if let Some(t) = headers.get(HEADER_TOKEN).and_then(|v| v.to_str().ok())
+            && let Err(e) = self.inner.token.offer(t)
+        {
+            // The request itself succeeded; losing the token would lock this client out later.
+            tracing::error!(error = %e, "cannot store the new sequenced token");
+        }
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => return Err(transport_error(ep, e)),
@@ -848,12 +944,22 @@ impl KeysafeClient {
         self.json(Req::get("/v1/whoami")).await
     }
 
-    fn invalidate(&self, name: &DepositName) {
+    fn invalidate(&self, owner: Option<&str>, name: &DepositName) {
         if let Some(cache) = &self.inner.cache
-            && let Err(e) = cache.invalidate(&self.inner.me, name.as_str())
+            && let Err(e) = cache.invalidate(owner.unwrap_or(&self.inner.me), name.as_str())
         {
             tracing::warn!(error = %e, "cannot drop a cache entry");
         }
+    }
+
+    /// `?owner=` for a deposit of another principal (none for the caller's own).
+    fn deposit_path(owner: Option<&str>, name: &DepositName, op: &str) -> String {
+        let mut p = format!("/v1/deposits/{name}{op}");
+        if let Some(o) = owner {
+            p.push_str("?owner=");
+            p.push_str(&percent_encode(o));
+        }
+        p
     }
 
     pub async fn put(
@@ -862,9 +968,39 @@ impl KeysafeClient {
         payload: impl Into<Bytes>,
         pre: Precondition,
     ) -> Result<PutResponse, ClientError> {
-        let mut req = Req::new(Method::PUT, format!("/v1/deposits/{name}"))
-            .body("application/octet-stream", payload.into());
-        req = match pre {
+        self.put_with(
+            None,
+            name,
+            payload,
+            PutParams {
+                precondition: pre,
+                ..PutParams::default()
+            },
+        )
+        .await
+    }
+
+    /// Stores a new version of the caller's deposit or (`owner`) of one it may write.
+    pub async fn put_with(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+        payload: impl Into<Bytes>,
+        params: PutParams,
+    ) -> Result<PutResponse, ClientError> {
+        let mut req = Req::new(Method::PUT, Self::deposit_path(owner, name, ""))
+            .body("application/octet-stream", payload.into())
+            .header(
+                HeaderName::from_static(HEADER_ENCODING),
+                HeaderValue::from_static(params.encoding.as_str()),
+            );
+        if let Some(serial) = params.acl_serial {
+            req = req.header(
+                HeaderName::from_static(HEADER_ACL_SERIAL),
+                HeaderValue::from(serial),
+            );
+        }
+        req = match params.precondition {
             Precondition::None => req,
             Precondition::IfMatch(v) => req.header(
                 reqwest::header::IF_MATCH,
@@ -877,9 +1013,9 @@ impl KeysafeClient {
             ),
         };
         // Dropped before as well as after: if the outcome is unknown, no old copy stays fresh.
-        self.invalidate(name);
+        self.invalidate(owner, name);
         let r = self.json(req).await;
-        self.invalidate(name);
+        self.invalidate(owner, name);
         r
     }
 
@@ -898,9 +1034,20 @@ impl KeysafeClient {
         version: Option<DepositVersion>,
         cache_use: CacheUse,
     ) -> Result<Fetched, ClientError> {
+        self.get_of(None, name, version, cache_use).await
+    }
+
+    /// Fetches a version of the caller's deposit or (`owner`) of one shared with it.
+    pub async fn get_of(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+        version: Option<DepositVersion>,
+        cache_use: CacheUse,
+    ) -> Result<Fetched, ClientError> {
         let cache = self.inner.cache.as_ref().filter(|c| c.config.enabled);
         let key = CacheKey {
-            owner: &self.inner.me,
+            owner: owner.unwrap_or(&self.inner.me),
             name: name.as_str(),
             version,
         };
@@ -914,7 +1061,7 @@ impl KeysafeClient {
         {
             return Ok(f);
         }
-        match self.fetch(name, version).await {
+        match self.fetch(owner, name, version).await {
             Ok(f) => {
                 if let Some(c) = cache
                     && let Err(e) = c.store(&key, f.version, f.encoding.as_deref(), &f.payload)
@@ -940,7 +1087,7 @@ impl KeysafeClient {
                 // A refusal that stands (not found, deleted, forbidden, client disabled, ...)
                 // also drops what this host kept of the name.
                 if err.code().is_some() && !is_retryable(&err) {
-                    self.invalidate(name);
+                    self.invalidate(owner, name);
                 }
                 Err(err)
             }
@@ -949,13 +1096,15 @@ impl KeysafeClient {
 
     async fn fetch(
         &self,
+        owner: Option<&str>,
         name: &DepositName,
         version: Option<DepositVersion>,
     ) -> Result<Fetched, ClientError> {
-        let path = match version {
-            Some(v) => format!("/v1/deposits/{name}?version={v}"),
-            None => format!("/v1/deposits/{name}"),
-        };
+        let mut path = Self::deposit_path(owner, name, "");
+        if let Some(v) = version {
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&format!("version={v}"));
+        }
         let answer = self.send(Req::get(path)).await?;
         let version = answer
             .headers
@@ -971,10 +1120,16 @@ impl KeysafeClient {
             .get(HEADER_ENCODING)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let acl_serial = answer
+            .headers
+            .get(HEADER_ACL_SERIAL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         Ok(Fetched {
             version,
             payload: answer.body,
             encoding,
+            acl_serial,
             source: Source::Server,
         })
     }
@@ -984,35 +1139,200 @@ impl KeysafeClient {
     }
 
     pub async fn versions(&self, name: &DepositName) -> Result<VersionList, ClientError> {
-        self.json(Req::get(format!("/v1/deposits/{name}:versions")))
+        self.versions_of(None, name).await
+    }
+
+    pub async fn versions_of(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+    ) -> Result<VersionList, ClientError> {
+        self.json(Req::get(Self::deposit_path(owner, name, ":versions")))
             .await
     }
 
     pub async fn delete(&self, name: &DepositName) -> Result<DepositInfo, ClientError> {
-        self.invalidate(name);
+        self.delete_of(None, name).await
+    }
+
+    pub async fn delete_of(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+    ) -> Result<DepositInfo, ClientError> {
+        self.invalidate(owner, name);
         let r = self
-            .json(Req::new(Method::DELETE, format!("/v1/deposits/{name}")))
+            .json(Req::new(
+                Method::DELETE,
+                Self::deposit_path(owner, name, ""),
+            ))
             .await;
-        self.invalidate(name);
+        self.invalidate(owner, name);
         r
     }
 
     pub async fn undelete(&self, name: &DepositName) -> Result<DepositInfo, ClientError> {
-        self.invalidate(name);
+        self.undelete_of(None, name).await
+    }
+
+    pub async fn undelete_of(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+    ) -> Result<DepositInfo, ClientError> {
+        self.invalidate(owner, name);
         let r = self
-            .json(Req::post(format!("/v1/deposits/{name}:undelete")))
+            .json(Req::post(Self::deposit_path(owner, name, ":undelete")))
             .await;
-        self.invalidate(name);
+        self.invalidate(owner, name);
         r
     }
 
     pub async fn purge(&self, name: &DepositName) -> Result<PurgeResponse, ClientError> {
-        self.invalidate(name);
+        self.purge_of(None, name).await
+    }
+
+    pub async fn purge_of(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+    ) -> Result<PurgeResponse, ClientError> {
+        self.invalidate(owner, name);
         let r = self
-            .json(Req::post(format!("/v1/deposits/{name}:purge")))
+            .json(Req::post(Self::deposit_path(owner, name, ":purge")))
             .await;
-        self.invalidate(name);
+        self.invalidate(owner, name);
         r
+    }
+
+    /// The ACL of a deposit and the recipients a new version must be encrypted to.
+    pub async fn acl(&self, owner: Option<&str>, name: &DepositName) -> Result<Acl, ClientError> {
+        self.json(Req::get(Self::deposit_path(owner, name, ":acl")))
+            .await
+    }
+
+    /// Changes an ACL with the re-encrypted versions (see the `vault` module).
+    pub async fn update_acl(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+        update: &AclUpdate,
+    ) -> Result<Acl, ClientError> {
+        self.invalidate(owner, name);
+        let r = self
+            .json(Req::post(Self::deposit_path(owner, name, ":share")).json(update)?)
+            .await;
+        self.invalidate(owner, name);
+        r
+    }
+
+    /// Deposits others shared with this client or its groups.
+    pub async fn shared(&self) -> Result<SharedList, ClientError> {
+        self.json(Req::get("/v1/shared")).await
+    }
+
+    /// The age recipient of a client (fingerprint) or `group:NAME` of this organisation.
+    pub async fn recipient(&self, principal: &str) -> Result<RecipientInfo, ClientError> {
+        self.json(Req::get("/v1/recipients").query(&[("principal", principal)])?)
+            .await
+    }
+
+    pub async fn groups(&self) -> Result<GroupList, ClientError> {
+        self.json(Req::get("/v1/groups")).await
+    }
+
+    pub async fn create_group(&self, req: &GroupCreateRequest) -> Result<GroupInfo, ClientError> {
+        self.json(Req::post("/v1/groups").json(req)?).await
+    }
+
+    pub async fn group(&self, name: &GroupName) -> Result<GroupInfo, ClientError> {
+        self.json(Req::get(format!("/v1/groups/{name}"))).await
+    }
+
+    pub async fn group_keys(&self, name: &GroupName) -> Result<GroupKeys, ClientError> {
+        self.json(Req::get(format!("/v1/groups/{name}/keys"))).await
+    }
+
+    pub async fn admit(
+        &self,
+        name: &GroupName,
+        req: &GroupAdmitRequest,
+    ) -> Result<GroupInfo, ClientError> {
+        self.json(Req::post(format!("/v1/groups/{name}/admit")).json(req)?)
+            .await
+    }
+
+    pub async fn admin_groups(&self, org: Option<&OrgName>) -> Result<GroupList, ClientError> {
+        let mut req = Req::get("/v1/admin/groups");
+        if let Some(o) = org {
+            req = req.query(&[("org", o.as_str())])?;
+        }
+        self.json(req).await
+    }
+
+    pub async fn admin_create_group(
+        &self,
+        req: &GroupCreateRequest,
+    ) -> Result<GroupInfo, ClientError> {
+        self.json(Req::post("/v1/admin/groups").json(req)?).await
+    }
+
+    pub async fn admin_group(
+        &self,
+        org: &OrgName,
+        name: &GroupName,
+    ) -> Result<GroupInfo, ClientError> {
+        self.json(Req::get(format!("/v1/admin/groups/{org}/{name}")))
+            .await
+    }
+
+    pub async fn admin_add_member(
+        &self,
+        org: &OrgName,
+        name: &GroupName,
+        member: &ClientFingerprint,
+    ) -> Result<GroupInfo, ClientError> {
+        self.json(
+            Req::post(format!("/v1/admin/groups/{org}/{name}/add-member")).json(
+                &GroupAddMember {
+                    member: member.clone(),
+                },
+            )?,
+        )
+        .await
+    }
+
+    pub async fn admin_remove_member(
+        &self,
+        org: &OrgName,
+        name: &GroupName,
+        req: &GroupRemoveMember,
+    ) -> Result<GroupInfo, ClientError> {
+        self.json(Req::post(format!("/v1/admin/groups/{org}/{name}/remove-member")).json(req)?)
+            .await
+    }
+
+    pub async fn mint_registration_token(
+        &self,
+        org: &OrgName,
+        ttl_seconds: Option<u64>,
+    ) -> Result<RegistrationToken, ClientError> {
+        self.json(
+            Req::post(format!("/v1/admin/orgs/{org}/tokens"))
+                .json(&RegistrationTokenRequest { ttl_seconds })?,
+        )
+        .await
+    }
+
+    pub async fn disable_unactivated(
+        &self,
+        older_than_seconds: u64,
+    ) -> Result<ClientList, ClientError> {
+        self.json(
+            Req::post("/v1/admin/clients/disable-unactivated")
+                .json(&DisableUnactivatedRequest { older_than_seconds })?,
+        )
+        .await
     }
 
     pub async fn create_org(&self, req: &OrgCreateRequest) -> Result<OrgCreated, ClientError> {
@@ -1088,6 +1408,7 @@ fn from_cache(e: &crate::cache::CachedEntry, source: Source) -> Option<Fetched> 
         version: DepositVersion::new(e.meta.version).ok()?,
         payload: e.payload.clone(),
         encoding: e.meta.encoding.clone(),
+        acl_serial: None,
         source,
     })
 }
@@ -1168,6 +1489,7 @@ mod tests {
             limit: Some(5),
             page_token: None,
             deleted: Some(true),
+            owner: None,
         };
         let r = Req::get("/v1/deposits").query(&q).unwrap();
         assert_eq!(

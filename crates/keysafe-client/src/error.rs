@@ -37,6 +37,12 @@ pub enum ClientError {
     Home(String),
     #[error("{0}")]
     Invalid(String),
+    /// An age payload could not be decrypted with this client's (or its groups') identities.
+    #[error(
+        "cannot decrypt the payload with this client's keys ({0}); if it was shared with one \
+         of your groups, a member may need to admit you (keysafe group admit)"
+    )]
+    Decrypt(String),
     /// With several servers configured: the request failed on every server tried (each named
     /// with its last failure). `last` is the final failure, which decides the exit code.
     /// `not_retried`: it stopped early because the request may have reached a server and is not

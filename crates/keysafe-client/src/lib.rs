@@ -4,15 +4,18 @@
 
 pub mod cache;
 pub mod client;
+pub mod e2e;
 pub mod error;
 pub mod home;
 pub mod register;
 pub mod tls;
+pub mod token;
+pub mod vault;
 
 pub use cache::{Cache, CacheConfig};
 pub use client::{
-    CacheUse, ClientOptions, FailoverOptions, Fetched, KeysafeClient, Precondition, ServerSpec,
-    ServerStatus, Source, is_retryable,
+    CacheUse, ClientOptions, FailoverOptions, Fetched, KeysafeClient, Precondition, PutParams,
+    ServerSpec, ServerStatus, Source, is_retryable,
 };
 pub use error::ClientError;
 pub use home::{ClientHome, ClientIdentity};

@@ -56,6 +56,16 @@ pub async fn register(opts: RegisterOptions) -> Result<Registered, ClientError> 
         .map(|n| n.as_str().to_owned())
         .unwrap_or_else(|| "keysafe-client".into());
     let identity = ClientHome::ensure_identity(&opts.home, &cn)?;
+    // The encryption identity (age X25519) lives next to the TLS key; its recipient goes to the
+    // server so that deposits can be encrypted to this client. Reused if present.
+    let age_path = opts.home.join(crate::e2e::AGE_KEY_FILE);
+    let encryption = if age_path.exists() {
+        crate::e2e::Identity::read_file(&age_path)?
+    } else {
+        let id = crate::e2e::Identity::generate();
+        id.write_new_file(&age_path)?;
+        id
+    };
     let (trust, tofu) = match (&opts.server_fingerprint, &opts.ca_cert) {
         (Some(_), Some(_)) => {
             return Err(ClientError::Invalid(
@@ -143,8 +153,19 @@ pub async fn register(opts: RegisterOptions) -> Result<Registered, ClientError> 
             org: opts.org.clone(),
             auth_secret: opts.auth_secret,
             name: opts.name.clone(),
+            recipient: Some(encryption.recipient()),
         })
         .await?;
+    // The first sequenced token came with the answer; keep it in the home.
+    match client.current_token() {
+        Some(t) => crate::token::TokenKeeper::in_home(&opts.home).offer(&t)?,
+        None => {
+            return Err(ClientError::Unexpected {
+                status: 201,
+                detail: "the registration answer carried no sequenced token".into(),
+            });
+        }
+    }
     let home = ClientHome {
         dir: opts.home.clone(),
         config: HomeConfig {

@@ -81,7 +81,10 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
     assert_eq!(meta["name"], "db/key");
     assert_eq!(meta["version"], 1);
     assert_eq!(meta["owner"], tc.fingerprint.as_str());
-    assert_eq!(&bytes[nl + 1..], b"one");
+    // End-to-end encrypted: the cache holds the age file as served, never the plaintext.
+    assert_eq!(meta["encoding"], "age");
+    assert!(bytes[nl + 1..].starts_with(b"age-encryption.org/v1\n"));
+    assert!(!bytes.windows(3).any(|w| w == b"one"));
     assert!(
         !files[0]
             .file_name()
@@ -195,7 +198,7 @@ async fn status_reports_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let home = tc.home_dir().to_owned();
-    ok(&run_with_stdin(client(&home, t, &["put", "a"]), b"12345".to_vec()).await);
+    ok(&run_with_stdin(client(&home, t, &["put", "--raw", "a"]), b"12345".to_vec()).await);
     ok(&run(client(&home, t, &["get", "a"])).await);
     let st: serde_json::Value =
         serde_json::from_str(&ok(&run(client(&home, t, &["status", "--json"])).await)).unwrap();

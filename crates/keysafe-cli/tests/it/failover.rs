@@ -250,7 +250,7 @@ fn options() -> ClientOptions {
 fn two_server_client(ts: &TestServer, home: &Path, first: &str) -> KeysafeClient {
     let identity = keysafe_client::ClientHome::read_identity(home).unwrap();
     let pin = ServerTrust::Fingerprint(ts.fingerprint.clone());
-    KeysafeClient::with_servers(
+    KeysafeClient::with_servers_and_home_token(
         &[
             ServerSpec {
                 url: first.to_owned(),
@@ -263,7 +263,7 @@ fn two_server_client(ts: &TestServer, home: &Path, first: &str) -> KeysafeClient
         ],
         Some(&identity),
         &options(),
-        None,
+        home,
     )
     .unwrap()
 }
