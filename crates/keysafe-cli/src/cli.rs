@@ -35,7 +35,7 @@ pub enum Command {
     Admin(AdminArgs),
     /// Register this host as a client: generate its key pair and register it into an organisation.
     #[command(
-        after_help = "Example:\n  keysafe register --server https://keysafe.example.com:11371 --org acme --auth-file secret.txt --name web-1"
+        after_help = "Examples:\n  keysafe register --server https://keysafe.example.com:11371 --org acme --auth-file secret.txt --name web-1\n  keysafe register --server https://ks1.example.com:11371 --server https://ks2.example.com:11371 --org acme --auth-file secret.txt"
     )]
     Register(RegisterArgs),
     /// Store a new version of a deposit, read from FILE or standard input.
@@ -45,7 +45,7 @@ pub enum Command {
     Put(PutArgs),
     /// Fetch a deposit (the current version, or --version N) to standard output or -o FILE.
     #[command(
-        after_help = "Example:\n  keysafe get db/master-key -o key.bin\n  keysafe get db/master-key --version 2 > old-key.bin"
+        after_help = "Example:\n  keysafe get db/master-key -o key.bin\n  keysafe get db/master-key --version 2 > old-key.bin\n  keysafe get db/master-key --no-cache > key.bin"
     )]
     Get(GetArgs),
     /// List your deposits, optionally those whose name starts with PREFIX.
@@ -66,6 +66,41 @@ pub enum Command {
     /// Show this client's registration.
     #[command(after_help = "Example:\n  keysafe whoami --json")]
     Whoami(ClientArgs),
+    /// Show this client's servers (which answer, which would be used), its cache and identity.
+    #[command(
+        after_help = "Examples:\n  keysafe status\n  keysafe status --json | jq '.servers[] | select(.answers | not)'"
+    )]
+    Status(ClientArgs),
+    /// Inspect or empty the local cache of fetched deposits.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe cache ls\n  keysafe cache clear"
+    )]
+    Cache(CacheCommand),
+    /// Grant a client or group access to a deposit (re-encrypts every version for it).
+    #[command(
+        after_help = "Examples:\n  keysafe share db/master-key --with 3f1c...e9\n  keysafe share hadoop/zone-key --with group:kms --write"
+    )]
+    Share(ShareArgs),
+    /// Revoke a client's or group's access (re-encrypts every version without it).
+    #[command(
+        after_help = "Example:\n  keysafe unshare db/master-key --with 3f1c...e9\n\nA reader that fetched the deposit before keeps what it fetched; rotate the key itself if that matters."
+    )]
+    Unshare(UnshareArgs),
+    /// Show a deposit's access-control list and the recipients it is encrypted to.
+    #[command(
+        after_help = "Example:\n  keysafe acl db/master-key\n  keysafe acl zone-key --owner group:kms --json"
+    )]
+    Acl(NameArgs),
+    /// List the deposits other clients shared with this client or its groups.
+    #[command(after_help = "Example:\n  keysafe shared --json")]
+    Shared(ClientArgs),
+    /// Groups this client belongs to: list, show, create, admit a member.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe group ls\n  keysafe group admit kms 3f1c...e9"
+    )]
+    Group(GroupCommand),
     /// Load generator: drive get or put over mutual TLS against a running server.
     #[command(
         after_help = "Example:\n  keysafe bench --home ./bench-client --op get --connections 64 --duration 10s"
@@ -132,11 +167,128 @@ pub struct AdminArgs {
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Organisations (tenants).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data org add acme\n  keysafe admin --data-dir ./keysafe-data org list --json"
+    )]
     Org(OrgCommand),
     /// Registered clients.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data client list --state pending\n  keysafe admin --data-dir ./keysafe-data client approve 3f1c...e9"
+    )]
     Client(ClientCommand),
+    /// Groups of clients sharing an encryption identity (for example several KMS gateways).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data group add kms --org acme --member 3f1c...e9\n  keysafe admin --data-dir ./keysafe-data group list --org acme"
+    )]
+    Group(AdminGroupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminGroupCommand {
+    /// Create a group with its first members (a new identity is wrapped for each).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group add kms --org acme --member 3f1c...e9 --member 77ab...01"
+    )]
+    Add {
+        name: String,
+        #[arg(long)]
+        org: String,
+        /// A member's fingerprint (repeatable; at least one).
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+    },
+    /// Add a member; a current member then runs `keysafe group admit` to hand it the keys.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group add-member kms --org acme 77ab...01"
+    )]
+    AddMember {
+        name: String,
+        #[arg(long)]
+        org: String,
+        fingerprint: String,
+    },
+    /// Remove a member and rotate the group identity for everything written afterwards.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group remove-member kms --org acme 77ab...01"
+    )]
+    RemoveMember {
+        name: String,
+        #[arg(long)]
+        org: String,
+        fingerprint: String,
+    },
+    /// List groups, optionally of one organisation.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data group list --org acme"
+    )]
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// The groups this client belongs to.
+    #[command(after_help = "Example:\n  keysafe group ls --json")]
+    Ls(ClientArgs),
+    /// A group's members, their keys and its epoch.
+    #[command(after_help = "Example:\n  keysafe group show kms")]
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create a group in this client's organisation, with this client as a member.
+    #[command(after_help = "Example:\n  keysafe group create kms --member 77ab...01")]
+    Create {
+        name: String,
+        /// Another member's fingerprint (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hand the group identities this client holds to a member an administrator added.
+    #[command(after_help = "Example:\n  keysafe group admit kms 77ab...01")]
+    Admit {
+        name: String,
+        fingerprint: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    pub name: String,
+    /// The grantee: a client fingerprint or group:NAME (of your organisation).
+    #[arg(long = "with")]
+    pub with: String,
+    /// Also allow the grantee to store new versions.
+    #[arg(long)]
+    pub write: bool,
+    /// A deposit of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnshareArgs {
+    pub name: String,
+    /// The grantee to remove: a client fingerprint or group:NAME.
+    #[arg(long = "with")]
+    pub with: String,
+    /// A deposit of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +302,16 @@ pub enum OrgCommand {
         /// A contact e-mail address (repeatable).
         #[arg(long = "contact")]
         contacts: Vec<String>,
+    },
+    /// Mint a single-use, expiring registration token for an organisation (printed once).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org token acme --ttl 1h\n  keysafe register --server https://ks.example.com:11371 --org acme --auth-file token.txt"
+    )]
+    Token {
+        name: String,
+        /// How long the token stays valid (at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
     },
     /// List organisations.
     #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data org list")]
@@ -191,15 +353,24 @@ pub enum ClientCommand {
     List {
         #[arg(long)]
         org: Option<String>,
-        /// pending, active or disabled.
+        /// pending, active, disabled or suspected-clone.
         #[arg(long)]
         state: Option<String>,
     },
     /// Approve a pending client.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client approve 3f1c...e9"
+    )]
     Approve { fingerprint: String },
     /// Disable a client (it is refused everywhere until enabled).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client disable 3f1c...e9"
+    )]
     Disable { fingerprint: String },
     /// Re-enable a disabled client.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client enable 3f1c...e9"
+    )]
     Enable { fingerprint: String },
     /// Make an active client a server administrator.
     #[command(
@@ -207,7 +378,23 @@ pub enum ClientCommand {
     )]
     Promote { fingerprint: String },
     /// Make a server administrator an ordinary client again.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client demote 3f1c...e9"
+    )]
     Demote { fingerprint: String },
+    /// Clear a client's sequenced token (and a suspected-clone lock); its next request gets a new one.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client reset-token 3f1c...e9\n\nFirst make sure the copy that caused the lock is gone: whichever copy talks first afterwards wins."
+    )]
+    ResetToken { fingerprint: String },
+    /// Disable clients that registered longer ago than DURATION and never used their registration.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data client disable-unactivated --older-than 30d"
+    )]
+    DisableUnactivated {
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
 }
 
 /// Options every client command shares.
@@ -219,6 +406,16 @@ pub struct ClientArgs {
     /// Print results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cached deposit versions (names, versions, sizes, ages; never contents).
+    #[command(after_help = "Examples:\n  keysafe cache ls\n  keysafe cache ls --json")]
+    Ls(ClientArgs),
+    /// Delete every cached deposit of this client home.
+    #[command(after_help = "Example:\n  keysafe cache clear")]
+    Clear(ClientArgs),
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +461,12 @@ pub struct PutArgs {
     /// Only store if the deposit does not exist yet.
     #[arg(long)]
     pub create_only: bool,
+    /// Store the bytes as given, without end-to-end encryption (for payloads you encrypted).
+    #[arg(long)]
+    pub raw: bool,
+    /// Another owner's deposit you may write: a fingerprint or group:NAME.
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -277,6 +480,15 @@ pub struct GetArgs {
     /// Write to FILE (created with mode 0600) instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Ask a server even if the local cache holds a fresh copy, and never serve a cached copy.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Output the payload as stored, without decrypting it.
+    #[arg(long)]
+    pub raw: bool,
+    /// A deposit another owner shared with you: a fingerprint or group:NAME.
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -287,6 +499,9 @@ pub struct LsArgs {
     /// Include soft-deleted deposits.
     #[arg(long)]
     pub deleted: bool,
+    /// The deposits of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -294,6 +509,9 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct NameArgs {
     pub name: String,
+    /// Another owner's deposit: a fingerprint or group:NAME.
+    #[arg(long)]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -301,6 +519,9 @@ pub struct NameArgs {
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
     pub name: String,
+    /// A deposit of a group you belong to (group:NAME).
+    #[arg(long)]
+    pub owner: Option<String>,
     /// Confirm that every version is to be destroyed.
     #[arg(long)]
     pub yes: bool,
@@ -357,4 +578,72 @@ pub struct KmsArgs {
     /// The gateway configuration file (TOML; see docs/kms.md).
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Walks the command tree; returns the commands whose help has no "Example(s):" section
+    /// with at least one `keysafe ...` line, and how many commands were visited.
+    fn lacking_examples(root: &clap::Command) -> (Vec<String>, usize) {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>, seen: &mut usize) {
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let path = format!("{path} {}", sub.get_name());
+                *seen += 1;
+                let help = sub
+                    .get_after_help()
+                    .or_else(|| sub.get_after_long_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                let titled = help.contains("Example:") || help.contains("Examples:");
+                let shows = help.lines().any(|l| l.trim_start().starts_with("keysafe "));
+                if !(titled && shows) {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing, seen);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        walk(root, root.get_name(), &mut missing, &mut seen);
+        (missing, seen)
+    }
+
+    /// Every command and subcommand, at every depth, shows an example in its `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let (missing, seen) = lacking_examples(&cli);
+        assert!(seen > 20, "the walk found only {seen} commands");
+        assert!(
+            missing.is_empty(),
+            "commands without an example: {missing:?}"
+        );
+    }
+
+    /// The check itself can fail: a nested command without an example is reported.
+    #[test]
+    fn the_example_check_notices_a_missing_example() {
+        let cmd = clap::Command::new("keysafe")
+            .subcommand(
+                clap::Command::new("with")
+                    .after_help("Example:\n  keysafe with")
+                    .subcommand(clap::Command::new("inner")),
+            )
+            .subcommand(clap::Command::new("titled").after_help("Example: none"))
+            .subcommand(clap::Command::new("without"));
+        let (missing, seen) = lacking_examples(&cmd);
+        assert_eq!(seen, 4);
+        assert_eq!(
+            missing,
+            ["keysafe with inner", "keysafe titled", "keysafe without"]
+        );
+    }
 }

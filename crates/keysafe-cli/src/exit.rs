@@ -26,7 +26,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             GENERAL
         };
     };
-    match ce {
+    match ce.last() {
         ClientError::Api { code, .. } => match code {
             ErrorCode::BadRequest
             | ErrorCode::InvalidName
@@ -39,7 +39,9 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             | ErrorCode::ClientPending
             | ErrorCode::ClientDisabled
             | ErrorCode::Forbidden
+            | ErrorCode::TokenRequired
             | ErrorCode::RateLimited => DENIED,
+            ErrorCode::SuspectedClone => SECURITY,
             ErrorCode::AlreadyExists
             | ErrorCode::AlreadyRegistered
             | ErrorCode::InvalidState
@@ -53,6 +55,10 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         ClientError::FingerprintMismatch { .. } => SECURITY,
         ClientError::InsecureKeyFile { .. } | ClientError::Home(_) => LOCAL,
         ClientError::Invalid(_) => USAGE,
+        // This client holds no key that opens the payload (not a recipient, not admitted).
+        ClientError::Decrypt(_) => DENIED,
+        // `last()` never returns this variant.
+        ClientError::AllServersFailed { .. } => UNAVAILABLE,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod exit;
 pub mod logging;
 pub mod output;
+pub mod progress;
 
 use clap::Parser;
 use std::process::ExitCode;

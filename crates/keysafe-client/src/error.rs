@@ -37,14 +37,39 @@ pub enum ClientError {
     Home(String),
     #[error("{0}")]
     Invalid(String),
+    /// An age payload could not be decrypted with this client's (or its groups') identities.
+    #[error(
+        "cannot decrypt the payload with this client's keys ({0}); if it was shared with one \
+         of your groups, a member may need to admit you (keysafe group admit)"
+    )]
+    Decrypt(String),
+    /// With several servers configured: the request failed on every server tried (each named
+    /// with its last failure). `last` is the final failure, which decides the exit code.
+    /// `not_retried`: it stopped early because the request may have reached a server and is not
+    /// safe to repeat.
+    #[error("{}{}", if *.not_retried { "" } else { "no server could answer: " }, .tried.join("; ") + if *.not_retried { " (not retried on another server: the request may have been applied)" } else { "" })]
+    AllServersFailed {
+        tried: Vec<String>,
+        last: Box<ClientError>,
+        not_retried: bool,
+    },
 }
 
 impl ClientError {
     /// The server's error code, if the server answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
-        match self {
+        match self.last() {
             ClientError::Api { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The failure that ended the request: itself, or for [`ClientError::AllServersFailed`] the
+    /// last server's failure.
+    pub fn last(&self) -> &ClientError {
+        match self {
+            ClientError::AllServersFailed { last, .. } => last.last(),
+            other => other,
         }
     }
 }

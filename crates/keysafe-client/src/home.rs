@@ -3,12 +3,14 @@
 //! fingerprint). The directory is 0700. Every command refuses a key file that group or others
 //! can read.
 
+use crate::cache::{Cache, CacheConfig};
 use crate::error::ClientError;
 use crate::tls::ServerTrust;
 use keysafe_proto::{ClientFingerprint, OrgName};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +36,13 @@ pub struct HomeConfig {
     pub fingerprint: ClientFingerprint,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Per-server pins for servers whose key differs from `server_fingerprint` (URL ->
+    /// fingerprint). Servers restored from the same backup share a key and need no entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_fingerprints: BTreeMap<String, ClientFingerprint>,
+    /// The local deposit cache (`[cache]`); defaults apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
 }
 
 /// The client's certificate and private key, ready for TLS. The key is never printed.
@@ -227,7 +236,35 @@ impl ClientHome {
         Self::read_identity(&self.dir)
     }
 
-    /// How to trust the server, from `client.toml`.
+    /// How to trust one of the servers: its own pin, else the shared pin, else the CA.
+    pub fn trust_for(&self, url: &str) -> Result<ServerTrust, ClientError> {
+        let url = url.trim_end_matches('/');
+        if let Some(fp) = self
+            .config
+            .server_fingerprints
+            .iter()
+            .find(|(u, _)| u.trim_end_matches('/') == url)
+            .map(|(_, fp)| fp)
+        {
+            return Ok(ServerTrust::Fingerprint(fp.clone()));
+        }
+        self.trust()
+    }
+
+    /// The cache configuration (defaults when `[cache]` is absent).
+    pub fn cache_config(&self) -> CacheConfig {
+        self.config.cache.unwrap_or_default()
+    }
+
+    /// This home's deposit cache for its server set, unless disabled in `client.toml`.
+    pub fn cache(&self) -> Option<Cache> {
+        let config = self.cache_config();
+        config
+            .enabled
+            .then(|| Cache::new(&self.dir, &self.config.servers, config))
+    }
+
+    /// How to trust the servers in general, from `client.toml`.
     pub fn trust(&self) -> Result<ServerTrust, ClientError> {
         if let Some(fp) = &self.config.server_fingerprint {
             return Ok(ServerTrust::Fingerprint(fp.clone()));

@@ -2,13 +2,21 @@
 //! TLS with the server pinned by fingerprint, and typed calls for every API operation. Depends
 //! on `keysafe-proto` only, so any program (the CLI, the KMS gateway) can embed it.
 
+pub mod cache;
 pub mod client;
+pub mod e2e;
 pub mod error;
 pub mod home;
 pub mod register;
 pub mod tls;
+pub mod token;
+pub mod vault;
 
-pub use client::{ClientOptions, Fetched, KeysafeClient, Precondition, is_retryable};
+pub use cache::{Cache, CacheConfig};
+pub use client::{
+    CacheUse, ClientOptions, FailoverOptions, Fetched, KeysafeClient, Precondition, PutParams,
+    ServerSpec, ServerStatus, Source, is_retryable,
+};
 pub use error::ClientError;
 pub use home::{ClientHome, ClientIdentity};
 pub use register::{RegisterOptions, Registered, register};

@@ -22,6 +22,13 @@ pub enum CoreError {
     ClientPending,
     #[error("the client is disabled")]
     ClientDisabled,
+    #[error("this request needs the client's sequenced token (header x-keysafe-token)")]
+    TokenRequired,
+    #[error(
+        "this client identity is locked: its sequenced token diverged, so a copy of it is in use \
+         elsewhere; an administrator must investigate and reset its token"
+    )]
+    SuspectedClone,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} not found")]
@@ -39,6 +46,9 @@ pub enum CoreError {
         None => "version conflict: the deposit does not exist".to_owned(),
     })]
     VersionConflict { current: Option<DepositVersion> },
+    /// A compare-and-set other than a deposit version lost a race (ACL serial, group epoch).
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("the payload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// Stored data failed authentication. The detail is for the log, never for the client.
@@ -59,6 +69,9 @@ impl CoreError {
             StoreError::NotFound => CoreError::NotFound(what),
             StoreError::AlreadyExists => CoreError::AlreadyExists(what),
             StoreError::VersionConflict { current } => CoreError::VersionConflict { current },
+            StoreError::Conflict => CoreError::Conflict(format!(
+                "the {what} changed while this request was prepared; read it again and retry"
+            )),
             StoreError::Deleted => CoreError::Deleted,
             StoreError::Unavailable(m) => CoreError::Unavailable(m),
             StoreError::Corrupt(m) => CoreError::Integrity(m),

@@ -19,6 +19,17 @@ pub fn generate_secret() -> Result<AuthSecret, CryptoError> {
     ))
 }
 
+/// SHA-256 of a high-entropy bearer value (sequenced or registration token), lowercase hex. Such
+/// values are 256-bit random, so a fast hash is enough; Argon2 is for human-chosen secrets.
+pub fn token_hash(value: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes()).as_ref())
+}
+
+/// Compares two hashes without an early exit.
+pub fn hashes_equal(a: &str, b: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
 /// The Argon2id PHC hash of a secret, with a random salt and the crate's default parameters
 /// (m=19 MiB, t=2, p=1; the OWASP recommendation).
 pub fn hash_secret(secret: &AuthSecret) -> Result<String, CryptoError> {

@@ -5,9 +5,10 @@
 //! transaction.
 
 use async_trait::async_trait;
-use keysafe_proto::api::{AuthMode, ClientRole, ClientState};
+use keysafe_proto::api::{Access, AuthMode, ClientRole, ClientState, Encoding};
 use keysafe_proto::{
-    ClientFingerprint, ClientName, DepositName, DepositVersion, OrgName, Timestamp,
+    ClientFingerprint, ClientName, DepositName, DepositVersion, GroupName, OrgName, Principal,
+    Timestamp,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +20,10 @@ pub enum StoreError {
     /// A compare-and-set on a deposit's current version failed; carries what is current.
     #[error("version conflict")]
     VersionConflict { current: Option<DepositVersion> },
+    /// A compare-and-set on something other than a deposit version failed (token counter, group
+    /// epoch, ACL serial).
+    #[error("conflict")]
+    Conflict,
     /// The deposit is soft-deleted and cannot take a new version.
     #[error("deposit is deleted")]
     Deleted,
@@ -54,8 +59,27 @@ pub struct ClientRecord {
     pub role: ClientRole,
     /// The certificate presented at registration (public data), kept for audits and re-checks.
     pub cert_der: Vec<u8>,
+    /// The client's age recipient (public).
+    pub recipient: Option<String>,
+    pub token: TokenState,
+    pub last_seen_at: Option<Timestamp>,
+    pub state_reason: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// A client's sequenced token, as the server keeps it: only SHA-256 hashes, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    /// The counter of the current token (0 at registration).
+    pub counter: u64,
+    /// Hash of the current token; `None` after an administrator reset it (the next request is
+    /// issued a fresh one).
+    pub hash: Option<String>,
+    /// Hash of the token the current one replaced, accepted for a grace window after `rotated_at`.
+    pub prev_hash: Option<String>,
+    /// When the current token was issued.
+    pub rotated_at: Timestamp,
 }
 
 /// One keyring version, wrapped by the seal.
@@ -66,10 +90,10 @@ pub struct KekRecord {
     pub created_at: Timestamp,
 }
 
-/// Identifies a deposit: names are unique per owning client.
+/// Identifies a deposit: names are unique per owner (a client or a group).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DepositKey {
-    pub owner: ClientFingerprint,
+    pub owner: Principal,
     pub name: DepositName,
 }
 
@@ -77,11 +101,13 @@ pub struct DepositKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepositRecord {
     pub org: OrgName,
-    pub owner: ClientFingerprint,
+    pub owner: Principal,
     pub name: DepositName,
     pub current_version: DepositVersion,
     pub current_size: u64,
     pub deleted: bool,
+    /// Bumped by every ACL change.
+    pub acl_serial: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -93,6 +119,7 @@ pub struct VersionMeta {
     pub size: u64,
     pub created_at: Timestamp,
     pub creator: ClientFingerprint,
+    pub encoding: Encoding,
 }
 
 /// One stored version: metadata plus the sealed payload and its wrapped data key.
@@ -102,6 +129,53 @@ pub struct VersionRecord {
     pub kek_version: u32,
     pub wrapped_dek: Vec<u8>,
     pub ciphertext: Vec<u8>,
+}
+
+/// One ACL entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub grantee: Principal,
+    pub access: Access,
+    pub granted_by: ClientFingerprint,
+    pub granted_at: Timestamp,
+}
+
+/// A group: its epochs (one identity each) and its members with the epochs wrapped for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub org: OrgName,
+    pub name: GroupName,
+    pub epoch: u64,
+    /// (epoch, recipient), ascending.
+    pub epochs: Vec<(u64, String)>,
+    pub members: Vec<GroupMemberRecord>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberRecord {
+    pub fingerprint: ClientFingerprint,
+    /// Epochs whose identity is wrapped for this member, ascending.
+    pub epochs: Vec<u64>,
+}
+
+/// A group identity of one epoch wrapped for one member (age ciphertext; opaque to the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKeyRecord {
+    pub epoch: u64,
+    pub member: ClientFingerprint,
+    pub wrapped: Vec<u8>,
+}
+
+/// A one-time registration token (only its SHA-256 hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationTokenRecord {
+    pub hash: String,
+    pub org: OrgName,
+    pub created_by: ClientFingerprint,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 /// Every change a store can make. Each is atomic on its own; a backend may commit several in one
@@ -118,8 +192,85 @@ pub enum Mutation {
         auth_hash: Option<String>,
         at: Timestamp,
     },
-    /// Fails with `AlreadyExists` if the fingerprint is registered.
-    InsertClient(ClientRecord),
+    /// Fails with `AlreadyExists` if the fingerprint is registered. With `consume_token` (the hash
+    /// of a one-time registration token), the token must be unused, unexpired at `at` and for the
+    /// client's organisation, and is marked used in the same transaction; otherwise `NotFound`.
+    InsertClient {
+        client: ClientRecord,
+        consume_token: Option<String>,
+    },
+    InsertRegistrationToken(RegistrationTokenRecord),
+    /// Rotates (or, after a reset, re-issues) a client's token if its counter is still
+    /// `expected_counter`; `Conflict` otherwise. Also records `at` as last seen.
+    RotateToken {
+        fingerprint: ClientFingerprint,
+        expected_counter: u64,
+        token: TokenState,
+        at: Timestamp,
+    },
+    /// Marks a client `suspected-clone` with the reason. `NotFound` if no such client.
+    MarkSuspectedClone {
+        fingerprint: ClientFingerprint,
+        reason: String,
+        at: Timestamp,
+    },
+    /// Clears a client's token (the next request is issued a fresh one) and, if it was a
+    /// suspected clone, makes it active again.
+    ResetToken {
+        fingerprint: ClientFingerprint,
+        at: Timestamp,
+    },
+    /// Disables ordinary clients registered before `registered_before` that never made an
+    /// authenticated request. Answers `Applied::Clients`.
+    DisableUnactivated {
+        registered_before: Timestamp,
+        at: Timestamp,
+    },
+    /// Creates a group at epoch 1 with its members and their wrapped identities.
+    /// `AlreadyExists` if the name is taken in the organisation.
+    CreateGroup {
+        org: OrgName,
+        name: GroupName,
+        recipient: String,
+        keys: Vec<WrappedKeyRecord>,
+        at: Timestamp,
+    },
+    /// Adds a member without keys (a current member admits it). `NotFound`: no such group.
+    AddGroupMember {
+        org: OrgName,
+        name: GroupName,
+        member: ClientFingerprint,
+        at: Timestamp,
+    },
+    /// Stores identities wrapped for a member (existing ones are kept). `NotFound` if the member
+    /// is not in the group.
+    AdmitGroupMember {
+        org: OrgName,
+        name: GroupName,
+        keys: Vec<WrappedKeyRecord>,
+        at: Timestamp,
+    },
+    /// Removes a member and its wrapped keys and opens epoch `expected_epoch + 1` with a new
+    /// identity wrapped for the remaining members. `Conflict` if the epoch moved.
+    RemoveGroupMember {
+        org: OrgName,
+        name: GroupName,
+        member: ClientFingerprint,
+        expected_epoch: u64,
+        recipient: String,
+        keys: Vec<WrappedKeyRecord>,
+        at: Timestamp,
+    },
+    /// Replaces a deposit's ACL and the listed versions' sealed payloads, if the current version
+    /// and ACL serial are still the expected ones (`Conflict` otherwise). Bumps the ACL serial.
+    SetAcl {
+        key: DepositKey,
+        expected_current: DepositVersion,
+        expected_acl_serial: u64,
+        grants: Vec<GrantRecord>,
+        replace: Vec<VersionRecord>,
+        at: Timestamp,
+    },
     /// Fails with `NotFound` if no such client.
     SetClientState {
         fingerprint: ClientFingerprint,
@@ -138,6 +289,8 @@ pub enum Mutation {
         org: OrgName,
         key: DepositKey,
         expected_current: Option<DepositVersion>,
+        /// When set, the deposit's ACL serial must still be this (else `VersionConflict`).
+        expected_acl_serial: Option<u64>,
         version: VersionRecord,
     },
     /// Soft-deletes or restores. `NotFound` if no such deposit.
@@ -157,12 +310,14 @@ pub enum Applied {
     Done,
     /// A purge removed this many versions.
     Purged(u64),
+    /// The clients a bulk change touched.
+    Clients(Vec<ClientFingerprint>),
 }
 
 /// Which deposits to list.
 #[derive(Debug, Clone)]
 pub struct DepositListing<'a> {
-    pub owner: &'a ClientFingerprint,
+    pub owner: &'a Principal,
     /// Only names starting with this (validated by the caller to contain only name characters).
     pub prefix: &'a str,
     /// Only names sorting strictly after this one (pagination).
@@ -197,6 +352,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<(DepositRecord, VersionRecord)>>;
     async fn list_deposits(&self, q: DepositListing<'_>) -> StoreResult<Vec<DepositRecord>>;
     async fn list_versions(&self, key: &DepositKey) -> StoreResult<Vec<VersionMeta>>;
+
+    async fn get_grants(&self, key: &DepositKey) -> StoreResult<Vec<GrantRecord>>;
+    /// Deposits with a grant to any of `grantees`, with that grant.
+    async fn list_shared(
+        &self,
+        grantees: &[Principal],
+    ) -> StoreResult<Vec<(DepositRecord, GrantRecord)>>;
+
+    async fn get_group(&self, org: &OrgName, name: &GroupName) -> StoreResult<Option<GroupRecord>>;
+    /// Groups of an organisation (all when `None`), or only those `member` belongs to.
+    async fn list_groups(
+        &self,
+        org: Option<&OrgName>,
+        member: Option<&ClientFingerprint>,
+    ) -> StoreResult<Vec<GroupRecord>>;
+    /// The identities of every epoch wrapped for `member`.
+    async fn group_keys(
+        &self,
+        org: &OrgName,
+        name: &GroupName,
+        member: &ClientFingerprint,
+    ) -> StoreResult<Vec<WrappedKeyRecord>>;
 
     /// Checks that the store answers (for health).
     async fn ping(&self) -> StoreResult<()>;

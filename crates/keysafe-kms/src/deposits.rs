@@ -124,14 +124,15 @@ impl DepositBackend {
 
     /// Every read of the gateway goes through here, and must reach a server: rollovers and the
     /// shared token state are compare-and-set on what was read, and the gateway keeps its own
-    /// caches with Hadoop's timeouts. (With the client library's local deposit cache, this
-    /// becomes `get_with(dn, v, CacheUse::Refresh)`.)
+    /// caches with Hadoop's timeouts, so the client library's local cache is bypassed.
     async fn read(
         &self,
         dn: &DepositName,
         v: Option<DepositVersion>,
     ) -> Result<keysafe_client::client::Fetched, ClientError> {
-        self.client.get(dn, v).await
+        self.client
+            .get_with(dn, v, keysafe_client::CacheUse::Refresh)
+            .await
     }
 
     async fn fetch(
@@ -249,6 +250,7 @@ impl KeyBackend for DepositBackend {
                     limit: Some(ListQuery::MAX_LIMIT),
                     page_token: page.take(),
                     deleted: None,
+                    owner: None,
                 })
                 .await
                 .map_err(map)?;

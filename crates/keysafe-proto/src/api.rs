@@ -1,6 +1,8 @@
 //! Request and response bodies of the HTTP API (JSON). docs/api.md documents each endpoint.
 
-use crate::{ClientFingerprint, ClientName, DepositName, DepositVersion, OrgName, Timestamp};
+use crate::{
+    ClientFingerprint, ClientName, DepositName, DepositVersion, GroupName, OrgName, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
@@ -42,7 +44,7 @@ pub struct Health {
 
 /// The lifecycle state of a registered client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ClientState {
     /// Registered into an organisation in approval mode; waits for an administrator.
     Pending,
@@ -50,6 +52,9 @@ pub enum ClientState {
     Active,
     /// Switched off by an administrator; refused everywhere.
     Disabled,
+    /// Its sequenced token diverged: a copy of its identity is in use elsewhere. Refused until an
+    /// administrator resets its token.
+    SuspectedClone,
 }
 
 impl ClientState {
@@ -58,6 +63,7 @@ impl ClientState {
             ClientState::Pending => "pending",
             ClientState::Active => "active",
             ClientState::Disabled => "disabled",
+            ClientState::SuspectedClone => "suspected-clone",
         }
     }
 
@@ -66,6 +72,7 @@ impl ClientState {
             "pending" => Some(ClientState::Pending),
             "active" => Some(ClientState::Active),
             "disabled" => Some(ClientState::Disabled),
+            "suspected-clone" => Some(ClientState::SuspectedClone),
             _ => None,
         }
     }
@@ -114,6 +121,9 @@ pub struct RegisterRequest {
     pub auth_secret: Option<AuthSecret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<ClientName>,
+    /// The client's age X25519 recipient (`age1...`), to which deposits are encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
 }
 
 /// A registered client as administrators and the client itself see it.
@@ -125,6 +135,20 @@ pub struct ClientInfo {
     pub name: Option<ClientName>,
     pub state: ClientState,
     pub role: ClientRole,
+    /// The client's age recipient; absent for clients that bring their own encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// Why the client is in its state, when the server put it there (for example, the token
+    /// divergence that made it a suspected clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    /// When the client last authenticated (updated at most once per token rotation interval);
+    /// absent if it never used its registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<Timestamp>,
+    /// The counter of the client's current sequenced token.
+    #[serde(default)]
+    pub token_counter: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -207,6 +231,8 @@ pub struct OrgSetAuthResponse {
 /// A deposit as listed by its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DepositInfo {
+    /// The owner, relative to the caller's organisation: a fingerprint or `group:NAME`.
+    pub owner: String,
     pub name: DepositName,
     /// The current (latest) version.
     pub version: DepositVersion,
@@ -230,6 +256,9 @@ pub struct ListQuery {
     /// Include soft-deleted deposits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
+    /// List another owner's deposits: `group:NAME` for a group the caller belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl ListQuery {
@@ -252,6 +281,7 @@ pub struct VersionInfo {
     pub size: u64,
     pub created_at: Timestamp,
     pub creator: ClientFingerprint,
+    pub encoding: Encoding,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -268,6 +298,275 @@ pub struct PutResponse {
     pub version: DepositVersion,
     pub size: u64,
     pub created_at: Timestamp,
+}
+
+/// How a deposit payload is encoded. The server never looks inside; it keeps the label so a reader
+/// knows whether to decrypt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Bytes as the client gave them (clients that bring their own encryption).
+    #[default]
+    Raw,
+    /// An age file (age-encryption.org/v1) encrypted on the client to the deposit's recipients.
+    Age,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Raw => "raw",
+            Encoding::Age => "age",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "raw" => Some(Encoding::Raw),
+            "age" => Some(Encoding::Age),
+            _ => None,
+        }
+    }
+}
+
+/// What a grant allows (ordered: write includes read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Get any version.
+    Read,
+    /// Get, and put new versions (encrypted to the deposit's recipients).
+    Write,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Access::Read),
+            "write" => Some(Access::Write),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of a deposit's access-control list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// A fingerprint or `group:NAME`.
+    pub grantee: String,
+    pub access: Access,
+    pub granted_by: ClientFingerprint,
+    pub granted_at: Timestamp,
+}
+
+/// `GET /v1/deposits/{name}:acl[?owner=]`: the ACL and everything a writer needs to encrypt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Acl {
+    pub owner: String,
+    pub name: DepositName,
+    /// The current version when the ACL was read.
+    pub version: DepositVersion,
+    /// Changes whenever the ACL changes; a put or share must name the serial it encrypted for.
+    pub acl_serial: u64,
+    pub grants: Vec<Grant>,
+    /// Every age recipient a new version must be encrypted to: the owner (or the owning group's
+    /// current recipient) first, then each grantee's.
+    pub recipients: Vec<String>,
+    /// The caller's own access: `owner`, `write` or `read`.
+    pub caller_access: String,
+}
+
+/// The change an ACL update makes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AclChange {
+    Grant { grantee: String, access: Access },
+    Revoke { grantee: String },
+}
+
+/// One version re-encrypted by the client for the new recipient set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReencryptedVersion {
+    pub version: DepositVersion,
+    /// Base64 (standard alphabet) of the new age ciphertext.
+    pub payload: String,
+}
+
+/// `POST /v1/deposits/{name}:share[?owner=]`: changes the ACL and replaces every age-encoded
+/// version with its re-encryption, atomically.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclUpdate {
+    pub change: AclChange,
+    /// The current version the client re-encrypted up to.
+    pub expected_version: DepositVersion,
+    pub expected_acl_serial: u64,
+    pub versions: Vec<ReencryptedVersion>,
+}
+
+/// A deposit somebody else owns that the caller may read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedDeposit {
+    pub owner: String,
+    pub name: DepositName,
+    pub version: DepositVersion,
+    pub access: Access,
+    /// The grantee the access comes through: the caller's fingerprint or one of its groups.
+    pub via: String,
+}
+
+/// `GET /v1/shared`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedList {
+    pub deposits: Vec<SharedDeposit>,
+}
+
+/// `GET /v1/recipients?principal=`: the age recipient to encrypt to for a client or group of the
+/// caller's organisation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipientInfo {
+    pub principal: String,
+    pub recipient: String,
+}
+
+/// A group member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub fingerprint: ClientFingerprint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// Holds the group identity of the current epoch (false: waits for `group admit`).
+    pub has_current_key: bool,
+    /// Epochs whose identity is wrapped for this member.
+    pub epochs: Vec<u64>,
+}
+
+/// A group of clients sharing an age identity, held on the server only wrapped to each member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub org: OrgName,
+    pub name: GroupName,
+    /// The current epoch: bumped when a member is removed (new identity for later writes).
+    pub epoch: u64,
+    /// The current epoch's recipient.
+    pub recipient: String,
+    pub members: Vec<GroupMember>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupList {
+    pub groups: Vec<GroupInfo>,
+}
+
+/// A group identity wrapped (age-encrypted) for one member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberKey {
+    pub fingerprint: ClientFingerprint,
+    /// Base64 of the age ciphertext of the group identity, encrypted to the member's recipient.
+    pub wrapped: String,
+}
+
+/// `POST /v1/groups` (a client creates a group in its own organisation, itself a member) and
+/// `POST /v1/admin/groups` (an administrator, naming the organisation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCreateRequest {
+    /// Required on the admin route; on the client route it must be absent or the caller's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<OrgName>,
+    pub name: GroupName,
+    /// The new group identity's recipient.
+    pub recipient: String,
+    /// At least one member, each with the identity wrapped for it.
+    pub members: Vec<MemberKey>,
+}
+
+/// One epoch's identity, wrapped for the caller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochKey {
+    pub epoch: u64,
+    pub recipient: String,
+    /// Base64 of the age ciphertext of the identity, encrypted to the caller's recipient.
+    pub wrapped: String,
+}
+
+/// `GET /v1/groups/{name}/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupKeys {
+    pub group: GroupName,
+    pub epoch: u64,
+    pub keys: Vec<EpochKey>,
+}
+
+/// One epoch's identity wrapped for a member being admitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrappedEpoch {
+    pub epoch: u64,
+    pub wrapped: String,
+}
+
+/// `POST /v1/groups/{name}/admit`: a member hands the identities it holds to another member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupAdmitRequest {
+    pub member: ClientFingerprint,
+    pub keys: Vec<WrappedEpoch>,
+}
+
+/// `POST /v1/admin/groups/{org}/{name}/add-member`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupAddMember {
+    pub member: ClientFingerprint,
+}
+
+/// `POST /v1/admin/groups/{org}/{name}/remove-member`: removes a member and starts a new epoch
+/// whose identity is wrapped for every remaining member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRemoveMember {
+    pub member: ClientFingerprint,
+    /// The epoch the administrator saw (a concurrent removal is a conflict).
+    pub expected_epoch: u64,
+    pub recipient: String,
+    pub keys: Vec<MemberKey>,
+}
+
+/// `POST /v1/admin/orgs/{name}/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationTokenRequest {
+    /// Lifetime in seconds (default 3600, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A one-time registration token, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistrationToken {
+    pub org: OrgName,
+    pub token: AuthSecret,
+    pub expires_at: Timestamp,
+}
+
+/// `POST /v1/admin/clients/disable-unactivated`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisableUnactivatedRequest {
+    /// Clients registered longer ago than this and never used since are disabled.
+    pub older_than_seconds: u64,
 }
 
 /// The answer to a purge.
@@ -289,6 +588,7 @@ mod tests {
             org: OrgName::parse("acme").unwrap(),
             auth_secret: Some(s),
             name: None,
+            recipient: None,
         };
         assert!(!format!("{req:?}").contains("hunter2"));
     }

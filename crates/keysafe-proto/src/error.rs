@@ -23,6 +23,11 @@ pub enum ErrorCode {
     ClientDisabled,
     /// The caller is known but not allowed to do this (for example, not an administrator).
     Forbidden,
+    /// An authenticated request came without the client's sequenced token (`x-keysafe-token`).
+    TokenRequired,
+    /// The client's sequenced token diverged: a copy of its identity is in use elsewhere. The
+    /// client is locked out until an administrator resets its token.
+    SuspectedClone,
     /// Nothing by that name is visible to the caller.
     NotFound,
     /// No such route.
@@ -64,6 +69,8 @@ impl ErrorCode {
         ErrorCode::ClientPending,
         ErrorCode::ClientDisabled,
         ErrorCode::Forbidden,
+        ErrorCode::TokenRequired,
+        ErrorCode::SuspectedClone,
         ErrorCode::NotFound,
         ErrorCode::NoRoute,
         ErrorCode::MethodNotAllowed,
@@ -86,8 +93,12 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::InvalidName => 400,
             ErrorCode::ClientCertificateRequired
             | ErrorCode::UnknownClient
-            | ErrorCode::InvalidAuth => 401,
-            ErrorCode::ClientPending | ErrorCode::ClientDisabled | ErrorCode::Forbidden => 403,
+            | ErrorCode::InvalidAuth
+            | ErrorCode::TokenRequired => 401,
+            ErrorCode::ClientPending
+            | ErrorCode::ClientDisabled
+            | ErrorCode::Forbidden
+            | ErrorCode::SuspectedClone => 403,
             ErrorCode::NotFound | ErrorCode::NoRoute => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::AlreadyExists
@@ -113,6 +124,8 @@ impl ErrorCode {
             ErrorCode::ClientPending => "client_pending",
             ErrorCode::ClientDisabled => "client_disabled",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::SuspectedClone => "suspected_clone",
             ErrorCode::NotFound => "not_found",
             ErrorCode::NoRoute => "no_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",

@@ -10,6 +10,10 @@ use std::fmt;
 pub struct NameError(String);
 
 impl NameError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
     pub fn message(&self) -> &str {
         &self.0
     }

@@ -58,6 +58,21 @@ max_deposit_size = 1048576
 # server apply at once; changes made through another server apply within this time.
 identity_cache_ttl = "5s"
 
+[clients]
+# Clone detection: every client holds a sequenced token that the server replaces at most this
+# often. A copy of a client's identity used elsewhere presents an outdated token and locks the
+# client ("suspected-clone") until an administrator resets its token.
+token_rotation = "5m"
+# How long a replaced token is still accepted, for requests that were in flight when it
+# rotated. Must be longer than the slowest request.
+token_grace = "5m"
+
+[registration]
+# Failed registrations (wrong secret, unknown organisation, used or expired token) allowed per
+# source address within failure_window; past that the address gets 429 rate_limited.
+failure_limit = 10
+failure_window = "1m"
+
 [log]
 # "text" (human-readable) or "json" (one JSON object per line).
 format = "text"
@@ -77,6 +92,10 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     seal: RawSeal,
+    #[serde(default)]
+    clients: RawClients,
+    #[serde(default)]
+    registration: RawRegistration,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -168,6 +187,41 @@ impl Default for RawLimits {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawClients {
+    #[serde(with = "humantime_serde")]
+    token_rotation: Duration,
+    #[serde(with = "humantime_serde")]
+    token_grace: Duration,
+}
+
+impl Default for RawClients {
+    fn default() -> Self {
+        Self {
+            token_rotation: Duration::from_secs(300),
+            token_grace: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRegistration {
+    failure_limit: u32,
+    #[serde(with = "humantime_serde")]
+    failure_window: Duration,
+}
+
+impl Default for RawRegistration {
+    fn default() -> Self {
+        Self {
+            failure_limit: 10,
+            failure_window: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawLog {
     format: String,
     level: String,
@@ -221,6 +275,10 @@ pub struct Config {
     pub seal: SealConfig,
     pub max_deposit_size: usize,
     pub identity_cache_ttl: Duration,
+    pub token_rotation: Duration,
+    pub token_grace: Duration,
+    pub registration_failure_limit: u32,
+    pub registration_failure_window: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -270,6 +328,12 @@ impl Config {
         if raw.limits.max_deposit_size == 0 || raw.limits.max_deposit_size > 64 * 1024 * 1024 {
             bail!("limits.max_deposit_size must be between 1 byte and 64 MiB");
         }
+        if raw.clients.token_grace.is_zero() {
+            bail!("clients.token_grace must be longer than the slowest request, not zero");
+        }
+        if raw.registration.failure_limit == 0 || raw.registration.failure_window.is_zero() {
+            bail!("registration.failure_limit and failure_window must be positive");
+        }
         let log_format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -290,9 +354,23 @@ impl Config {
             seal,
             max_deposit_size: raw.limits.max_deposit_size,
             identity_cache_ttl: raw.limits.identity_cache_ttl,
+            token_rotation: raw.clients.token_rotation,
+            token_grace: raw.clients.token_grace,
+            registration_failure_limit: raw.registration.failure_limit,
+            registration_failure_window: raw.registration.failure_window,
             log_format,
             log_level: raw.log.level,
         })
+    }
+
+    /// What the domain enforces.
+    pub fn limits(&self) -> keysafe_core::Limits {
+        keysafe_core::Limits {
+            max_deposit_size: self.max_deposit_size,
+            identity_cache_ttl: self.identity_cache_ttl,
+            token_rotation: self.token_rotation,
+            token_grace: self.token_grace,
+        }
     }
 
     /// The URL a local client (such as the admin CLI) uses to reach this server.

@@ -2,11 +2,12 @@
 //! Extractors turn it into an authenticated [`Caller`] by asking the domain service.
 
 use crate::error::ApiError;
+use crate::middleware::TokenSlot;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use keysafe_core::Caller;
-use keysafe_proto::ClientFingerprint;
+use keysafe_proto::{ClientFingerprint, HEADER_TOKEN};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -43,6 +44,26 @@ fn peer(parts: &Parts) -> Result<&PeerIdentity, ApiError> {
         .ok_or_else(|| ApiError::internal("request without a peer identity"))
 }
 
+/// Authenticates the connection's certificate with the request's sequenced token, and leaves any
+/// newly issued token where the response picks it up.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let p = peer(parts)?;
+    let token = parts
+        .headers
+        .get(HEADER_TOKEN)
+        .and_then(|v| v.to_str().ok());
+    let auth = state
+        .service
+        .authenticate(p.fingerprint.as_ref(), token)
+        .await?;
+    if let Some(issued) = auth.issued_token
+        && let Some(slot) = parts.extensions.get::<TokenSlot>()
+    {
+        slot.put(issued.0);
+    }
+    Ok(auth.caller)
+}
+
 /// An active, registered client.
 #[derive(Debug, Clone)]
 pub struct Authed(pub Caller);
@@ -51,10 +72,7 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let p = peer(parts)?;
-        Ok(Self(
-            state.service.authenticate(p.fingerprint.as_ref()).await?,
-        ))
+        Ok(Self(authenticate(parts, state).await?))
     }
 }
 
@@ -66,13 +84,9 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let p = peer(parts)?;
-        Ok(Self(
-            state
-                .service
-                .authenticate_admin(p.fingerprint.as_ref())
-                .await?,
-        ))
+        let caller = authenticate(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Self(caller))
     }
 }
 

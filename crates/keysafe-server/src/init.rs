@@ -5,7 +5,7 @@
 
 use crate::config::{CONFIG_FILE, Config, config_template};
 use anyhow::{Context, bail};
-use keysafe_core::{FileSeal, Limits, Service, SystemClock};
+use keysafe_core::{FileSeal, Service, SystemClock};
 use keysafe_proto::ClientFingerprint;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -117,16 +117,7 @@ pub async fn init_server(opts: &InitOptions) -> anyhow::Result<(InitReport, Serv
             .with_context(|| format!("cannot create the database {}", db.display()))?,
     );
     Service::initialise_keyring(store.as_ref(), &seal, &SystemClock).await?;
-    let service = Service::open(
-        store,
-        &seal,
-        Arc::new(SystemClock),
-        Limits {
-            max_deposit_size: config.max_deposit_size,
-            identity_cache_ttl: config.identity_cache_ttl,
-        },
-    )
-    .await?;
+    let service = Service::open(store, &seal, Arc::new(SystemClock), config.limits()).await?;
     Ok((
         InitReport {
             data_dir: dir.clone(),

@@ -10,7 +10,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use keysafe_proto::{ErrorBody, ErrorDetail, HEADER_REQUEST_ID};
+use keysafe_proto::{ErrorBody, ErrorDetail, HEADER_REQUEST_ID, HEADER_TOKEN};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -32,7 +33,32 @@ fn accept_incoming(v: &HeaderValue) -> Option<String> {
     well_formed.then(|| s.to_owned())
 }
 
-pub async fn request_context(req: Request, next: Next) -> Response {
+/// Where authentication leaves a sequenced token it issued, so the response carries it whatever
+/// the handler answers (a refused request must not lose a rotation).
+#[derive(Clone, Default)]
+pub struct TokenSlot(Arc<Mutex<Option<String>>>);
+
+impl std::fmt::Debug for TokenSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSlot([redacted])")
+    }
+}
+
+impl TokenSlot {
+    pub fn put(&self, token: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(token);
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let slot = TokenSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let id = req
         .headers()
         .get(HEADER_REQUEST_ID)
@@ -75,6 +101,11 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         headers.insert(HEADER_REQUEST_ID, v);
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(token) = slot.take()
+        && let Ok(v) = HeaderValue::from_str(&token)
+    {
+        headers.insert(HEADER_TOKEN, v);
+    }
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     // Successful requests log at debug: at tens of thousands of requests a second an info line

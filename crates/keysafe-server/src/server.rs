@@ -6,13 +6,13 @@
 use crate::config::{Config, SealConfig, StorageConfig};
 use crate::identity::PeerIdentity;
 use crate::routes::router;
-use crate::state::AppState;
+use crate::state::{AppState, FailureLimiter};
 use crate::tls;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use keysafe_core::{FileSeal, Limits, Service, SystemClock};
+use keysafe_core::{FileSeal, Service, SystemClock};
 use keysafe_proto::ClientFingerprint;
 use std::future::Future;
 use std::sync::Arc;
@@ -61,21 +61,17 @@ pub async fn open_app(config: &Config) -> anyhow::Result<App> {
     let seal = match &config.seal {
         SealConfig::File { root_key_file } => FileSeal::open(root_key_file)?,
     };
-    let service = Service::open(
-        store,
-        &seal,
-        Arc::new(SystemClock),
-        Limits {
-            max_deposit_size: config.max_deposit_size,
-            identity_cache_ttl: config.identity_cache_ttl,
-        },
-    )
-    .await
-    .context("cannot open the keyring")?;
+    let service = Service::open(store, &seal, Arc::new(SystemClock), config.limits())
+        .await
+        .context("cannot open the keyring")?;
     Ok(App {
         state: AppState {
             service: Arc::new(service),
             fingerprint: identity.fingerprint,
+            registration_limiter: Arc::new(FailureLimiter::new(
+                config.registration_failure_limit,
+                config.registration_failure_window,
+            )),
         },
         tls: Arc::new(tls),
         handshake_timeout: config.handshake_timeout,

@@ -5,8 +5,9 @@
 
 use crate::cli::{BenchArgs, BenchOp};
 use crate::output;
+use crate::progress::Progress;
 use bytes::Bytes;
-use keysafe_client::client::ClientOptions;
+use keysafe_client::client::{ClientOptions, FailoverOptions};
 use keysafe_client::{ClientHome, KeysafeClient, Precondition};
 use keysafe_proto::DepositName;
 use serde::Serialize;
@@ -39,12 +40,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let home = ClientHome::load(&dir)?;
     let options = ClientOptions {
         pool_max_idle_per_host: 1,
+        use_cache: false,
+        failover: FailoverOptions {
+            retries: 0,
+            ..FailoverOptions::default()
+        },
         ..ClientOptions::default()
     };
     let payload = Bytes::from(vec![0x5au8; args.size]);
 
-    // Seed every key once so gets find something, using a few connections.
-    let seeder = KeysafeClient::from_home_with(&home, &ClientOptions::default())?;
+    // Seed every key once so gets find something, using a few connections. The load generator
+    // measures the server: no local cache, no retries.
+    let seeder = KeysafeClient::from_home_with(
+        &home,
+        &ClientOptions {
+            use_cache: false,
+            ..ClientOptions::default()
+        },
+    )?;
+    let seeding = Progress::bar(args.keys as u64, "seeding keys");
     let mut seeded = 0usize;
     while seeded < args.keys {
         let batch: Vec<_> = (seeded..(seeded + 32).min(args.keys))
@@ -62,7 +76,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             r?;
         }
         seeded = (seeded + 32).min(args.keys);
+        seeding.set_position(seeded as u64);
     }
+    seeding.clear();
+    let timer = Progress::timer(args.warmup + args.duration, "warm-up and measurement");
 
     let start = Instant::now() + Duration::from_millis(200);
     let measure_from = start + args.warmup;
@@ -108,6 +125,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (lat, errors, first_error)
         }));
     }
+    let ticker = {
+        let timer = timer.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = Instant::now();
+                timer.set_position(now.saturating_duration_since(start).as_millis() as u64);
+                if now >= until {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     let mut all: Vec<u32> = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
@@ -119,6 +149,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             first_error = fe;
         }
     }
+    ticker.abort();
+    timer.clear();
     all.sort_unstable();
     let pct = |p: f64| -> f64 {
         if all.is_empty() {

@@ -2,30 +2,58 @@
 //! mode 0600 (written to a temporary file first, then renamed into place).
 
 use crate::cli::GetArgs;
-use crate::cmd::{client_for, deposit_name, version_arg};
+use crate::cmd::{client_for, deposit_name, vault_for, version_arg};
 use anyhow::Context;
+use keysafe_client::{CacheUse, Source};
 use std::io::Write;
 use std::path::Path;
 
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let name = deposit_name(&args.name)?;
     let version = version_arg(args.version)?;
-    let (_, client) = client_for(&args.client)?;
-    let fetched = client.get(&name, version).await?;
+    let (home, client) = client_for(&args.client)?;
+    let cache_use = if args.no_cache {
+        CacheUse::Refresh
+    } else {
+        CacheUse::Normal
+    };
+    let owner = args.owner.as_deref();
+    let fetched = if args.raw {
+        let f = client.get_of(owner, &name, version, cache_use).await?;
+        keysafe_client::vault::Opened {
+            version: f.version,
+            encoding: keysafe_proto::api::Encoding::Raw,
+            plaintext: zeroize::Zeroizing::new(f.payload.to_vec()),
+            source: f.source,
+        }
+    } else {
+        vault_for(&home, client)?
+            .get(owner, &name, version, cache_use)
+            .await?
+    };
+    if let Source::Stale { age, reason } = &fetched.source {
+        // One line, on stderr, so the payload on stdout stays clean.
+        eprintln!(
+            "keysafe: warning: serving a cached copy of {name} version {} fetched {} ago: {}",
+            fetched.version,
+            humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
+            reason.replace('\n', " ")
+        );
+    }
     match &args.output {
         Some(path) if path.as_os_str() != "-" => {
-            write_private(path, &fetched.payload)?;
+            write_private(path, &fetched.plaintext)?;
             eprintln!(
                 "Wrote {} version {} ({} bytes) to {}.",
                 name,
                 fetched.version,
-                fetched.payload.len(),
+                fetched.plaintext.len(),
                 path.display()
             );
         }
         _ => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&fetched.payload)?;
+            out.write_all(&fetched.plaintext)?;
             out.flush()?;
         }
     }

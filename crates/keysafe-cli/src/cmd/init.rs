@@ -31,13 +31,17 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
     let (report, service): (InitReport, _) = init_server(opts).await?;
     let admin_home = report.data_dir.join(ADMIN_HOME);
     let identity = ClientHome::ensure_identity(&admin_home, "keysafe-admin")?;
-    let info = service
+    let age = keysafe_client::e2e::Identity::generate();
+    age.write_new_file(&admin_home.join(keysafe_client::e2e::AGE_KEY_FILE))?;
+    let (info, token) = service
         .bootstrap_admin(
             &identity.fingerprint,
             &identity.cert,
             ClientName::parse("admin")?,
+            Some(age.recipient()),
         )
         .await?;
+    keysafe_client::token::TokenKeeper::in_home(&admin_home).offer(&token.0)?;
     let home = ClientHome {
         dir: admin_home.clone(),
         config: HomeConfig {
@@ -47,6 +51,8 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
             org: OrgName::parse(keysafe_core::service::ADMIN_ORG)?,
             fingerprint: info.fingerprint.clone(),
             name: Some("admin".into()),
+            server_fingerprints: Default::default(),
+            cache: None,
         },
     };
     home.save()?;

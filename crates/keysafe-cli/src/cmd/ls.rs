@@ -21,6 +21,7 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
                 limit: Some(ListQuery::MAX_LIMIT),
                 page_token: page_token.take(),
                 deleted: args.deleted.then_some(true),
+                owner: args.owner.clone(),
             })
             .await?;
         all.extend(page.deposits);

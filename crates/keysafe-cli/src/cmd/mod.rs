@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cache;
 pub mod get;
+pub mod group;
 pub mod init;
 pub mod kms;
 pub mod ls;
@@ -11,6 +13,8 @@ pub mod put;
 pub mod register;
 pub mod rm;
 pub mod serve;
+pub mod share;
+pub mod status;
 pub mod undelete;
 pub mod versions;
 pub mod whoami;
@@ -35,7 +39,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Undelete(a) => undelete::run(a).await,
         Command::Purge(a) => purge::run(a).await,
         Command::Whoami(a) => whoami::run(a).await,
+        Command::Status(a) => status::run(a).await,
+        Command::Cache(c) => cache::run(c).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Share(a) => share::share(a).await,
+        Command::Unshare(a) => share::unshare(a).await,
+        Command::Acl(a) => share::acl(a).await,
+        Command::Shared(a) => share::shared(a).await,
+        Command::Group(c) => group::run(c).await,
         Command::Kms(a) => kms::run(a).await,
     }
 }
@@ -46,6 +57,22 @@ pub(crate) fn client_for(args: &ClientArgs) -> anyhow::Result<(ClientHome, Keysa
     let home = ClientHome::load(&dir)?;
     let client = KeysafeClient::from_home(&home)?;
     Ok((home, client))
+}
+
+/// The end-to-end encryption layer for a loaded home.
+pub(crate) fn vault_for(
+    home: &ClientHome,
+    client: KeysafeClient,
+) -> anyhow::Result<keysafe_client::vault::Vault> {
+    Ok(keysafe_client::vault::Vault::from_home(home, client)?)
+}
+
+pub(crate) fn fingerprint_arg(s: &str) -> anyhow::Result<keysafe_proto::ClientFingerprint> {
+    keysafe_proto::ClientFingerprint::parse(s).map_err(|e| usage(e.to_string()))
+}
+
+pub(crate) fn group_arg(s: &str) -> anyhow::Result<keysafe_proto::GroupName> {
+    keysafe_proto::GroupName::parse(s).map_err(|e| usage(e.message().to_owned()))
 }
 
 pub(crate) fn deposit_name(s: &str) -> anyhow::Result<DepositName> {

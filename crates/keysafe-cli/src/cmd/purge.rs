@@ -13,7 +13,7 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
         )));
     }
     let (_, client) = client_for(&args.client)?;
-    let r = client.purge(&name).await?;
+    let r = client.purge_of(args.owner.as_deref(), &name).await?;
     if args.client.json {
         return output::json(&r);
     }

@@ -48,6 +48,15 @@ pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
         eprintln!("Pinned the server fingerprint on first use: {fp}");
         eprintln!("Compare it with `GET /?a=fingerprint` on the server or with its administrator.");
     }
+    if let Some(fp) = &done.pinned {
+        for url in &done.assumed_pins {
+            eprintln!(
+                "Could not reach {url} while registering; pinned it to the same key {fp} \
+                 (servers restored from one backup share it). If it has its own key, set it \
+                 under [server_fingerprints] in client.toml."
+            );
+        }
+    }
     if done.info.state == ClientState::Pending {
         eprintln!(
             "The organisation requires approval: ask an administrator to run \

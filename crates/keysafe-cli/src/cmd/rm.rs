@@ -7,7 +7,7 @@ use crate::output;
 pub async fn run(args: NameArgs) -> anyhow::Result<()> {
     let name = deposit_name(&args.name)?;
     let (_, client) = client_for(&args.client)?;
-    let info = client.delete(&name).await?;
+    let info = client.delete_of(args.owner.as_deref(), &name).await?;
     if args.client.json {
         return output::json(&info);
     }

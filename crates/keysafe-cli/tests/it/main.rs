@@ -2,7 +2,9 @@
 //! a `keysafe serve` child process).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cache;
 mod client_cmds;
+mod failover;
 mod kms_cmd;
 mod server_cmds;
 
@@ -72,4 +74,109 @@ pub fn fails_with(o: &Output, code: i32) -> String {
     assert_eq!(stderr.lines().count(), 1, "errors are one line: {stderr}");
     assert!(stderr.starts_with("keysafe: "), "{stderr}");
     stderr
+}
+
+/// A `keysafe serve` child that is killed if the test fails before stopping it.
+pub struct Serve(Option<std::process::Child>);
+
+impl Serve {
+    pub fn signal(&self, sig: &str) {
+        let pid = self.0.as_ref().unwrap().id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    pub async fn wait_with_output_async(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `keysafe serve` on a free port; returns the child and its URL.
+pub fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (Serve, String) {
+    let port = port.unwrap_or_else(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
+    let mut c = keysafe(home);
+    c.args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    (
+        Serve(Some(c.spawn().unwrap())),
+        format!("https://127.0.0.1:{port}"),
+    )
+}
+
+pub async fn wait_healthy(url: &str) -> keysafe_proto::api::Health {
+    let c = keysafe_client::KeysafeClient::new(
+        url,
+        None,
+        &keysafe_client::ServerTrust::TrustOnFirstUse,
+        &Default::default(),
+    )
+    .unwrap();
+    for _ in 0..300 {
+        if let Ok(h) = c.health().await {
+            return h;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("server at {url} never became healthy");
+}
+
+/// A free TCP port on `ip` (a 127.0.0.x address).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `keysafe serve --data-dir DIR --listen IP:PORT` with its log in `DIR/../serve-IP-PORT.log`
+/// (not a pipe, so a chatty server never blocks); returns the child and its URL.
+pub fn spawn_serve_at(home: &Path, dir: &Path, ip: &str, port: u16) -> (Serve, String) {
+    let log = dir.parent().unwrap().join(format!("serve-{ip}-{port}.log"));
+    let mut c = keysafe(home);
+    c.args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", &format!("{ip}:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    (
+        Serve(Some(c.spawn().unwrap())),
+        format!("https://{ip}:{port}"),
+    )
+}
+
+impl Serve {
+    /// Kills the server outright (SIGKILL: a crash, no graceful goodbye) and reaps it.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
 }

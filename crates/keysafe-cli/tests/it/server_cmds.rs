@@ -1,6 +1,6 @@
 //! `init`, `serve` and `admin` through the binary.
 
-use crate::{fails_with, keysafe, ok, run};
+use crate::{fails_with, keysafe, ok, run, spawn_serve, wait_healthy};
 use keysafe_proto::ClientFingerprint;
 use std::path::Path;
 
@@ -115,76 +115,6 @@ async fn print_default_config_is_the_documented_template() {
             "{key} is not documented"
         );
     }
-}
-
-/// A `keysafe serve` child that is killed if the test fails before stopping it.
-struct Serve(Option<std::process::Child>);
-
-impl Serve {
-    fn signal(&self, sig: &str) {
-        let pid = self.0.as_ref().unwrap().id().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    async fn wait_with_output_async(mut self) -> std::process::Output {
-        let child = self.0.take().unwrap();
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Starts `keysafe serve` on a free port; returns the child and its URL.
-fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (Serve, String) {
-    let port = port.unwrap_or_else(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    });
-    let mut c = keysafe(home);
-    c.args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    (
-        Serve(Some(c.spawn().unwrap())),
-        format!("https://127.0.0.1:{port}"),
-    )
-}
-
-async fn wait_healthy(url: &str) -> keysafe_proto::api::Health {
-    let c = keysafe_client::KeysafeClient::new(
-        url,
-        None,
-        &keysafe_client::ServerTrust::TrustOnFirstUse,
-        &Default::default(),
-    )
-    .unwrap();
-    for _ in 0..300 {
-        if let Ok(h) = c.health().await {
-            return h;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("server at {url} never became healthy");
 }
 
 #[tokio::test(flavor = "multi_thread")]

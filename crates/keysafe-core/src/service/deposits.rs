@@ -3,6 +3,7 @@
 //! name and version, so a row copied elsewhere fails to open. The data key is wrapped by the
 //! current keyring version under the same binding.
 
+use super::access::Role;
 use super::{Caller, Service};
 use crate::crypto::{self, AadBuilder, SecretKey};
 use crate::error::CoreError;
@@ -11,16 +12,21 @@ use crate::store::{
 };
 use base64::Engine;
 use keysafe_proto::api::{
-    DepositInfo, DepositList, ListQuery, PurgeResponse, PutResponse, VersionInfo, VersionList,
+    DepositInfo, DepositList, Encoding, ListQuery, PurgeResponse, PutResponse, VersionInfo,
+    VersionList,
 };
-use keysafe_proto::{ClientFingerprint, DepositName, DepositVersion, OrgName, Timestamp};
+use keysafe_proto::{DepositName, DepositVersion, OrgName, Principal, Timestamp};
 use zeroize::Zeroizing;
 
 /// A decrypted deposit version, as returned to its owner.
 pub struct Deposit {
+    pub owner: Principal,
     pub name: DepositName,
     pub version: DepositVersion,
     pub created_at: Timestamp,
+    pub encoding: Encoding,
+    /// The ACL serial the reader saw: a writer that encrypts for this ACL names it on put.
+    pub acl_serial: u64,
     /// Zeroised when dropped.
     pub payload: Zeroizing<Vec<u8>>,
 }
@@ -48,44 +54,64 @@ pub enum Precondition {
     IfAbsent,
 }
 
+/// How a put is to be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOptions {
+    pub precondition: Precondition,
+    pub encoding: Encoding,
+    /// The ACL serial the writer encrypted for (a changed ACL is a version conflict).
+    pub acl_serial: Option<u64>,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        Self {
+            precondition: Precondition::None,
+            encoding: Encoding::Raw,
+            acl_serial: None,
+        }
+    }
+}
+
 /// How many times a put without precondition retries when another writer got in first.
 const PUT_RETRIES: usize = 8;
 
 fn bind(
     domain: &str,
     org: &OrgName,
-    owner: &ClientFingerprint,
+    owner: &Principal,
     name: &DepositName,
     v: DepositVersion,
 ) -> Vec<u8> {
     AadBuilder::new(domain)
         .field(org.as_str().as_bytes())
-        .field(owner.as_str().as_bytes())
+        .field(owner.stored().as_bytes())
         .field(name.as_str().as_bytes())
         .number(v.get())
         .finish()
 }
 
-fn payload_aad(
+pub(crate) fn payload_aad(
     org: &OrgName,
-    owner: &ClientFingerprint,
+    owner: &Principal,
     name: &DepositName,
     v: DepositVersion,
 ) -> Vec<u8> {
     bind("keysafe/deposit/v1", org, owner, name, v)
 }
 
-fn dek_aad(
+pub(crate) fn dek_aad(
     org: &OrgName,
-    owner: &ClientFingerprint,
+    owner: &Principal,
     name: &DepositName,
     v: DepositVersion,
 ) -> Vec<u8> {
     bind("keysafe/dek/v1", org, owner, name, v)
 }
 
-fn deposit_info(r: &DepositRecord) -> DepositInfo {
+pub(crate) fn deposit_info(r: &DepositRecord) -> DepositInfo {
     DepositInfo {
+        owner: r.owner.wire(),
         name: r.name.clone(),
         version: r.current_version,
         size: r.current_size,
@@ -101,15 +127,34 @@ fn version_info(m: &VersionMeta) -> VersionInfo {
         size: m.size,
         created_at: m.created_at,
         creator: m.creator.clone(),
+        encoding: m.encoding,
     }
 }
 
 impl Service {
-    fn key(caller: &Caller, name: DepositName) -> DepositKey {
-        DepositKey {
-            owner: caller.fingerprint.clone(),
-            name,
-        }
+    /// Seals one version's payload under a fresh data key bound to where it lives.
+    pub(crate) fn seal_version(
+        &self,
+        org: &OrgName,
+        key: &DepositKey,
+        meta: VersionMeta,
+        payload: &[u8],
+    ) -> Result<VersionRecord, CoreError> {
+        let keyring = self.keyring()?;
+        let dek = SecretKey::generate()?;
+        let ciphertext = crypto::seal(
+            &dek,
+            &payload_aad(org, &key.owner, &key.name, meta.version),
+            payload,
+        )?;
+        let (kek_version, wrapped_dek) =
+            keyring.wrap_dek(&dek_aad(org, &key.owner, &key.name, meta.version), &dek)?;
+        Ok(VersionRecord {
+            meta,
+            kek_version,
+            wrapped_dek,
+            ciphertext,
+        })
     }
 
     /// Stores a new version. Without a precondition, a concurrent writer is retried around;
@@ -117,17 +162,19 @@ impl Service {
     pub async fn put_deposit(
         &self,
         caller: &Caller,
+        owner: Option<&str>,
         name: DepositName,
         payload: &[u8],
-        pre: Precondition,
+        opts: PutOptions,
     ) -> Result<PutResponse, CoreError> {
         if payload.len() > self.limits.max_deposit_size {
             return Err(CoreError::PayloadTooLarge {
                 limit: self.limits.max_deposit_size,
             });
         }
-        let keyring = self.keyring()?;
-        let key = Self::key(caller, name);
+        let pre = opts.precondition;
+        self.keyring()?;
+        let (key, _) = self.resolve_for(caller, owner, name, Role::Writer).await?;
         // Writers to the same deposit through this node queue here instead of racing for the
         // next version number (the version is sealed into the ciphertext, so it must be chosen
         // before the write). Writers on other nodes are handled by the compare-and-set below.
@@ -152,33 +199,28 @@ impl Service {
                 _ => {}
             }
             let version = current_version.map_or(DepositVersion::FIRST, DepositVersion::next);
-            let dek = SecretKey::generate()?;
-            let ciphertext = crypto::seal(
-                &dek,
-                &payload_aad(&caller.org, &key.owner, &key.name, version),
-                payload,
-            )?;
-            let (kek_version, wrapped_dek) =
-                keyring.wrap_dek(&dek_aad(&caller.org, &key.owner, &key.name, version), &dek)?;
             let created_at = self.clock.now();
             let size = payload.len() as u64;
+            let record = self.seal_version(
+                &caller.org,
+                &key,
+                VersionMeta {
+                    version,
+                    size,
+                    created_at,
+                    creator: caller.fingerprint.clone(),
+                    encoding: opts.encoding,
+                },
+                payload,
+            )?;
             let result = self
                 .store
                 .apply(Mutation::PutVersion {
                     org: caller.org.clone(),
                     key: key.clone(),
                     expected_current: current_version,
-                    version: VersionRecord {
-                        meta: VersionMeta {
-                            version,
-                            size,
-                            created_at,
-                            creator: caller.fingerprint.clone(),
-                        },
-                        kek_version,
-                        wrapped_dek,
-                        ciphertext,
-                    },
+                    expected_acl_serial: opts.acl_serial,
+                    version: record,
                 })
                 .await;
             match result {
@@ -191,7 +233,7 @@ impl Service {
                     });
                 }
                 Err(crate::store::StoreError::VersionConflict { .. })
-                    if pre == Precondition::None =>
+                    if pre == Precondition::None && opts.acl_serial.is_none() =>
                 {
                     continue;
                 }
@@ -208,11 +250,12 @@ impl Service {
     pub async fn get_deposit(
         &self,
         caller: &Caller,
+        owner: Option<&str>,
         name: DepositName,
         version: Option<DepositVersion>,
     ) -> Result<Deposit, CoreError> {
         let keyring = self.keyring()?;
-        let key = Self::key(caller, name);
+        let (key, _) = self.resolve(caller, owner, name).await?;
         let (dep, ver) = self
             .store
             .get_version(&key, version)
@@ -225,7 +268,7 @@ impl Service {
         let dek = keyring
             .unwrap_dek(
                 ver.kek_version,
-                &dek_aad(&caller.org, &key.owner, &key.name, v),
+                &dek_aad(&dep.org, &key.owner, &key.name, v),
                 &ver.wrapped_dek,
             )
             .map_err(|_| {
@@ -233,14 +276,17 @@ impl Service {
             })?;
         let payload = crypto::open(
             &dek,
-            &payload_aad(&caller.org, &key.owner, &key.name, v),
+            &payload_aad(&dep.org, &key.owner, &key.name, v),
             &ver.ciphertext,
         )
         .map_err(|_| CoreError::Integrity(format!("payload of {}@{v} does not open", key.name)))?;
         Ok(Deposit {
+            owner: key.owner,
             name: key.name,
             version: v,
             created_at: ver.meta.created_at,
+            encoding: ver.meta.encoding,
+            acl_serial: dep.acl_serial,
             payload: Zeroizing::new(payload),
         })
     }
@@ -250,6 +296,17 @@ impl Service {
         caller: &Caller,
         q: ListQuery,
     ) -> Result<DepositList, CoreError> {
+        let owner = Self::owner_principal(caller, q.owner.as_deref())?;
+        if let Principal::Client(fp) = &owner
+            && fp != &caller.fingerprint
+        {
+            return Err(CoreError::Forbidden(
+                "list another client's deposits? only its own; see `GET /v1/shared`".into(),
+            ));
+        }
+        if owner.is_group() && !self.is_member(caller, &owner).await? {
+            return Err(CoreError::NotFound("group"));
+        }
         let prefix = q.prefix.unwrap_or_default();
         DepositName::validate_prefix(&prefix)?;
         let limit = q
@@ -271,7 +328,7 @@ impl Service {
         let mut rows = self
             .store
             .list_deposits(DepositListing {
-                owner: &caller.fingerprint,
+                owner: &owner,
                 prefix: &prefix,
                 after: after.as_deref(),
                 limit: limit + 1,
@@ -294,9 +351,10 @@ impl Service {
     pub async fn list_versions(
         &self,
         caller: &Caller,
+        owner: Option<&str>,
         name: DepositName,
     ) -> Result<VersionList, CoreError> {
-        let key = Self::key(caller, name);
+        let (key, _) = self.resolve(caller, owner, name).await?;
         let dep = self
             .store
             .get_deposit(&key)
@@ -313,10 +371,11 @@ impl Service {
     async fn set_deleted(
         &self,
         caller: &Caller,
+        owner: Option<&str>,
         name: DepositName,
         deleted: bool,
     ) -> Result<DepositInfo, CoreError> {
-        let key = Self::key(caller, name);
+        let (key, _) = self.resolve_for(caller, owner, name, Role::Owner).await?;
         let mut dep = self
             .store
             .get_deposit(&key)
@@ -343,26 +402,29 @@ impl Service {
     pub async fn delete_deposit(
         &self,
         caller: &Caller,
+        owner: Option<&str>,
         name: DepositName,
     ) -> Result<DepositInfo, CoreError> {
-        self.set_deleted(caller, name, true).await
+        self.set_deleted(caller, owner, name, true).await
     }
 
     pub async fn undelete_deposit(
         &self,
         caller: &Caller,
+        owner: Option<&str>,
         name: DepositName,
     ) -> Result<DepositInfo, CoreError> {
-        self.set_deleted(caller, name, false).await
+        self.set_deleted(caller, owner, name, false).await
     }
 
     /// Destroys every version, deleted or not. Irreversible.
     pub async fn purge_deposit(
         &self,
         caller: &Caller,
+        owner: Option<&str>,
         name: DepositName,
     ) -> Result<PurgeResponse, CoreError> {
-        let key = Self::key(caller, name);
+        let (key, _) = self.resolve_for(caller, owner, name, Role::Owner).await?;
         let applied = self
             .store
             .apply(Mutation::Purge { key: key.clone() })
@@ -370,7 +432,7 @@ impl Service {
             .map_err(|e| CoreError::from_store(e, "deposit"))?;
         let purged_versions = match applied {
             crate::store::Applied::Purged(n) => n,
-            crate::store::Applied::Done => 0,
+            _ => 0,
         };
         Ok(PurgeResponse {
             name: key.name,

@@ -5,12 +5,17 @@
 //! the caller is); a change made through this node invalidates its entry at once, and entries
 //! expire after `identity_cache_ttl` so changes made through another node are seen soon.
 
+mod access;
 mod clients;
 mod deposits;
+mod groups;
 mod orgs;
+mod sharing;
+mod tokens;
 
 pub use clients::{ADMIN_ORG, ClientAction};
-pub use deposits::{Deposit, Precondition};
+pub use deposits::{Deposit, Precondition, PutOptions};
+pub use tokens::IssuedToken;
 
 use crate::clock::Clock;
 use crate::error::CoreError;
@@ -30,6 +35,10 @@ pub struct Limits {
     pub max_deposit_size: usize,
     /// How long a cached client identity is trusted before it is re-read from the store.
     pub identity_cache_ttl: Duration,
+    /// How often a client's sequenced token is rotated.
+    pub token_rotation: Duration,
+    /// How long a replaced token is still accepted (requests in flight when it rotated).
+    pub token_grace: Duration,
 }
 
 impl Default for Limits {
@@ -37,8 +46,17 @@ impl Default for Limits {
         Self {
             max_deposit_size: 1024 * 1024,
             identity_cache_ttl: Duration::from_secs(5),
+            token_rotation: Duration::from_secs(300),
+            token_grace: Duration::from_secs(300),
         }
     }
+}
+
+/// An authenticated caller, and the token to hand back if one was issued.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub caller: Caller,
+    pub issued_token: Option<IssuedToken>,
 }
 
 /// An authenticated, active client: the only kind of caller the deposit and admin operations
@@ -53,6 +71,17 @@ pub struct Caller {
 impl Caller {
     pub fn is_admin(&self) -> bool {
         self.role == ClientRole::Admin
+    }
+
+    /// Refuses a caller that is not a server administrator.
+    pub fn require_admin(&self) -> Result<(), CoreError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(CoreError::Forbidden(
+                "this operation needs a server administrator identity".into(),
+            ))
+        }
     }
 }
 
@@ -189,36 +218,32 @@ impl Service {
         }
     }
 
-    /// Turns the certificate fingerprint of a connection into an active caller, or says why not.
-    pub async fn authenticate(&self, fp: Option<&ClientFingerprint>) -> Result<Caller, CoreError> {
+    /// Turns the certificate fingerprint of a connection and the sequenced token the client
+    /// presented into an active caller, or says why not. May issue the client's next token.
+    pub async fn authenticate(
+        &self,
+        fp: Option<&ClientFingerprint>,
+        token: Option<&str>,
+    ) -> Result<Authenticated, CoreError> {
         let fp = fp.ok_or(CoreError::ClientCertificateRequired)?;
         let rec = self
             .client_record(fp)
             .await?
             .ok_or(CoreError::UnknownClient)?;
         match rec.state {
-            ClientState::Active => Ok(Caller {
+            ClientState::Active => {}
+            ClientState::Pending => return Err(CoreError::ClientPending),
+            ClientState::Disabled => return Err(CoreError::ClientDisabled),
+            ClientState::SuspectedClone => return Err(CoreError::SuspectedClone),
+        }
+        let issued_token = self.check_token(&rec, token).await?;
+        Ok(Authenticated {
+            caller: Caller {
                 fingerprint: rec.fingerprint.clone(),
                 org: rec.org.clone(),
                 role: rec.role,
-            }),
-            ClientState::Pending => Err(CoreError::ClientPending),
-            ClientState::Disabled => Err(CoreError::ClientDisabled),
-        }
-    }
-
-    /// Like [`Service::authenticate`], and the caller must be a server administrator.
-    pub async fn authenticate_admin(
-        &self,
-        fp: Option<&ClientFingerprint>,
-    ) -> Result<Caller, CoreError> {
-        let caller = self.authenticate(fp).await?;
-        if caller.is_admin() {
-            Ok(caller)
-        } else {
-            Err(CoreError::Forbidden(
-                "this operation needs a server administrator identity".into(),
-            ))
-        }
+            },
+            issued_token,
+        })
     }
 }

@@ -4,8 +4,10 @@
 mod admin;
 mod deposits;
 mod fingerprint;
+mod groups;
 mod health;
 mod register;
+mod sharing;
 mod whoami;
 
 use crate::error::ApiError;
@@ -26,15 +28,42 @@ pub fn router(state: AppState) -> Router {
             "/v1/deposits/{*path}",
             get(deposits::dispatch_get)
                 .put(deposits::put::put)
-                .delete(deposits::delete::delete)
+                .delete(deposits::delete)
                 .post(deposits::dispatch_post),
         )
+        .route("/v1/shared", get(sharing::shared))
+        .route("/v1/recipients", get(sharing::recipient))
+        .route("/v1/groups", get(groups::list).post(groups::create))
+        .route("/v1/groups/{name}", get(groups::show))
+        .route("/v1/groups/{name}/keys", get(groups::keys))
+        .route("/v1/groups/{name}/admit", post(groups::admit))
         .route(
             "/v1/admin/orgs",
             get(admin::orgs::list).post(admin::orgs::create),
         )
         .route("/v1/admin/orgs/{name}/auth", put(admin::orgs::set_auth))
+        .route(
+            "/v1/admin/orgs/{name}/tokens",
+            post(admin::orgs::mint_token),
+        )
         .route("/v1/admin/clients", get(admin::clients::list))
+        .route(
+            "/v1/admin/clients/disable-unactivated",
+            post(admin::clients::disable_unactivated),
+        )
+        .route(
+            "/v1/admin/groups",
+            get(admin::groups::list).post(admin::groups::create),
+        )
+        .route("/v1/admin/groups/{org}/{name}", get(admin::groups::show))
+        .route(
+            "/v1/admin/groups/{org}/{name}/add-member",
+            post(admin::groups::add_member),
+        )
+        .route(
+            "/v1/admin/groups/{org}/{name}/remove-member",
+            post(admin::groups::remove_member),
+        )
         .route(
             "/v1/admin/clients/{fingerprint}/{action}",
             post(admin::clients::action),

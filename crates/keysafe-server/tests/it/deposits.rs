@@ -330,6 +330,7 @@ async fn listing_by_prefix_with_pagination() {
                 limit: Some(10),
                 page_token: token.take(),
                 deleted: None,
+                owner: None,
             })
             .await
             .unwrap();

@@ -208,6 +208,7 @@ async fn duplicate_org_and_double_registration_conflict() {
             org: org("acme"),
             auth_secret: Some(AuthSecret::new("anything-at-all-here")),
             name: None,
+            recipient: None,
         })
         .await;
     assert_code(again, ErrorCode::AlreadyRegistered);

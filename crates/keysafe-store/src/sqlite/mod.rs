@@ -9,11 +9,12 @@ mod writer;
 
 use async_trait::async_trait;
 use keysafe_core::store::{
-    Applied, ClientRecord, DepositKey, DepositListing, DepositRecord, KekRecord, Mutation,
-    OrgRecord, Store, StoreError, StoreResult, VersionMeta, VersionRecord,
+    Applied, ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupRecord,
+    KekRecord, Mutation, OrgRecord, Store, StoreError, StoreResult, VersionMeta, VersionRecord,
+    WrappedKeyRecord,
 };
 use keysafe_proto::api::ClientState;
-use keysafe_proto::{ClientFingerprint, DepositVersion, OrgName};
+use keysafe_proto::{ClientFingerprint, DepositVersion, GroupName, OrgName, Principal};
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -130,11 +131,18 @@ impl SqliteStore {
 
 /// The embedded migrations, in order. Each file is applied once, in a transaction, and recorded
 /// (with a checksum) by sqlx in `_sqlx_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "sharing",
+        include_str!("../../migrations/sqlite/0002_sharing.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -231,6 +239,38 @@ impl Store for SqliteStore {
 
     async fn list_versions(&self, key: &DepositKey) -> StoreResult<Vec<VersionMeta>> {
         reads::list_versions(&self.readers, key).await
+    }
+
+    async fn get_grants(&self, key: &DepositKey) -> StoreResult<Vec<GrantRecord>> {
+        reads::get_grants(&self.readers, key).await
+    }
+
+    async fn list_shared(
+        &self,
+        grantees: &[Principal],
+    ) -> StoreResult<Vec<(DepositRecord, GrantRecord)>> {
+        reads::list_shared(&self.readers, grantees).await
+    }
+
+    async fn get_group(&self, org: &OrgName, name: &GroupName) -> StoreResult<Option<GroupRecord>> {
+        reads::get_group(&self.readers, org, name).await
+    }
+
+    async fn list_groups(
+        &self,
+        org: Option<&OrgName>,
+        member: Option<&ClientFingerprint>,
+    ) -> StoreResult<Vec<GroupRecord>> {
+        reads::list_groups(&self.readers, org, member).await
+    }
+
+    async fn group_keys(
+        &self,
+        org: &OrgName,
+        name: &GroupName,
+        member: &ClientFingerprint,
+    ) -> StoreResult<Vec<WrappedKeyRecord>> {
+        reads::group_keys(&self.readers, org, name, member).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

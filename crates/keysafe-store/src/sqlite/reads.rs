@@ -2,18 +2,20 @@
 
 use super::{backend_error, rows};
 use keysafe_core::store::{
-    ClientRecord, DepositKey, DepositListing, DepositRecord, KekRecord, OrgRecord, StoreResult,
-    VersionMeta, VersionRecord,
+    ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupMemberRecord,
+    GroupRecord, KekRecord, OrgRecord, StoreError, StoreResult, VersionMeta, VersionRecord,
+    WrappedKeyRecord,
 };
 use keysafe_proto::api::ClientState;
-use keysafe_proto::{ClientFingerprint, DepositVersion, OrgName};
+use keysafe_proto::{ClientFingerprint, DepositVersion, GroupName, OrgName, Principal};
 use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteRow;
 
 /// The deposit header columns, as a macro so the queries below stay `&'static str` (no
 /// formatting per request on the read path).
 macro_rules! deposit_cols {
     () => {
-        "d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, d.created_at, d.updated_at"
+        "d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, d.acl_serial, d.created_at, d.updated_at"
     };
 }
 
@@ -94,7 +96,7 @@ pub(crate) async fn get_deposit(
         deposit_cols!(),
         " FROM deposits d WHERE d.owner = ?1 AND d.name = ?2"
     ))
-    .bind(key.owner.as_str())
+    .bind(key.owner.stored())
     .bind(key.name.as_str())
     .fetch_optional(pool)
     .await
@@ -112,16 +114,17 @@ pub(crate) async fn get_version(
     let version = version.map(|v| i64::try_from(v.get()).unwrap_or(i64::MAX));
     let row = sqlx::query(
         "SELECT d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, \
-                d.created_at, d.updated_at, \
+                d.acl_serial, d.created_at, d.updated_at, \
                 v.version AS v_version, v.size AS v_size, v.creator AS v_creator, \
-                v.created_at AS v_created_at, v.kek_version AS v_kek_version, \
+                v.created_at AS v_created_at, v.encoding AS v_encoding, \
+                v.kek_version AS v_kek_version, \
                 v.wrapped_dek AS v_wrapped_dek, v.ciphertext AS v_ciphertext \
          FROM deposits d JOIN deposit_versions v \
            ON v.owner = d.owner AND v.name = d.name \
           AND v.version = COALESCE(?3, d.current_version) \
          WHERE d.owner = ?1 AND d.name = ?2",
     )
-    .bind(key.owner.as_str())
+    .bind(key.owner.stored())
     .bind(key.name.as_str())
     .bind(version)
     .fetch_optional(pool)
@@ -145,7 +148,7 @@ pub(crate) async fn list_deposits(
            AND (?4 IS NULL OR d.name > ?4) AND (?5 OR d.deleted = 0) \
          ORDER BY d.name LIMIT ?6"
     ))
-    .bind(q.owner.as_str())
+    .bind(q.owner.stored())
     .bind(q.prefix)
     .bind(format!("{}{PREFIX_END}", q.prefix))
     .bind(q.after)
@@ -165,15 +168,181 @@ pub(crate) async fn list_versions(
 ) -> StoreResult<Vec<VersionMeta>> {
     sqlx::query(
         "SELECT version AS v_version, size AS v_size, creator AS v_creator, \
-                created_at AS v_created_at \
+                created_at AS v_created_at, encoding AS v_encoding \
          FROM deposit_versions WHERE owner = ?1 AND name = ?2 ORDER BY version",
     )
-    .bind(key.owner.as_str())
+    .bind(key.owner.stored())
     .bind(key.name.as_str())
     .fetch_all(pool)
     .await
     .map_err(backend_error)?
     .iter()
     .map(rows::version_meta)
+    .collect()
+}
+
+pub(crate) async fn get_grants(
+    pool: &SqlitePool,
+    key: &DepositKey,
+) -> StoreResult<Vec<GrantRecord>> {
+    sqlx::query(
+        "SELECT grantee AS g_grantee, access AS g_access, granted_by AS g_granted_by, \
+                granted_at AS g_granted_at \
+         FROM deposit_grants WHERE owner = ?1 AND name = ?2 ORDER BY granted_at, grantee",
+    )
+    .bind(key.owner.stored())
+    .bind(key.name.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?
+    .iter()
+    .map(rows::grant)
+    .collect()
+}
+
+pub(crate) async fn list_shared(
+    pool: &SqlitePool,
+    grantees: &[Principal],
+) -> StoreResult<Vec<(DepositRecord, GrantRecord)>> {
+    let stored: Vec<String> = grantees.iter().map(Principal::stored).collect();
+    let json = serde_json::to_string(&stored).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        deposit_cols!(),
+        ", g.grantee AS g_grantee, g.access AS g_access, g.granted_by AS g_granted_by, \
+           g.granted_at AS g_granted_at \
+         FROM deposit_grants g JOIN deposits d ON d.owner = g.owner AND d.name = g.name \
+         WHERE g.grantee IN (SELECT value FROM json_each(?1)) AND d.deleted = 0 \
+         ORDER BY d.owner, d.name, g.grantee"
+    ))
+    .bind(json)
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?;
+    rows.iter()
+        .map(|r| Ok((rows::deposit(r)?, rows::grant(r)?)))
+        .collect()
+}
+
+async fn group_from_row(pool: &SqlitePool, row: &SqliteRow) -> StoreResult<GroupRecord> {
+    let org = rows::org_name(row, "org")?;
+    let name = GroupName::parse(&rows::col::<String>(row, "name")?)
+        .map_err(|_| rows::corrupt("group name"))?;
+    let epochs = sqlx::query(
+        "SELECT epoch, recipient FROM group_epochs WHERE org = ?1 AND name = ?2 ORDER BY epoch",
+    )
+    .bind(org.as_str())
+    .bind(name.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?
+    .iter()
+    .map(|r| {
+        Ok((
+            rows::unsigned(r, "epoch")?,
+            rows::col::<String>(r, "recipient")?,
+        ))
+    })
+    .collect::<StoreResult<Vec<_>>>()?;
+    let member_rows = sqlx::query(
+        "SELECT m.member AS member, k.epoch AS epoch FROM group_members m \
+         LEFT JOIN group_keys k ON k.org = m.org AND k.name = m.name AND k.member = m.member \
+         WHERE m.org = ?1 AND m.name = ?2 ORDER BY m.added_at, m.member, k.epoch",
+    )
+    .bind(org.as_str())
+    .bind(name.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?;
+    let mut members: Vec<GroupMemberRecord> = Vec::new();
+    for r in &member_rows {
+        let fp = rows::fingerprint(r, "member")?;
+        let epoch: Option<i64> = rows::col(r, "epoch")?;
+        if members.last().is_none_or(|m| m.fingerprint != fp) {
+            members.push(GroupMemberRecord {
+                fingerprint: fp,
+                epochs: Vec::new(),
+            });
+        }
+        if let (Some(e), Some(m)) = (epoch, members.last_mut()) {
+            m.epochs
+                .push(u64::try_from(e).map_err(|_| rows::corrupt("epoch"))?);
+        }
+    }
+    Ok(GroupRecord {
+        org,
+        name,
+        epoch: rows::unsigned(row, "epoch")?,
+        epochs,
+        members,
+        created_at: rows::ts(row, "created_at")?,
+        updated_at: rows::ts(row, "updated_at")?,
+    })
+}
+
+pub(crate) async fn get_group(
+    pool: &SqlitePool,
+    org: &OrgName,
+    name: &GroupName,
+) -> StoreResult<Option<GroupRecord>> {
+    let row = sqlx::query("SELECT * FROM groups WHERE org = ?1 AND name = ?2")
+        .bind(org.as_str())
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(backend_error)?;
+    match row {
+        None => Ok(None),
+        Some(r) => Ok(Some(group_from_row(pool, &r).await?)),
+    }
+}
+
+pub(crate) async fn list_groups(
+    pool: &SqlitePool,
+    org: Option<&OrgName>,
+    member: Option<&ClientFingerprint>,
+) -> StoreResult<Vec<GroupRecord>> {
+    let rows = sqlx::query(
+        "SELECT g.* FROM groups g WHERE (?1 IS NULL OR g.org = ?1) AND (?2 IS NULL OR EXISTS \
+           (SELECT 1 FROM group_members m WHERE m.org = g.org AND m.name = g.name \
+              AND m.member = ?2)) \
+         ORDER BY g.org, g.name",
+    )
+    .bind(org.map(|o| o.as_str()))
+    .bind(member.map(|m| m.as_str()))
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(group_from_row(pool, r).await?);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn group_keys(
+    pool: &SqlitePool,
+    org: &OrgName,
+    name: &GroupName,
+    member: &ClientFingerprint,
+) -> StoreResult<Vec<WrappedKeyRecord>> {
+    sqlx::query(
+        "SELECT epoch, member, wrapped FROM group_keys \
+         WHERE org = ?1 AND name = ?2 AND member = ?3 ORDER BY epoch",
+    )
+    .bind(org.as_str())
+    .bind(name.as_str())
+    .bind(member.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?
+    .iter()
+    .map(|r| {
+        Ok(WrappedKeyRecord {
+            epoch: rows::unsigned(r, "epoch")?,
+            member: rows::fingerprint(r, "member")?,
+            wrapped: rows::col(r, "wrapped")?,
+        })
+    })
     .collect()
 }

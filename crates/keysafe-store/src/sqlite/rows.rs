@@ -2,12 +2,12 @@
 //! negative size, a malformed name) is reported as `Corrupt`: somebody edited the row.
 
 use keysafe_core::store::{
-    ClientRecord, DepositRecord, KekRecord, OrgRecord, StoreError, StoreResult, VersionMeta,
-    VersionRecord,
+    ClientRecord, DepositRecord, GrantRecord, KekRecord, OrgRecord, StoreError, StoreResult,
+    TokenState, VersionMeta, VersionRecord,
 };
-use keysafe_proto::api::{AuthMode, ClientRole, ClientState};
+use keysafe_proto::api::{Access, AuthMode, ClientRole, ClientState, Encoding};
 use keysafe_proto::{
-    ClientFingerprint, ClientName, DepositName, DepositVersion, OrgName, Timestamp,
+    ClientFingerprint, ClientName, DepositName, DepositVersion, OrgName, Principal, Timestamp,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -16,7 +16,7 @@ pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
+pub(crate) fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
@@ -24,11 +24,11 @@ where
         .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
-fn ts(row: &SqliteRow, name: &str) -> StoreResult<Timestamp> {
+pub(crate) fn ts(row: &SqliteRow, name: &str) -> StoreResult<Timestamp> {
     Ok(Timestamp::from_unix_millis(col::<i64>(row, name)?))
 }
 
-fn unsigned(row: &SqliteRow, name: &str) -> StoreResult<u64> {
+pub(crate) fn unsigned(row: &SqliteRow, name: &str) -> StoreResult<u64> {
     u64::try_from(col::<i64>(row, name)?).map_err(|_| corrupt(name))
 }
 
@@ -36,11 +36,15 @@ fn version(row: &SqliteRow, name: &str) -> StoreResult<DepositVersion> {
     DepositVersion::new(unsigned(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn fingerprint(row: &SqliteRow, name: &str) -> StoreResult<ClientFingerprint> {
+pub(crate) fn principal(row: &SqliteRow, name: &str) -> StoreResult<Principal> {
+    Principal::parse_stored(&col::<String>(row, name)?).map_err(|_| corrupt(name))
+}
+
+pub(crate) fn fingerprint(row: &SqliteRow, name: &str) -> StoreResult<ClientFingerprint> {
     ClientFingerprint::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
+pub(crate) fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
     OrgName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
@@ -84,6 +88,15 @@ pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
         state: ClientState::parse(&col::<String>(row, "state")?).ok_or_else(|| corrupt("state"))?,
         role: ClientRole::parse(&col::<String>(row, "role")?).ok_or_else(|| corrupt("role"))?,
         cert_der: col(row, "cert_der")?,
+        recipient: col(row, "recipient")?,
+        token: TokenState {
+            counter: unsigned(row, "token_counter")?,
+            hash: col(row, "token_hash")?,
+            prev_hash: col(row, "token_prev_hash")?,
+            rotated_at: ts(row, "token_rotated_at")?,
+        },
+        last_seen_at: col::<Option<i64>>(row, "last_seen_at")?.map(Timestamp::from_unix_millis),
+        state_reason: col(row, "state_reason")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
     })
@@ -92,11 +105,12 @@ pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
 pub(crate) fn deposit(row: &SqliteRow) -> StoreResult<DepositRecord> {
     Ok(DepositRecord {
         org: org_name(row, "org")?,
-        owner: fingerprint(row, "owner")?,
+        owner: principal(row, "owner")?,
         name: deposit_name(row, "name")?,
         current_version: version(row, "current_version")?,
         current_size: unsigned(row, "current_size")?,
         deleted: col::<i64>(row, "deleted")? != 0,
+        acl_serial: unsigned(row, "acl_serial")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
     })
@@ -108,6 +122,8 @@ pub(crate) fn version_meta(row: &SqliteRow) -> StoreResult<VersionMeta> {
         size: unsigned(row, "v_size")?,
         created_at: ts(row, "v_created_at")?,
         creator: fingerprint(row, "v_creator")?,
+        encoding: Encoding::parse(&col::<String>(row, "v_encoding")?)
+            .ok_or_else(|| corrupt("encoding"))?,
     })
 }
 
@@ -118,5 +134,14 @@ pub(crate) fn version_record(row: &SqliteRow) -> StoreResult<VersionRecord> {
             .map_err(|_| corrupt("kek_version"))?,
         wrapped_dek: col(row, "v_wrapped_dek")?,
         ciphertext: col(row, "v_ciphertext")?,
+    })
+}
+
+pub(crate) fn grant(row: &SqliteRow) -> StoreResult<GrantRecord> {
+    Ok(GrantRecord {
+        grantee: principal(row, "g_grantee")?,
+        access: Access::parse(&col::<String>(row, "g_access")?).ok_or_else(|| corrupt("access"))?,
+        granted_by: fingerprint(row, "g_granted_by")?,
+        granted_at: ts(row, "g_granted_at")?,
     })
 }

@@ -4,6 +4,7 @@
 
 use super::backend_error;
 use keysafe_core::store::{Applied, Mutation, StoreError, StoreResult};
+use keysafe_proto::{GroupName, OrgName, Timestamp};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -154,10 +155,29 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .map_err(write_error)?;
             not_found_if_none(r.rows_affected())
         }
-        Mutation::InsertClient(c) => {
+        Mutation::InsertClient {
+            client: c,
+            consume_token,
+        } => {
+            if let Some(hash) = consume_token {
+                let r = sqlx::query(
+                    "UPDATE registration_tokens SET used_at = ?3, used_by = ?4 \
+                     WHERE hash = ?1 AND org = ?2 AND used_at IS NULL AND expires_at > ?3",
+                )
+                .bind(hash)
+                .bind(c.org.as_str())
+                .bind(c.created_at.unix_millis())
+                .bind(c.fingerprint.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+                not_found_if_none(r.rows_affected())?;
+            }
             sqlx::query(
-                "INSERT INTO clients (fingerprint, org, name, state, role, cert_der, created_at, \
-                 updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO clients (fingerprint, org, name, state, role, cert_der, recipient, \
+                 token_counter, token_hash, token_prev_hash, token_rotated_at, last_seen_at, \
+                 state_reason, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
             .bind(c.fingerprint.as_str())
             .bind(c.org.as_str())
@@ -165,11 +185,283 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .bind(c.state.as_str())
             .bind(c.role.as_str())
             .bind(&c.cert_der)
+            .bind(c.recipient.as_deref())
+            .bind(int(c.token.counter))
+            .bind(c.token.hash.as_deref())
+            .bind(c.token.prev_hash.as_deref())
+            .bind(c.token.rotated_at.unix_millis())
+            .bind(c.last_seen_at.map(|t| t.unix_millis()))
+            .bind(c.state_reason.as_deref())
             .bind(c.created_at.unix_millis())
             .bind(c.updated_at.unix_millis())
             .execute(&mut *conn)
             .await
             .map_err(write_error)?;
+            Ok(Applied::Done)
+        }
+        Mutation::InsertRegistrationToken(t) => {
+            sqlx::query(
+                "INSERT INTO registration_tokens (hash, org, created_by, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(&t.hash)
+            .bind(t.org.as_str())
+            .bind(t.created_by.as_str())
+            .bind(t.created_at.unix_millis())
+            .bind(t.expires_at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            Ok(Applied::Done)
+        }
+        Mutation::RotateToken {
+            fingerprint,
+            expected_counter,
+            token,
+            at,
+        } => {
+            let r = sqlx::query(
+                "UPDATE clients SET token_counter = ?3, token_hash = ?4, token_prev_hash = ?5, \
+                 token_rotated_at = ?6, last_seen_at = ?7 \
+                 WHERE fingerprint = ?1 AND token_counter = ?2 AND state = 'active'",
+            )
+            .bind(fingerprint.as_str())
+            .bind(int(*expected_counter))
+            .bind(int(token.counter))
+            .bind(token.hash.as_deref())
+            .bind(token.prev_hash.as_deref())
+            .bind(token.rotated_at.unix_millis())
+            .bind(at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::Conflict);
+            }
+            Ok(Applied::Done)
+        }
+        Mutation::MarkSuspectedClone {
+            fingerprint,
+            reason,
+            at,
+        } => {
+            let r = sqlx::query(
+                "UPDATE clients SET state = 'suspected-clone', state_reason = ?2, updated_at = ?3 \
+                 WHERE fingerprint = ?1",
+            )
+            .bind(fingerprint.as_str())
+            .bind(reason)
+            .bind(at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            not_found_if_none(r.rows_affected())
+        }
+        Mutation::ResetToken { fingerprint, at } => {
+            let r = sqlx::query(
+                "UPDATE clients SET token_hash = NULL, token_prev_hash = NULL, \
+                 state = CASE state WHEN 'suspected-clone' THEN 'active' ELSE state END, \
+                 state_reason = NULL, updated_at = ?2 WHERE fingerprint = ?1",
+            )
+            .bind(fingerprint.as_str())
+            .bind(at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            not_found_if_none(r.rows_affected())
+        }
+        Mutation::DisableUnactivated {
+            registered_before,
+            at,
+        } => {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "UPDATE clients SET state = 'disabled', \
+                 state_reason = 'never used its registration', updated_at = ?2 \
+                 WHERE role = 'client' AND state IN ('pending', 'active') \
+                   AND last_seen_at IS NULL AND created_at < ?1 RETURNING fingerprint",
+            )
+            .bind(registered_before.unix_millis())
+            .bind(at.unix_millis())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            let fps = rows
+                .into_iter()
+                .map(|(f,)| {
+                    keysafe_proto::ClientFingerprint::parse(&f)
+                        .map_err(|_| StoreError::Corrupt("fingerprint".into()))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(Applied::Clients(fps))
+        }
+        Mutation::CreateGroup {
+            org,
+            name,
+            recipient,
+            keys,
+            at,
+        } => {
+            sqlx::query(
+                "INSERT INTO groups (org, name, epoch, created_at, updated_at) \
+                 VALUES (?1, ?2, 1, ?3, ?3)",
+            )
+            .bind(org.as_str())
+            .bind(name.as_str())
+            .bind(at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            insert_epoch(conn, org, name, 1, recipient, *at).await?;
+            for k in keys {
+                insert_member(conn, org, name, &k.member, *at).await?;
+            }
+            insert_keys(conn, org, name, keys).await?;
+            Ok(Applied::Done)
+        }
+        Mutation::AddGroupMember {
+            org,
+            name,
+            member,
+            at,
+        } => {
+            touch_group(conn, org, name, None, *at).await?;
+            insert_member(conn, org, name, member, *at).await?;
+            Ok(Applied::Done)
+        }
+        Mutation::AdmitGroupMember {
+            org,
+            name,
+            keys,
+            at,
+        } => {
+            touch_group(conn, org, name, None, *at).await?;
+            for k in keys {
+                sqlx::query(
+                    "INSERT INTO group_keys (org, name, epoch, member, wrapped) \
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM group_members \
+                       WHERE org = ?1 AND name = ?2 AND member = ?4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(org.as_str())
+                .bind(name.as_str())
+                .bind(int(k.epoch))
+                .bind(k.member.as_str())
+                .bind(&k.wrapped)
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+            }
+            Ok(Applied::Done)
+        }
+        Mutation::RemoveGroupMember {
+            org,
+            name,
+            member,
+            expected_epoch,
+            recipient,
+            keys,
+            at,
+        } => {
+            touch_group(conn, org, name, Some(*expected_epoch), *at).await?;
+            let r = sqlx::query(
+                "DELETE FROM group_members WHERE org = ?1 AND name = ?2 AND member = ?3",
+            )
+            .bind(org.as_str())
+            .bind(name.as_str())
+            .bind(member.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            not_found_if_none(r.rows_affected())?;
+            let epoch = expected_epoch.saturating_add(1);
+            sqlx::query("UPDATE groups SET epoch = ?3 WHERE org = ?1 AND name = ?2")
+                .bind(org.as_str())
+                .bind(name.as_str())
+                .bind(int(epoch))
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+            insert_epoch(conn, org, name, epoch, recipient, *at).await?;
+            insert_keys(conn, org, name, keys).await?;
+            Ok(Applied::Done)
+        }
+        Mutation::SetAcl {
+            key,
+            expected_current,
+            expected_acl_serial,
+            grants,
+            replace,
+            at,
+        } => {
+            let r = sqlx::query(
+                "UPDATE deposits SET acl_serial = acl_serial + 1, updated_at = ?5 \
+                 WHERE owner = ?1 AND name = ?2 AND current_version = ?3 AND acl_serial = ?4 \
+                   AND deleted = 0",
+            )
+            .bind(key.owner.stored())
+            .bind(key.name.as_str())
+            .bind(int(expected_current.get()))
+            .bind(int(*expected_acl_serial))
+            .bind(at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::Conflict);
+            }
+            sqlx::query("DELETE FROM deposit_grants WHERE owner = ?1 AND name = ?2")
+                .bind(key.owner.stored())
+                .bind(key.name.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+            for g in grants {
+                sqlx::query(
+                    "INSERT INTO deposit_grants (owner, name, grantee, access, granted_by, \
+                     granted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .bind(key.owner.stored())
+                .bind(key.name.as_str())
+                .bind(g.grantee.stored())
+                .bind(g.access.as_str())
+                .bind(g.granted_by.as_str())
+                .bind(g.granted_at.unix_millis())
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+            }
+            for v in replace {
+                let r = sqlx::query(
+                    "UPDATE deposit_versions SET size = ?4, encoding = ?5, kek_version = ?6, \
+                     wrapped_dek = ?7, ciphertext = ?8 \
+                     WHERE owner = ?1 AND name = ?2 AND version = ?3",
+                )
+                .bind(key.owner.stored())
+                .bind(key.name.as_str())
+                .bind(int(v.meta.version.get()))
+                .bind(int(v.meta.size))
+                .bind(v.meta.encoding.as_str())
+                .bind(i64::from(v.kek_version))
+                .bind(&v.wrapped_dek)
+                .bind(&v.ciphertext)
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+                if r.rows_affected() == 0 {
+                    return Err(StoreError::Conflict);
+                }
+                if v.meta.version == *expected_current {
+                    sqlx::query(
+                        "UPDATE deposits SET current_size = ?3 WHERE owner = ?1 AND name = ?2",
+                    )
+                    .bind(key.owner.stored())
+                    .bind(key.name.as_str())
+                    .bind(int(v.meta.size))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(write_error)?;
+                }
+            }
             Ok(Applied::Done)
         }
         Mutation::SetClientState {
@@ -207,18 +499,21 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             org,
             key,
             expected_current,
+            expected_acl_serial,
             version,
         } => {
-            let row: Option<(i64, i64)> = sqlx::query_as(
-                "SELECT current_version, deleted FROM deposits WHERE owner = ?1 AND name = ?2",
+            let row: Option<(i64, i64, i64)> = sqlx::query_as(
+                "SELECT current_version, deleted, acl_serial FROM deposits \
+                 WHERE owner = ?1 AND name = ?2",
             )
-            .bind(key.owner.as_str())
+            .bind(key.owner.stored())
             .bind(key.name.as_str())
             .fetch_optional(&mut *conn)
             .await
             .map_err(backend_error)?;
+            let acl_serial = row.map(|(_, _, a)| a);
             let current = row
-                .map(|(v, d)| {
+                .map(|(v, d, _)| {
                     u64::try_from(v)
                         .ok()
                         .and_then(|v| keysafe_proto::DepositVersion::new(v).ok())
@@ -230,7 +525,9 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
                 return Err(StoreError::Deleted);
             }
             let current_version = current.map(|(v, _)| v);
-            if current_version != *expected_current {
+            let acl_moved = expected_acl_serial
+                .is_some_and(|want| acl_serial.is_some_and(|have| have != int(want)));
+            if current_version != *expected_current || acl_moved {
                 return Err(StoreError::VersionConflict {
                     current: current_version,
                 });
@@ -243,7 +540,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
                     "INSERT INTO deposits (owner, name, org, current_version, current_size, \
                      deleted, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
                 )
-                .bind(key.owner.as_str())
+                .bind(key.owner.stored())
                 .bind(key.name.as_str())
                 .bind(org.as_str())
                 .bind(v)
@@ -257,7 +554,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
                     "UPDATE deposits SET current_version = ?3, current_size = ?4, updated_at = ?5 \
                      WHERE owner = ?1 AND name = ?2",
                 )
-                .bind(key.owner.as_str())
+                .bind(key.owner.stored())
                 .bind(key.name.as_str())
                 .bind(v)
                 .bind(int(meta.size))
@@ -268,14 +565,16 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             }
             sqlx::query(
                 "INSERT INTO deposit_versions (owner, name, version, size, creator, created_at, \
-                 kek_version, wrapped_dek, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 encoding, kek_version, wrapped_dek, ciphertext) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
-            .bind(key.owner.as_str())
+            .bind(key.owner.stored())
             .bind(key.name.as_str())
             .bind(v)
             .bind(int(meta.size))
             .bind(meta.creator.as_str())
             .bind(at)
+            .bind(meta.encoding.as_str())
             .bind(i64::from(version.kek_version))
             .bind(&version.wrapped_dek)
             .bind(&version.ciphertext)
@@ -288,7 +587,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             let r = sqlx::query(
                 "UPDATE deposits SET deleted = ?3, updated_at = ?4 WHERE owner = ?1 AND name = ?2",
             )
-            .bind(key.owner.as_str())
+            .bind(key.owner.stored())
             .bind(key.name.as_str())
             .bind(i64::from(*deleted))
             .bind(at.unix_millis())
@@ -300,14 +599,14 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
         Mutation::Purge { key } => {
             let versions =
                 sqlx::query("DELETE FROM deposit_versions WHERE owner = ?1 AND name = ?2")
-                    .bind(key.owner.as_str())
+                    .bind(key.owner.stored())
                     .bind(key.name.as_str())
                     .execute(&mut *conn)
                     .await
                     .map_err(write_error)?
                     .rows_affected();
             let r = sqlx::query("DELETE FROM deposits WHERE owner = ?1 AND name = ?2")
-                .bind(key.owner.as_str())
+                .bind(key.owner.stored())
                 .bind(key.name.as_str())
                 .execute(&mut *conn)
                 .await
@@ -316,4 +615,99 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             Ok(Applied::Purged(versions))
         }
     }
+}
+
+/// Bumps a group's `updated_at`; `NotFound` if it does not exist, `Conflict` if its epoch is not
+/// `expected_epoch`.
+async fn touch_group(
+    conn: &mut SqliteConnection,
+    org: &OrgName,
+    name: &GroupName,
+    expected_epoch: Option<u64>,
+    at: Timestamp,
+) -> StoreResult<()> {
+    let epoch: Option<(i64,)> =
+        sqlx::query_as("SELECT epoch FROM groups WHERE org = ?1 AND name = ?2")
+            .bind(org.as_str())
+            .bind(name.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend_error)?;
+    let Some((epoch,)) = epoch else {
+        return Err(StoreError::NotFound);
+    };
+    if expected_epoch.is_some_and(|e| int(e) != epoch) {
+        return Err(StoreError::Conflict);
+    }
+    sqlx::query("UPDATE groups SET updated_at = ?3 WHERE org = ?1 AND name = ?2")
+        .bind(org.as_str())
+        .bind(name.as_str())
+        .bind(at.unix_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(write_error)?;
+    Ok(())
+}
+
+async fn insert_epoch(
+    conn: &mut SqliteConnection,
+    org: &OrgName,
+    name: &GroupName,
+    epoch: u64,
+    recipient: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO group_epochs (org, name, epoch, recipient, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(org.as_str())
+    .bind(name.as_str())
+    .bind(int(epoch))
+    .bind(recipient)
+    .bind(at.unix_millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(write_error)?;
+    Ok(())
+}
+
+async fn insert_member(
+    conn: &mut SqliteConnection,
+    org: &OrgName,
+    name: &GroupName,
+    member: &keysafe_proto::ClientFingerprint,
+    at: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO group_members (org, name, member, added_at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(org.as_str())
+        .bind(name.as_str())
+        .bind(member.as_str())
+        .bind(at.unix_millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(write_error)?;
+    Ok(())
+}
+
+async fn insert_keys(
+    conn: &mut SqliteConnection,
+    org: &OrgName,
+    name: &GroupName,
+    keys: &[keysafe_core::store::WrappedKeyRecord],
+) -> StoreResult<()> {
+    for k in keys {
+        sqlx::query(
+            "INSERT INTO group_keys (org, name, epoch, member, wrapped) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(org.as_str())
+        .bind(name.as_str())
+        .bind(int(k.epoch))
+        .bind(k.member.as_str())
+        .bind(&k.wrapped)
+        .execute(&mut *conn)
+        .await
+        .map_err(write_error)?;
+    }
+    Ok(())
 }

@@ -4,10 +4,12 @@
 
 use keysafe_core::store::{
     Applied, ClientRecord, DepositKey, DepositListing, KekRecord, Mutation, OrgRecord, Store,
-    StoreError, VersionMeta, VersionRecord,
+    StoreError, TokenState, VersionMeta, VersionRecord,
 };
-use keysafe_proto::api::{AuthMode, ClientRole, ClientState};
-use keysafe_proto::{ClientFingerprint, DepositName, DepositVersion, OrgName, Timestamp};
+use keysafe_proto::api::{AuthMode, ClientRole, ClientState, Encoding};
+use keysafe_proto::{
+    ClientFingerprint, DepositName, DepositVersion, OrgName, Principal, Timestamp,
+};
 use keysafe_store::SqliteStore;
 use std::sync::Arc;
 
@@ -19,13 +21,46 @@ fn ver(n: u64) -> DepositVersion {
     DepositVersion::new(n).unwrap()
 }
 
+fn client_record(
+    fingerprint: ClientFingerprint,
+    cert_der: Vec<u8>,
+    now: Timestamp,
+) -> ClientRecord {
+    ClientRecord {
+        fingerprint,
+        org: org(),
+        name: None,
+        state: ClientState::Active,
+        role: ClientRole::Client,
+        cert_der,
+        recipient: None,
+        token: TokenState {
+            counter: 0,
+            hash: None,
+            prev_hash: None,
+            rotated_at: now,
+        },
+        last_seen_at: None,
+        state_reason: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn insert(client: ClientRecord) -> Mutation {
+    Mutation::InsertClient {
+        client,
+        consume_token: None,
+    }
+}
+
 fn org() -> OrgName {
     OrgName::parse("acme").unwrap()
 }
 
 fn key(owner: char, name: &str) -> DepositKey {
     DepositKey {
-        owner: fp(owner),
+        owner: Principal::Client(fp(owner)),
         name: DepositName::parse(name).unwrap(),
     }
 }
@@ -37,6 +72,7 @@ fn version(n: u64, payload: &[u8]) -> VersionRecord {
             size: payload.len() as u64,
             created_at: Timestamp::from_unix_millis(1_000 + n as i64),
             creator: fp('a'),
+            encoding: Encoding::Raw,
         },
         kek_version: 1,
         wrapped_dek: vec![9; 60],
@@ -61,16 +97,7 @@ async fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
         .unwrap();
     for c in ['a', 'b'] {
         store
-            .apply(Mutation::InsertClient(ClientRecord {
-                fingerprint: fp(c),
-                org: org(),
-                name: None,
-                state: ClientState::Active,
-                role: ClientRole::Client,
-                cert_der: vec![1, 2, 3],
-                created_at: now,
-                updated_at: now,
-            }))
+            .apply(insert(client_record(fp(c), vec![1, 2, 3], now)))
             .await
             .unwrap();
     }
@@ -88,6 +115,7 @@ async fn put(
         org: org(),
         key: k.clone(),
         expected_current: expected.map(ver),
+        expected_acl_serial: None,
         version: version(n, payload),
     })
     .await
@@ -131,17 +159,12 @@ async fn uniqueness_and_references() {
     assert_eq!(dup_org.unwrap_err(), StoreError::AlreadyExists);
     let mut c = s.get_client(&fp('a')).await.unwrap().unwrap();
     assert_eq!(
-        s.apply(Mutation::InsertClient(c.clone()))
-            .await
-            .unwrap_err(),
+        s.apply(insert(c.clone())).await.unwrap_err(),
         StoreError::AlreadyExists
     );
     c.fingerprint = fp('c');
     c.org = OrgName::parse("nowhere").unwrap();
-    assert_eq!(
-        s.apply(Mutation::InsertClient(c)).await.unwrap_err(),
-        StoreError::NotFound
-    );
+    assert_eq!(s.apply(insert(c)).await.unwrap_err(), StoreError::NotFound);
     assert_eq!(
         s.apply(Mutation::SetClientState {
             fingerprint: fp('f'),
@@ -275,7 +298,7 @@ async fn listing_respects_prefix_boundaries_order_and_pages() {
     })
     .await
     .unwrap();
-    let owner = fp('a');
+    let owner = Principal::Client(fp('a'));
     let names = |rows: Vec<keysafe_core::store::DepositRecord>| {
         rows.into_iter()
             .map(|r| r.name.to_string())
@@ -338,18 +361,9 @@ async fn many_concurrent_writes_commit_and_survive_reopening() {
     }))
     .await
     .unwrap();
-    s.apply(Mutation::InsertClient(ClientRecord {
-        fingerprint: fp('a'),
-        org: org(),
-        name: None,
-        state: ClientState::Active,
-        role: ClientRole::Client,
-        cert_der: vec![],
-        created_at: now,
-        updated_at: now,
-    }))
-    .await
-    .unwrap();
+    s.apply(insert(client_record(fp('a'), vec![], now)))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..300u32 {
         let s = s.clone();
@@ -379,7 +393,7 @@ async fn many_concurrent_writes_commit_and_survive_reopening() {
     assert_eq!(ok, 270);
     drop(s);
     let reopened = SqliteStore::open(&path).await.unwrap();
-    let owner = fp('a');
+    let owner = Principal::Client(fp('a'));
     let rows = reopened
         .list_deposits(DepositListing {
             owner: &owner,
@@ -408,14 +422,14 @@ async fn corrupt_rows_are_reported_not_decoded() {
         .unwrap();
     for sql in [
         "INSERT INTO orgs VALUES ('acme', '[]', 'approval', NULL, 1, 1)",
-        "INSERT INTO clients VALUES ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'acme', NULL, 'active', 'client', x'00', 1, 1)",
-        "INSERT INTO deposits VALUES ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'bad/../name', 'acme', 1, 1, 0, 1, 1)",
+        "INSERT INTO clients (fingerprint, org, name, state, role, cert_der, created_at, updated_at) VALUES ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'acme', NULL, 'active', 'client', x'00', 1, 1)",
+        "INSERT INTO deposits (owner, name, org, current_version, current_size, deleted, created_at, updated_at) VALUES ('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'bad/../name', 'acme', 1, 1, 0, 1, 1)",
     ] {
         sqlx::query(sql).execute(&mut conn).await.unwrap();
     }
     drop(conn);
     let s = SqliteStore::open(&path).await.unwrap();
-    let owner = fp('a');
+    let owner = Principal::Client(fp('a'));
     let r = s
         .list_deposits(DepositListing {
             owner: &owner,

@@ -22,8 +22,9 @@ pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyh
             let state = state
                 .as_deref()
                 .map(|s| {
-                    ClientState::parse(s)
-                        .ok_or_else(|| usage("--state must be pending, active or disabled"))
+                    ClientState::parse(s).ok_or_else(|| {
+                        usage("--state must be pending, active, disabled or suspected-clone")
+                    })
                 })
                 .transpose()?;
             let list = client.list_clients(org.as_ref(), state).await?;
@@ -51,6 +52,21 @@ pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyh
         ClientCommand::Enable { fingerprint: f } => (fingerprint(&f)?, "enable"),
         ClientCommand::Promote { fingerprint: f } => (fingerprint(&f)?, "promote"),
         ClientCommand::Demote { fingerprint: f } => (fingerprint(&f)?, "demote"),
+        ClientCommand::ResetToken { fingerprint: f } => (fingerprint(&f)?, "reset-token"),
+        ClientCommand::DisableUnactivated { older_than } => {
+            let list = client.disable_unactivated(older_than.as_secs()).await?;
+            if json {
+                return output::json(&list);
+            }
+            println!(
+                "Disabled {} client(s) that never used their registration.",
+                list.clients.len()
+            );
+            for c in &list.clients {
+                println!("  {} ({})", c.fingerprint, c.org);
+            }
+            return Ok(());
+        }
     };
     let info = client.client_action(&fp, action).await?;
     if json {
@@ -62,5 +78,8 @@ pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyh
         info.state,
         info.role.as_str()
     );
+    if action == "reset-token" {
+        println!("Its token is cleared: the next request from this identity is issued a new one.");
+    }
     Ok(())
 }

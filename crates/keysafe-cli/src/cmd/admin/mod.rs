@@ -3,6 +3,7 @@
 //! (`--home`). There is no back door into the database.
 
 mod client;
+mod group;
 mod org;
 
 use crate::cli::{AdminArgs, AdminCommand};
@@ -18,6 +19,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
         AdminCommand::Org(c) => org::run(&client, c, args.json).await,
         AdminCommand::Client(c) => client::run(&client, c, args.json).await,
+        AdminCommand::Group(c) => group::run(&client, c, args.json).await,
     }
 }
 

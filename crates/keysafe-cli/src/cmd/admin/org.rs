@@ -29,6 +29,20 @@ pub async fn run(client: &KeysafeClient, cmd: OrgCommand, json: bool) -> anyhow:
             println!("{}", created.auth_secret.expose());
             Ok(())
         }
+        OrgCommand::Token { name, ttl } => {
+            let t = client
+                .mint_registration_token(&org_name(&name)?, Some(ttl.as_secs()))
+                .await?;
+            if json {
+                return output::json(&t);
+            }
+            println!(
+                "Registration token for {} (single use, expires {}; shown once):",
+                t.org, t.expires_at
+            );
+            println!("{}", t.token.expose());
+            Ok(())
+        }
         OrgCommand::List => {
             let list = client.list_orgs().await?;
             if json {

@@ -1,5 +1,6 @@
 //! `GET /v1/admin/clients?org=&state=`,
-//! `POST /v1/admin/clients/{fp}/{approve|disable|enable|promote|demote}`.
+//! `POST /v1/admin/clients/{fp}/{approve|disable|enable|promote|demote|reset-token}`,
+//! `POST /v1/admin/clients/disable-unactivated`.
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
@@ -35,7 +36,9 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             ClientState::parse(s).ok_or_else(|| {
-                ApiError::bad_request("state must be one of pending, active, disabled")
+                ApiError::bad_request(
+                    "state must be one of pending, active, disabled, suspected-clone",
+                )
             })
         })
         .transpose()?;
@@ -56,10 +59,12 @@ pub async fn action(
         "enable" => ClientAction::Enable,
         "promote" => ClientAction::Promote,
         "demote" => ClientAction::Demote,
+        "reset-token" => ClientAction::ResetToken,
         _ => {
             return Err(ApiError::new(
                 ErrorCode::NoRoute,
-                "unknown client action; expected approve, disable, enable, promote or demote",
+                "unknown client action; expected approve, disable, enable, promote, demote or \
+                 reset-token",
             ));
         }
     };
@@ -72,4 +77,22 @@ pub async fn action(
         "client changed by an administrator"
     );
     Ok(Json(info))
+}
+
+pub async fn disable_unactivated(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    crate::extract::ApiJson(req): crate::extract::ApiJson<
+        keysafe_proto::api::DisableUnactivatedRequest,
+    >,
+) -> Result<Json<ClientList>, ApiError> {
+    let clients = state
+        .service
+        .disable_unactivated(
+            &admin,
+            std::time::Duration::from_secs(req.older_than_seconds),
+        )
+        .await?;
+    tracing::info!(count = clients.len(), by = %admin.fingerprint, "unactivated clients disabled");
+    Ok(Json(ClientList { clients }))
 }

@@ -2,4 +2,5 @@
 //! whose role is `admin`, over the same mutual-TLS API as everything else.
 
 pub mod clients;
+pub mod groups;
 pub mod orgs;

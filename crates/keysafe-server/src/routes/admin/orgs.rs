@@ -43,3 +43,24 @@ pub async fn set_auth(
     tracing::info!(org = %r.name, mode = r.auth_mode.as_str(), "organisation auth changed");
     Ok(Json(r))
 }
+
+/// `POST /v1/admin/orgs/{name}/tokens`: a one-time registration token, shown once.
+pub async fn mint_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<keysafe_proto::api::RegistrationTokenRequest>,
+) -> Result<(StatusCode, Json<keysafe_proto::api::RegistrationToken>), ApiError> {
+    let org =
+        OrgName::parse(&name).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))?;
+    let token = state
+        .service
+        .mint_registration_token(
+            &admin,
+            &org,
+            req.ttl_seconds.map(std::time::Duration::from_secs),
+        )
+        .await?;
+    tracing::info!(org = %org, expires_at = %token.expires_at.to_rfc3339(), "registration token minted");
+    Ok((StatusCode::CREATED, Json(token)))
+}

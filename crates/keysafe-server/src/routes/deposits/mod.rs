@@ -1,21 +1,50 @@
 //! Deposit routes. A deposit name may contain '/', so the name is the rest of the path; an
 //! operation other than the plain verbs is a suffix after ':' (which names cannot contain):
-//! `GET {name}:versions`, `POST {name}:undelete`, `POST {name}:purge`.
+//! `GET {name}:versions`, `GET {name}:acl`, `POST {name}:undelete`, `POST {name}:purge`,
+//! `POST {name}:share`. Every route takes `?owner=FP|group:NAME` to reach a deposit another
+//! principal owns (default: the caller's own).
 
-pub mod delete;
 pub mod get;
 pub mod list;
-pub mod purge;
 pub mod put;
-pub mod undelete;
-pub mod versions;
 
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::identity::Authed;
 use crate::state::AppState;
-use axum::extract::{Path, Request, State};
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use keysafe_proto::{DepositName, ErrorCode};
+use keysafe_proto::api::AclUpdate;
+use keysafe_proto::{DepositName, DepositVersion, ErrorCode};
+use serde::Deserialize;
+
+/// The query parameters deposit routes accept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepositParams {
+    /// A fingerprint or `group:NAME`; absent: the caller.
+    pub owner: Option<String>,
+    /// GET only: a version other than the current one.
+    pub version: Option<String>,
+}
+
+impl DepositParams {
+    fn version(&self) -> Result<Option<DepositVersion>, ApiError> {
+        self.version
+            .as_deref()
+            .map(DepositVersion::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.message().to_owned()))
+    }
+
+    fn no_version(&self) -> Result<(), ApiError> {
+        if self.version.is_some() {
+            return Err(ApiError::bad_request("only GET takes ?version="));
+        }
+        Ok(())
+    }
+}
 
 /// Splits `name[:op]` and validates the name.
 pub(crate) fn parse_path(path: &str) -> Result<(DepositName, Option<&str>), ApiError> {
@@ -37,32 +66,91 @@ fn unknown_op(op: &str) -> ApiError {
 }
 
 pub async fn dispatch_get(
-    state: State<AppState>,
-    caller: Authed,
+    State(state): State<AppState>,
+    Authed(caller): Authed,
     Path(path): Path<String>,
-    req: Request,
+    ApiQuery(params): ApiQuery<DepositParams>,
 ) -> Result<Response, ApiError> {
     let (name, op) = parse_path(&path)?;
+    let owner = params.owner.as_deref();
     match op {
-        None => get::get(state, caller, name, req).await,
-        Some("versions") => Ok(versions::get(state, caller, name).await?.into_response()),
+        None => get::get(&state, &caller, owner, name, params.version()?).await,
+        Some("versions") => {
+            params.no_version()?;
+            Ok(Json(state.service.list_versions(&caller, owner, name).await?).into_response())
+        }
+        Some("acl") => {
+            params.no_version()?;
+            Ok(Json(state.service.get_acl(&caller, owner, name).await?).into_response())
+        }
         Some(other) => Err(unknown_op(other)),
     }
 }
 
 pub async fn dispatch_post(
-    state: State<AppState>,
-    caller: Authed,
+    State(state): State<AppState>,
+    Authed(caller): Authed,
     Path(path): Path<String>,
+    ApiQuery(params): ApiQuery<DepositParams>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let (name, op) = parse_path(&path)?;
+    params.no_version()?;
+    let owner = params.owner.as_deref();
     match op {
-        Some("undelete") => Ok(undelete::post(state, caller, name).await?.into_response()),
-        Some("purge") => Ok(purge::post(state, caller, name).await?.into_response()),
+        Some("undelete") => {
+            Ok(Json(state.service.undelete_deposit(&caller, owner, name).await?).into_response())
+        }
+        Some("purge") => {
+            let purged = state.service.purge_deposit(&caller, owner, name).await?;
+            tracing::info!(name = %purged.name, versions = purged.purged_versions, "deposit purged");
+            Ok(Json(purged).into_response())
+        }
+        Some("share") => {
+            // Every age version comes back re-encrypted: allow that much (base64) plus slack.
+            let limit = state
+                .service
+                .limits()
+                .max_deposit_size
+                .saturating_mul(64)
+                .min(256 * 1024 * 1024);
+            let bytes = put::read_limited(body, &http::HeaderMap::new(), limit).await?;
+            let update: AclUpdate = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_request(format!("invalid ACL update: {e}")))?;
+            let acl = state
+                .service
+                .update_acl(&caller, owner, name, update)
+                .await?;
+            tracing::info!(name = %acl.name, serial = acl.acl_serial, "deposit ACL changed");
+            Ok(Json(acl).into_response())
+        }
         Some(other) => Err(unknown_op(other)),
         None => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
-            "POST needs an operation: {name}:undelete or {name}:purge",
+            "POST needs an operation: {name}:undelete, {name}:purge or {name}:share",
         )),
     }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    Path(path): Path<String>,
+    ApiQuery(params): ApiQuery<DepositParams>,
+) -> Result<Response, ApiError> {
+    let (name, op) = parse_path(&path)?;
+    params.no_version()?;
+    if op.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "DELETE takes a plain deposit name; purge with POST {name}:purge",
+        ));
+    }
+    Ok(Json(
+        state
+            .service
+            .delete_deposit(&caller, params.owner.as_deref(), name)
+            .await?,
+    )
+    .into_response())
 }

@@ -4,6 +4,7 @@
 
 use super::parse_path;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::identity::Authed;
 use crate::state::AppState;
 use axum::Json;
@@ -11,9 +12,9 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use keysafe_core::service::Precondition;
-use keysafe_proto::api::PutResponse;
-use keysafe_proto::{DepositVersion, ErrorCode};
+use keysafe_core::service::{Precondition, PutOptions};
+use keysafe_proto::api::{Encoding, PutResponse};
+use keysafe_proto::{DepositVersion, ErrorCode, HEADER_ACL_SERIAL, HEADER_ENCODING};
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
@@ -74,10 +75,34 @@ pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError
     }
 }
 
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    match headers.get(HEADER_ENCODING) {
+        None => Ok(Encoding::Raw),
+        Some(v) => {
+            v.to_str().ok().and_then(Encoding::parse).ok_or_else(|| {
+                ApiError::bad_request("x-keysafe-encoding must be \"age\" or \"raw\"")
+            })
+        }
+    }
+}
+
+fn acl_serial(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(HEADER_ACL_SERIAL)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("x-keysafe-acl-serial must be a number"))
+        })
+        .transpose()
+}
+
 pub async fn put(
     State(state): State<AppState>,
     Authed(caller): Authed,
     Path(path): Path<String>,
+    ApiQuery(params): ApiQuery<super::DepositParams>,
     req: Request,
 ) -> Result<(StatusCode, HeaderMap, Json<PutResponse>), ApiError> {
     let (name, op) = parse_path(&path)?;
@@ -87,13 +112,18 @@ pub async fn put(
             "PUT takes a plain deposit name",
         ));
     }
-    let pre = precondition(req.headers())?;
+    params.no_version()?;
+    let opts = PutOptions {
+        precondition: precondition(req.headers())?,
+        encoding: encoding(req.headers())?,
+        acl_serial: acl_serial(req.headers())?,
+    };
     let limit = state.service.limits().max_deposit_size;
     let (parts, body) = req.into_parts();
     let payload = read_limited(body, &parts.headers, limit).await?;
     let stored = state
         .service
-        .put_deposit(&caller, name, &payload, pre)
+        .put_deposit(&caller, params.owner.as_deref(), name, &payload, opts)
         .await?;
     let mut headers = HeaderMap::new();
     super::get::version_headers(&mut headers, stored.version);

@@ -1,0 +1,214 @@
+//! Sequenced tokens: clone detection for client identities.
+//!
+//! Every client holds a token (`COUNTER.RANDOM`) that it sends with each authenticated request.
+//! The server keeps only SHA-256 hashes of the current token and of the one it replaced. When the
+//! current token is presented and the rotation interval has passed, the server issues the next
+//! one in the response; the client stores it and uses it from then on. The replaced token stays
+//! valid for a grace window, so requests that were already in flight when the token rotated (one
+//! honest client, many concurrent requests) still pass.
+//!
+//! A copy of the client's home used elsewhere keeps presenting the token it was copied with.
+//! Once the original has moved on (a rotation, then the grace window or a second rotation), that
+//! token is neither current nor a recently replaced one: the server marks the client
+//! `suspected-clone`, refuses both copies, and records why. An administrator investigates and
+//! resets the token; the next request is issued a fresh one.
+//!
+//! A request without a token is refused (`token_required`) but does not lock the client out:
+//! somebody holding only the private key cannot lock the real client out by omitting it.
+
+use super::Service;
+use crate::error::CoreError;
+use crate::secrets;
+use crate::store::{ClientRecord, Mutation, StoreError, TokenState};
+use base64::Engine;
+use keysafe_proto::Timestamp;
+use keysafe_proto::api::ClientState;
+
+/// A token just issued to the client; the server sends it back in `x-keysafe-token`.
+pub struct IssuedToken(pub String);
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuedToken([redacted])")
+    }
+}
+
+/// A new token for `counter`, and its state record.
+pub(crate) fn new_token(
+    counter: u64,
+    prev_hash: Option<String>,
+    now: Timestamp,
+) -> Result<(IssuedToken, TokenState), CoreError> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    crate::crypto::random_bytes(&mut raw[..])?;
+    let value = format!(
+        "{counter}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..])
+    );
+    let state = TokenState {
+        counter,
+        hash: Some(secrets::token_hash(&value)),
+        prev_hash,
+        rotated_at: now,
+    };
+    Ok((IssuedToken(value), state))
+}
+
+/// The counter a token claims (for the record of why a client was locked; never trusted).
+fn claimed_counter(token: &str) -> String {
+    token
+        .split_once('.')
+        .map(|(c, _)| c)
+        .filter(|c| c.len() <= 20 && c.chars().all(|ch| ch.is_ascii_digit()))
+        .unwrap_or("?")
+        .to_owned()
+}
+
+enum Verdict {
+    Accept,
+    /// Accept, and record the first use since registration (no new token).
+    FirstUse,
+    /// Accept and rotate (or, after a reset, issue) a token; `prev` stays valid for the grace.
+    Rotate {
+        prev: Option<String>,
+    },
+    Missing,
+    Diverged,
+}
+
+fn millis_since(now: Timestamp, then: Timestamp) -> u128 {
+    u128::try_from(now.unix_millis().saturating_sub(then.unix_millis())).unwrap_or(0)
+}
+
+impl Service {
+    fn judge(&self, rec: &ClientRecord, token: Option<&str>, now: Timestamp) -> Verdict {
+        let t = &rec.token;
+        let presented = token.map(secrets::token_hash);
+        let Some(current) = &t.hash else {
+            // Reset by an administrator: whatever this client presents, issue a fresh token, and
+            // let requests already in flight with the old one pass for the grace window.
+            return Verdict::Rotate { prev: presented };
+        };
+        let Some(presented) = presented else {
+            return Verdict::Missing;
+        };
+        let age = millis_since(now, t.rotated_at);
+        if secrets::hashes_equal(&presented, current) {
+            if age >= self.limits.token_rotation.as_millis() {
+                Verdict::Rotate {
+                    prev: Some(current.clone()),
+                }
+            } else if rec.last_seen_at.is_none() {
+                Verdict::FirstUse
+            } else {
+                Verdict::Accept
+            }
+        } else if t
+            .prev_hash
+            .as_deref()
+            .is_some_and(|p| secrets::hashes_equal(&presented, p))
+            && age < self.limits.token_grace.as_millis()
+        {
+            Verdict::Accept
+        } else {
+            Verdict::Diverged
+        }
+    }
+
+    /// Checks the token an active client presented; may issue the next one. Called by
+    /// [`Service::authenticate`].
+    pub(crate) async fn check_token(
+        &self,
+        rec: &ClientRecord,
+        token: Option<&str>,
+    ) -> Result<Option<IssuedToken>, CoreError> {
+        let mut rec = std::borrow::Cow::Borrowed(rec);
+        let mut fresh = false;
+        loop {
+            let now = self.clock.now();
+            match self.judge(&rec, token, now) {
+                Verdict::Accept => return Ok(None),
+                Verdict::FirstUse => {
+                    let result = self
+                        .store
+                        .apply(Mutation::RotateToken {
+                            fingerprint: rec.fingerprint.clone(),
+                            expected_counter: rec.token.counter,
+                            token: rec.token.clone(),
+                            at: now,
+                        })
+                        .await;
+                    self.forget_identity(&rec.fingerprint);
+                    match result {
+                        Ok(_) | Err(StoreError::Conflict) => return Ok(None),
+                        Err(e) => return Err(CoreError::from_store(e, "client")),
+                    }
+                }
+                Verdict::Missing => return Err(CoreError::TokenRequired),
+                Verdict::Rotate { prev } => {
+                    let reset = rec.token.hash.is_none();
+                    let counter = rec.token.counter.saturating_add(1);
+                    let (issued, state) = new_token(counter, prev, now)?;
+                    let result = self
+                        .store
+                        .apply(Mutation::RotateToken {
+                            fingerprint: rec.fingerprint.clone(),
+                            expected_counter: rec.token.counter,
+                            token: state,
+                            at: now,
+                        })
+                        .await;
+                    self.forget_identity(&rec.fingerprint);
+                    match result {
+                        Ok(_) => return Ok(Some(issued)),
+                        // Another request (maybe on another node) rotated first.
+                        Err(StoreError::Conflict) if reset => return Ok(None),
+                        Err(StoreError::Conflict) if !fresh => {}
+                        Err(e) => return Err(CoreError::from_store(e, "client")),
+                    }
+                }
+                Verdict::Diverged if !fresh => {}
+                Verdict::Diverged => {
+                    let reason = format!(
+                        "sequenced token #{} presented at {} is not the current token #{} (issued \
+                         {}) nor the one it replaced within the grace window: a copy of this \
+                         client's identity is in use elsewhere",
+                        token.map(claimed_counter).unwrap_or_default(),
+                        now.to_rfc3339(),
+                        rec.token.counter,
+                        rec.token.rotated_at.to_rfc3339(),
+                    );
+                    tracing::warn!(
+                        client = %rec.fingerprint,
+                        reason = %reason,
+                        "client marked suspected-clone"
+                    );
+                    self.store
+                        .apply(Mutation::MarkSuspectedClone {
+                            fingerprint: rec.fingerprint.clone(),
+                            reason,
+                            at: now,
+                        })
+                        .await
+                        .map_err(|e| CoreError::from_store(e, "client"))?;
+                    self.forget_identity(&rec.fingerprint);
+                    return Err(CoreError::SuspectedClone);
+                }
+            }
+            // The cached record may be stale (another node rotated): judge again on the stored one.
+            fresh = true;
+            let stored = self
+                .store
+                .get_client(&rec.fingerprint)
+                .await?
+                .ok_or(CoreError::UnknownClient)?;
+            match stored.state {
+                ClientState::Active => {}
+                ClientState::SuspectedClone => return Err(CoreError::SuspectedClone),
+                ClientState::Disabled => return Err(CoreError::ClientDisabled),
+                ClientState::Pending => return Err(CoreError::ClientPending),
+            }
+            rec = std::borrow::Cow::Owned(stored);
+        }
+    }
+}

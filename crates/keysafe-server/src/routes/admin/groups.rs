@@ -1,0 +1,100 @@
+//! `GET|POST /v1/admin/groups`, `GET /v1/admin/groups/{org}/{name}`,
+//! `POST /v1/admin/groups/{org}/{name}/add-member`, `.../remove-member`.
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::identity::Admin;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use http::StatusCode;
+use keysafe_proto::api::{
+    GroupAddMember, GroupCreateRequest, GroupInfo, GroupList, GroupRemoveMember,
+};
+use keysafe_proto::{ErrorCode, GroupName, OrgName};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    org: Option<String>,
+}
+
+fn names(org: &str, name: &str) -> Result<(OrgName, GroupName), ApiError> {
+    let bad = |e: keysafe_proto::NameError| ApiError::new(ErrorCode::InvalidName, e.message());
+    Ok((
+        OrgName::parse(org).map_err(bad)?,
+        GroupName::parse(name).map_err(bad)?,
+    ))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiQuery(f): ApiQuery<Filter>,
+) -> Result<Json<GroupList>, ApiError> {
+    let org = f
+        .org
+        .as_deref()
+        .map(OrgName::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))?;
+    Ok(Json(
+        state
+            .service
+            .list_groups(&admin, true, org.as_ref())
+            .await?,
+    ))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(req): ApiJson<GroupCreateRequest>,
+) -> Result<(StatusCode, Json<GroupInfo>), ApiError> {
+    let g = state.service.create_group(&admin, req, true).await?;
+    tracing::info!(org = %g.org, group = %g.name, "group created");
+    Ok((StatusCode::CREATED, Json(g)))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path((org, name)): Path<(String, String)>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let (org, name) = names(&org, &name)?;
+    Ok(Json(
+        state.service.group_for_admin(&admin, &org, &name).await?,
+    ))
+}
+
+pub async fn add_member(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path((org, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<GroupAddMember>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let (org, name) = names(&org, &name)?;
+    let g = state
+        .service
+        .add_group_member(&admin, &org, &name, &req.member)
+        .await?;
+    tracing::info!(org = %org, group = %name, member = %req.member, "group member added");
+    Ok(Json(g))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path((org, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<GroupRemoveMember>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    let (org, name) = names(&org, &name)?;
+    let member = req.member.clone();
+    let g = state
+        .service
+        .remove_group_member(&admin, &org, &name, req)
+        .await?;
+    tracing::info!(org = %org, group = %name, member = %member, epoch = g.epoch, "group member removed");
+    Ok(Json(g))
+}
