@@ -79,8 +79,12 @@ fn row(op: &str, conns: usize, r: &Run) {
     );
 }
 
-async fn start(client: keysafe_client::KeysafeClient, cfg: KmsConfig) -> String {
-    let gw = Gateway::new(client, &cfg).await.unwrap();
+async fn start(
+    home: &keysafe_client::ClientHome,
+    client: keysafe_client::KeysafeClient,
+    cfg: KmsConfig,
+) -> String {
+    let gw = Gateway::new(home, client, &cfg).await.unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
     tokio::spawn(keysafe_kms::server::serve(
@@ -106,10 +110,10 @@ async fn main() {
         audit_log: None,
         ..Default::default()
     };
-    let base = start(client.client.clone(), cfg.clone()).await;
+    let base = start(&client.home, client.client.clone(), cfg.clone()).await;
     let mut nocache = cfg.clone();
     nocache.cache.enable = false;
-    let base_nc = start(client.client.clone(), nocache).await;
+    let base_nc = start(&client.home, client.client.clone(), nocache).await;
 
     let h = reqwest::Client::new();
     let r = h

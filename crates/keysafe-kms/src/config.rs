@@ -30,6 +30,12 @@ pub struct KmsConfig {
     pub groups: GroupsConfig,
     /// `hadoop.kms.proxyuser.<user>.users|groups|hosts`, keyed by the real (proxy) user.
     pub proxyuser: BTreeMap<String, ProxyUserConfig>,
+    /// The keysafe group that owns the gateway's deposits; every gateway of the organisation
+    /// is a member. The first gateway creates it.
+    pub group: String,
+    /// How often a gateway admits gateways an administrator added to the group.
+    #[serde(with = "humantime_serde")]
+    pub admit_interval: Duration,
 }
 
 impl Default for KmsConfig {
@@ -47,6 +53,8 @@ impl Default for KmsConfig {
             eek_queue: EekQueueConfig::default(),
             groups: GroupsConfig::default(),
             proxyuser: BTreeMap::new(),
+            group: "kms".to_owned(),
+            admit_interval: Duration::from_secs(10),
         }
     }
 }
@@ -192,6 +200,8 @@ impl KmsConfig {
         if !(0.0..=1.0).contains(&c.eek_queue.low_watermark) {
             anyhow::bail!("eek_queue.low_watermark must be between 0 and 1");
         }
+        keysafe_proto::GroupName::parse(&c.group)
+            .map_err(|e| anyhow::anyhow!("group: {}", e.message()))?;
         if c.eek_queue.size > 10_000 {
             anyhow::bail!("eek_queue.size must be at most 10000");
         }
@@ -259,6 +269,8 @@ hosts = "127.0.0.1"
         assert_eq!(c.proxyuser["oozie"].users.as_deref(), Some("alice,bob"));
         assert_eq!(c.cache.current_key_timeout, Duration::from_secs(5));
         assert!(KmsConfig::parse("nonsense = 1").is_err());
+        assert!(KmsConfig::parse("group = \"no spaces allowed\"").is_err());
+        assert_eq!(c.group, "kms");
         assert!(KmsConfig::parse("[eek_queue]\nlow_watermark = 2.0").is_err());
     }
 }

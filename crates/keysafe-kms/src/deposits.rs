@@ -1,26 +1,32 @@
 //! [`KeyBackend`] over keysafe deposits — the only module that knows how the gateway's data sits
 //! in keysafe (deposit names, payload format, ownership, encryption).
 //!
-//! Layout (all deposits owned by the gateway's own keysafe client, for now):
+//! Every deposit is owned by a keysafe group (`group:kms` by default) and encrypted on the
+//! gateway with age to the group's recipient (the client library's [`Vault`]): keysafe stores
+//! only ciphertext, and every gateway that is a member of the group can read it, each with its
+//! own private key. The first gateway of an organisation creates the group; a later gateway is
+//! added by an administrator (`keysafe admin group add-member`) and admitted by any running
+//! gateway, which hands it the group identity (`Vault::admit_pending`).
+//!
+//! Layout:
 //! * `kms/keys/<encoded name>`: one deposit per Hadoop key; keysafe version `n + 1` holds Hadoop
 //!   version `name@n` as JSON `{"name","version","material","meta"}`. Rollover is a put with
 //!   `If-Match: <n + 1>`, so two gateways rolling at once never fork a key: one wins, the other
 //!   re-reads and appends after it. Delete is delete + purge, so the name can be re-created.
 //! * `kms/shared/<slot>`: blobs shared by all gateways (cookie-signing secret, delegation-token
 //!   master key, token state), created with `If-None-Match: *` and updated with `If-Match`.
-//!
-//! Switching to group-owned deposits encrypted to a group's age recipient changes only
-//! [`DepositBackend::seal`] / [`DepositBackend::open`] and the client calls below.
 
 use crate::backend::{BackendError, KeyBackend, KeyMeta, KeyVersionRecord, SharedBlob};
 use crate::crypto::{b64_in, b64_out};
 use async_trait::async_trait;
-use keysafe_client::client::Precondition;
-use keysafe_client::{ClientError, KeysafeClient};
+use keysafe_client::vault::Vault;
+use keysafe_client::{CacheUse, ClientError, ClientHome, KeysafeClient, Precondition};
 use keysafe_proto::api::ListQuery;
-use keysafe_proto::{DepositName, DepositVersion, ErrorCode};
+use keysafe_proto::{DepositName, DepositVersion, ErrorCode, GroupName};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::{Zeroize, Zeroizing};
 
 const KEY_PREFIX: &str = "kms/keys/";
 const SHARED_PREFIX: &str = "kms/shared/";
@@ -74,42 +80,126 @@ struct Payload {
     meta: KeyMeta,
 }
 
+impl Zeroize for Payload {
+    fn zeroize(&mut self) {
+        self.material.zeroize();
+    }
+}
+
 pub struct DepositBackend {
     client: KeysafeClient,
+    vault: Arc<Vault>,
+    group: GroupName,
+    /// `group:<name>`: the owner of every deposit.
+    owner: String,
 }
 
 impl DepositBackend {
-    pub fn new(client: KeysafeClient) -> Self {
-        Self { client }
+    /// Opens the gateway's storage as a member of `group`. The first gateway of the
+    /// organisation creates the group (with itself as the only member); a gateway that an
+    /// administrator added waits here until a running gateway has admitted it.
+    pub async fn open(
+        home: &ClientHome,
+        client: KeysafeClient,
+        group: &str,
+    ) -> anyhow::Result<Self> {
+        let group = GroupName::parse(group)
+            .map_err(|e| anyhow::anyhow!("invalid group name {group:?}: {}", e.message()))?;
+        let vault = Vault::from_home(home, client.clone())?;
+        let me = client
+            .own_fingerprint()
+            .ok_or_else(|| anyhow::anyhow!("the gateway's client has no identity"))?;
+        let org = client.whoami().await?.org;
+        let not_member = || {
+            anyhow::anyhow!(
+                "this gateway ({me}) is not a member of the keysafe group {group}, which \
+                 another gateway created: an administrator adds it with \
+                 `keysafe admin group add-member {group} --org {org} {me}`, then a running gateway \
+                 admits it \
+                 (see docs/kms.md)"
+            )
+        };
+        let mut told = false;
+        loop {
+            match client.group(&group).await {
+                Ok(info) => match info.members.iter().find(|m| m.fingerprint == me) {
+                    Some(m) if m.has_current_key => break,
+                    Some(_) => {
+                        if !told {
+                            tracing::warn!(
+                                group = %group,
+                                "waiting to be admitted: a running gateway of the group hands this one the group key"
+                            );
+                            told = true;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    None => return Err(not_member()),
+                },
+                Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                    match vault.create_group(&group, &[]).await {
+                        Ok(_) => {
+                            tracing::info!(group = %group, "created the keysafe group for the KMS gateways");
+                            break;
+                        }
+                        // It exists, but only its members see it: this gateway is not one.
+                        Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
+                            return Err(not_member());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Self {
+            client,
+            vault: Arc::new(vault),
+            owner: format!("group:{group}"),
+            group,
+        })
     }
 
-    /// Plaintext → what is stored. Identity today (the payload is protected by keysafe's own
-    /// envelope encryption); becomes age encryption to the group's recipient.
-    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, BackendError> {
-        Ok(plain.to_vec())
+    /// Admits, every `every`, gateways an administrator added to the group (they wait for it).
+    pub fn spawn_admitter(&self, every: Duration) {
+        let vault = Arc::downgrade(&self.vault);
+        let group = self.group.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(v) = vault.upgrade() else { break };
+                match v.admit_pending(&group).await {
+                    Ok(done) => {
+                        for fp in done {
+                            tracing::info!(group = %group, member = %fp, "admitted a gateway to the group");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = %group, error = %e, "cannot admit pending gateways")
+                    }
+                }
+            }
+        });
     }
 
-    /// What is stored → plaintext.
-    fn open(&self, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>, BackendError> {
-        Ok(Zeroizing::new(stored.to_vec()))
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
-    fn encode(&self, rec: &KeyVersionRecord) -> Result<Vec<u8>, BackendError> {
+    fn encode(&self, rec: &KeyVersionRecord) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         let p = Zeroizing::new(Payload {
             name: rec.name.clone(),
             version: rec.version,
             material: b64_out(&rec.material),
             meta: rec.meta.clone(),
         });
-        let json = Zeroizing::new(
-            serde_json::to_vec(&*p).map_err(|e| BackendError::Unavailable(e.to_string()))?,
-        );
-        self.seal(&json)
+        serde_json::to_vec(&*p)
+            .map(Zeroizing::new)
+            .map_err(|e| BackendError::Unavailable(e.to_string()))
     }
 
-    fn decode(&self, stored: &[u8]) -> Result<KeyVersionRecord, BackendError> {
-        let plain = self.open(stored)?;
-        let p: Payload = serde_json::from_slice(&plain)
+    fn decode(&self, plain: &[u8]) -> Result<KeyVersionRecord, BackendError> {
+        let p: Payload = serde_json::from_slice(plain)
             .map_err(|_| BackendError::Unavailable("stored key record is malformed".into()))?;
         let p = Zeroizing::new(p);
         let material = b64_in(&p.material)
@@ -122,17 +212,32 @@ impl DepositBackend {
         })
     }
 
-    /// Every read of the gateway goes through here, and must reach a server: rollovers and the
-    /// shared token state are compare-and-set on what was read, and the gateway keeps its own
-    /// caches with Hadoop's timeouts, so the client library's local cache is bypassed.
+    /// Every read goes through here and reaches a server (never the client's local cache):
+    /// rollovers and the token state are compare-and-set on what was read, and the gateway
+    /// keeps its own caches with Hadoop's timeouts. Decrypted with the group identity.
     async fn read(
         &self,
         dn: &DepositName,
         v: Option<DepositVersion>,
-    ) -> Result<keysafe_client::client::Fetched, ClientError> {
-        self.client
-            .get_with(dn, v, keysafe_client::CacheUse::Refresh)
+    ) -> Result<(DepositVersion, Zeroizing<Vec<u8>>), ClientError> {
+        let o = self
+            .vault
+            .get(Some(&self.owner), dn, v, CacheUse::Refresh)
+            .await?;
+        Ok((o.version, o.plaintext))
+    }
+
+    /// Encrypts to the group and writes under a precondition.
+    async fn write(
+        &self,
+        dn: &DepositName,
+        plain: &[u8],
+        pre: Precondition,
+    ) -> Result<DepositVersion, ClientError> {
+        self.vault
+            .put(Some(&self.owner), dn, plain, pre)
             .await
+            .map(|r| r.version)
     }
 
     async fn fetch(
@@ -141,8 +246,10 @@ impl DepositBackend {
         v: Option<DepositVersion>,
     ) -> Result<Option<KeyVersionRecord>, BackendError> {
         match self.read(dn, v).await {
-            Ok(f) => self.decode(&f.payload).map(Some),
+            Ok((_, plain)) => self.decode(&plain).map(Some),
             Err(e) if is_absent(&e) => Ok(None),
+            // An out-of-range version of an existing deposit.
+            Err(e) if v.is_some() && e.code() == Some(ErrorCode::BadRequest) => Ok(None),
             Err(e) => Err(map(e)),
         }
     }
@@ -152,13 +259,6 @@ impl DepositBackend {
             .map_err(|e| BackendError::InvalidName(e.message().to_owned()))
     }
 }
-
-impl Zeroize for Payload {
-    fn zeroize(&mut self) {
-        self.material.zeroize();
-    }
-}
-use zeroize::Zeroize;
 
 fn is_absent(e: &ClientError) -> bool {
     matches!(e.code(), Some(ErrorCode::NotFound | ErrorCode::Deleted))
@@ -179,18 +279,14 @@ impl KeyBackend for DepositBackend {
         let dn = encode_key_name(&rec.name)?;
         let body = self.encode(rec)?;
         for attempt in 0..2 {
-            match self
-                .client
-                .put(&dn, body.clone(), Precondition::IfAbsent)
-                .await
-            {
+            match self.write(&dn, &body, Precondition::IfAbsent).await {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code() == Some(ErrorCode::VersionConflict) => {
                     return Err(BackendError::AlreadyExists);
                 }
                 // A delete that stopped between soft delete and purge: finish it, then create.
                 Err(e) if e.code() == Some(ErrorCode::Deleted) && attempt == 0 => {
-                    let _ = self.client.purge(&dn).await;
+                    let _ = self.client.purge_of(Some(&self.owner), &dn).await;
                 }
                 Err(e) => return Err(map(e)),
             }
@@ -207,13 +303,7 @@ impl KeyBackend for DepositBackend {
         let dn = encode_key_name(name)?;
         let v = DepositVersion::new(u64::from(n) + 1)
             .map_err(|e| BackendError::InvalidName(e.message().to_owned()))?;
-        match self.read(&dn, Some(v)).await {
-            Ok(f) => self.decode(&f.payload).map(Some),
-            Err(e) if is_absent(&e) => Ok(None),
-            // An out-of-range version of an existing deposit.
-            Err(e) if e.code() == Some(ErrorCode::BadRequest) => Ok(None),
-            Err(e) => Err(map(e)),
-        }
+        self.fetch(&dn, Some(v)).await
     }
 
     async fn roll(&self, rec: &KeyVersionRecord) -> Result<(), BackendError> {
@@ -221,8 +311,7 @@ impl KeyBackend for DepositBackend {
         let expected =
             DepositVersion::new(u64::from(rec.version)).map_err(|_| BackendError::Conflict)?;
         let body = self.encode(rec)?;
-        self.client
-            .put(&dn, body, Precondition::IfMatch(expected))
+        self.write(&dn, &body, Precondition::IfMatch(expected))
             .await
             .map(|_| ())
             .map_err(map)
@@ -230,13 +319,17 @@ impl KeyBackend for DepositBackend {
 
     async fn delete(&self, name: &str) -> Result<(), BackendError> {
         let dn = encode_key_name(name)?;
-        match self.client.delete(&dn).await {
+        match self.client.delete_of(Some(&self.owner), &dn).await {
             Ok(_) => {}
             // Already soft-deleted by an interrupted delete: purge below.
             Err(e) if e.code() == Some(ErrorCode::Deleted) => {}
             Err(e) => return Err(map(e)),
         }
-        self.client.purge(&dn).await.map(|_| ()).map_err(map)
+        self.client
+            .purge_of(Some(&self.owner), &dn)
+            .await
+            .map(|_| ())
+            .map_err(map)
     }
 
     async fn names(&self) -> Result<Vec<String>, BackendError> {
@@ -250,7 +343,7 @@ impl KeyBackend for DepositBackend {
                     limit: Some(ListQuery::MAX_LIMIT),
                     page_token: page.take(),
                     deleted: None,
-                    owner: None,
+                    owner: Some(self.owner.clone()),
                 })
                 .await
                 .map_err(map)?;
@@ -272,9 +365,9 @@ impl KeyBackend for DepositBackend {
     async fn shared(&self, slot: &str) -> Result<Option<SharedBlob>, BackendError> {
         let dn = Self::shared_name(slot)?;
         match self.read(&dn, None).await {
-            Ok(f) => Ok(Some(SharedBlob {
-                data: self.open(&f.payload)?,
-                version: f.version.get(),
+            Ok((v, data)) => Ok(Some(SharedBlob {
+                data,
+                version: v.get(),
             })),
             Err(e) if is_absent(&e) => Ok(None),
             Err(e) => Err(map(e)),
@@ -294,11 +387,9 @@ impl KeyBackend for DepositBackend {
                 Precondition::IfMatch(DepositVersion::new(v).map_err(|_| BackendError::Conflict)?)
             }
         };
-        let body = self.seal(data)?;
-        self.client
-            .put(&dn, body, pre)
+        self.write(&dn, data, pre)
             .await
-            .map(|r| r.version.get())
+            .map(|v| v.get())
             .map_err(map)
     }
 }

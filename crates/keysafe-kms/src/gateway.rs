@@ -8,7 +8,7 @@ use crate::config::KmsConfig;
 use crate::deposits::DepositBackend;
 use crate::groups::Groups;
 use crate::kms::Kms;
-use keysafe_client::KeysafeClient;
+use keysafe_client::{ClientHome, KeysafeClient};
 use std::sync::Arc;
 
 pub struct Gateway {
@@ -27,9 +27,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The production gateway: keys in keysafe deposits owned by `client`.
-    pub async fn new(client: KeysafeClient, cfg: &KmsConfig) -> anyhow::Result<Arc<Gateway>> {
-        Self::with_backend(Arc::new(DepositBackend::new(client)), cfg).await
+    /// The production gateway: keys in keysafe deposits owned by the group `cfg.group`,
+    /// encrypted on this host to the group. `home` is the gateway client's home (its age
+    /// identity).
+    pub async fn new(
+        home: &ClientHome,
+        client: KeysafeClient,
+        cfg: &KmsConfig,
+    ) -> anyhow::Result<Arc<Gateway>> {
+        let backend = DepositBackend::open(home, client, &cfg.group).await?;
+        backend.spawn_admitter(cfg.admit_interval);
+        Self::with_backend(Arc::new(backend), cfg).await
     }
 
     pub async fn with_backend(

@@ -39,7 +39,7 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(keysafe_kms::server::tls_config)
         .transpose()?;
-    let gw = Gateway::new(client, &config).await?;
+    let gw = Gateway::new(&home, client, &config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -106,8 +106,15 @@ async fn kms_serves_hadoop_kms_as_the_registered_client() {
         .unwrap();
     assert!(r.starts_with("HTTP/1.1 201"), "{r}");
     assert!(r.contains("\"versionName\":\"k1@0\""), "{r}");
-    // The key is a deposit of the gateway's client.
-    let list = client.client.list(&Default::default()).await.unwrap();
+    // The key is a deposit of the group the gateway created (group:kms), age-encrypted.
+    let list = client
+        .client
+        .list(&keysafe_proto::api::ListQuery {
+            owner: Some("group:kms".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(
         list.deposits
             .iter()

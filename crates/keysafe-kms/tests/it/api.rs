@@ -726,12 +726,57 @@ async fn two_gateways_share_keys_and_never_fork() {
         )
         .await;
     assert_eq!(d1.json(), d2.json());
-    // What is stored is a deposit of the gateway's client, named after the key.
-    let list = env.client.client.list(&Default::default()).await.unwrap();
+    // What is stored is a deposit owned by the group, named after the key, and keysafe holds
+    // only age ciphertext of it: the key material is not in what the server returns.
+    let list = env
+        .client
+        .client
+        .list(&keysafe_proto::api::ListQuery {
+            owner: Some("group:kms".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(
         list.deposits
             .iter()
             .any(|d| d.name.as_str() == "kms/keys/k")
+    );
+    assert!(
+        env.client
+            .client
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .deposits
+            .is_empty(),
+        "nothing is owned by the gateway's own client"
+    );
+    let cur = c
+        .call(&a, Method::GET, "/key/k/_currentversion", None)
+        .await
+        .json();
+    let material = unb64(cur["material"].as_str().unwrap());
+    let stored = env
+        .client
+        .client
+        .get_of(
+            Some("group:kms"),
+            &keysafe_proto::DepositName::parse("kms/keys/k").unwrap(),
+            None,
+            keysafe_client::CacheUse::Refresh,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.encoding.as_deref(), Some("age"));
+    assert!(stored.payload.starts_with(b"age-encryption.org/v1"));
+    let text = String::from_utf8_lossy(&stored.payload);
+    assert!(!text.contains(cur["material"].as_str().unwrap()));
+    assert!(
+        !stored
+            .payload
+            .windows(material.len())
+            .any(|w| w == material.as_slice())
     );
 }
 
@@ -793,4 +838,77 @@ async fn rollover_reaches_other_gateways_within_the_current_key_timeout() {
         .await
         .json();
     assert_eq!(md["versions"], 8);
+}
+
+/// A second gateway with its own identity (no private key copied) joins with one administrator
+/// step; the running gateway admits it; then it serves the same keys, cookies and tokens.
+#[tokio::test]
+async fn a_gateway_with_its_own_identity_joins_with_one_admin_step() {
+    let env = Env::new().await;
+    let a = env
+        .gateway("127.0.0.1", |c, _| {
+            c.admit_interval = std::time::Duration::from_millis(200)
+        })
+        .await;
+    let mut c = Caller::new("alice");
+    c.call(&a, Method::POST, "/keys", Some(r#"{"name":"k"}"#))
+        .await;
+    let second = env.server.new_client("hadoop").await;
+    assert_ne!(second.fingerprint, env.client.fingerprint);
+    // Not a member yet: refused, naming the administrator's command.
+    let err = keysafe_kms::Gateway::new(&second.home, second.client.clone(), &Default::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "keysafe admin group add-member kms --org hadoop {}",
+            second.fingerprint
+        )),
+        "{err}"
+    );
+    // The one administrator step.
+    env.server
+        .admin
+        .admin_add_member(
+            &env.client.org,
+            &keysafe_proto::GroupName::parse("kms").unwrap(),
+            &second.fingerprint,
+        )
+        .await
+        .unwrap();
+    // The new gateway waits until the running one has admitted it, then serves.
+    let b = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        env.gateway_as(&second, "127.0.0.2", |_, _| {}),
+    )
+    .await
+    .expect("the second gateway was never admitted");
+    let va = c
+        .call(&a, Method::GET, "/key/k/_currentversion", None)
+        .await
+        .json();
+    let vb = c
+        .call(&b, Method::GET, "/key/k/_currentversion", None)
+        .await
+        .json();
+    assert_eq!(va, vb);
+    assert_eq!(vb["versionName"], "k@0");
+    // The cookie from a (shared secret) works at b without a new handshake.
+    let r = c
+        .raw(Method::GET, &format!("{}/keys/names", b.base), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("set-cookie").is_none());
+    // A roll through b is a roll of the same key.
+    let r = c.call(&b, Method::POST, "/key/k", Some("{}")).await;
+    assert_eq!(r.json()["versionName"], "k@1");
+    c.call(&a, Method::POST, "/key/k/_invalidatecache", None)
+        .await;
+    let va = c
+        .call(&a, Method::GET, "/key/k/_currentversion", None)
+        .await
+        .json();
+    assert_eq!(va, r.json());
 }

@@ -940,9 +940,15 @@ async fn a_multi_round_authenticator_plugs_in() {
     }
     let env = Env::new().await;
     let gw = keysafe_kms::Gateway::with_authenticator(
-        std::sync::Arc::new(keysafe_kms::deposits::DepositBackend::new(
-            env.client.client.clone(),
-        )),
+        std::sync::Arc::new(
+            keysafe_kms::deposits::DepositBackend::open(
+                &env.client.home,
+                env.client.client.clone(),
+                "kms",
+            )
+            .await
+            .unwrap(),
+        ),
         &keysafe_kms::KmsConfig {
             audit_log: None,
             ..Default::default()

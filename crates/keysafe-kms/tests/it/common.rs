@@ -57,13 +57,23 @@ impl Env {
         ip: &str,
         tweak: impl FnOnce(&mut KmsConfig, &std::path::Path),
     ) -> Gw {
+        self.gateway_as(&self.client, ip, tweak).await
+    }
+
+    /// A gateway running as another registered client.
+    pub async fn gateway_as(
+        &self,
+        who: &TestClient,
+        ip: &str,
+        tweak: impl FnOnce(&mut KmsConfig, &std::path::Path),
+    ) -> Gw {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = KmsConfig {
             audit_log: Some(dir.path().join("kms-audit.log")),
             ..Default::default()
         };
         tweak(&mut cfg, dir.path());
-        let gw = Gateway::new(self.client.client.clone(), &cfg)
+        let gw = Gateway::new(&who.home, who.client.clone(), &cfg)
             .await
             .unwrap();
         let bind = if ip.contains(':') {
