@@ -275,14 +275,34 @@ fn harness_config(c: &mut keysafe_kms::KmsConfig, dir: &Path) {
     );
 }
 
-/// Two gateways of one organisation on 127.0.0.1 and 127.0.0.2, same port (as the LB URI needs).
-async fn two_gateways(env: &Env) -> (Gw, Gw, String) {
-    let a = env.gateway("127.0.0.1", harness_config).await;
+/// Two gateways of one organisation on 127.0.0.1 and 127.0.0.2, same port (as the LB URI
+/// needs), each with its own keysafe identity (the second one added to the group and admitted).
+async fn two_gateways(env: &Env) -> (Gw, Gw, String, keysafe_testkit::TestClient) {
+    let a = env
+        .gateway("127.0.0.1", |c, d| {
+            harness_config(c, d);
+            c.admit_interval = std::time::Duration::from_millis(200);
+        })
+        .await;
+    let second = env.server.new_client("hadoop").await;
+    env.server
+        .admin
+        .admin_add_member(
+            &env.client.org,
+            &keysafe_proto::GroupName::parse("kms").unwrap(),
+            &second.fingerprint,
+        )
+        .await
+        .unwrap();
     let b = env
-        .gateway(&format!("127.0.0.2:{}", a.addr.port()), harness_config)
+        .gateway_as(
+            &second,
+            &format!("127.0.0.2:{}", a.addr.port()),
+            harness_config,
+        )
         .await;
     let lb = format!("kms://http@127.0.0.1;127.0.0.2:{}/kms", a.addr.port());
-    (a, b, lb)
+    (a, b, lb, second)
 }
 
 #[tokio::test]
@@ -307,7 +327,7 @@ async fn harness_eek_operations_match_hadoop() {
 async fn harness_tokens_doas_and_denial() {
     let Some(lib) = hadoop_lib() else { return };
     let env = Env::new().await;
-    let (a, b, lb) = two_gateways(&env).await;
+    let (a, b, lb, _second) = two_gateways(&env).await;
     let pa = provider(&a);
 
     // Delegation tokens: got by root, used by bob (who the ACLs refuse), renewed by yarn.
@@ -362,7 +382,7 @@ async fn harness_tokens_doas_and_denial() {
 async fn harness_load_balancing_over_two_gateways() {
     let Some(lib) = hadoop_lib() else { return };
     let env = Env::new().await;
-    let (a, b, lb) = two_gateways(&env).await;
+    let (a, b, lb, _second) = two_gateways(&env).await;
     let o = harness(
         &lib,
         "root",
