@@ -76,8 +76,9 @@ pub struct TokenState {
     /// Hash of the current token; `None` after an administrator reset it (the next request is
     /// issued a fresh one).
     pub hash: Option<String>,
-    /// Hash of the token the current one replaced, accepted for a grace window after `rotated_at`.
-    pub prev_hash: Option<String>,
+    /// Tokens replaced within the grace window, still accepted for requests that were in
+    /// flight when they were replaced (newest first, bounded).
+    pub recent: Vec<ReplacedToken>,
     /// When the current token was issued.
     pub rotated_at: Timestamp,
 }
@@ -129,6 +130,15 @@ pub struct VersionRecord {
     pub kek_version: u32,
     pub wrapped_dek: Vec<u8>,
     pub ciphertext: Vec<u8>,
+}
+
+/// A replaced token's hash and when it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplacedToken {
+    #[serde(rename = "h")]
+    pub hash: String,
+    #[serde(rename = "at")]
+    pub replaced_at: Timestamp,
 }
 
 /// One ACL entry.

@@ -57,6 +57,16 @@ impl TestClient {
     pub fn home_dir(&self) -> &Path {
         &self.home.dir
     }
+
+    /// The end-to-end encryption layer over this client (its age identity from the home).
+    pub fn vault(&self) -> keysafe_client::vault::Vault {
+        keysafe_client::vault::Vault::from_home(&self.home, self.client.clone()).unwrap()
+    }
+
+    /// A second client made from the same home (another process on the same host).
+    pub fn reopen(&self) -> KeysafeClient {
+        KeysafeClient::from_home(&self.home).unwrap()
+    }
 }
 
 impl TestServer {

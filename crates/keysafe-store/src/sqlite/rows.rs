@@ -92,7 +92,8 @@ pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
         token: TokenState {
             counter: unsigned(row, "token_counter")?,
             hash: col(row, "token_hash")?,
-            prev_hash: col(row, "token_prev_hash")?,
+            recent: serde_json::from_str(&col::<String>(row, "token_recent")?)
+                .map_err(|_| corrupt("token_recent"))?,
             rotated_at: ts(row, "token_rotated_at")?,
         },
         last_seen_at: col::<Option<i64>>(row, "last_seen_at")?.map(Timestamp::from_unix_millis),

@@ -175,7 +175,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             }
             sqlx::query(
                 "INSERT INTO clients (fingerprint, org, name, state, role, cert_der, recipient, \
-                 token_counter, token_hash, token_prev_hash, token_rotated_at, last_seen_at, \
+                 token_counter, token_hash, token_recent, token_rotated_at, last_seen_at, \
                  state_reason, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
@@ -188,7 +188,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .bind(c.recipient.as_deref())
             .bind(int(c.token.counter))
             .bind(c.token.hash.as_deref())
-            .bind(c.token.prev_hash.as_deref())
+            .bind(recent_json(&c.token.recent)?)
             .bind(c.token.rotated_at.unix_millis())
             .bind(c.last_seen_at.map(|t| t.unix_millis()))
             .bind(c.state_reason.as_deref())
@@ -221,7 +221,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             at,
         } => {
             let r = sqlx::query(
-                "UPDATE clients SET token_counter = ?3, token_hash = ?4, token_prev_hash = ?5, \
+                "UPDATE clients SET token_counter = ?3, token_hash = ?4, token_recent = ?5, \
                  token_rotated_at = ?6, last_seen_at = ?7 \
                  WHERE fingerprint = ?1 AND token_counter = ?2 AND state = 'active'",
             )
@@ -229,7 +229,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .bind(int(*expected_counter))
             .bind(int(token.counter))
             .bind(token.hash.as_deref())
-            .bind(token.prev_hash.as_deref())
+            .bind(recent_json(&token.recent)?)
             .bind(token.rotated_at.unix_millis())
             .bind(at.unix_millis())
             .execute(&mut *conn)
@@ -259,7 +259,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
         }
         Mutation::ResetToken { fingerprint, at } => {
             let r = sqlx::query(
-                "UPDATE clients SET token_hash = NULL, token_prev_hash = NULL, \
+                "UPDATE clients SET token_hash = NULL, token_recent = '[]', \
                  state = CASE state WHEN 'suspected-clone' THEN 'active' ELSE state END, \
                  state_reason = NULL, updated_at = ?2 WHERE fingerprint = ?1",
             )
@@ -615,6 +615,10 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             Ok(Applied::Purged(versions))
         }
     }
+}
+
+fn recent_json(r: &[keysafe_core::store::ReplacedToken]) -> StoreResult<String> {
+    serde_json::to_string(r).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 /// Bumps a group's `updated_at`; `NotFound` if it does not exist, `Conflict` if its epoch is not

@@ -37,7 +37,7 @@ fn client_record(
         token: TokenState {
             counter: 0,
             hash: None,
-            prev_hash: None,
+            recent: vec![],
             rotated_at: now,
         },
         last_seen_at: None,
