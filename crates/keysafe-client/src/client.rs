@@ -143,7 +143,7 @@ impl KeysafeClient {
             .and_then(|o| o.fingerprint.clone())
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
@@ -153,7 +153,7 @@ impl KeysafeClient {
         self.request(method, path)
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> ClientError {
+    pub(crate) fn transport_error(&self, e: reqwest::Error) -> ClientError {
         if let Ok(obs) = self.observed.lock()
             && let Some((expected, actual)) = &obs.mismatch
         {
@@ -174,7 +174,7 @@ impl KeysafeClient {
         }
     }
 
-    async fn send(&self, rb: RequestBuilder) -> Result<Response, ClientError> {
+    pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<Response, ClientError> {
         let resp = rb.send().await.map_err(|e| self.transport_error(e))?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -182,7 +182,10 @@ impl KeysafeClient {
         Err(api_error(resp).await)
     }
 
-    async fn json<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ClientError> {
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        rb: RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = self.send(rb).await?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;

@@ -7,6 +7,8 @@ pub mod error;
 pub mod home;
 pub mod register;
 pub mod tls;
+// Seals, keyring rotation and backups (issue 5).
+pub mod sealing;
 
 pub use client::{ClientOptions, Fetched, KeysafeClient, Precondition, is_retryable};
 pub use error::ClientError;

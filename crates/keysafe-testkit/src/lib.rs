@@ -75,6 +75,8 @@ impl TestServer {
             data_dir: data_dir.clone(),
             listen: addr,
             hostname: "localhost".into(),
+            seal: Default::default(),
+            passphrase: None,
         })
         .await
         .unwrap();

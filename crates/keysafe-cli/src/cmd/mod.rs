@@ -13,6 +13,10 @@ pub mod serve;
 pub mod undelete;
 pub mod versions;
 pub mod whoami;
+// Seals and backups (issue 5).
+pub mod backup;
+pub mod restore;
+pub mod secrets;
 
 use crate::cli::{Cli, ClientArgs, Command};
 use crate::exit::usage;
@@ -35,6 +39,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Purge(a) => purge::run(a).await,
         Command::Whoami(a) => whoami::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Backup(c) => backup::run(c).await,
+        Command::Restore(a) => restore::run(a).await,
     }
 }
 

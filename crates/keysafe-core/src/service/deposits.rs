@@ -75,7 +75,7 @@ fn payload_aad(
     bind("keysafe/deposit/v1", org, owner, name, v)
 }
 
-fn dek_aad(
+pub(super) fn dek_aad(
     org: &OrgName,
     owner: &ClientFingerprint,
     name: &DepositName,
@@ -158,8 +158,13 @@ impl Service {
                 &payload_aad(&caller.org, &key.owner, &key.name, version),
                 payload,
             )?;
-            let (kek_version, wrapped_dek) =
-                keyring.wrap_dek(&dek_aad(&caller.org, &key.owner, &key.name, version), &dek)?;
+            let (kek_version, wrapped_dek) = self
+                .wrap_dek(
+                    &keyring,
+                    dek_aad(&caller.org, &key.owner, &key.name, version),
+                    &dek,
+                )
+                .await?;
             let created_at = self.clock.now();
             let size = payload.len() as u64;
             let result = self
@@ -222,14 +227,19 @@ impl Service {
             return Err(CoreError::Deleted);
         }
         let v = ver.meta.version;
-        let dek = keyring
+        let dek = self
             .unwrap_dek(
+                &keyring,
                 ver.kek_version,
-                &dek_aad(&caller.org, &key.owner, &key.name, v),
+                dek_aad(&caller.org, &key.owner, &key.name, v),
                 &ver.wrapped_dek,
             )
-            .map_err(|_| {
-                CoreError::Integrity(format!("data key of {}@{v} does not unwrap", key.name))
+            .await
+            .map_err(|e| match e {
+                crate::keyring::DekError::Seal(s) => CoreError::from(s),
+                crate::keyring::DekError::Crypto(_) => {
+                    CoreError::Integrity(format!("data key of {}@{v} does not unwrap", key.name))
+                }
             })?;
         let payload = crypto::open(
             &dek,

@@ -9,8 +9,9 @@ mod writer;
 
 use async_trait::async_trait;
 use keysafe_core::store::{
-    Applied, ClientRecord, DepositKey, DepositListing, DepositRecord, KekRecord, Mutation,
-    OrgRecord, Store, StoreError, StoreResult, VersionMeta, VersionRecord,
+    Applied, ClientRecord, DepositKey, DepositListing, DepositRecord, KekRecord, KekUsage,
+    Mutation, OrgRecord, Store, StoreError, StoreResult, VersionMeta, VersionRecord, WrappedId,
+    WrappedKind, WrappedRow,
 };
 use keysafe_proto::api::ClientState;
 use keysafe_proto::{ClientFingerprint, DepositVersion, OrgName};
@@ -130,11 +131,18 @@ impl SqliteStore {
 
 /// The embedded migrations, in order. Each file is applied once, in a transaction, and recorded
 /// (with a checksum) by sqlx in `_sqlx_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        3,
+        "seals_rotation",
+        include_str!("../../migrations/sqlite/0003_seals_rotation.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -239,5 +247,41 @@ impl Store for SqliteStore {
             .await
             .map(|_| ())
             .map_err(backend_error)
+    }
+
+    // --- Keyring rotation, re-wrap and backups (issue 5) ---
+    async fn list_stale_wrapped(
+        &self,
+        kind: WrappedKind,
+        current: u32,
+        after: Option<&WrappedId>,
+        limit: u32,
+    ) -> StoreResult<Vec<WrappedRow>> {
+        reads::list_stale_wrapped(&self.readers, kind, current, after, limit).await
+    }
+
+    async fn kek_usage(&self) -> StoreResult<Vec<KekUsage>> {
+        reads::kek_usage(&self.readers).await
+    }
+
+    async fn snapshot(&self, dest: &Path) -> StoreResult<()> {
+        if dest.exists() {
+            return Err(StoreError::AlreadyExists);
+        }
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Backend("snapshot path is not UTF-8".into()))?;
+        // VACUUM INTO reads one consistent snapshot (a read transaction in WAL mode) while
+        // writers carry on, and writes a compact, self-contained database file.
+        let mut conn = options(&self.path, false)
+            .connect()
+            .await
+            .map_err(backend_error)?;
+        sqlx::query("VACUUM INTO ?1")
+            .bind(dest)
+            .execute(&mut conn)
+            .await
+            .map_err(backend_error)?;
+        Ok(())
     }
 }

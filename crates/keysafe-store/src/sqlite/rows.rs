@@ -36,21 +36,22 @@ fn version(row: &SqliteRow, name: &str) -> StoreResult<DepositVersion> {
     DepositVersion::new(unsigned(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn fingerprint(row: &SqliteRow, name: &str) -> StoreResult<ClientFingerprint> {
+pub(crate) fn fingerprint(row: &SqliteRow, name: &str) -> StoreResult<ClientFingerprint> {
     ClientFingerprint::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
+pub(crate) fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
     OrgName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
+pub(crate) fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
     DepositName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
 pub(crate) fn kek(row: &SqliteRow) -> StoreResult<KekRecord> {
     Ok(KekRecord {
         version: u32::try_from(col::<i64>(row, "version")?).map_err(|_| corrupt("version"))?,
+        seal: col(row, "seal")?,
         wrapped: col(row, "wrapped")?,
         created_at: ts(row, "created_at")?,
     })
