@@ -7,6 +7,7 @@ mod deposits;
 mod http;
 mod identity;
 mod registration;
+mod sealing;
 
 use keysafe_client::ClientError;
 use keysafe_proto::ErrorCode;
