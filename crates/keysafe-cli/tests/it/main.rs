@@ -4,6 +4,9 @@
 
 mod client_cmds;
 mod server_cmds;
+// Seals, HSM, rotation and backups (issue 5).
+mod backup;
+mod hsm;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
