@@ -73,9 +73,15 @@ async fn backup_while_writing_then_restore_elsewhere_reads_back_exactly() {
     for (ci, cl) in clients.iter().enumerate() {
         for i in 0..15 {
             for v in 1..=2u64 {
-                let payload: Vec<u8> = (0..(i * 7 + v as usize)).map(|x| (x * 31 + ci) as u8).collect();
+                let payload: Vec<u8> = (0..(i * 7 + v as usize))
+                    .map(|x| (x * 31 + ci) as u8)
+                    .collect();
                 cl.client
-                    .put(&name(&format!("db/{i}")), payload.clone(), Precondition::None)
+                    .put(
+                        &name(&format!("db/{i}")),
+                        payload.clone(),
+                        Precondition::None,
+                    )
                     .await
                     .unwrap();
                 written.insert((cl.fingerprint.to_string(), format!("db/{i}"), v), payload);
@@ -95,7 +101,10 @@ async fn backup_while_writing_then_restore_elsewhere_reads_back_exactly() {
             let mut log = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let payload = format!("live {n}").into_bytes();
-                let r = client.put(&name("live"), payload.clone(), Precondition::None).await.unwrap();
+                let r = client
+                    .put(&name("live"), payload.clone(), Precondition::None)
+                    .await
+                    .unwrap();
                 log.push((r.version.get(), payload));
                 n += 1;
             }
@@ -129,10 +138,17 @@ async fn backup_while_writing_then_restore_elsewhere_reads_back_exactly() {
 
     // Verify through the binary.
     let mut v = keysafe(work.path());
-    v.args(["backup", "verify"]).arg(&backup).arg("--identity").arg(&id_file).arg("--json");
+    v.args(["backup", "verify"])
+        .arg(&backup)
+        .arg("--identity")
+        .arg(&id_file)
+        .arg("--json");
     let verified: serde_json::Value = serde_json::from_str(&ok(&run(v).await)).unwrap();
     assert_eq!(verified["manifest"]["includes_root_key"], true);
-    assert_eq!(verified["manifest"]["server_fingerprint"], ts.fingerprint.as_str());
+    assert_eq!(
+        verified["manifest"]["server_fingerprint"],
+        ts.fingerprint.as_str()
+    );
     assert_eq!(verified["orgs"], 3, "admin, acme, globex");
     assert_eq!(verified["clients"], 4);
 
@@ -162,19 +178,31 @@ async fn backup_while_writing_then_restore_elsewhere_reads_back_exactly() {
         .arg(&id_file)
         .arg("--data-dir")
         .arg(&new_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--hostname", "keysafe-dr.example", "--json"]);
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--hostname",
+            "keysafe-dr.example",
+            "--json",
+        ]);
     let restored: serde_json::Value = serde_json::from_str(&ok(&run(r).await)).unwrap();
     assert_eq!(restored["server_fingerprint"], old_fp.as_str());
     assert_eq!(restored["url"], format!("https://127.0.0.1:{port}"));
     let cert = std::fs::read(new_dir.join("tls/server.crt")).unwrap();
     let der = &keysafe_client::home::load_ca(&new_dir.join("tls/server.crt")).unwrap()[0];
-    assert!(der.windows(18).any(|w| w == b"keysafe-dr.example"), "certificate re-issued for the new name");
+    assert!(
+        der.windows(18).any(|w| w == b"keysafe-dr.example"),
+        "certificate re-issued for the new name"
+    );
     assert!(!cert.is_empty());
 
     let ts2 = TestServer::open_existing(&new_dir, summary, |_| {}).await;
     assert_eq!(ts2.fingerprint, old_fp);
     let json = |v: &dyn Erased| v.to_json();
-    assert_eq!(json(&ts2.admin.list_orgs().await.unwrap()), json(&orgs_before));
+    assert_eq!(
+        json(&ts2.admin.list_orgs().await.unwrap()),
+        json(&orgs_before)
+    );
     assert_eq!(
         json(&ts2.admin.list_clients(None, None).await.unwrap()),
         json(&clients_before)
@@ -204,7 +232,9 @@ async fn backup_while_writing_then_restore_elsewhere_reads_back_exactly() {
         }
         for ((fp, n, v), payload) in &written {
             if *fp == cl.fingerprint.to_string() {
-                let f = client.get(&name(n), Some(DepositVersion::new(*v).unwrap())).await;
+                let f = client
+                    .get(&name(n), Some(DepositVersion::new(*v).unwrap()))
+                    .await;
                 if n == "db/0" && *fp == a.fingerprint.to_string() {
                     assert!(f.is_err(), "deleted stays deleted");
                 } else {
@@ -215,7 +245,9 @@ async fn backup_while_writing_then_restore_elsewhere_reads_back_exactly() {
     }
     // The administrator identity of the data directory works against the restored server.
     let mut adm = keysafe(work.path());
-    adm.args(["admin", "--data-dir"]).arg(&new_dir).args(["org", "list", "--json"]);
+    adm.args(["admin", "--data-dir"])
+        .arg(&new_dir)
+        .args(["org", "list", "--json"]);
     assert!(ok(&run(adm).await).contains("globex"));
 }
 
@@ -225,7 +257,10 @@ async fn a_modified_backup_is_refused_and_restores_nothing() {
     let (id_file, recipient) = identity(work.path());
     let ts = TestServer::start().await;
     let c = ts.new_client("acme").await;
-    c.client.put(&name("k"), b"v".to_vec(), Precondition::None).await.unwrap();
+    c.client
+        .put(&name("k"), b"v".to_vec(), Precondition::None)
+        .await
+        .unwrap();
     let bytes = ts
         .admin
         .backup(&BackupRequest {
@@ -237,18 +272,33 @@ async fn a_modified_backup_is_refused_and_restores_nothing() {
     let good = work.path().join("good.age");
     std::fs::write(&good, &bytes).unwrap();
     // Flip one byte in the middle of the payload, one at the very end, and one in the header.
-    for (label, at) in [("middle", bytes.len() / 2), ("end", bytes.len() - 1), ("header", 40)] {
+    for (label, at) in [
+        ("middle", bytes.len() / 2),
+        ("end", bytes.len() - 1),
+        ("header", 40),
+    ] {
         let mut bad = bytes.to_vec();
         bad[at] ^= 0x01;
         let f = work.path().join(format!("bad-{label}.age"));
         std::fs::write(&f, &bad).unwrap();
         let mut v = keysafe(work.path());
-        v.args(["backup", "verify"]).arg(&f).arg("--identity").arg(&id_file);
+        v.args(["backup", "verify"])
+            .arg(&f)
+            .arg("--identity")
+            .arg(&id_file);
         let err = fails_with(&run(v).await, 1);
-        assert!(err.contains("modified") || err.contains("decrypt"), "{label}: {err}");
+        assert!(
+            err.contains("modified") || err.contains("decrypt"),
+            "{label}: {err}"
+        );
         let dir = work.path().join(format!("restore-{label}"));
         let mut r = keysafe(work.path());
-        r.args(["restore", "--from"]).arg(&f).arg("--identity").arg(&id_file).arg("--data-dir").arg(&dir);
+        r.args(["restore", "--from"])
+            .arg(&f)
+            .arg("--identity")
+            .arg(&id_file)
+            .arg("--data-dir")
+            .arg(&dir);
         fails_with(&run(r).await, 1);
         assert!(!dir.exists(), "nothing restored from a modified backup");
     }
@@ -256,25 +306,47 @@ async fn a_modified_backup_is_refused_and_restores_nothing() {
     let stranger_dir = tempfile::tempdir().unwrap();
     let (stranger, _) = identity(stranger_dir.path());
     let mut v = keysafe(work.path());
-    v.args(["backup", "verify"]).arg(&good).arg("--identity").arg(&stranger);
+    v.args(["backup", "verify"])
+        .arg(&good)
+        .arg("--identity")
+        .arg(&stranger);
     assert!(fails_with(&run(v).await, 1).contains("decrypt"));
 
     // Without the root key in the backup, restore asks for it and leaves nothing behind...
     let dir = work.path().join("restore-nokey");
     let mut r = keysafe(work.path());
-    r.args(["restore", "--from"]).arg(&good).arg("--identity").arg(&id_file).arg("--data-dir").arg(&dir);
+    r.args(["restore", "--from"])
+        .arg(&good)
+        .arg("--identity")
+        .arg(&id_file)
+        .arg("--data-dir")
+        .arg(&dir);
     assert!(fails_with(&run(r).await, 1).contains("--root-key"));
     assert!(!dir.exists());
     // ...a wrong root key is refused...
     let wrong = work.path().join("wrong.key");
     std::fs::write(&wrong, [7u8; 32]).unwrap();
     let mut r = keysafe(work.path());
-    r.args(["restore", "--from"]).arg(&good).arg("--identity").arg(&id_file).arg("--data-dir").arg(&dir).arg("--root-key").arg(&wrong);
+    r.args(["restore", "--from"])
+        .arg(&good)
+        .arg("--identity")
+        .arg(&id_file)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--root-key")
+        .arg(&wrong);
     assert!(fails_with(&run(r).await, 1).contains("does not open"));
     assert!(!dir.exists());
     // ...and the right one restores.
     let mut r = keysafe(work.path());
-    r.args(["restore", "--from"]).arg(&good).arg("--identity").arg(&id_file).arg("--data-dir").arg(&dir).arg("--root-key").arg(&ts.summary.root_key);
+    r.args(["restore", "--from"])
+        .arg(&good)
+        .arg("--identity")
+        .arg(&id_file)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--root-key")
+        .arg(&ts.summary.root_key);
     ok(&run(r).await);
     assert!(dir.join("keysafe.db").exists());
     // --include-root-key is refused for seals other than the file seal (checked by the server).
