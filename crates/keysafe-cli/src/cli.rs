@@ -150,6 +150,13 @@ pub struct SealSecretArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
+    /// Make an age X25519 key pair for backups (like `age-keygen`): the identity goes to FILE
+    /// (mode 0600), the recipient to standard output.
+    Keygen {
+        /// Where to write the identity (must not exist).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
     /// Decrypt a backup, check its integrity and print its manifest.
     Verify {
         /// The backup file.

@@ -267,8 +267,13 @@ impl Pkcs11Seal {
                 }
                 Err(self.missing())
             }
+            // A GCM tag that does not verify: tokens report it as invalid data or, like
+            // SoftHSM2, as a general failure of the operation.
             Err(CkError::Pkcs11(
-                RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+                RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::GeneralError
+                | RvError::FunctionFailed,
                 _,
             )) => {
                 self.put_back(session);

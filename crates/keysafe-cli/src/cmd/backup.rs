@@ -49,12 +49,37 @@ pub async fn verify(
     Ok(v)
 }
 
+/// Writes a new age identity to `output` (0600) and returns its recipient.
+pub fn keygen(output: &std::path::Path) -> anyhow::Result<String> {
+    use age::secrecy::ExposeSecret;
+    use std::io::Write;
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let mut f = keysafe_core::seal::open_options_private()
+        .open(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    writeln!(
+        f,
+        "# created: {}\n# public key: {recipient}\n{}",
+        keysafe_proto::Timestamp::now(),
+        id.to_string().expose_secret()
+    )?;
+    f.sync_all()?;
+    Ok(recipient)
+}
+
 pub async fn run(cmd: BackupCommand) -> anyhow::Result<()> {
-    let BackupCommand::Verify {
-        file,
-        identities,
-        json,
-    } = cmd;
+    let (file, identities, json) = match cmd {
+        BackupCommand::Keygen { output } => {
+            println!("{}", keygen(&output)?);
+            return Ok(());
+        }
+        BackupCommand::Verify {
+            file,
+            identities,
+            json,
+        } => (file, identities, json),
+    };
     let v = verify(&file, &identities).await?;
     if json {
         return output::json(&v);

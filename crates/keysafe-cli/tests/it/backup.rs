@@ -303,8 +303,17 @@ async fn a_modified_backup_is_refused_and_restores_nothing() {
         assert!(!dir.exists(), "nothing restored from a modified backup");
     }
     // A wrong identity cannot open it.
-    let stranger_dir = tempfile::tempdir().unwrap();
-    let (stranger, _) = identity(stranger_dir.path());
+    let stranger = work.path().join("stranger.txt");
+    let mut kg = keysafe(work.path());
+    kg.args(["backup", "keygen", "-o"]).arg(&stranger);
+    let recipient_out = ok(&run(kg).await);
+    assert!(recipient_out.trim().starts_with("age1"), "{recipient_out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&stranger).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
     let mut v = keysafe(work.path());
     v.args(["backup", "verify"])
         .arg(&good)

@@ -397,6 +397,38 @@ async fn per_deposit_mode_round_trips_and_needs_the_hsm_for_every_read() {
     let s: serde_json::Value = serde_json::from_str(&ok(&run(st).await)).unwrap();
     assert_eq!(s["per_deposit"], true);
 
+    // A tampered data key is an integrity error (the HSM layer refuses it), not a crash, and
+    // the server stays unsealed.
+    {
+        use sqlx::ConnectOptions;
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("keysafe.db"))
+            .connect()
+            .await
+            .unwrap();
+        let (mut w,): (Vec<u8>,) =
+            sqlx::query_as("SELECT wrapped_dek FROM deposit_versions WHERE name = 'pd/3'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        w[20] ^= 1;
+        let r = sqlx::query("UPDATE deposit_versions SET wrapped_dek = ?1 WHERE name = 'pd/3'")
+            .bind(w)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(r.rows_affected(), 1);
+    }
+    assert_code(cl.get(&name("pd/3"), None).await, ErrorCode::IntegrityError);
+    assert_eq!(
+        wait_status(&srv.1, "ok").await.seal.as_deref(),
+        Some("pkcs11")
+    );
+    assert_eq!(
+        &cl.get(&name("pd/4"), None).await.unwrap().payload[..],
+        &w["pd/4"][..]
+    );
+
     hsm.destroy_key("pd", "pd-key");
     // The very next read fails (sealed), and the server seals itself.
     assert_code(cl.get(&name("pd/0"), None).await, ErrorCode::Sealed);
