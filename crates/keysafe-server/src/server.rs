@@ -3,7 +3,7 @@
 //! identity attached to every request. Handshakes never serialise behind each other. Shutdown
 //! stops accepting, lets in-flight requests finish within the grace period, then returns.
 
-use crate::config::{Config, StorageConfig};
+use crate::config::{Config, SealConfig, StorageConfig};
 use crate::identity::PeerIdentity;
 use crate::routes::router;
 use crate::seal::{SealInputs, open_seal};
@@ -61,6 +61,13 @@ pub async fn open_app(config: &Config) -> anyhow::Result<App> {
 pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Result<App> {
     let identity = tls::load_identity(&config.tls_cert, &config.tls_key)?;
     let tls = tls::server_config(config, &identity)?;
+    // The file and HSM seals are opened before the database is touched, so a wrong PIN or an
+    // unreadable root key stops the start with the database untouched. The passphrase seal
+    // needs its Argon2id parameters, which live with the keyring rows.
+    let early = match config.seal {
+        SealConfig::Passphrase => None,
+        _ => Some(open_seal(config, inputs, &[]).await?),
+    };
     let store: Arc<dyn keysafe_core::Store> = match &config.storage {
         StorageConfig::Sqlite { path } => Arc::new(
             keysafe_store::SqliteStore::open(path)
@@ -68,8 +75,10 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
                 .with_context(|| format!("cannot open the database {}", path.display()))?,
         ),
     };
-    let records = store.load_keks().await?;
-    let seal = open_seal(config, inputs, &records).await?;
+    let seal = match early {
+        Some(s) => s,
+        None => open_seal(config, inputs, &store.load_keks().await?).await?,
+    };
     let limits = Limits {
         max_deposit_size: config.max_deposit_size,
         identity_cache_ttl: config.identity_cache_ttl,
