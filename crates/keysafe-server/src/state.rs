@@ -14,6 +14,8 @@ pub struct AppState {
     pub fingerprint: ClientFingerprint,
     /// Failed registrations per source address.
     pub registration_limiter: Arc<FailureLimiter>,
+    /// What a backup contains besides the database (issue 5).
+    pub backup: Arc<crate::backup::BackupSources>,
 }
 
 /// Counts failures per source address in fixed windows; an address past the limit is refused

@@ -6,6 +6,9 @@ mod cache;
 mod client_cmds;
 mod failover;
 mod server_cmds;
+// Seals, HSM, rotation and backups (issue 5).
+mod backup;
+mod hsm;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

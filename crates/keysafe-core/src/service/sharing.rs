@@ -205,18 +205,21 @@ impl Service {
             let Some(old) = metas.iter().find(|m| m.version == v.version) else {
                 return Err(CoreError::NotFound("version"));
             };
-            replace.push(self.seal_version(
-                &dep.org,
-                &key,
-                VersionMeta {
-                    version: old.version,
-                    size: payload.len() as u64,
-                    created_at: old.created_at,
-                    creator: old.creator.clone(),
-                    encoding: Encoding::Age,
-                },
-                &payload,
-            )?);
+            replace.push(
+                self.seal_version(
+                    &dep.org,
+                    &key,
+                    VersionMeta {
+                        version: old.version,
+                        size: payload.len() as u64,
+                        created_at: old.created_at,
+                        creator: old.creator.clone(),
+                        encoding: Encoding::Age,
+                    },
+                    &payload,
+                )
+                .await?,
+            );
         }
         self.store
             .apply(Mutation::SetAcl {

@@ -8,6 +8,7 @@ mod groups;
 mod http;
 mod identity;
 mod registration;
+mod sealing;
 mod sharing;
 mod tokens;
 

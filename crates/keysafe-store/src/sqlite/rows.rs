@@ -48,13 +48,14 @@ pub(crate) fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
     OrgName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
+pub(crate) fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
     DepositName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
 pub(crate) fn kek(row: &SqliteRow) -> StoreResult<KekRecord> {
     Ok(KekRecord {
         version: u32::try_from(col::<i64>(row, "version")?).map_err(|_| corrupt("version"))?,
+        seal: col(row, "seal")?,
         wrapped: col(row, "wrapped")?,
         created_at: ts(row, "created_at")?,
     })
