@@ -180,9 +180,16 @@ impl Service {
             .map(|m| m.version.get())
             .collect();
         let given: BTreeSet<u64> = update.versions.iter().map(|v| v.version.get()).collect();
-        if given.len() != update.versions.len() || given != needed {
-            return Err(CoreError::InvalidInput(format!(
-                "re-encrypt exactly the age-encoded versions {needed:?} (got {given:?})"
+        if given.len() != update.versions.len() {
+            return Err(CoreError::InvalidInput(
+                "a version is listed twice in the update".into(),
+            ));
+        }
+        if given != needed {
+            // Usually a put landed between the client's read and this update.
+            return Err(CoreError::Conflict(format!(
+                "the update must re-encrypt exactly the age-encoded versions {needed:?} (got \
+                 {given:?}); read the deposit again and retry"
             )));
         }
         let mut replace = Vec::with_capacity(update.versions.len());

@@ -85,7 +85,7 @@ async fn group_sharing_admission_and_rotation() {
     // gw1 admits it (what a KMS gateway does by itself); now it reads.
     let admitted = gw1.vault().admit_pending(&kms).await.unwrap();
     assert_eq!(admitted, vec![gw2.fingerprint.clone()]);
-    let v2 = gw2.vault();
+    // The same long-lived vault (a gateway process) picks the new key up without a restart.
     let got = v2
         .get(Some(&owner_fp), &n, None, CacheUse::Refresh)
         .await

@@ -244,7 +244,7 @@ async fn acl_changes_are_compare_and_set() {
     };
     assert_code(
         owner.client.update_acl(None, &n, &stale).await,
-        ErrorCode::BadRequest, // the age version was not re-encrypted
+        ErrorCode::VersionConflict, // the age version was not re-encrypted
     );
     let mut with_versions = stale.clone();
     with_versions.versions = vec![keysafe_proto::api::ReencryptedVersion {

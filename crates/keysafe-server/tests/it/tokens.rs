@@ -32,26 +32,25 @@ async fn state_of(
 async fn a_copied_client_home_used_elsewhere_is_locked_out() {
     let ts = TestServer::start_with(|c| {
         c.token_rotation = Duration::from_millis(300);
-        c.token_grace = Duration::from_millis(600);
+        c.token_grace = Duration::from_millis(1000);
     })
     .await;
     let a = ts.new_client("acme").await;
     let copy = tempfile::tempdir().unwrap();
     copy_dir(a.home_dir(), copy.path());
     let b = KeysafeClient::from_home(&ClientHome::load(copy.path()).unwrap()).unwrap();
-    // Both copies hold the same token: indistinguishable so far.
-    a.client.whoami().await.unwrap();
-    b.whoami().await.unwrap();
+    // Both copies hold the same token: indistinguishable so far. The original talks first once
+    // the rotation interval has passed, so it is the one that moves on.
     let start = a.client.token_counter().unwrap();
-    // The original moves on; within the grace window the copy's token still passes (it could
-    // be a request that was in flight).
     tokio::time::sleep(Duration::from_millis(350)).await;
     a.client.whoami().await.unwrap();
     assert_eq!(a.client.token_counter().unwrap(), start + 1);
+    // Within the grace window the copy's (replaced) token still passes: it could be a request
+    // that was in flight when the token rotated.
     b.whoami().await.unwrap();
     assert_eq!(b.token_counter().unwrap(), start);
     // Past the grace window the copy is caught.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_code(b.whoami().await, ErrorCode::SuspectedClone);
     // Locked for both copies, with the reason recorded.
     assert_code(a.client.whoami().await, ErrorCode::SuspectedClone);
@@ -71,7 +70,7 @@ async fn a_copied_client_home_used_elsewhere_is_locked_out() {
     // grace window has passed.
     a.client.whoami().await.unwrap();
     assert!(a.client.token_counter().unwrap() > start + 1);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     a.client.whoami().await.unwrap();
     assert_code(b.whoami().await, ErrorCode::SuspectedClone);
 }
@@ -209,6 +208,18 @@ async fn one_time_registration_tokens() {
     assert_code(
         c.client.mint_registration_token(&acme, None).await,
         ErrorCode::Forbidden,
+    );
+    // An organisation secret cannot look like a registration token.
+    assert_code(
+        ts.admin
+            .set_org_auth(
+                &acme,
+                &OrgSetAuthRequest::Secret {
+                    secret: AuthSecret::new("ksr_this-looks-like-a-token"),
+                },
+            )
+            .await,
+        ErrorCode::BadRequest,
     );
     // Only hashes are stored.
     let db = std::fs::read(ts.db_path()).unwrap();
