@@ -434,6 +434,8 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
                 .map_err(write_error)?;
             }
             for v in replace {
+                // As for PutVersion: never store a data key under a retired keyring version.
+                kek_exists(conn, v.kek_version).await?;
                 let r = sqlx::query(
                     "UPDATE deposit_versions SET size = ?4, encoding = ?5, kek_version = ?6, \
                      wrapped_dek = ?7, ciphertext = ?8 \
