@@ -261,7 +261,13 @@ impl Pkcs11Seal {
                 self.put_back(session);
                 Ok(v)
             }
-            Err(CkError::Pkcs11(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid, _)) => {
+            // Gone, or no longer allowed to encrypt/decrypt (revoked by an HSM administrator).
+            Err(CkError::Pkcs11(
+                RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
+                | RvError::KeyFunctionNotPermitted,
+                _,
+            )) => {
                 if let Ok(mut k) = self.key.lock() {
                     *k = None;
                 }
@@ -330,7 +336,10 @@ impl Seal for Pkcs11Seal {
         let found = self.find_key(&session);
         self.put_back(session);
         match found? {
-            Some(handle) if Some(handle) == self.key.lock().ok().and_then(|k| *k) => Ok(()),
+            Some(handle) if Some(handle) == self.key.lock().ok().and_then(|k| *k) => {
+                // Present; and still usable (a revoked key may stay in the token).
+                self.encrypt(b"keysafe/seal-check/v1", b"probe").map(|_| ())
+            }
             Some(_) | None => {
                 // Gone, or replaced by a different object under the same label: either way the
                 // key that wrapped the keyring is no longer there.
