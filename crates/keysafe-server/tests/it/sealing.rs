@@ -251,3 +251,57 @@ async fn a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement()
         b"x"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_under_sharing_keeps_owner_and_grantee_reading() {
+    use keysafe_client::CacheUse;
+    use keysafe_proto::api::{Access, AclChange};
+    let ts = TestServer::start().await;
+    let owner = ts.new_client("acme").await;
+    let reader = ts.new_client("acme").await;
+    let vo = owner.vault();
+    let vr = reader.vault();
+    let owner_fp = owner.fingerprint.as_str().to_owned();
+    for v in 1..=3u8 {
+        vo.put(None, &name("shared/key"), &[v; 40], Precondition::None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(ts.admin.keyring_rotate().await.unwrap().version, 2);
+    // Granting re-encrypts every version for the reader, during the re-wrap: the new rows use
+    // version 2 at once.
+    vo.change_acl(
+        None,
+        &name("shared/key"),
+        AclChange::Grant {
+            grantee: reader.fingerprint.as_str().to_owned(),
+            access: Access::Read,
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    let done = wait_rewrapped(&ts).await;
+    assert_eq!(
+        done.versions
+            .iter()
+            .find(|v| v.version == 1)
+            .unwrap()
+            .data_keys,
+        0
+    );
+    ts.admin.keyring_retire(1).await.unwrap();
+    for v in 1..=3u8 {
+        let dv = Some(keysafe_proto::DepositVersion::new(u64::from(v)).unwrap());
+        let mine = vo
+            .get(None, &name("shared/key"), dv, CacheUse::Refresh)
+            .await
+            .unwrap();
+        assert_eq!(&*mine.plaintext, &[v; 40][..]);
+        let theirs = vr
+            .get(Some(&owner_fp), &name("shared/key"), dv, CacheUse::Refresh)
+            .await
+            .unwrap();
+        assert_eq!(&*theirs.plaintext, &[v; 40][..]);
+    }
+}
