@@ -13,6 +13,10 @@ fn name(s: &str) -> DepositName {
 }
 
 const SECRET: &[u8] = b"top-secret-key-material-0123456789";
+// Long enough that finding one by chance in random ciphertext is impossible in practice.
+const V1: &[u8] = b"first-version-secret-material-0001";
+const V2: &[u8] = b"second-version-secret-material-002";
+const V3: &[u8] = b"third-version-secret-material-0003";
 
 fn no_progress(_: usize, _: usize) {}
 
@@ -90,8 +94,8 @@ async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access() {
     let outsider = ts.new_client("globex").await;
     let vo = owner.vault();
     let n = name("db/key");
-    vo.put(None, &n, b"v1", Precondition::None).await.unwrap();
-    vo.put(None, &n, b"v2", Precondition::None).await.unwrap();
+    vo.put(None, &n, V1, Precondition::None).await.unwrap();
+    vo.put(None, &n, V2, Precondition::None).await.unwrap();
     let owner_fp = owner.fingerprint.as_str().to_owned();
 
     // Not shared yet: exactly like a missing deposit.
@@ -106,7 +110,7 @@ async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access() {
 
     // Every version was re-encrypted for the grantee, which decrypts it.
     let vr = reader.vault();
-    for (v, want) in [(1, b"v1"), (2, b"v2")] {
+    for (v, want) in [(1, V1), (2, V2)] {
         let got = vr
             .get(
                 Some(&owner_fp),
@@ -118,10 +122,7 @@ async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access() {
             .unwrap();
         assert_eq!(&*got.plaintext, want);
     }
-    assert!(!contains(
-        &server_view(&ts, &owner, "db/key", 2).await,
-        b"v2"
-    ));
+    assert!(!contains(&server_view(&ts, &owner, "db/key", 2).await, V2));
     let shared = reader.client.shared().await.unwrap();
     assert_eq!(shared.deposits.len(), 1);
     assert_eq!(shared.deposits[0].owner, owner_fp);
@@ -182,7 +183,7 @@ async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access() {
     )
     .await
     .unwrap();
-    vo.put(None, &n, b"v3", Precondition::None).await.unwrap();
+    vo.put(None, &n, V3, Precondition::None).await.unwrap();
     assert_code(
         reader
             .client
@@ -194,7 +195,7 @@ async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access() {
     // does not open with its key.
     let held = server_view(&ts, &owner, "db/key", 3).await;
     assert!(vr.decrypt(&held).await.is_err());
-    assert_eq!(&*vo.decrypt(&held).await.unwrap(), b"v3");
+    assert_eq!(&*vo.decrypt(&held).await.unwrap(), V3);
 }
 
 #[tokio::test]
