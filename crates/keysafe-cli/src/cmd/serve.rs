@@ -26,6 +26,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir: dir.clone(),
             listen,
             hostname: args.hostname.clone(),
+            passphrase: crate::cmd::secrets::init_passphrase(&args.seal)?,
+            seal: crate::cmd::secrets::template(&args.seal),
         })
         .await?;
         print_summary(&summary);
@@ -41,7 +43,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         &config.log_level,
     );
-    let app = keysafe_server::open_app(&config).await?;
+    let passphrase = match config.seal {
+        keysafe_server::config::SealConfig::Passphrase => crate::cmd::secrets::passphrase(
+            args.seal.secrets.passphrase_file.as_deref(),
+            "keysafe passphrase: ",
+            false,
+        )?,
+        _ => None,
+    };
+    if let (keysafe_server::config::SealConfig::Pkcs11 { pin_file, .. }, Some(f)) =
+        (&mut config.seal, &args.seal.secrets.pkcs11_pin_file)
+    {
+        *pin_file = Some(f.clone());
+    }
+    let app =
+        keysafe_server::open_app_with(&config, &keysafe_server::seal::SealInputs { passphrase })
+            .await?;
+    if let Some(reason) = app.state.service.sealed_reason() {
+        tracing::warn!(
+            reason,
+            "keysafe starts sealed: deposits answer 503 sealed until it is unsealed"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
