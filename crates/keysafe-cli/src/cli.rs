@@ -117,6 +117,11 @@ pub enum Command {
         after_help = "Example:\n  keysafe bench --home ./bench-client --op get --connections 64 --duration 10s"
     )]
     Bench(BenchArgs),
+    /// Run the Hadoop KMS gateway (KMS v1 under /kms/v1/) as the registered client in --home.
+    #[command(
+        after_help = "Example:\n  keysafe kms --home /etc/keysafe/kms-1 --listen 127.0.0.1:9600 --config kms.toml\n  hadoop key list -provider kms://http@127.0.0.1:9600/kms"
+    )]
+    Kms(KmsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -779,6 +784,19 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KmsArgs {
+    /// The gateway's client home (a registered, active keysafe client).
+    #[arg(long, env = "KEYSAFE_HOME")]
+    pub home: Option<PathBuf>,
+    /// Where to listen (overrides `listen` in the config file; default 127.0.0.1:9600).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The gateway configuration file (TOML; see docs/kms.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod get;
 pub mod group;
 pub mod init;
+pub mod kms;
 pub mod ls;
 pub mod purge;
 pub mod put;
@@ -52,6 +53,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Group(c) => group::run(c).await,
         Command::Backup(c) => backup::run(c).await,
         Command::Restore(a) => restore::run(a).await,
+        Command::Kms(a) => kms::run(a).await,
     }
 }
 

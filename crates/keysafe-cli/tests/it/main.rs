@@ -5,6 +5,7 @@
 mod cache;
 mod client_cmds;
 mod failover;
+mod kms_cmd;
 mod server_cmds;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
