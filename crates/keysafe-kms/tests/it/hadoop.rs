@@ -1,9 +1,9 @@
 //! Interoperability with the real Hadoop 3.5.0 client jars (KeyShell and the Java harness in
 //! interop/hadoop/KmsHarness.java, compiled with javac here).
 //!
-//! The jars come from `interop/hadoop/setup-client.sh` (`HADOOP_CLIENT_LIB`, else its cache
-//! folder). Without them these tests print why and pass, unless `KEYSAFE_REQUIRE_HADOOP=1` (set by
-//! `.ci/run`, which fetches the jars first): then missing jars fail the run.
+//! The jars come from `interop/hadoop/setup-client.sh` (`HADOOP_CLIENT_LIB`, else the script's
+//! cache folder; if neither holds them, the tests run the script, which downloads them once).
+//! Missing jars fail these tests: they never pass without having run Hadoop's client.
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
@@ -13,16 +13,8 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The folder with the Hadoop client jars, or None (after saying why) when absent and allowed.
-fn hadoop_lib() -> Option<PathBuf> {
-    let lib = std::env::var_os("HADOOP_CLIENT_LIB")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/keysafe/hadoop-client/lib"))
-        })
-        .unwrap();
-    let ok = std::fs::read_dir(&lib)
+fn has_jars(lib: &Path) -> bool {
+    std::fs::read_dir(lib)
         .map(|d| {
             d.filter_map(|e| e.ok()).any(|e| {
                 e.file_name()
@@ -30,21 +22,35 @@ fn hadoop_lib() -> Option<PathBuf> {
                     .starts_with("hadoop-client-api-")
             })
         })
-        .unwrap_or(false);
-    if ok {
-        return Some(lib);
-    }
-    if std::env::var("KEYSAFE_REQUIRE_HADOOP").as_deref() == Ok("1") {
-        panic!(
-            "Hadoop client jars not found in {} (run interop/hadoop/setup-client.sh)",
-            lib.display()
+        .unwrap_or(false)
+}
+
+/// The folder with the Hadoop client jars, fetched by the repository's setup script if needed
+/// (once per test binary).
+fn hadoop_lib() -> Option<PathBuf> {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    let lib = LIB.get_or_init(|| {
+        if let Some(lib) = std::env::var_os("HADOOP_CLIENT_LIB").map(PathBuf::from)
+            && has_jars(&lib)
+        {
+            return lib;
+        }
+        let script = repo_root().join("interop/hadoop/setup-client.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("bash");
+        let lib = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(
+            out.status.success() && has_jars(&lib),
+            "cannot get the Hadoop client jars with {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
         );
-    }
-    eprintln!(
-        "SKIPPED: Hadoop client jars not found in {}; run interop/hadoop/setup-client.sh",
-        lib.display()
-    );
-    None
+        lib
+    });
+    Some(lib.clone())
 }
 
 fn classpath(lib: &Path, extra: Option<&Path>) -> String {
