@@ -40,6 +40,10 @@ pub struct Health {
     pub version: String,
     /// The server's own fingerprint, so a client can cross-check what it pinned.
     pub fingerprint: ClientFingerprint,
+    /// Readiness of each part: `database` (`ok`, `unavailable`), `audit` (`ok`, `failing`,
+    /// `queue_full`), `seal` (`ok`, `sealed`). Older servers send none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, String>,
 }
 
 /// The lifecycle state of a registered client.

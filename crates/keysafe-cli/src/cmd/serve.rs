@@ -34,6 +34,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    if let Some(l) = args.metrics_listen {
+        config.metrics_listen = Some(l);
+    }
     logging::init(
         match config.log_format {
             LogFormat::Text => Format::Text,
@@ -51,7 +54,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         fingerprint = %app.fingerprint(),
         "keysafe is serving"
     );
-    keysafe_server::run(listener, app, shutdown_signal()).await
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(maddr) = config.metrics_listen {
+        let ml = tokio::net::TcpListener::bind(maddr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {maddr}"))?;
+        tracing::info!(url = %format!("http://{}/metrics", ml.local_addr()?), "metrics are served");
+        let state = app.state.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = keysafe_server::metrics::serve(ml, state, stopped).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    let r = keysafe_server::run(listener, app, shutdown_signal()).await;
+    let _ = stop_metrics.send(());
+    r
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -2,18 +2,36 @@
 //! transaction (each inside its own savepoint, so one failure does not spoil the others), commits
 //! once, and only then answers each caller. A caller is never told "done" before the commit.
 
+use super::audit::{self, Head, SharedHead};
 use super::backend_error;
 use keysafe_core::store::{Applied, Mutation, StoreError, StoreResult};
+use keysafe_proto::audit::AuditEvent;
 use keysafe_proto::{GroupName, OrgName, Timestamp};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) struct Job {
-    pub mutation: Mutation,
+    pub work: Work,
     pub reply: oneshot::Sender<StoreResult<Applied>>,
 }
 
-pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// What a job asks for: a change with the audit event of the request that made it (appended in
+/// the change's savepoint), or audit events alone (reads and refusals, batched by the server).
+// Mutations are moved through the channel as they were before this enum existed; boxing them
+// would add an allocation per write for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Work {
+    Mutate(Mutation, Option<AuditEvent>),
+    Audit(Vec<AuditEvent>),
+}
+
+pub(crate) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    mut head: Head,
+    shared: SharedHead,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -23,7 +41,10 @@ pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>,
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch).await;
+        commit_batch(&mut conn, &mut batch, &mut head).await;
+        if let Ok(mut h) = shared.lock() {
+            h.clone_from(&head);
+        }
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -36,7 +57,32 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()>
         .map_err(backend_error)
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
+async fn apply_job(
+    conn: &mut SqliteConnection,
+    work: &Work,
+    head: &mut Head,
+) -> StoreResult<Applied> {
+    match work {
+        Work::Mutate(m, audit) => {
+            let applied = apply_one(conn, m).await?;
+            if let Some(e) = audit {
+                audit::append(conn, head, e).await?;
+            }
+            Ok(applied)
+        }
+        Work::Audit(events) => {
+            for e in events {
+                audit::append(conn, head, e).await?;
+            }
+            Ok(Applied::Done)
+        }
+    }
+}
+
+/// Commits a batch. `head` moves with each entry appended and is put back when a savepoint or
+/// the whole transaction rolls back, so the chain in memory is always the committed one.
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, head: &mut Head) {
+    let start_head = head.clone();
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
         tracing::error!(error = %e, "cannot begin a write transaction");
         for job in batch.drain(..) {
@@ -51,8 +97,10 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
             fatal = Some(e);
             break;
         }
-        let r = apply_one(conn, &job.mutation).await;
+        let before = head.clone();
+        let r = apply_job(conn, &job.work, head).await;
         let undo = if r.is_err() {
+            *head = before;
             exec(conn, "ROLLBACK TO m").await
         } else {
             Ok(())
@@ -75,6 +123,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
         }
         Err(e) => {
             tracing::error!(error = %e, "write transaction failed; rolling back the batch");
+            *head = start_head;
             let _ = exec(conn, "ROLLBACK").await;
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(e.clone()));
@@ -595,6 +644,14 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .await
             .map_err(write_error)?;
             not_found_if_none(r.rows_affected())
+        }
+        Mutation::InsertAuditKey(k) => {
+            audit::insert_key(conn, k).await?;
+            Ok(Applied::Done)
+        }
+        Mutation::InsertAuditCheckpoint(c) => {
+            audit::insert_checkpoint(conn, c).await?;
+            Ok(Applied::Done)
         }
         Mutation::Purge { key } => {
             let versions =
