@@ -2,6 +2,7 @@
 //! a `keysafe serve` child process).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_cmds;
 mod cache;
 mod client_cmds;
 mod failover;

@@ -262,13 +262,24 @@ mod tampering {
     #[tokio::test]
     async fn a_truncated_tail_past_the_last_checkpoint() {
         let (ts, head, mut db) = setup().await;
+        // The live node notices too (its next append refuses to chain onto the cut log), so
+        // take the key and the checkpoints first.
+        let cps = ts.admin.audit_checkpoints(0).await.unwrap().checkpoints;
+        let pk = hex::decode(ts.admin.audit_public_key().await.unwrap().public_key).unwrap();
+        flush(&ts).await;
         let cut = head - 2;
         exec(
             &mut db,
             &format!("DELETE FROM audit_log WHERE seq >= {cut}"),
         )
         .await;
-        assert_eq!(broken(&ts).await, (cut, "truncated"));
+        let b = verify(&entries(&ts.admin).await, &cps, &pk, None)
+            .broken
+            .unwrap();
+        assert_eq!((b.seq, b.kind), (cut, "truncated"));
+        // The node refuses to go on with an altered chain: it fails closed, and says so.
+        wait_audit_state(&ts, "failing").await;
+        assert_code(ts.admin.list_orgs().await, ErrorCode::Unavailable);
     }
 
     #[tokio::test]

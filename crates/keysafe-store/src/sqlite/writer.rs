@@ -57,6 +57,16 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()>
         .map_err(backend_error)
 }
 
+impl Work {
+    /// Whether this job appends to the audit chain.
+    fn appends(&self) -> bool {
+        match self {
+            Work::Mutate(_, audit) => audit.is_some(),
+            Work::Audit(events) => !events.is_empty(),
+        }
+    }
+}
+
 async fn apply_job(
     conn: &mut SqliteConnection,
     work: &Work,
@@ -82,6 +92,29 @@ async fn apply_job(
 /// Commits a batch. `head` moves with each entry appended and is put back when a savepoint or
 /// the whole transaction rolls back, so the chain in memory is always the committed one.
 async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, head: &mut Head) {
+    // The head in the database, read under the write lock. Ahead of ours: another process
+    // appended (several nodes over one file); adopt it. Behind ours, or the same seq with
+    // another hash: rows were removed or rewritten under us; refuse to append (the trail fails
+    // closed) rather than chain onto an altered log. A restart accepts the database's head,
+    // and `audit verify` reports the damage against the signed checkpoints.
+    let mut diverged = false;
+    match audit::load_head(conn).await {
+        Ok(db) if db == *head => {}
+        Ok(db) if db.0 > head.0 => *head = db,
+        Ok(db) => {
+            tracing::error!(
+                memory_seq = head.0,
+                database_seq = db.0,
+                "the audit chain in the database no longer ends where this node left it: \
+                 entries were removed or rewritten; refusing to append"
+            );
+            diverged = true;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the audit chain head");
+            diverged = true;
+        }
+    }
     let start_head = head.clone();
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
         tracing::error!(error = %e, "cannot begin a write transaction");
@@ -98,7 +131,13 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, head: &
             break;
         }
         let before = head.clone();
-        let r = apply_job(conn, &job.work, head).await;
+        let r = if diverged && job.work.appends() {
+            Err(StoreError::Unavailable(
+                "the audit chain was altered under this node".into(),
+            ))
+        } else {
+            apply_job(conn, &job.work, head).await
+        };
         let undo = if r.is_err() {
             *head = before;
             exec(conn, "ROLLBACK TO m").await
