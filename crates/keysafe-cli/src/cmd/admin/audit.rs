@@ -90,7 +90,14 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
             keysafe_proto::Timestamp::parse_rfc3339(&since)
                 .map_err(|e| usage(format!("--since: not an RFC 3339 time: {e}")))?;
             let key = client.audit_public_key().await?;
-            let entries = fetch(client, 1, Some(&since)).await?;
+            // From the first entry at or after `since`, every later entry: times are arrival
+            // times and a slow request may commit after a later one, so filtering each entry
+            // by time would leave gaps in the chain.
+            let first = client.audit_entries(1, Some(&since), 1).await?.entries;
+            let entries = match first.first() {
+                Some(e) => fetch(client, e.seq, None).await?,
+                None => Vec::new(),
+            };
             let first = entries.first().map_or(u64::MAX, |e| e.seq);
             let checkpoints = client.audit_checkpoints(first).await?.checkpoints;
             let mut out: Box<dyn Write> = match &output {
