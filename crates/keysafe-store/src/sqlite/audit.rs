@@ -67,6 +67,51 @@ pub(crate) async fn append(
     Ok(())
 }
 
+/// Rows per multi-row INSERT (13 parameters each; SQLite allows 32766).
+const ROWS_PER_INSERT: usize = 64;
+
+/// Chains and appends many entries with multi-row INSERTs: one statement per 64 entries instead
+/// of one each (every statement is a hand-off to the driver's thread).
+pub(crate) async fn append_many(
+    conn: &mut SqliteConnection,
+    head: &mut Head,
+    events: &[AuditEvent],
+) -> StoreResult<()> {
+    let mut next = head.clone();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for ev in chunk {
+            let e = AuditEntry::chain(next.0, &next.1, ev.clone());
+            next = (e.seq, e.hash.clone());
+            rows.push(e);
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit_log (seq, time, node, request_id, remote, client, org, operation, \
+             target, version, outcome, prev_hash, hash) ",
+        );
+        q.push_values(rows, |mut b, e| {
+            b.push_bind(int(e.seq))
+                .push_bind(e.event.time)
+                .push_bind(e.event.node)
+                .push_bind(e.event.request_id)
+                .push_bind(e.event.remote)
+                .push_bind(e.event.client)
+                .push_bind(e.event.org)
+                .push_bind(e.event.operation)
+                .push_bind(e.event.target)
+                .push_bind(e.event.version.map(int))
+                .push_bind(e.event.outcome)
+                .push_bind(e.prev_hash)
+                .push_bind(e.hash);
+        });
+        q.build().execute(&mut *conn).await.map_err(|err| {
+            StoreError::Unavailable(format!("cannot append to the audit trail: {err}"))
+        })?;
+    }
+    *head = next;
+    Ok(())
+}
+
 pub(crate) async fn insert_key(conn: &mut SqliteConnection, k: &AuditKeyRecord) -> StoreResult<()> {
     let r = sqlx::query(
         "INSERT INTO audit_signing_keys (key_id, public_key, kek_version, wrapped, created_at) \

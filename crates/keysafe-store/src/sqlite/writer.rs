@@ -81,9 +81,7 @@ async fn apply_job(
             Ok(applied)
         }
         Work::Audit(events) => {
-            for e in events {
-                audit::append(conn, head, e).await?;
-            }
+            audit::append_many(conn, head, events).await?;
             Ok(Applied::Done)
         }
     }
