@@ -154,6 +154,20 @@ async fn verify_export_and_the_documented_independent_check() {
     assert!(err.contains("broken at entry 3 (edited)"), "{err}");
 }
 
+async fn anon_public_key(url: &str) -> String {
+    keysafe_client::KeysafeClient::new(
+        url,
+        None,
+        &keysafe_client::ServerTrust::TrustOnFirstUse,
+        &Default::default(),
+    )
+    .unwrap()
+    .audit_public_key()
+    .await
+    .unwrap()
+    .public_key
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     let n = needle.as_bytes();
     !n.is_empty() && hay.windows(n.len()).any(|w| w == n)
@@ -264,9 +278,24 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
     };
     assert!(contains(&metrics, "keysafe_requests_total"));
 
+    let key_before = ok(&run(adm(&["audit", "verify", "--json"])).await);
+    let pk_before = anon_public_key(&url).await;
     child.signal("-TERM");
     let out = child.wait_with_output_async().await;
     assert!(out.status.success(), "serve exited with {:?}", out.status);
+    assert!(serde_json::from_str::<serde_json::Value>(&key_before).unwrap()["broken"].is_null());
+
+    // A restart loads the same signing key (unwrapped by the keyring) and continues the chain;
+    // the shutdown signed the head.
+    let (restarted, url2) = crate::spawn_serve(tmp.path(), &dir, Some(port));
+    wait_healthy(&url2).await;
+    assert_eq!(anon_public_key(&url2).await, pk_before);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&run(adm(&["audit", "verify", "--json"])).await)).unwrap();
+    assert!(v["broken"].is_null(), "{v}");
+    assert!(v["signed_up_to"].as_u64().unwrap() > 10, "{v}");
+    restarted.signal("-TERM");
+    assert!(restarted.wait_with_output_async().await.status.success());
 
     let mut secrets = vec![
         auth_secret.clone(),

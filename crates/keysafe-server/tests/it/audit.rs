@@ -459,7 +459,7 @@ async fn insecure_continue_serves_reads_while_the_audit_store_fails() {
 }
 
 #[tokio::test]
-async fn the_public_key_is_published_and_stable_across_restarts_of_the_service() {
+async fn the_public_key_is_published_and_its_key_stored_wrapped() {
     let ts = TestServer::start().await;
     let k = ts.anonymous_client().audit_public_key().await.unwrap();
     assert_eq!(k.algorithm, "ed25519");
@@ -474,7 +474,7 @@ async fn the_public_key_is_published_and_stable_across_restarts_of_the_service()
             .unwrap();
     assert_eq!(kek, 1);
     assert!(wrapped.len() > 32);
-    // A second service over the same store loads the same key.
+    // The key the server signs with is the published one.
     let signer = ts.service().audit_signer().await.unwrap();
     assert_eq!(hex::encode(signer.public_key()), k.public_key);
     // Ordinary clients cannot read the trail.
