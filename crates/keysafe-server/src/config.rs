@@ -578,5 +578,41 @@ mod tests {
         assert!(Config::parse(dir, "[server]\nunknown = 1").is_err());
         assert!(Config::parse(dir, "[storage]\nbackend = \"mysql\"").is_err());
         assert!(Config::parse(dir, "[limits]\nmax_deposit_size = 0").is_err());
+        assert!(Config::parse(dir, "[audit]\non_failure = \"continue\"").is_err());
+        assert!(Config::parse(dir, "[audit]\nqueue_capacity = 0").is_err());
+        assert!(
+            Config::parse(
+                dir,
+                "[audit]\nsyslog = \"h:514\"\nsyslog_protocol = \"tls\""
+            )
+            .is_err()
+        );
+        assert!(Config::parse(dir, "[metrics]\nlisten = \"nope\"").is_err());
+    }
+
+    #[test]
+    fn audit_and_metrics_settings() {
+        let dir = Path::new("/d");
+        let d = Config::parse(dir, "").unwrap();
+        assert_eq!(d.audit.on_failure, AuditFailurePolicy::FailClosed);
+        assert_eq!(d.audit.node, "localhost");
+        assert!(d.audit.file.is_none() && d.audit.syslog.is_none());
+        assert_eq!(
+            d.metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
+        let c = Config::parse(
+            dir,
+            "[audit]\non_failure = \"insecure_continue\"\nfile = \"a.jsonl\"\n\
+             syslog = \"127.0.0.1:514\"\nsyslog_protocol = \"tcp\"\n[metrics]\nlisten = \"\"",
+        )
+        .unwrap();
+        assert_eq!(c.audit.on_failure, AuditFailurePolicy::InsecureContinue);
+        assert_eq!(c.audit.file.as_deref(), Some(Path::new("/d/a.jsonl")));
+        assert_eq!(
+            c.audit.syslog,
+            Some(("127.0.0.1:514".to_owned(), SyslogProtocol::Tcp))
+        );
+        assert_eq!(c.metrics_listen, None);
     }
 }
