@@ -376,7 +376,7 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- audit trail (issue 6) ----
     /// Appends entries (reads, refusals) to the audit chain, durably, in order.
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
+    async fn append_audit(&self, events: std::sync::Arc<Vec<AuditEvent>>) -> StoreResult<()>;
     /// Entries with `seq >= from` (and `time >= since`), ascending, at most `limit`.
     async fn audit_entries(
         &self,

@@ -130,8 +130,8 @@ async fn batch_writer(
     store: Arc<dyn Store>,
     trail: std::sync::Weak<AuditTrail>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(BATCH);
         batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -142,6 +142,8 @@ async fn batch_writer(
         if let Some(t) = trail.upgrade() {
             t.in_flight.store(batch.len(), Ordering::Relaxed);
         }
+        // Shared, not copied, between attempts.
+        let batch = Arc::new(batch);
         let mut backoff = Duration::from_millis(50);
         loop {
             match store.append_audit(batch.clone()).await {
@@ -165,7 +167,6 @@ async fn batch_writer(
                 }
             }
         }
-        batch.clear();
     }
 }
 

@@ -191,8 +191,27 @@ pub async fn request_context(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let micros = elapsed.as_micros() as u64;
-    let status_label = status.to_string();
-    metrics::counter!("keysafe_requests_total", "operation" => operation.clone(), "status" => status_label.clone())
+    let status_label: &'static str = match response.status().as_u16() {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        410 => "410",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        // Bounded label values: anything else is "other".
+        _ => "other",
+    };
+    metrics::counter!("keysafe_requests_total", "operation" => operation.clone(), "status" => status_label)
         .increment(1);
     metrics::histogram!("keysafe_request_duration_seconds", "operation" => operation, "status" => status_label)
         .record(elapsed.as_secs_f64());

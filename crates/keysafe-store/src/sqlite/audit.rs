@@ -6,7 +6,7 @@ use super::backend_error;
 use keysafe_core::store::{AuditKeyRecord, StoreError, StoreResult, StoreStats};
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
-use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent, GENESIS_HASH};
+use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent, GENESIS_HASH, entry_hash};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::sync::{Arc, Mutex};
 
@@ -41,29 +41,30 @@ pub(crate) async fn append(
     head: &mut Head,
     event: &AuditEvent,
 ) -> StoreResult<()> {
-    let e = AuditEntry::chain(head.0, &head.1, event.clone());
+    let seq = head.0.saturating_add(1);
+    let hash = entry_hash(seq, &head.1, event);
     sqlx::query(
         "INSERT INTO audit_log (seq, time, node, request_id, remote, client, org, operation, \
          target, version, outcome, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
-    .bind(int(e.seq))
-    .bind(e.event.time)
-    .bind(&e.event.node)
-    .bind(&e.event.request_id)
-    .bind(&e.event.remote)
-    .bind(e.event.client.as_deref())
-    .bind(e.event.org.as_deref())
-    .bind(&e.event.operation)
-    .bind(&e.event.target)
-    .bind(e.event.version.map(int))
-    .bind(&e.event.outcome)
-    .bind(&e.prev_hash)
-    .bind(&e.hash)
+    .bind(int(seq))
+    .bind(event.time)
+    .bind(event.node.as_str())
+    .bind(event.request_id.as_str())
+    .bind(event.remote.as_str())
+    .bind(event.client.as_deref())
+    .bind(event.org.as_deref())
+    .bind(event.operation.as_str())
+    .bind(event.target.as_str())
+    .bind(event.version.map(int))
+    .bind(event.outcome.as_str())
+    .bind(head.1.as_str())
+    .bind(hash.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|err| StoreError::Unavailable(format!("cannot append to the audit trail: {err}")))?;
-    *head = (e.seq, e.hash);
+    *head = (seq, hash);
     Ok(())
 }
 
@@ -79,31 +80,36 @@ pub(crate) async fn append_many(
 ) -> StoreResult<()> {
     let mut next = head.clone();
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut rows = Vec::with_capacity(chunk.len());
+        // Chain fields first (each hash needs the one before), then bind the events borrowed.
+        let mut chain: Vec<(u64, String, String)> = Vec::with_capacity(chunk.len());
         for ev in chunk {
-            let e = AuditEntry::chain(next.0, &next.1, ev.clone());
-            next = (e.seq, e.hash.clone());
-            rows.push(e);
+            let seq = next.0.saturating_add(1);
+            let hash = entry_hash(seq, &next.1, ev);
+            let prev = std::mem::replace(&mut next, (seq, hash.clone())).1;
+            chain.push((seq, prev, hash));
         }
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO audit_log (seq, time, node, request_id, remote, client, org, operation, \
              target, version, outcome, prev_hash, hash) ",
         );
-        q.push_values(rows, |mut b, e| {
-            b.push_bind(int(e.seq))
-                .push_bind(e.event.time)
-                .push_bind(e.event.node)
-                .push_bind(e.event.request_id)
-                .push_bind(e.event.remote)
-                .push_bind(e.event.client)
-                .push_bind(e.event.org)
-                .push_bind(e.event.operation)
-                .push_bind(e.event.target)
-                .push_bind(e.event.version.map(int))
-                .push_bind(e.event.outcome)
-                .push_bind(e.prev_hash)
-                .push_bind(e.hash);
-        });
+        q.push_values(
+            chunk.iter().zip(chain.iter()),
+            |mut b, (ev, (seq, prev, hash))| {
+                b.push_bind(int(*seq))
+                    .push_bind(ev.time)
+                    .push_bind(ev.node.as_str())
+                    .push_bind(ev.request_id.as_str())
+                    .push_bind(ev.remote.as_str())
+                    .push_bind(ev.client.as_deref())
+                    .push_bind(ev.org.as_deref())
+                    .push_bind(ev.operation.as_str())
+                    .push_bind(ev.target.as_str())
+                    .push_bind(ev.version.map(int))
+                    .push_bind(ev.outcome.as_str())
+                    .push_bind(prev.as_str())
+                    .push_bind(hash.as_str());
+            },
+        );
         q.build().execute(&mut *conn).await.map_err(|err| {
             StoreError::Unavailable(format!("cannot append to the audit trail: {err}"))
         })?;

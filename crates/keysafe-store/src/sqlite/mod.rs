@@ -220,7 +220,7 @@ impl Store for SqliteStore {
     }
 
     // ---- audit trail (issue 6) ----
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
+    async fn append_audit(&self, events: std::sync::Arc<Vec<AuditEvent>>) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }

@@ -22,7 +22,7 @@ pub(crate) struct Job {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Work {
     Mutate(Mutation, Option<AuditEvent>),
-    Audit(Vec<AuditEvent>),
+    Audit(std::sync::Arc<Vec<AuditEvent>>),
 }
 
 pub(crate) async fn run(
