@@ -229,144 +229,201 @@ fn moved_here(e: &AuditEntry) -> bool {
 }
 
 /// Checks a run of entries (ascending by seq, as stored) and the checkpoints against the public
-/// key. With `from`, the first entry's `prev_hash` is taken on trust (it belongs to an entry
-/// before the range). Reports the first entry where the chain breaks:
-///
-/// - an entry whose hash does not match its contents: `edited` (or `reordered` when its
-///   contents are those of a neighbouring position);
-/// - a gap in seq: `deleted`;
-/// - an entry that does not follow its predecessor but shares that predecessor's
-///   `prev_hash`: `inserted` (the predecessor is the intruder);
-/// - a checkpoint past the last entry: `truncated`;
-/// - a checkpoint whose hash differs from its entry's: `checkpoint_mismatch`.
+/// key; see [`ChainVerifier`]. Holds everything in memory: for long trails, feed a
+/// `ChainVerifier` page by page instead.
 pub fn verify(
     entries: &[AuditEntry],
     checkpoints: &[AuditCheckpoint],
     public_key: &[u8],
     from: Option<u64>,
 ) -> AuditReport {
-    let mut report = AuditReport {
-        first_seq: entries.first().map(|e| e.seq),
-        last_seq: entries.last().map(|e| e.seq),
-        entries: entries.len() as u64,
-        checkpoints: 0,
-        signed_up_to: None,
-        broken: None,
-    };
-    let mut breaks: Vec<AuditBreak> = Vec::new();
-    let start = from.unwrap_or(1).max(1);
-    if let Some(first) = entries.first() {
-        if first.seq > start {
-            breaks.push(AuditBreak {
-                seq: start,
-                kind: "deleted",
-                detail: format!("entries {start}..{} are missing", first.seq - 1),
-            });
-        } else if first.seq == 1 && first.prev_hash != GENESIS_HASH {
-            breaks.push(AuditBreak {
-                seq: 1,
-                kind: "edited",
-                detail: "the first entry does not start the chain".into(),
-            });
-        }
+    let mut v = ChainVerifier::new(checkpoints, public_key, from);
+    for e in entries {
+        v.feed(e);
     }
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            let p = &entries[i - 1];
-            if e.seq != p.seq.saturating_add(1) {
+    v.finish()
+}
+
+/// Verifies a chain as it streams past, in constant memory (plus the checkpoints). With `from`,
+/// the first entry's `prev_hash` is taken on trust (it belongs to an entry before the range).
+/// Reports the first entry where the chain breaks:
+///
+/// - an entry whose hash does not match its contents: `edited` (or `reordered` when its
+///   contents are those hashed for a neighbouring position);
+/// - a gap in seq: `deleted`;
+/// - an entry that does not follow its predecessor but shares that predecessor's
+///   `prev_hash`: `inserted` (the predecessor is the intruder);
+/// - a checkpoint past the last entry: `truncated`;
+/// - a checkpoint whose hash differs from its entry's: `checkpoint_mismatch`;
+/// - a checkpoint not signed by the key: `bad_signature`.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    start: u64,
+    /// The last entry fed: (seq, hash, prev_hash).
+    prev: Option<(u64, String, String)>,
+    report: AuditReport,
+    /// Checkpoints with a valid signature: seq -> signed hash.
+    wanted: std::collections::BTreeMap<u64, String>,
+    /// Hashes of the entries at those seqs, as fed.
+    found: std::collections::BTreeMap<u64, String>,
+    breaks: Vec<AuditBreak>,
+    /// The chain broke: later entries are only looked at for checkpoints.
+    chain_broken: bool,
+}
+
+impl ChainVerifier {
+    pub fn new(checkpoints: &[AuditCheckpoint], public_key: &[u8], from: Option<u64>) -> Self {
+        let start = from.unwrap_or(1).max(1);
+        let mut breaks = Vec::new();
+        let mut wanted = std::collections::BTreeMap::new();
+        let mut n = 0;
+        let kid = key_id(public_key);
+        for c in checkpoints.iter().filter(|c| c.seq >= start) {
+            n += 1;
+            if c.key_id != kid || !verify_signature(c, public_key) {
                 breaks.push(AuditBreak {
-                    seq: p.seq.saturating_add(1),
-                    kind: "deleted",
-                    detail: if e.seq > p.seq {
-                        format!("entries {}..{} are missing", p.seq + 1, e.seq - 1)
-                    } else {
-                        format!("entry {} follows entry {}", e.seq, p.seq)
-                    },
-                });
-                break;
-            }
-            if e.prev_hash != p.hash {
-                if e.prev_hash == p.prev_hash {
-                    breaks.push(AuditBreak {
-                        seq: p.seq,
-                        kind: "inserted",
-                        detail: format!(
-                            "entry {} was inserted: entry {} follows the entry before it",
-                            p.seq, e.seq
-                        ),
-                    });
-                    break;
-                }
-                let moved = moved_here(e);
-                breaks.push(AuditBreak {
-                    seq: e.seq,
-                    kind: if moved { "reordered" } else { "deleted" },
+                    seq: c.seq,
+                    kind: "bad_signature",
                     detail: format!(
-                        "entry {} does not follow entry {} (prev_hash differs)",
-                        e.seq, p.seq
+                        "the checkpoint at entry {} is not signed by this key",
+                        c.seq
                     ),
                 });
-                break;
+                continue;
             }
+            wanted.insert(c.seq, c.hash.clone());
         }
-        if e.computed_hash() != e.hash {
-            let moved = moved_here(e);
-            breaks.push(AuditBreak {
-                seq: e.seq,
-                kind: if moved { "reordered" } else { "edited" },
-                detail: format!("entry {} does not match its hash", e.seq),
-            });
-            break;
+        Self {
+            start,
+            prev: None,
+            report: AuditReport {
+                first_seq: None,
+                last_seq: None,
+                entries: 0,
+                checkpoints: n,
+                signed_up_to: None,
+                broken: None,
+            },
+            wanted,
+            found: std::collections::BTreeMap::new(),
+            breaks,
+            chain_broken: false,
         }
     }
-    let last = entries
-        .last()
-        .map(|e| e.seq)
-        .unwrap_or(start.saturating_sub(1));
-    for c in checkpoints.iter().filter(|c| c.seq >= start) {
-        report.checkpoints += 1;
-        if !verify_signature(c, public_key) || c.key_id != key_id(public_key) {
-            breaks.push(AuditBreak {
-                seq: c.seq,
-                kind: "bad_signature",
-                detail: format!(
-                    "the checkpoint at entry {} is not signed by this key",
-                    c.seq
-                ),
-            });
-            continue;
+
+    fn broke(&mut self, seq: u64, kind: &'static str, detail: String) {
+        self.breaks.push(AuditBreak { seq, kind, detail });
+        self.chain_broken = true;
+    }
+
+    /// Takes the next entry (in stored order).
+    pub fn feed(&mut self, e: &AuditEntry) {
+        self.report.entries += 1;
+        self.report.first_seq.get_or_insert(e.seq);
+        self.report.last_seq = Some(e.seq);
+        if self.wanted.contains_key(&e.seq) {
+            self.found.insert(e.seq, e.hash.clone());
         }
-        if c.seq > last {
-            breaks.push(AuditBreak {
-                seq: last.saturating_add(1),
-                kind: "truncated",
-                detail: format!(
-                    "entries {}..{} are missing: a signed checkpoint covers entry {}",
-                    last.saturating_add(1),
-                    c.seq,
-                    c.seq
-                ),
-            });
-            continue;
+        if !self.chain_broken {
+            self.check_link(e);
         }
-        match entries.iter().find(|e| e.seq == c.seq) {
-            Some(e) if e.hash == c.hash => {
-                report.signed_up_to = Some(report.signed_up_to.unwrap_or(0).max(c.seq));
+        if !self.chain_broken && e.computed_hash() != e.hash {
+            let kind = if moved_here(e) { "reordered" } else { "edited" };
+            self.broke(
+                e.seq,
+                kind,
+                format!("entry {} does not match its hash", e.seq),
+            );
+        }
+        self.prev = Some((e.seq, e.hash.clone(), e.prev_hash.clone()));
+    }
+
+    fn check_link(&mut self, e: &AuditEntry) {
+        let Some((pseq, phash, pprev)) = self.prev.clone() else {
+            if e.seq > self.start {
+                self.broke(
+                    self.start,
+                    "deleted",
+                    format!("entries {}..{} are missing", self.start, e.seq - 1),
+                );
+            } else if e.seq == 1 && e.prev_hash != GENESIS_HASH {
+                self.broke(
+                    1,
+                    "edited",
+                    "the first entry does not start the chain".into(),
+                );
             }
-            Some(_) => breaks.push(AuditBreak {
-                seq: c.seq,
-                kind: "checkpoint_mismatch",
-                detail: format!(
-                    "entry {} is not the one the checkpoint signed: the chain was rewritten \
-                     at or before it",
-                    c.seq
-                ),
-            }),
-            None => {}
+            return;
+        };
+        if e.seq != pseq.saturating_add(1) {
+            let detail = if e.seq > pseq {
+                format!("entries {}..{} are missing", pseq + 1, e.seq - 1)
+            } else {
+                format!("entry {} follows entry {pseq}", e.seq)
+            };
+            self.broke(pseq.saturating_add(1), "deleted", detail);
+        } else if e.prev_hash != phash {
+            if e.prev_hash == pprev {
+                self.broke(
+                    pseq,
+                    "inserted",
+                    format!(
+                        "entry {pseq} was inserted: entry {} follows the entry before it",
+                        e.seq
+                    ),
+                );
+            } else {
+                let kind = if moved_here(e) {
+                    "reordered"
+                } else {
+                    "deleted"
+                };
+                self.broke(
+                    e.seq,
+                    kind,
+                    format!(
+                        "entry {} does not follow entry {pseq} (prev_hash differs)",
+                        e.seq
+                    ),
+                );
+            }
         }
     }
-    report.broken = breaks.into_iter().min_by_key(|b| b.seq);
-    report
+
+    /// The verdict, once every entry was fed.
+    pub fn finish(mut self) -> AuditReport {
+        let last = self.report.last_seq.unwrap_or(self.start.saturating_sub(1));
+        for (seq, hash) in &self.wanted {
+            if *seq > last {
+                self.breaks.push(AuditBreak {
+                    seq: last.saturating_add(1),
+                    kind: "truncated",
+                    detail: format!(
+                        "entries {}..{seq} are missing: a signed checkpoint covers entry {seq}",
+                        last.saturating_add(1)
+                    ),
+                });
+                continue;
+            }
+            match self.found.get(seq) {
+                Some(h) if h == hash => {
+                    self.report.signed_up_to =
+                        Some(self.report.signed_up_to.unwrap_or(0).max(*seq));
+                }
+                Some(_) => self.breaks.push(AuditBreak {
+                    seq: *seq,
+                    kind: "checkpoint_mismatch",
+                    detail: format!(
+                        "entry {seq} is not the one the checkpoint signed: the chain was \
+                         rewritten at or before it"
+                    ),
+                }),
+                None => {}
+            }
+        }
+        self.report.broken = self.breaks.into_iter().min_by_key(|b| b.seq);
+        self.report
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::exit::{SecurityError, usage};
 use crate::output;
 use anyhow::Context;
 use keysafe_client::KeysafeClient;
-use keysafe_proto::audit::{AuditEntry, verify};
+use keysafe_proto::audit::{AuditEntry, ChainVerifier};
 use std::io::Write;
 
 const PAGE: u32 = 10_000;
@@ -51,12 +51,28 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
                     hex::decode(&k.public_key).context("the server's audit key is not hex")?
                 }
             };
-            let entries = fetch(client, from.unwrap_or(1), None).await?;
+            // Checkpoints first (few), then the entries streamed page by page.
             let checkpoints = client
                 .audit_checkpoints(from.unwrap_or(1))
                 .await?
                 .checkpoints;
-            let report = verify(&entries, &checkpoints, &pk, from);
+            let mut verifier = ChainVerifier::new(&checkpoints, &pk, from);
+            let mut next = from.unwrap_or(1).max(1);
+            loop {
+                let page = client.audit_entries(next, None, PAGE).await?.entries;
+                let Some(last) = page.last().map(|e| e.seq) else {
+                    break;
+                };
+                for e in &page {
+                    verifier.feed(e);
+                }
+                // A page that does not move forward (a tampered seq column) ends the walk.
+                if last < next || (page.len() as u32) < PAGE {
+                    break;
+                }
+                next = last.saturating_add(1);
+            }
+            let report = verifier.finish();
             if json {
                 output::json(&report)?;
             } else if report.broken.is_none() {
