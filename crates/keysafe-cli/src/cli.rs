@@ -101,11 +101,27 @@ pub enum Command {
         after_help = "Examples:\n  keysafe group ls\n  keysafe group admit kms 3f1c...e9"
     )]
     Group(GroupCommand),
+    /// Check a backup file: decrypt it, verify every checksum and print what is inside.
+    #[command(
+        after_help = "Example:\n  keysafe backup verify keysafe-2026-11-28.age --identity backup-key.txt"
+    )]
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Rebuild a data directory from a backup, on any host, under any name and address.
+    #[command(
+        after_help = "Example:\n  keysafe restore --from keysafe.age --identity backup-key.txt --data-dir /var/lib/keysafe --listen 10.0.0.7:11371 --hostname keysafe2.example.com"
+    )]
+    Restore(RestoreArgs),
     /// Load generator: drive get or put over mutual TLS against a running server.
     #[command(
         after_help = "Example:\n  keysafe bench --home ./bench-client --op get --connections 64 --duration 10s"
     )]
     Bench(BenchArgs),
+    /// Run the Hadoop KMS gateway (KMS v1 under /kms/v1/) as the registered client in --home.
+    #[command(
+        after_help = "Example:\n  keysafe kms --home /etc/keysafe/kms-1 --listen 127.0.0.1:9600 --config kms.toml\n  hadoop key list -provider kms://http@127.0.0.1:9600/kms"
+    )]
+    Kms(KmsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +138,185 @@ pub struct InitArgs {
     /// Print what was created as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub seal: SealArgs,
 }
+
+// --- Seals, keyring rotation and backups (issue 5) ---
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SealKind {
+    /// A 256-bit root key in a file (mode 0600).
+    File,
+    /// A key derived with Argon2id from an operator passphrase.
+    Passphrase,
+    /// A non-extractable AES key in an HSM token over PKCS#11.
+    Pkcs11,
+}
+
+/// How the keyring is sealed (init, and `seal migrate --to`).
+#[derive(Debug, Clone, Args)]
+pub struct SealArgs {
+    /// The seal: file, passphrase or pkcs11.
+    #[arg(long = "seal", value_enum, default_value = "file")]
+    pub kind: SealKind,
+    #[command(flatten)]
+    pub secrets: SealSecretArgs,
+    /// PKCS#11 module (shared library) of the HSM.
+    #[arg(long, default_value = keysafe_server::config::DEFAULT_PKCS11_MODULE)]
+    pub pkcs11_module: PathBuf,
+    /// Label of the HSM token.
+    #[arg(long, default_value = "keysafe")]
+    pub pkcs11_token: String,
+    /// Label of the AES key in the token (created if absent).
+    #[arg(long, default_value = "keysafe-seal")]
+    pub pkcs11_key: String,
+    /// `keyring` (the HSM opens the keyring at start) or `per-deposit` (every data key too).
+    #[arg(long, default_value = "keyring", value_parser = ["keyring", "per-deposit"])]
+    pub pkcs11_mode: String,
+}
+
+/// Where the passphrase and the HSM PIN come from.
+#[derive(Debug, Clone, Args)]
+pub struct SealSecretArgs {
+    /// Read the passphrase from this file (mode 0600). Otherwise KEYSAFE_PASSPHRASE, or a prompt
+    /// when standard input is a terminal.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// A file (mode 0600) holding the HSM user PIN; otherwise KEYSAFE_PKCS11_PIN is used.
+    #[arg(long)]
+    pub pkcs11_pin_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Make an age X25519 key pair for backups (like `age-keygen`): the identity goes to FILE
+    /// (mode 0600), the recipient to standard output.
+    #[command(after_help = "Example:\n  keysafe backup keygen -o backup-key.txt")]
+    Keygen {
+        /// Where to write the identity (must not exist).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Decrypt a backup, check its integrity and print its manifest.
+    #[command(
+        after_help = "Example:\n  keysafe backup verify keysafe.age --identity backup-key.txt"
+    )]
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+        /// An age identity file (repeatable).
+        #[arg(long = "identity", required = true)]
+        identities: Vec<PathBuf>,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long = "from")]
+    pub from: PathBuf,
+    /// An age identity file (repeatable).
+    #[arg(long = "identity", required = true)]
+    pub identities: Vec<PathBuf>,
+    /// The data directory to create (must be missing or empty).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// A new listen address (the certificate is re-issued with the same key).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// A new host name (the certificate is re-issued with the same key).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// The root key file, when the backup was made without --include-root-key (file seal).
+    #[arg(long)]
+    pub root_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub secrets: SealSecretArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyringCommand {
+    /// Versions, data keys per version and re-wrap progress.
+    #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data keyring status")]
+    Status,
+    /// Add a key-encryption-key version; new data keys use it at once, a background job
+    /// re-wraps the existing ones.
+    #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data keyring rotate")]
+    Rotate,
+    /// Delete a version that no data key uses any more.
+    #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data keyring retire 1")]
+    Retire { version: u32 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SealCommand {
+    /// Move the keyring to another seal (or another HSM key label), offline: stop the server
+    /// first. Needs --data-dir.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir /var/lib/keysafe seal migrate --to pkcs11 --pkcs11-token keysafe --pkcs11-key seal-2027 --pkcs11-pin-file /etc/keysafe/hsm.pin"
+    )]
+    Migrate {
+        #[command(flatten)]
+        to: MigrateTo,
+        /// The current passphrase, when the current seal is a passphrase.
+        #[arg(long)]
+        current_passphrase_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateTo {
+    /// The new seal.
+    #[arg(long = "to", value_enum)]
+    pub kind: SealKind,
+    /// Read the new passphrase from this file.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// A file holding the HSM user PIN (default: the configured one, or KEYSAFE_PKCS11_PIN).
+    #[arg(long)]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// PKCS#11 module (default: the configured one).
+    #[arg(long)]
+    pub pkcs11_module: Option<PathBuf>,
+    /// HSM token label (default: the configured one).
+    #[arg(long)]
+    pub pkcs11_token: Option<String>,
+    /// HSM key label: a new label rotates the HSM key.
+    #[arg(long)]
+    pub pkcs11_key: Option<String>,
+    /// `keyring` or `per-deposit` (default: the configured one).
+    #[arg(long, value_parser = ["keyring", "per-deposit"])]
+    pub pkcs11_mode: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminBackupCommand {
+    /// Write an encrypted, consistent backup of the running server.
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data backup create --recipient age1... -o keysafe.age"
+    )]
+    Create {
+        /// An age X25519 recipient (`age1...`), repeatable.
+        #[arg(long = "recipient", required = true)]
+        recipients: Vec<String>,
+        /// Include the root key file (file seal). Anyone with the backup and an identity can then
+        /// read every deposit.
+        #[arg(long)]
+        include_root_key: bool,
+        /// Where to write the backup (created with mode 0600; must not exist).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+// --- end of issue 5 block ---
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -146,6 +340,9 @@ pub struct ServeArgs {
     /// HTTP, `/metrics`).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The seal when initialising, and the passphrase / PIN sources at start.
+    #[command(flatten)]
+    pub seal: SealArgs,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +380,33 @@ pub enum AdminCommand {
         after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data group add kms --org acme --member 3f1c...e9\n  keysafe admin --data-dir ./keysafe-data group list --org acme"
     )]
     Group(AdminGroupCommand),
+    /// Unseal a server that started sealed (passphrase seal).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data unseal --passphrase-file pass.txt"
+    )]
+    Unseal {
+        /// Read the passphrase from this file (otherwise KEYSAFE_PASSPHRASE or a prompt).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Keyring versions, rotation and retirement.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data keyring status\n  keysafe admin --data-dir ./keysafe-data keyring rotate"
+    )]
+    Keyring(KeyringCommand),
+    /// Change the seal (offline).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data seal migrate --to passphrase --passphrase-file pass.txt"
+    )]
+    Seal(SealCommand),
+    /// Backups of the running server.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data backup create --recipient age1... -o keysafe.age"
+    )]
+    Backup(AdminBackupCommand),
     /// The tamper-evident audit trail: verify it, export it.
     #[command(
         subcommand,
@@ -601,6 +825,19 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KmsArgs {
+    /// The gateway's client home (a registered, active keysafe client).
+    #[arg(long, env = "KEYSAFE_HOME")]
+    pub home: Option<PathBuf>,
+    /// Where to listen (overrides `listen` in the config file; default 127.0.0.1:9600).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The gateway configuration file (TOML; see docs/kms.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -314,7 +314,7 @@ pub(crate) struct Req {
 }
 
 impl Req {
-    fn new(method: Method, path: impl Into<String>) -> Self {
+    pub(crate) fn new(method: Method, path: impl Into<String>) -> Self {
         let retry = if method == Method::GET || method == Method::HEAD {
             Retry::Idempotent
         } else {
@@ -330,20 +330,20 @@ impl Req {
         }
     }
 
-    fn get(path: impl Into<String>) -> Self {
+    pub(crate) fn get(path: impl Into<String>) -> Self {
         Self::new(Method::GET, path)
     }
 
-    fn post(path: impl Into<String>) -> Self {
+    pub(crate) fn post(path: impl Into<String>) -> Self {
         Self::new(Method::POST, path)
     }
 
-    fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+    pub(crate) fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.insert(name, value);
         self
     }
 
-    fn body(mut self, content_type: &'static str, body: Bytes) -> Self {
+    pub(crate) fn body(mut self, content_type: &'static str, body: Bytes) -> Self {
         self.headers.insert(
             reqwest::header::CONTENT_TYPE,
             HeaderValue::from_static(content_type),
@@ -352,7 +352,7 @@ impl Req {
         self
     }
 
-    fn json<T: Serialize>(self, v: &T) -> Result<Self, ClientError> {
+    pub(crate) fn json<T: Serialize>(self, v: &T) -> Result<Self, ClientError> {
         let body = serde_json::to_vec(v)
             .map_err(|e| ClientError::Invalid(format!("cannot encode the request: {e}")))?;
         Ok(self.body("application/json", body.into()))
@@ -360,7 +360,7 @@ impl Req {
 
     /// Appends a query string built from a serialisable value (a struct of optional fields or
     /// a list of pairs); absent fields are left out.
-    fn query<T: Serialize>(mut self, q: &T) -> Result<Self, ClientError> {
+    pub(crate) fn query<T: Serialize>(mut self, q: &T) -> Result<Self, ClientError> {
         let v = serde_json::to_value(q)
             .map_err(|e| ClientError::Invalid(format!("cannot encode the query: {e}")))?;
         let pairs: Vec<(String, String)> = match v {
@@ -415,9 +415,9 @@ fn percent_encode(s: &str) -> String {
 /// A complete answer: status, headers and the whole body.
 #[derive(Debug)]
 pub(crate) struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// How one attempt failed.
@@ -726,7 +726,7 @@ impl KeysafeClient {
     }
 
     /// The failover loop: every API request goes through here (see the module documentation).
-    async fn send(&self, req: Req) -> Result<Answer, ClientError> {
+    pub(crate) async fn send(&self, req: Req) -> Result<Answer, ClientError> {
         let order = self.order();
         let passes = 1 + self.inner.failover.retries;
         // The last failure per server, in the order first tried.
@@ -843,7 +843,7 @@ impl KeysafeClient {
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, req: Req) -> Result<T, ClientError> {
+    pub(crate) async fn json<T: DeserializeOwned>(&self, req: Req) -> Result<T, ClientError> {
         let answer = self.send(req).await?;
         serde_json::from_slice(&answer.body).map_err(|e| ClientError::Unexpected {
             status: answer.status.as_u16(),

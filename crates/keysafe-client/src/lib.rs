@@ -11,6 +11,8 @@ pub mod register;
 pub mod tls;
 pub mod token;
 pub mod vault;
+// Seals, keyring rotation and backups (issue 5).
+pub mod sealing;
 
 pub use cache::{Cache, CacheConfig};
 pub use client::{

@@ -4,13 +4,26 @@
 //! it in `x-keysafe-token`; when an answer carries a new one, it replaces the stored token if its
 //! counter is higher (answers can arrive out of order). Several processes may share one home: the
 //! file is updated under an exclusive lock with a write-to-temporary-and-rename, and a process
-//! re-reads it when it changed on disk, so they all follow one sequence.
+//! re-reads it when it changed on disk (a new inode), so they all follow one sequence.
 
 use crate::error::ClientError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
+
+/// What identifies one version of the token file: it is replaced by rename, so the inode changes
+/// with every write even when the modification time (coarse on some file systems) does not.
+type Stamp = (u64, Option<SystemTime>);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = m.len();
+    Some((ino, m.modified().ok()))
+}
 use zeroize::Zeroizing;
 
 /// The file in a client home holding the current sequenced token.
@@ -25,7 +38,7 @@ fn counter_of(token: &str) -> Option<u64> {
 struct State {
     token: Option<Zeroizing<String>>,
     counter: Option<u64>,
-    mtime: Option<SystemTime>,
+    stamp: Option<Stamp>,
 }
 
 /// Holds a client's token in memory and, for clients made from a home, on disk.
@@ -67,11 +80,11 @@ impl TokenKeeper {
 
     fn reload_if_changed(&self) {
         let Some(path) = self.path() else { return };
-        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let current = stamp(&path);
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        if mtime.is_none() || mtime == st.mtime {
+        if current.is_none() || current == st.stamp {
             return;
         }
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -84,7 +97,7 @@ impl TokenKeeper {
                 st.counter = Some(c);
             }
         }
-        st.mtime = mtime;
+        st.stamp = current;
     }
 
     /// The token to send, if any.
@@ -118,7 +131,7 @@ impl TokenKeeper {
             persist(dir, token, counter)?;
             // The file may hold a newer token another process stored: read it back.
             if let Ok(mut st) = self.state.lock() {
-                st.mtime = None;
+                st.stamp = None;
             }
             self.reload_if_changed();
         }

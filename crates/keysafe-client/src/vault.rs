@@ -208,6 +208,15 @@ impl Vault {
             Ok(p) => Ok(p),
             Err(first) => {
                 let groups = self.group_identities().await?;
+                if !groups.is_empty()
+                    && let Ok(p) = e2e::decrypt(&groups, ciphertext)
+                {
+                    return Ok(p);
+                }
+                // Membership may have changed since the identities were fetched (admitted
+                // since, or a new epoch): fetch them again once.
+                self.forget_groups();
+                let groups = self.group_identities().await?;
                 if groups.is_empty() {
                     return Err(first);
                 }
@@ -283,7 +292,7 @@ impl Vault {
                 versions,
             };
             match self.client.update_acl(owner, name, &update).await {
-                Err(e) if is_conflict(&e) || e.code() == Some(ErrorCode::BadRequest) => {
+                Err(e) if is_conflict(&e) => {
                     // A version was added or the ACL changed meanwhile: start over.
                     last = Some(e);
                 }

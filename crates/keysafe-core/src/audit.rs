@@ -100,7 +100,7 @@ pub(crate) fn mark_recorded() {
 
 const SIGNING_KEY_AAD: &str = "keysafe/audit-signing-key/v1";
 
-fn signing_key_aad(public_key: &[u8]) -> Vec<u8> {
+pub(crate) fn signing_key_aad(public_key: &[u8]) -> Vec<u8> {
     AadBuilder::new(SIGNING_KEY_AAD).field(public_key).finish()
 }
 

@@ -76,6 +76,7 @@ impl CoreError {
             StoreError::Unavailable(m) => CoreError::Unavailable(m),
             StoreError::Corrupt(m) => CoreError::Integrity(m),
             StoreError::Backend(m) => CoreError::Internal(m),
+            StoreError::InUse(m) => CoreError::InvalidState(format!("{what} is still in use: {m}")),
         }
     }
 }
@@ -98,8 +99,17 @@ impl From<CryptoError> for CoreError {
 impl From<SealError> for CoreError {
     fn from(e: SealError) -> Self {
         match e {
-            SealError::WrongKey => CoreError::Sealed,
+            SealError::WrongKey | SealError::HsmKeyMissing { .. } => CoreError::Sealed,
             other => CoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::keyring::DekError> for CoreError {
+    fn from(e: crate::keyring::DekError) -> Self {
+        match e {
+            crate::keyring::DekError::Crypto(c) => c.into(),
+            crate::keyring::DekError::Seal(s) => s.into(),
         }
     }
 }

@@ -1,6 +1,11 @@
 //! The key-encryption keyring: numbered KEK versions that wrap every data key. The keyring is
 //! held in memory unwrapped (opened once by the seal at start) and stored wrapped by the seal.
-//! New data keys always use the current (highest) version.
+//! New data keys always use the current (highest) version; older versions stay until every data
+//! key has been re-wrapped away from them and an operator retires them.
+//!
+//! With a `per-deposit` seal (PKCS#11), every wrapped data key is additionally encrypted by the
+//! seal itself, so each unwrap needs the HSM: destroying the HSM key makes every data key
+//! unreadable at once, even in a process that still holds the keyring.
 
 use crate::crypto::{self, AadBuilder, CryptoError, SecretKey};
 use crate::seal::{Seal, SealError};
@@ -8,10 +13,13 @@ use crate::store::KekRecord;
 use keysafe_proto::Timestamp;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub struct Keyring {
     keks: BTreeMap<u32, SecretKey>,
     current: u32,
+    /// The seal, when it must also wrap every data key (`per-deposit`).
+    outer: Option<Arc<dyn Seal>>,
 }
 
 impl fmt::Debug for Keyring {
@@ -19,6 +27,7 @@ impl fmt::Debug for Keyring {
         f.debug_struct("Keyring")
             .field("versions", &self.keks.keys().collect::<Vec<_>>())
             .field("current", &self.current)
+            .field("per_deposit", &self.outer.is_some())
             .finish()
     }
 }
@@ -29,41 +38,170 @@ fn kek_aad(version: u32) -> Vec<u8> {
         .finish()
 }
 
+fn outer_aad(aad: &[u8]) -> Vec<u8> {
+    AadBuilder::new("keysafe/seal-dek/v1").field(aad).finish()
+}
+
+/// Wraps one KEK version under a seal: the record to store.
+pub fn wrap_kek(
+    seal: &dyn Seal,
+    version: u32,
+    kek: &SecretKey,
+    now: Timestamp,
+) -> Result<KekRecord, SealError> {
+    Ok(KekRecord {
+        version,
+        seal: seal.descriptor(),
+        wrapped: seal.wrap(&kek_aad(version), kek)?,
+        created_at: now,
+    })
+}
+
+/// An error of a data-key operation: the keyring's own crypto, or the per-deposit seal.
+#[derive(Debug, thiserror::Error)]
+pub enum DekError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
 impl Keyring {
     /// A fresh keyring with version 1, and the record to store for it.
-    pub fn generate(seal: &dyn Seal, now: Timestamp) -> Result<(Self, KekRecord), SealError> {
+    pub fn generate(seal: Arc<dyn Seal>, now: Timestamp) -> Result<(Self, KekRecord), SealError> {
         let kek = SecretKey::generate().map_err(|_| SealError::Random)?;
-        let wrapped = seal.wrap(&kek_aad(1), &kek)?;
+        let record = wrap_kek(seal.as_ref(), 1, &kek, now)?;
         let mut keks = BTreeMap::new();
         keks.insert(1, kek);
+        let outer = seal.per_deposit().then_some(seal);
         Ok((
-            Self { keks, current: 1 },
-            KekRecord {
-                version: 1,
-                wrapped,
-                created_at: now,
+            Self {
+                keks,
+                current: 1,
+                outer,
             },
+            record,
         ))
     }
 
-    /// Opens stored keyring versions with the seal.
-    pub fn open(seal: &dyn Seal, records: &[KekRecord]) -> Result<Self, SealError> {
+    /// Opens the stored keyring versions wrapped by this seal (rows wrapped by another seal, left
+    /// by an interrupted seal migration, are ignored).
+    pub fn open(seal: Arc<dyn Seal>, records: &[KekRecord]) -> Result<Self, SealError> {
+        if records.is_empty() {
+            return Err(SealError::EmptyKeyring);
+        }
+        let descriptor = seal.descriptor();
         let mut keks = BTreeMap::new();
-        for r in records {
+        for r in records.iter().filter(|r| r.seal == descriptor) {
             keks.insert(r.version, seal.unwrap(&kek_aad(r.version), &r.wrapped)?);
         }
-        let current = *keks.keys().next_back().ok_or(SealError::EmptyKeyring)?;
-        Ok(Self { keks, current })
+        let Some(current) = keks.keys().next_back().copied() else {
+            let mut found: Vec<&str> = records.iter().map(|r| r.seal.as_str()).collect();
+            found.sort_unstable();
+            found.dedup();
+            return Err(SealError::NoKeyringForSeal {
+                configured: seal_summary(&descriptor),
+                found: found
+                    .iter()
+                    .map(|d| seal_summary(d))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let outer = seal.per_deposit().then_some(seal);
+        Ok(Self {
+            keks,
+            current,
+            outer,
+        })
+    }
+
+    /// A copy of this keyring with one more version, and the record to store for it.
+    pub fn rotated(&self, seal: &dyn Seal, now: Timestamp) -> Result<(Self, KekRecord), SealError> {
+        let version = self.current + 1;
+        let kek = SecretKey::generate().map_err(|_| SealError::Random)?;
+        let record = wrap_kek(seal, version, &kek, now)?;
+        let mut keks = self.keks.clone();
+        keks.insert(version, kek);
+        Ok((
+            Self {
+                keks,
+                current: version,
+                outer: self.outer.clone(),
+            },
+            record,
+        ))
+    }
+
+    /// A copy of this keyring without `version` (which must not be the current one).
+    pub fn without(&self, version: u32) -> Option<Self> {
+        if version == self.current || !self.keks.contains_key(&version) {
+            return None;
+        }
+        let mut keks = self.keks.clone();
+        keks.remove(&version);
+        Some(Self {
+            keks,
+            current: self.current,
+            outer: self.outer.clone(),
+        })
+    }
+
+    /// Every version wrapped under `seal`, for a seal migration.
+    pub fn wrap_all(&self, seal: &dyn Seal, now: Timestamp) -> Result<Vec<KekRecord>, SealError> {
+        self.keks
+            .iter()
+            .map(|(v, k)| wrap_kek(seal, *v, k, now))
+            .collect()
+    }
+
+    /// The same KEKs with a different per-deposit seal (or none), for a seal migration.
+    pub fn with_outer(&self, seal: Option<Arc<dyn Seal>>) -> Self {
+        Self {
+            keks: self.keks.clone(),
+            current: self.current,
+            outer: seal.filter(|s| s.per_deposit()),
+        }
     }
 
     pub fn current_version(&self) -> u32 {
         self.current
     }
 
+    pub fn versions(&self) -> Vec<u32> {
+        self.keks.keys().copied().collect()
+    }
+
+    /// True when data-key operations call the seal (an HSM round trip: run them off the runtime).
+    pub fn per_deposit(&self) -> bool {
+        self.outer.is_some()
+    }
+
     /// Wraps a data key under the current KEK, bound to `aad`. Returns (kek version, wrapped).
-    pub fn wrap_dek(&self, aad: &[u8], dek: &SecretKey) -> Result<(u32, Vec<u8>), CryptoError> {
+    pub fn wrap_dek(&self, aad: &[u8], dek: &SecretKey) -> Result<(u32, Vec<u8>), DekError> {
         let kek = self.keks.get(&self.current).ok_or(CryptoError::Integrity)?;
-        Ok((self.current, crypto::seal(kek, aad, dek.expose())?))
+        let inner = crypto::seal(kek, aad, dek.expose())?;
+        let wrapped = match &self.outer {
+            Some(seal) => seal.encrypt(&outer_aad(aad), &inner)?,
+            None => inner,
+        };
+        Ok((self.current, wrapped))
+    }
+
+    /// Wraps a data key under a given (existing) version: a seal migration changes the
+    /// per-deposit layer but keeps each data key on its version.
+    pub fn wrap_dek_with(
+        &self,
+        version: u32,
+        aad: &[u8],
+        dek: &SecretKey,
+    ) -> Result<Vec<u8>, DekError> {
+        let kek = self.keks.get(&version).ok_or(CryptoError::Integrity)?;
+        let inner = crypto::seal(kek, aad, dek.expose())?;
+        Ok(match &self.outer {
+            Some(seal) => seal.encrypt(&outer_aad(aad), &inner)?,
+            None => inner,
+        })
     }
 
     /// Unwraps a data key; an unknown version, wrong `aad` or altered bytes is an integrity error.
@@ -72,10 +210,32 @@ impl Keyring {
         kek_version: u32,
         aad: &[u8],
         wrapped: &[u8],
-    ) -> Result<SecretKey, CryptoError> {
+    ) -> Result<SecretKey, DekError> {
         let kek = self.keks.get(&kek_version).ok_or(CryptoError::Integrity)?;
+        let inner;
+        let wrapped = match &self.outer {
+            Some(seal) => {
+                inner = seal
+                    .decrypt(&outer_aad(aad), wrapped)
+                    .map_err(|e| match e {
+                        SealError::WrongKey => DekError::Crypto(CryptoError::Integrity),
+                        other => DekError::Seal(other),
+                    })?;
+                &inner[..]
+            }
+            None => wrapped,
+        };
         let raw = zeroize::Zeroizing::new(crypto::open(kek, aad, wrapped)?);
-        SecretKey::from_slice(&raw).ok_or(CryptoError::Integrity)
+        Ok(SecretKey::from_slice(&raw).ok_or(CryptoError::Integrity)?)
+    }
+}
+
+/// A short, human description of a seal descriptor (passphrase salts elided).
+pub fn seal_summary(descriptor: &str) -> String {
+    if crate::seal::KdfParams::is_descriptor(descriptor) {
+        "passphrase".into()
+    } else {
+        descriptor.to_owned()
     }
 }
 
@@ -83,27 +243,34 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    struct TestSeal(SecretKey);
+    struct TestSeal(SecretKey, bool);
     impl Seal for TestSeal {
         fn kind(&self) -> &'static str {
             "test"
         }
-        fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>, SealError> {
-            crypto::seal(&self.0, aad, key.expose()).map_err(|_| SealError::Random)
+        fn descriptor(&self) -> String {
+            "test".into()
         }
-        fn unwrap(&self, aad: &[u8], w: &[u8]) -> Result<SecretKey, SealError> {
-            let b = crypto::open(&self.0, aad, w).map_err(|_| SealError::WrongKey)?;
-            SecretKey::from_slice(&b).ok_or(SealError::WrongKey)
+        fn encrypt(&self, aad: &[u8], p: &[u8]) -> Result<Vec<u8>, SealError> {
+            crypto::seal(&self.0, aad, p).map_err(|_| SealError::Random)
+        }
+        fn decrypt(&self, aad: &[u8], w: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
+            crypto::open(&self.0, aad, w)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|_| SealError::WrongKey)
+        }
+        fn per_deposit(&self) -> bool {
+            self.1
         }
     }
 
     #[test]
     fn generate_open_wrap() {
-        let seal = TestSeal(SecretKey::generate().unwrap());
-        let (ring, rec) = Keyring::generate(&seal, Timestamp::now()).unwrap();
+        let seal: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), false));
+        let (ring, rec) = Keyring::generate(seal.clone(), Timestamp::now()).unwrap();
         let dek = SecretKey::generate().unwrap();
         let (v, w) = ring.wrap_dek(b"ctx", &dek).unwrap();
-        let reopened = Keyring::open(&seal, std::slice::from_ref(&rec)).unwrap();
+        let reopened = Keyring::open(seal.clone(), std::slice::from_ref(&rec)).unwrap();
         assert_eq!(
             reopened.unwrap_dek(v, b"ctx", &w).unwrap().expose(),
             dek.expose()
@@ -111,14 +278,61 @@ mod tests {
         assert!(reopened.unwrap_dek(v, b"other", &w).is_err());
         assert!(reopened.unwrap_dek(v + 1, b"ctx", &w).is_err());
 
-        let wrong = TestSeal(SecretKey::generate().unwrap());
+        let wrong: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), false));
         assert!(matches!(
-            Keyring::open(&wrong, &[rec]),
+            Keyring::open(wrong, std::slice::from_ref(&rec)),
             Err(SealError::WrongKey)
         ));
         assert!(matches!(
-            Keyring::open(&seal, &[]),
+            Keyring::open(seal.clone(), &[]),
             Err(SealError::EmptyKeyring)
         ));
+        let mut other = rec.clone();
+        other.seal = "elsewhere".into();
+        assert!(matches!(
+            Keyring::open(seal, &[other]),
+            Err(SealError::NoKeyringForSeal { .. })
+        ));
+    }
+
+    #[test]
+    fn rotation_keeps_old_versions_readable() {
+        let seal: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), false));
+        let (ring, rec1) = Keyring::generate(seal.clone(), Timestamp::now()).unwrap();
+        let dek = SecretKey::generate().unwrap();
+        let (v1, w1) = ring.wrap_dek(b"a", &dek).unwrap();
+        let (ring2, rec2) = ring.rotated(seal.as_ref(), Timestamp::now()).unwrap();
+        assert_eq!(ring2.current_version(), 2);
+        let (v2, w2) = ring2.wrap_dek(b"a", &dek).unwrap();
+        assert_eq!((v1, v2), (1, 2));
+        let reopened = Keyring::open(seal, &[rec1, rec2]).unwrap();
+        assert_eq!(
+            reopened.unwrap_dek(1, b"a", &w1).unwrap().expose(),
+            dek.expose()
+        );
+        assert_eq!(
+            reopened.unwrap_dek(2, b"a", &w2).unwrap().expose(),
+            dek.expose()
+        );
+        assert!(
+            reopened.without(2).is_none(),
+            "the current version cannot go"
+        );
+        let retired = reopened.without(1).unwrap();
+        assert!(retired.unwrap_dek(1, b"a", &w1).is_err());
+    }
+
+    #[test]
+    fn per_deposit_needs_the_seal_for_every_data_key() {
+        let seal: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), true));
+        let (ring, _) = Keyring::generate(seal, Timestamp::now()).unwrap();
+        assert!(ring.per_deposit());
+        let dek = SecretKey::generate().unwrap();
+        let (v, w) = ring.wrap_dek(b"a", &dek).unwrap();
+        assert_eq!(ring.unwrap_dek(v, b"a", &w).unwrap().expose(), dek.expose());
+        // Without the outer layer the same KEK cannot read it.
+        let plain = ring.with_outer(None);
+        assert!(plain.unwrap_dek(v, b"a", &w).is_err());
+        assert!(ring.unwrap_dek(v, b"b", &w).is_err());
     }
 }

@@ -15,6 +15,6 @@ pub mod store;
 pub use clock::{Clock, SystemClock};
 pub use error::CoreError;
 pub use keyring::Keyring;
-pub use seal::{FileSeal, Seal, SealError};
+pub use seal::{FileSeal, PassphraseSeal, Seal, SealError};
 pub use service::{Caller, Limits, Service};
 pub use store::{Store, StoreError};

@@ -36,6 +36,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage error: {0}")]
     Backend(String),
+    /// The object is still referenced (a keyring version that data keys still use).
+    #[error("still in use: {0}")]
+    InUse(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -77,8 +80,9 @@ pub struct TokenState {
     /// Hash of the current token; `None` after an administrator reset it (the next request is
     /// issued a fresh one).
     pub hash: Option<String>,
-    /// Hash of the token the current one replaced, accepted for a grace window after `rotated_at`.
-    pub prev_hash: Option<String>,
+    /// Tokens replaced within the grace window, still accepted for requests that were in
+    /// flight when they were replaced (newest first, bounded).
+    pub recent: Vec<ReplacedToken>,
     /// When the current token was issued.
     pub rotated_at: Timestamp,
 }
@@ -87,6 +91,8 @@ pub struct TokenState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KekRecord {
     pub version: u32,
+    /// The descriptor of the seal that wrapped it (see `seal`).
+    pub seal: String,
     pub wrapped: Vec<u8>,
     pub created_at: Timestamp,
 }
@@ -130,6 +136,15 @@ pub struct VersionRecord {
     pub kek_version: u32,
     pub wrapped_dek: Vec<u8>,
     pub ciphertext: Vec<u8>,
+}
+
+/// A replaced token's hash and when it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplacedToken {
+    #[serde(rename = "h")]
+    pub hash: String,
+    #[serde(rename = "at")]
+    pub replaced_at: Timestamp,
 }
 
 /// One ACL entry.
@@ -205,6 +220,60 @@ pub struct StoreStats {
 }
 
 // ---- end audit trail ----
+// --- Keyring rotation, re-wrap and seal migration (issue 5) ---------------------------------
+
+/// A kind of row that holds a secret wrapped by the keyring. The re-wrap job walks each kind;
+/// adding a table of KEK-wrapped rows means adding a variant here, its [`WrappedId`] variant, its
+/// associated data (`service::rewrap::aad_for`) and its three SQL statements in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WrappedKind {
+    /// `deposit_versions.wrapped_dek`.
+    DepositVersion,
+    /// `audit_signing_keys.wrapped` (issue 6): the seed of the key that signs audit checkpoints.
+    AuditSigningKey,
+}
+
+impl WrappedKind {
+    pub const ALL: &'static [WrappedKind] =
+        &[WrappedKind::DepositVersion, WrappedKind::AuditSigningKey];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrappedKind::DepositVersion => "deposit_versions",
+            WrappedKind::AuditSigningKey => "audit_signing_keys",
+        }
+    }
+}
+
+/// Identifies one KEK-wrapped row (and carries what its associated data needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WrappedId {
+    DepositVersion {
+        org: OrgName,
+        key: DepositKey,
+        version: DepositVersion,
+    },
+    /// The audit signing key (its public key is part of the associated data).
+    AuditSigningKey { key_id: String, public_key: Vec<u8> },
+}
+
+/// One KEK-wrapped row as the re-wrap job sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedRow {
+    pub id: WrappedId,
+    pub kek_version: u32,
+    pub wrapped: Vec<u8>,
+}
+
+/// How many rows of a kind use a keyring version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekUsage {
+    pub kind: WrappedKind,
+    pub kek_version: u32,
+    pub count: u64,
+}
+
+// --- end of issue 5 block ---------------------------------------------------------------------
 
 /// Every change a store can make. Each is atomic on its own; a backend may commit several in one
 /// transaction, but each succeeds or fails by itself.
@@ -336,6 +405,24 @@ pub enum Mutation {
     InsertAuditKey(AuditKeyRecord),
     /// Stores a signed checkpoint of the audit chain.
     InsertAuditCheckpoint(AuditCheckpoint),
+    // --- Keyring rotation, re-wrap and seal migration (issue 5) ---
+    /// Replaces one wrapped secret, only if it is still wrapped by `expected_kek` (otherwise
+    /// `VersionConflict`; `NotFound` if the row is gone).
+    Rewrap {
+        id: WrappedId,
+        expected_kek: u32,
+        kek_version: u32,
+        wrapped: Vec<u8>,
+    },
+    /// Deletes a keyring version under every seal. `InUse` if any wrapped row still uses it.
+    RetireKek {
+        version: u32,
+    },
+    /// Deletes every keyring row wrapped by seals other than `keep` (the end of a seal
+    /// migration). `InvalidState`-like `InUse` if no row of `keep` exists.
+    KeepOnlySeal {
+        keep: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,4 +525,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers (for health).
     async fn ping(&self) -> StoreResult<()>;
+
+    // --- Keyring rotation, re-wrap and backups (issue 5) ---
+    /// Rows of `kind` not wrapped by `current`, ordered by id, after `after` (pagination).
+    async fn list_stale_wrapped(
+        &self,
+        kind: WrappedKind,
+        current: u32,
+        after: Option<&WrappedId>,
+        limit: u32,
+    ) -> StoreResult<Vec<WrappedRow>>;
+    /// How many wrapped rows use each keyring version, per kind.
+    async fn kek_usage(&self) -> StoreResult<Vec<KekUsage>>;
+    /// Writes a consistent copy of the whole database to `dest` (which must not exist) while
+    /// the store keeps serving.
+    async fn snapshot(&self, dest: &std::path::Path) -> StoreResult<()>;
 }

@@ -44,6 +44,12 @@ pub struct Health {
     /// `queue_full`), `seal` (`ok`, `sealed`). Older servers send none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub checks: std::collections::BTreeMap<String, String>,
+    /// The seal kind (`file`, `passphrase`, `pkcs11`) when unsealed; absent while sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+    /// Why the server is sealed, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_reason: Option<String>,
 }
 
 /// The lifecycle state of a registered client.
@@ -606,4 +612,82 @@ mod tests {
         assert!(matches!(r, OrgSetAuthRequest::Secret { .. }));
         assert!(serde_json::from_str::<OrgSetAuthRequest>(r#"{"mode":"nope"}"#).is_err());
     }
+}
+
+// --- Seals, keyring rotation and backups (issue 5) ------------------------------------------
+
+/// `POST /v1/admin/unseal`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UnsealRequest {
+    pub passphrase: String,
+}
+
+impl std::fmt::Debug for UnsealRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnsealRequest { passphrase: [redacted] }")
+    }
+}
+
+impl Drop for UnsealRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.passphrase);
+    }
+}
+
+/// How many wrapped rows of one kind use a keyring version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekUsageInfo {
+    /// `deposit_versions`, ...
+    pub kind: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekVersionInfo {
+    pub version: u32,
+    pub created_at: Timestamp,
+    pub current: bool,
+    pub usage: Vec<KekUsageInfo>,
+    /// Deposit data keys wrapped by this version (`usage` lists every kind of wrapped row).
+    pub data_keys: u64,
+}
+
+/// `GET /v1/admin/keyring`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyringStatusInfo {
+    pub sealed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_reason: Option<String>,
+    /// The seal in use (`file`, `passphrase`, `pkcs11;mode=...;token=...;key=...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+    pub per_deposit: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<u32>,
+    pub versions: Vec<KekVersionInfo>,
+    /// Data keys still waiting to be re-wrapped onto the current version.
+    pub rewrap_pending: u64,
+}
+
+/// `POST /v1/admin/keyring/rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyringRotated {
+    pub version: u32,
+}
+
+/// `POST /v1/admin/keyring/retire`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyringRetireRequest {
+    pub version: u32,
+}
+
+/// `POST /v1/admin/backup`: the answer is the age-encrypted backup file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRequest {
+    /// age X25519 recipients (`age1...`); at least one.
+    pub recipients: Vec<String>,
+    /// Include the root key file (file seal only). Without it, the backup alone cannot decrypt
+    /// anything.
+    #[serde(default)]
+    pub include_root_key: bool,
 }

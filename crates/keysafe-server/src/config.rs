@@ -14,6 +14,84 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:11371";
 /// The documented configuration file, with `listen` and `hostname` filled in. `init` writes it;
 /// `keysafe serve --print-default-config` prints it with the defaults.
 pub fn config_template(listen: SocketAddr, hostname: &str) -> String {
+    config_template_with_seal(listen, hostname, &SealTemplate::default())
+}
+
+/// The `[seal]` settings `init` writes into the template.
+#[derive(Debug, Clone)]
+pub struct SealTemplate {
+    pub kind: String,
+    pub pkcs11_module: PathBuf,
+    pub pkcs11_token: String,
+    pub pkcs11_key: String,
+    pub pkcs11_pin_file: Option<PathBuf>,
+    pub pkcs11_mode: String,
+}
+
+impl Default for SealTemplate {
+    fn default() -> Self {
+        Self {
+            kind: "file".into(),
+            pkcs11_module: DEFAULT_PKCS11_MODULE.into(),
+            pkcs11_token: "keysafe".into(),
+            pkcs11_key: "keysafe-seal".into(),
+            pkcs11_pin_file: None,
+            pkcs11_mode: "keyring".into(),
+        }
+    }
+}
+
+pub const DEFAULT_PKCS11_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// The documented `[seal]` section.
+pub fn seal_section(t: &SealTemplate) -> String {
+    let pin_file = match &t.pkcs11_pin_file {
+        Some(p) => format!("pkcs11_pin_file = {:?}", p.display().to_string()),
+        None => "# pkcs11_pin_file = \"/etc/keysafe/hsm.pin\"".to_owned(),
+    };
+    format!(
+        r#"[seal]
+# What protects the keyring at rest (docs/operations.md, "Seals"):
+#   "file"       a 256-bit root key in a file only the server user can read (mode 0600);
+#   "passphrase" a key derived with Argon2id from an operator passphrase, given at start by
+#                --passphrase-file, KEYSAFE_PASSPHRASE or a prompt; without one the server
+#                starts sealed until `keysafe admin unseal`;
+#   "pkcs11"     a non-extractable AES-256 key in an HSM token.
+# Change it only with `keysafe admin seal migrate` (offline).
+type = "{kind}"
+# file: the root key file.
+root_key_file = "root.key"
+# pkcs11: the PKCS#11 module (shared library) of the HSM.
+pkcs11_module = "{module}"
+# pkcs11: the label of the token that holds the key.
+pkcs11_token = "{token}"
+# pkcs11: the label of the AES key (created by `init` if absent).
+pkcs11_key = "{key}"
+# pkcs11: a file holding the user PIN (mode 0600). Without it, KEYSAFE_PKCS11_PIN is used.
+{pin_file}
+# pkcs11: "keyring" (the HSM opens the keyring at start; fast) or "per-deposit" (every data key
+# is also wrapped by the HSM; an HSM round trip per request; stricter).
+pkcs11_mode = "{mode}"
+# How often the server checks that the HSM key still exists; if it is gone the server seals
+# itself and nothing can be decrypted any more.
+check_interval = "30s"
+
+"#,
+        kind = t.kind,
+        module = t.pkcs11_module.display(),
+        token = t.pkcs11_token,
+        key = t.pkcs11_key,
+        mode = t.pkcs11_mode,
+    )
+}
+
+/// [`config_template`] with a chosen seal.
+pub fn config_template_with_seal(
+    listen: SocketAddr,
+    hostname: &str,
+    seal: &SealTemplate,
+) -> String {
+    let seal = seal_section(seal);
     format!(
         r#"# keysafe server configuration.
 # Relative paths are resolved against the data directory (the folder that holds this file).
@@ -45,11 +123,13 @@ shutdown_grace = "30s"
 backend = "sqlite"
 sqlite_path = "keysafe.db"
 
-[seal]
-# What protects the keyring at rest. "file": a 256-bit root key in a file only the server
-# user can read (mode 0600; the server refuses a file others can read).
-type = "file"
-root_key_file = "root.key"
+{seal}
+[keyring]
+# The re-wrap job (after `keysafe admin keyring rotate`) moves this many data keys per
+# transaction...
+rewrap_batch = 256
+# ...and pauses this long between batches, leaving room for client traffic.
+rewrap_pause = "0s"
 
 [limits]
 # Largest deposit payload in bytes (default 1 MiB). Larger puts get 413 payload_too_large.
@@ -129,6 +209,8 @@ struct RawConfig {
     clients: RawClients,
     #[serde(default)]
     registration: RawRegistration,
+    #[serde(default)]
+    keyring: RawKeyring,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -272,6 +354,13 @@ struct RawSeal {
     #[serde(rename = "type")]
     kind: String,
     root_key_file: PathBuf,
+    pkcs11_module: PathBuf,
+    pkcs11_token: String,
+    pkcs11_key: String,
+    pkcs11_pin_file: Option<PathBuf>,
+    pkcs11_mode: String,
+    #[serde(with = "humantime_serde")]
+    check_interval: Duration,
 }
 
 impl Default for RawSeal {
@@ -279,6 +368,29 @@ impl Default for RawSeal {
         Self {
             kind: "file".into(),
             root_key_file: "root.key".into(),
+            pkcs11_module: DEFAULT_PKCS11_MODULE.into(),
+            pkcs11_token: "keysafe".into(),
+            pkcs11_key: "keysafe-seal".into(),
+            pkcs11_pin_file: None,
+            pkcs11_mode: "keyring".into(),
+            check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKeyring {
+    rewrap_batch: u32,
+    #[serde(with = "humantime_serde")]
+    rewrap_pause: Duration,
+}
+
+impl Default for RawKeyring {
+    fn default() -> Self {
+        Self {
+            rewrap_batch: 256,
+            rewrap_pause: Duration::ZERO,
         }
     }
 }
@@ -370,7 +482,27 @@ pub enum StorageConfig {
 
 #[derive(Debug, Clone)]
 pub enum SealConfig {
-    File { root_key_file: PathBuf },
+    File {
+        root_key_file: PathBuf,
+    },
+    Passphrase,
+    Pkcs11 {
+        module: PathBuf,
+        token: String,
+        key_label: String,
+        pin_file: Option<PathBuf>,
+        mode: keysafe_hsm::Pkcs11Mode,
+    },
+}
+
+impl SealConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SealConfig::File { .. } => "file",
+            SealConfig::Passphrase => "passphrase",
+            SealConfig::Pkcs11 { .. } => "pkcs11",
+        }
+    }
 }
 
 /// The validated configuration. Paths are absolute (resolved against the data directory).
@@ -388,6 +520,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub storage: StorageConfig,
     pub seal: SealConfig,
+    pub seal_check_interval: Duration,
+    pub rewrap: keysafe_core::service::rewrap::RewrapSettings,
     pub max_deposit_size: usize,
     pub identity_cache_ttl: Duration,
     pub token_rotation: Duration,
@@ -441,8 +575,27 @@ impl Config {
             "file" => SealConfig::File {
                 root_key_file: resolve(&raw.seal.root_key_file),
             },
-            other => bail!("seal.type {other:?}: expected \"file\""),
+            "passphrase" => SealConfig::Passphrase,
+            "pkcs11" => SealConfig::Pkcs11 {
+                module: raw.seal.pkcs11_module.clone(),
+                token: raw.seal.pkcs11_token.clone(),
+                key_label: raw.seal.pkcs11_key.clone(),
+                pin_file: raw.seal.pkcs11_pin_file.as_deref().map(resolve),
+                mode: keysafe_hsm::Pkcs11Mode::parse(&raw.seal.pkcs11_mode).with_context(|| {
+                    format!(
+                        "seal.pkcs11_mode {:?}: expected \"keyring\" or \"per-deposit\"",
+                        raw.seal.pkcs11_mode
+                    )
+                })?,
+            },
+            other => bail!("seal.type {other:?}: expected \"file\", \"passphrase\" or \"pkcs11\""),
         };
+        if raw.seal.check_interval.is_zero() {
+            bail!("seal.check_interval must be more than zero");
+        }
+        if raw.keyring.rewrap_batch == 0 {
+            bail!("keyring.rewrap_batch must be at least 1");
+        }
         if raw.limits.max_deposit_size == 0 || raw.limits.max_deposit_size > 64 * 1024 * 1024 {
             bail!("limits.max_deposit_size must be between 1 byte and 64 MiB");
         }
@@ -514,6 +667,11 @@ impl Config {
             shutdown_grace: raw.server.shutdown_grace,
             storage,
             seal,
+            seal_check_interval: raw.seal.check_interval,
+            rewrap: keysafe_core::service::rewrap::RewrapSettings {
+                batch: raw.keyring.rewrap_batch,
+                pause: raw.keyring.rewrap_pause,
+            },
             max_deposit_size: raw.limits.max_deposit_size,
             identity_cache_ttl: raw.limits.identity_cache_ttl,
             token_rotation: raw.clients.token_rotation,
@@ -578,6 +736,9 @@ mod tests {
         assert!(Config::parse(dir, "[server]\nunknown = 1").is_err());
         assert!(Config::parse(dir, "[storage]\nbackend = \"mysql\"").is_err());
         assert!(Config::parse(dir, "[limits]\nmax_deposit_size = 0").is_err());
+        assert!(Config::parse(dir, "[seal]\ntype = \"rot13\"").is_err());
+        assert!(Config::parse(dir, "[seal]\ntype = \"pkcs11\"\npkcs11_mode = \"fast\"").is_err());
+        assert!(Config::parse(dir, "[keyring]\nrewrap_batch = 0").is_err());
         assert!(Config::parse(dir, "[audit]\non_failure = \"continue\"").is_err());
         assert!(Config::parse(dir, "[audit]\nqueue_capacity = 0").is_err());
         assert!(
@@ -588,6 +749,39 @@ mod tests {
             .is_err()
         );
         assert!(Config::parse(dir, "[metrics]\nlisten = \"nope\"").is_err());
+    }
+
+    /// Every key in the template has a comment line directly above it (or above its block).
+    #[test]
+    fn every_template_key_is_documented() {
+        for seal in ["file", "passphrase", "pkcs11"] {
+            let t = config_template_with_seal(
+                DEFAULT_LISTEN.parse().unwrap(),
+                "localhost",
+                &SealTemplate {
+                    kind: seal.into(),
+                    ..SealTemplate::default()
+                },
+            );
+            let c = Config::parse(Path::new("/d"), &t).unwrap();
+            assert_eq!(c.seal.kind(), seal);
+            let lines: Vec<&str> = t.lines().collect();
+            for (i, l) in lines.iter().enumerate() {
+                let l = l.trim();
+                if l.is_empty() || l.starts_with('#') || l.starts_with('[') {
+                    continue;
+                }
+                assert!(
+                    i > 0 && lines[i - 1].trim_start().starts_with('#')
+                        || lines[..i]
+                            .iter()
+                            .rev()
+                            .take_while(|p| !p.trim().is_empty())
+                            .any(|p| p.trim_start().starts_with('#')),
+                    "undocumented key: {l}"
+                );
+            }
+        }
     }
 
     #[test]

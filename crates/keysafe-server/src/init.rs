@@ -3,19 +3,34 @@
 //! that already holds anything. The first administrator identity is added by the caller (the
 //! CLI), which owns the client-home format.
 
-use crate::config::{CONFIG_FILE, Config, config_template};
+use crate::config::{CONFIG_FILE, Config, SealConfig, SealTemplate, config_template_with_seal};
 use anyhow::{Context, bail};
-use keysafe_core::{FileSeal, Service, SystemClock};
+use keysafe_core::{Service, SystemClock};
 use keysafe_proto::ClientFingerprint;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InitOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub hostname: String,
+    /// The seal to create (issue 5); the default is the root key file.
+    pub seal: SealTemplate,
+    /// The passphrase, for the passphrase seal.
+    pub passphrase: Option<zeroize::Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("hostname", &self.hostname)
+            .field("seal", &self.seal)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `init` created, for the report printed to the operator.
@@ -26,6 +41,8 @@ pub struct InitReport {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub root_key: PathBuf,
+    /// `file`, `passphrase` or `pkcs11`.
+    pub seal: String,
     pub database: PathBuf,
     pub fingerprint: ClientFingerprint,
     pub url: String,
@@ -81,13 +98,42 @@ pub async fn init_server(opts: &InitOptions) -> anyhow::Result<(InitReport, Serv
         }
         bail!("{} is not empty; refusing to initialise it", dir.display());
     }
+    let existed = dir.exists();
     create_private_dir(dir)?;
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    match init_inner(opts, &dir).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            // Leave nothing behind: a failed init (wrong PIN, unreachable HSM, short passphrase)
+            // changes nothing on disk.
+            if existed {
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for e in entries.flatten() {
+                        let p = e.path();
+                        let _ = if p.is_dir() {
+                            std::fs::remove_dir_all(&p)
+                        } else {
+                            std::fs::remove_file(&p)
+                        };
+                    }
+                }
+            } else {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Err(e)
+        }
+    }
+}
 
-    let config_text = config_template(opts.listen, &opts.hostname);
+async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitReport, Service)> {
+    let dir = dir.to_owned();
+
+    let config_text = config_template_with_seal(opts.listen, &opts.hostname, &opts.seal);
     let config = Config::parse(&dir, &config_text)?;
+    // The seal first: a wrong PIN or a missing module stops here, before anything is written.
+    let seal = crate::seal::create_seal(&config, opts.passphrase.clone()).await?;
     write_new(&dir.join(CONFIG_FILE), config_text.as_bytes(), false)?;
 
     // Server certificate: SAN = host name, and the listen IP (or loopback when listening on all).
@@ -107,8 +153,10 @@ pub async fn init_server(opts: &InitOptions) -> anyhow::Result<(InitReport, Serv
     write_new(&config.tls_cert, cert.cert_pem.as_bytes(), false)?;
     write_new(&config.tls_key, cert.key_pem.as_bytes(), true)?;
 
-    let crate::config::SealConfig::File { root_key_file } = &config.seal;
-    let seal = FileSeal::create(root_key_file)?;
+    let root_key_file = match &config.seal {
+        SealConfig::File { root_key_file } => root_key_file.clone(),
+        _ => dir.join("root.key"),
+    };
 
     let crate::config::StorageConfig::Sqlite { path: db } = &config.storage;
     let store = Arc::new(
@@ -116,15 +164,16 @@ pub async fn init_server(opts: &InitOptions) -> anyhow::Result<(InitReport, Serv
             .await
             .with_context(|| format!("cannot create the database {}", db.display()))?,
     );
-    Service::initialise_keyring(store.as_ref(), &seal, &SystemClock).await?;
-    let service = Service::open(store, &seal, Arc::new(SystemClock), config.limits()).await?;
+    Service::initialise_keyring(store.as_ref(), seal.clone(), &SystemClock).await?;
+    let service = Service::open(store, Some(seal), Arc::new(SystemClock), config.limits()).await?;
     Ok((
         InitReport {
             data_dir: dir.clone(),
             config: dir.join(CONFIG_FILE),
             tls_cert: config.tls_cert.clone(),
             tls_key: config.tls_key.clone(),
-            root_key: root_key_file.clone(),
+            root_key: root_key_file,
+            seal: config.seal.kind().to_owned(),
             database: db.clone(),
             fingerprint: cert.fingerprint,
             url: config.local_url(),

@@ -13,9 +13,12 @@ pub mod metrics;
 mod middleware;
 mod routes;
 pub mod server;
+// Seals and backups (issue 5).
+pub mod backup;
+pub mod seal;
 mod state;
 pub mod tls;
 
 pub use error::ApiError;
-pub use server::{App, open_app, run};
+pub use server::{App, open_app, open_app_with, run};
 pub use state::AppState;

@@ -6,13 +6,14 @@
 use crate::config::{Config, SealConfig, StorageConfig};
 use crate::identity::PeerIdentity;
 use crate::routes::router;
+use crate::seal::{SealInputs, open_seal};
 use crate::state::{AppState, FailureLimiter};
 use crate::tls;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use keysafe_core::{FileSeal, Service, SystemClock};
+use keysafe_core::{Service, SystemClock};
 use keysafe_proto::ClientFingerprint;
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub struct App {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// How often the seal's key is re-checked (issue 5).
+    pub seal_check_interval: Duration,
+    pub rewrap: keysafe_core::service::rewrap::RewrapSettings,
 }
 
 impl std::fmt::Debug for App {
@@ -47,10 +51,23 @@ impl App {
     }
 }
 
-/// Opens the store and the seal named by the configuration and builds the app.
+/// Opens the store and the seal named by the configuration and builds the app. A passphrase
+/// seal starts sealed (see [`open_app_with`] to pass a passphrase).
 pub async fn open_app(config: &Config) -> anyhow::Result<App> {
+    open_app_with(config, &SealInputs::default()).await
+}
+
+/// [`open_app`] with the secrets given at start.
+pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Result<App> {
     let identity = tls::load_identity(&config.tls_cert, &config.tls_key)?;
     let tls = tls::server_config(config, &identity)?;
+    // The file and HSM seals are opened before the database is touched, so a wrong PIN or an
+    // unreadable root key stops the start with the database untouched. The passphrase seal
+    // needs its Argon2id parameters, which live with the keyring rows.
+    let early = match config.seal {
+        SealConfig::Passphrase => None,
+        _ => Some(open_seal(config, inputs, &[]).await?),
+    };
     let store: Arc<dyn keysafe_core::Store> = match &config.storage {
         StorageConfig::Sqlite { path } => Arc::new(
             keysafe_store::SqliteStore::open(path)
@@ -58,19 +75,32 @@ pub async fn open_app(config: &Config) -> anyhow::Result<App> {
                 .with_context(|| format!("cannot open the database {}", path.display()))?,
         ),
     };
-    let seal = match &config.seal {
-        SealConfig::File { root_key_file } => FileSeal::open(root_key_file)?,
+    let seal = match early {
+        Some(s) => s,
+        None => open_seal(config, inputs, &store.load_keks().await?).await?,
     };
-    let service = Service::open(store.clone(), &seal, Arc::new(SystemClock), config.limits())
-        .await
-        .context("cannot open the keyring")?;
+    let limits = config.limits();
+    let service = match seal {
+        Ok(seal) => Service::open(store.clone(), seal, Arc::new(SystemClock), limits)
+            .await
+            .context("cannot open the keyring")?,
+        Err(e) => {
+            let s = Service::open(store.clone(), None, Arc::new(SystemClock), limits).await?;
+            tracing::error!(error = %e, "the HSM key is gone: starting sealed");
+            s.on_seal_error(&e);
+            s
+        }
+    };
     let service = Arc::new(service);
-    // Audit trail (issue 6): the signing key exists from the first start; the queue, the
-    // checkpoints and the sinks run for as long as the process does.
-    service
-        .audit_signer()
-        .await
-        .context("cannot open the audit signing key")?;
+    // Audit trail (issue 6): the signing key exists from the first start (a server that starts
+    // sealed makes or loads it on first use after unsealing); the queue, the checkpoints and
+    // the sinks run for as long as the process does.
+    if !service.is_sealed() {
+        service
+            .audit_signer()
+            .await
+            .context("cannot open the audit signing key")?;
+    }
     crate::metrics::handle();
     let audit = crate::audit::AuditTrail::start(&config.audit, store.clone());
     crate::audit::spawn_checkpoints(service.clone(), config.audit.checkpoint_interval);
@@ -84,12 +114,15 @@ pub async fn open_app(config: &Config) -> anyhow::Result<App> {
                 config.registration_failure_limit,
                 config.registration_failure_window,
             )),
+            backup: Arc::new(crate::backup::BackupSources::of(config)),
         },
         tls: Arc::new(tls),
         handshake_timeout: config.handshake_timeout,
         header_read_timeout: config.header_read_timeout,
         max_connections: config.max_connections,
         shutdown_grace: config.shutdown_grace,
+        seal_check_interval: config.seal_check_interval,
+        rewrap: config.rewrap.clone(),
     })
 }
 
@@ -99,6 +132,22 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // Background jobs (issue 5): the re-wrap job and the periodic seal check. They end with
+    // the runtime; neither holds anything that needs a clean shutdown (every write is atomic).
+    let rewrap = tokio::spawn(app.state.service.clone().run_rewrap_job(app.rewrap.clone()));
+    let checker = {
+        let service = app.state.service.clone();
+        let every = app.seal_check_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                service.check_seal().await;
+            }
+        })
+    };
+    let _jobs = AbortOnDrop(vec![rewrap, checker]);
     let acceptor = TlsAcceptor::from(app.tls.clone());
     let router = router(app.state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -181,4 +230,15 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
     }
     Ok(())
+}
+
+/// Aborts background tasks when `run` returns.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub struct AppState {
     pub registration_limiter: Arc<FailureLimiter>,
     /// The audit queue and its failure policy (issue 6).
     pub audit: Arc<crate::audit::AuditTrail>,
+    /// What a backup contains besides the database (issue 5).
+    pub backup: Arc<crate::backup::BackupSources>,
 }
 
 /// Counts failures per source address in fixed windows; an address past the limit is refused
@@ -25,6 +27,7 @@ pub struct AppState {
 pub struct FailureLimiter {
     limit: u32,
     window: Duration,
+    max_tracked: usize,
     table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -35,6 +38,7 @@ impl FailureLimiter {
         Self {
             limit,
             window,
+            max_tracked: MAX_TRACKED,
             table: Mutex::new(HashMap::new()),
         }
     }
@@ -48,7 +52,11 @@ impl FailureLimiter {
             Some((start, n)) if *n >= self.limit && start.elapsed() < self.window => {
                 Err(self.window.saturating_sub(start.elapsed()))
             }
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            // Full of live entries (failures from very many addresses): refuse addresses it
+            // cannot track rather than grow without bound.
+            None if table.len() >= self.max_tracked => Err(self.window),
+            None => Ok(()),
         }
     }
 
@@ -57,9 +65,12 @@ impl FailureLimiter {
         let Ok(mut table) = self.table.lock() else {
             return;
         };
-        if table.len() >= MAX_TRACKED && !table.contains_key(&ip) {
+        if table.len() >= self.max_tracked && !table.contains_key(&ip) {
             let window = self.window;
             table.retain(|_, (start, _)| start.elapsed() < window);
+            if table.len() >= self.max_tracked {
+                return;
+            }
         }
         let entry = table.entry(ip).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= self.window {
@@ -87,5 +98,14 @@ mod tests {
         let expired = FailureLimiter::new(1, Duration::ZERO);
         expired.record_failure(a);
         assert!(expired.check(a).is_ok());
+        // Bounded: when every slot holds a live window, untracked addresses are refused.
+        let mut small = FailureLimiter::new(5, Duration::from_secs(60));
+        small.max_tracked = 2;
+        small.record_failure(a);
+        small.record_failure(b);
+        let c: IpAddr = "127.0.0.4".parse().unwrap();
+        small.record_failure(c);
+        assert!(small.check(a).is_ok());
+        assert!(small.check(c).is_err());
     }
 }

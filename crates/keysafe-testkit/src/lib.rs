@@ -30,7 +30,7 @@ pub fn init_logging() {
 }
 
 pub struct TestServer {
-    _root: TempDir,
+    _root: Option<TempDir>,
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
     pub url: String,
@@ -57,6 +57,16 @@ impl TestClient {
     pub fn home_dir(&self) -> &Path {
         &self.home.dir
     }
+
+    /// The end-to-end encryption layer over this client (its age identity from the home).
+    pub fn vault(&self) -> keysafe_client::vault::Vault {
+        keysafe_client::vault::Vault::from_home(&self.home, self.client.clone()).unwrap()
+    }
+
+    /// A second client made from the same home (another process on the same host).
+    pub fn reopen(&self) -> KeysafeClient {
+        KeysafeClient::from_home(&self.home).unwrap()
+    }
 }
 
 impl TestServer {
@@ -66,18 +76,29 @@ impl TestServer {
 
     /// Starts a server after letting `tweak` change its configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_init(|_| {}, tweak).await
+    }
+
+    /// Starts a server after letting `init` choose how the data directory is initialised (the
+    /// seal, issue 5) and `tweak` change its configuration.
+    pub async fn start_with_init(
+        init: impl FnOnce(&mut InitOptions),
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         init_logging();
         let root = tempfile::tempdir().unwrap();
         let data_dir = root.path().join("data");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let summary = init_data_dir(&InitOptions {
+        let mut opts = InitOptions {
             data_dir: data_dir.clone(),
             listen: addr,
             hostname: "localhost".into(),
-        })
-        .await
-        .unwrap();
+            seal: Default::default(),
+            passphrase: None,
+        };
+        init(&mut opts);
+        let summary = init_data_dir(&opts).await.unwrap();
         let data_dir = summary.data_dir.clone();
         let mut config = Config::load(&data_dir).unwrap();
         tweak(&mut config);
@@ -89,7 +110,7 @@ impl TestServer {
         let admin_home = ClientHome::load(&summary.admin_home).unwrap();
         let admin = KeysafeClient::from_home(&admin_home).unwrap();
         Self {
-            _root: root,
+            _root: Some(root),
             data_dir,
             addr,
             url: summary.url.clone(),
@@ -214,6 +235,53 @@ impl TestServer {
 
     pub fn service(&self) -> &Arc<keysafe_core::Service> {
         &self.app.state.service
+    }
+
+    /// Serves an existing data directory (a restart, or a restored one) on its configured
+    /// address; `summary` is the original init summary when there is one.
+    pub async fn open_existing(
+        data_dir: &Path,
+        summary: InitSummary,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        init_logging();
+        let mut config = Config::load(data_dir).unwrap();
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = keysafe_server::open_app(&config).await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(keysafe_server::run(listener, app.clone(), async {
+            let _ = rx.await;
+        }));
+        let mut admin_home = ClientHome::load(&data_dir.join("admin")).unwrap();
+        admin_home.config.servers = vec![config.local_url()];
+        let admin = KeysafeClient::from_home(&admin_home).unwrap();
+        Self {
+            _root: None,
+            data_dir: data_dir.to_owned(),
+            addr,
+            url: config.local_url(),
+            fingerprint: app.fingerprint().clone(),
+            summary,
+            config,
+            app,
+            admin,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and hands back its temporary root (so the data outlives the server).
+    pub async fn stop_keep(mut self) -> Option<TempDir> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+        self.app.state.service.store().ping().await.ok();
+        self._root.take()
     }
 
     /// Stops the server gracefully and waits for it.

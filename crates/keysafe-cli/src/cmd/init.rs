@@ -19,6 +19,8 @@ pub struct InitSummary {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub root_key: PathBuf,
+    /// `file`, `passphrase` or `pkcs11`.
+    pub seal: String,
     pub database: PathBuf,
     pub admin_home: PathBuf,
     pub admin_fingerprint: ClientFingerprint,
@@ -62,6 +64,7 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
         tls_cert: report.tls_cert,
         tls_key: report.tls_key,
         root_key: report.root_key,
+        seal: report.seal,
         database: report.database,
         admin_home,
         admin_fingerprint: info.fingerprint,
@@ -78,7 +81,10 @@ pub fn print_summary(s: &InitSummary) {
     println!("  configuration   {}", s.config.display());
     println!("  TLS certificate {}", s.tls_cert.display());
     println!("  TLS key         {} (mode 0600)", s.tls_key.display());
-    println!("  root key        {} (mode 0600)", s.root_key.display());
+    match s.seal.as_str() {
+        "file" => println!("  root key        {} (mode 0600)", s.root_key.display()),
+        other => println!("  seal            {other}"),
+    }
     println!("  database        {}", s.database.display());
     println!(
         "  admin identity  {} (fingerprint {})",
@@ -87,10 +93,18 @@ pub fn print_summary(s: &InitSummary) {
     );
     println!("Server URL:         {}", s.url);
     println!("Server fingerprint: {}", s.server_fingerprint);
-    println!(
-        "Keep a copy of {} somewhere safe and separate: without it nothing in the database can be decrypted.",
-        s.root_key.display()
-    );
+    match s.seal.as_str() {
+        "file" => println!(
+            "Keep a copy of {} somewhere safe and separate: without it nothing in the database can be decrypted.",
+            s.root_key.display()
+        ),
+        "passphrase" => println!(
+            "Remember the passphrase: without it nothing in the database can be decrypted. Start with --passphrase-file, KEYSAFE_PASSPHRASE, a terminal prompt, or unseal later with `keysafe admin unseal`."
+        ),
+        _ => println!(
+            "The keyring is sealed by a non-extractable key in the HSM: destroying that key makes every deposit unreadable."
+        ),
+    }
 }
 
 pub async fn run(args: InitArgs) -> anyhow::Result<()> {
@@ -98,6 +112,8 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         listen: args.listen,
         hostname: args.hostname,
+        passphrase: crate::cmd::secrets::init_passphrase(&args.seal)?,
+        seal: crate::cmd::secrets::template(&args.seal),
     })
     .await?;
     if args.json {

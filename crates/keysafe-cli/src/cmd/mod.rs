@@ -6,6 +6,7 @@ pub mod cache;
 pub mod get;
 pub mod group;
 pub mod init;
+pub mod kms;
 pub mod ls;
 pub mod purge;
 pub mod put;
@@ -17,6 +18,10 @@ pub mod status;
 pub mod undelete;
 pub mod versions;
 pub mod whoami;
+// Seals and backups (issue 5).
+pub mod backup;
+pub mod restore;
+pub mod secrets;
 
 use crate::cli::{Cli, ClientArgs, Command};
 use crate::exit::usage;
@@ -46,6 +51,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Acl(a) => share::acl(a).await,
         Command::Shared(a) => share::shared(a).await,
         Command::Group(c) => group::run(c).await,
+        Command::Backup(c) => backup::run(c).await,
+        Command::Restore(a) => restore::run(a).await,
+        Command::Kms(a) => kms::run(a).await,
     }
 }
 

@@ -26,6 +26,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir: dir.clone(),
             listen,
             hostname: args.hostname.clone(),
+            passphrase: crate::cmd::secrets::init_passphrase(&args.seal)?,
+            seal: crate::cmd::secrets::template(&args.seal),
         })
         .await?;
         print_summary(&summary);
@@ -44,7 +46,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         &config.log_level,
     );
-    let app = keysafe_server::open_app(&config).await?;
+    let passphrase = match config.seal {
+        keysafe_server::config::SealConfig::Passphrase => crate::cmd::secrets::passphrase(
+            args.seal.secrets.passphrase_file.as_deref(),
+            "keysafe passphrase: ",
+            false,
+        )?,
+        _ => None,
+    };
+    if let (keysafe_server::config::SealConfig::Pkcs11 { pin_file, .. }, Some(f)) =
+        (&mut config.seal, &args.seal.secrets.pkcs11_pin_file)
+    {
+        *pin_file = Some(f.clone());
+    }
+    let app =
+        keysafe_server::open_app_with(&config, &keysafe_server::seal::SealInputs { passphrase })
+            .await?;
+    if let Some(reason) = app.state.service.sealed_reason() {
+        tracing::warn!(
+            reason,
+            "keysafe starts sealed: deposits answer 503 sealed until it is unsealed"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -55,10 +78,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "keysafe is serving"
     );
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(maddr) = config.metrics_listen {
-        let ml = tokio::net::TcpListener::bind(maddr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {maddr}"))?;
+    // A metrics address already taken does not stop the key server: it serves without metrics
+    // and says so at error level (several processes on one host each need their own address).
+    let metrics_listener = match config.metrics_listen {
+        Some(maddr) => match tokio::net::TcpListener::bind(maddr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(address = %maddr, error = %e, "cannot listen for metrics; serving without metrics (set metrics.listen or --metrics-listen)");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(ml) = metrics_listener {
         tracing::info!(url = %format!("http://{}/metrics", ml.local_addr()?), "metrics are served");
         let state = app.state.clone();
         tokio::spawn(async move {
@@ -76,7 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

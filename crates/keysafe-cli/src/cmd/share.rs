@@ -30,6 +30,10 @@ fn print_acl(acl: &Acl) {
     if !rows.is_empty() {
         output::table(&["GRANTEE", "ACCESS", "BY", "SINCE"], &rows);
     }
+    println!("encrypted to {} recipient(s):", acl.recipients.len());
+    for r in &acl.recipients {
+        println!("  {r}");
+    }
 }
 
 async fn change(

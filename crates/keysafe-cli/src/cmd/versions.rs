@@ -23,9 +23,13 @@ pub async fn run(args: NameArgs) -> anyhow::Result<()> {
                 v.size.to_string(),
                 v.created_at.to_string(),
                 v.creator.to_string(),
+                v.encoding.as_str().to_owned(),
             ]
         })
         .collect();
-    output::table(&["VERSION", "SIZE", "CREATED", "CREATOR"], &rows);
+    output::table(
+        &["VERSION", "SIZE", "CREATED", "CREATOR", "ENCODING"],
+        &rows,
+    );
     Ok(())
 }

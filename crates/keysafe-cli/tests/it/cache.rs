@@ -7,6 +7,8 @@ use keysafe_proto::DepositName;
 use keysafe_testkit::TestServer;
 use std::path::{Path, PathBuf};
 
+/// Long enough never to occur by chance in ciphertext.
+const ONE: &[u8] = b"first-cached-secret-payload-000001";
 fn client(home: &Path, tmp: &Path, args: &[&str]) -> std::process::Command {
     let mut c = keysafe(tmp);
     c.args(args).env("KEYSAFE_HOME", home);
@@ -65,12 +67,9 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
     let home = tc.home_dir().to_owned();
     let name = DepositName::parse("db/key").unwrap();
 
-    ok(&run_with_stdin(client(&home, t, &["put", "db/key"]), b"one".to_vec()).await);
+    ok(&run_with_stdin(client(&home, t, &["put", "db/key"]), ONE.to_vec()).await);
     assert!(entries(&home).is_empty());
-    assert_eq!(
-        run(client(&home, t, &["get", "db/key"])).await.stdout,
-        b"one"
-    );
+    assert_eq!(run(client(&home, t, &["get", "db/key"])).await.stdout, ONE);
 
     // The entry: private, named by a hash, the payload exactly as served after one header line.
     let files = entries(&home);
@@ -84,7 +83,7 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
     // End-to-end encrypted: the cache holds the age file as served, never the plaintext.
     assert_eq!(meta["encoding"], "age");
     assert!(bytes[nl + 1..].starts_with(b"age-encryption.org/v1\n"));
-    assert!(!bytes.windows(3).any(|w| w == b"one"));
+    assert!(!bytes.windows(ONE.len()).any(|w| w == ONE));
     assert!(
         !files[0]
             .file_name()

@@ -306,3 +306,190 @@ async fn unregistered_home_gets_a_clear_error() {
     let err = fails_with(&run(env.client(&home, &["ls"])).await, 8);
     assert!(err.contains("keysafe register"), "{err}");
 }
+
+/// The standard `age` tool (Debian package `age`) must decrypt what keysafe stored, with the
+/// client's identity file: keysafe's encryption is plain age, not a private format.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_age_tool_decrypts_a_keysafe_payload_and_sharing_works_end_to_end() {
+    let env = Env::new().await;
+    let secret = env.org("acme").await;
+    let (alice, _) = env.register("acme", &secret).await;
+    let (bob, bob_fp) = env.register("acme", &secret).await;
+    let alice_fp = {
+        let out = ok(&run(env.client(&alice, &["whoami", "--json"])).await);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(v["recipient"].as_str().unwrap().starts_with("age1"));
+        v["fingerprint"].as_str().unwrap().to_owned()
+    };
+    let plain = b"hdfs-zone-key-0123456789abcdef".to_vec();
+    let out = ok(&run_with_stdin(env.client(&alice, &["put", "zone/key"]), plain.clone()).await);
+    assert!(out.contains("encrypted"), "{out}");
+
+    // What the server serves is an age file; the age CLI opens it with alice's identity.
+    let stored = env.tmp.path().join("stored.age");
+    ok(&run(env.client(
+        &alice,
+        &["get", "zone/key", "--raw", "-o", stored.to_str().unwrap()],
+    ))
+    .await);
+    let bytes = std::fs::read(&stored).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!bytes.windows(plain.len()).any(|w| w == plain.as_slice()));
+    let age = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(alice.join("age.key"))
+        .arg(&stored)
+        .output()
+        .expect("the age binary (apt-get install age)");
+    assert!(
+        age.status.success(),
+        "{}",
+        String::from_utf8_lossy(&age.stderr)
+    );
+    assert_eq!(age.stdout, plain);
+    // bob's identity does not open it.
+    let age = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(bob.join("age.key"))
+        .arg(&stored)
+        .output()
+        .unwrap();
+    assert!(!age.status.success());
+    // keysafe get decrypts for the owner.
+    let got = run(env.client(&alice, &["get", "zone/key"])).await;
+    assert_eq!(got.stdout, plain);
+
+    // Not shared: bob sees nothing (exit 3, not found).
+    fails_with(
+        &run(env.client(&bob, &["get", "zone/key", "--owner", &alice_fp])).await,
+        3,
+    );
+    // Share: bob decrypts, and the age file now opens with bob's identity too.
+    let out = ok(&run(env.client(&alice, &["share", "zone/key", "--with", &bob_fp])).await);
+    assert!(out.contains("Shared"), "{out}");
+    let got = run(env.client(&bob, &["get", "zone/key", "--owner", &alice_fp])).await;
+    assert_eq!(got.stdout, plain);
+    let acl = ok(&run(env.client(&alice, &["acl", "zone/key", "--json"])).await);
+    let v: serde_json::Value = serde_json::from_str(&acl).unwrap();
+    assert_eq!(v["grants"][0]["grantee"], bob_fp.as_str());
+    assert_eq!(v["recipients"].as_array().unwrap().len(), 2);
+    let shared = ok(&run(env.client(&bob, &["shared", "--json"])).await);
+    assert!(shared.contains("zone/key"), "{shared}");
+    // Read-only: bob cannot write (exit 4).
+    fails_with(
+        &run_with_stdin(
+            env.client(&bob, &["put", "zone/key", "--owner", &alice_fp]),
+            b"x".to_vec(),
+        )
+        .await,
+        4,
+    );
+    // Unshare says plainly what revocation cannot do, and bob is out.
+    let out = ok(&run(env.client(&alice, &["unshare", "zone/key", "--with", &bob_fp])).await);
+    assert!(out.contains("still has what it fetched"), "{out}");
+    fails_with(
+        &run(env.client(
+            &bob,
+            &["get", "zone/key", "--owner", &alice_fp, "--no-cache"],
+        ))
+        .await,
+        3,
+    );
+    // --raw stores bytes as given.
+    ok(&run_with_stdin(
+        env.client(&alice, &["put", "--raw", "mine"]),
+        b"as-is".to_vec(),
+    )
+    .await);
+    assert_eq!(
+        run(env.client(&alice, &["get", "mine", "--raw"]))
+            .await
+            .stdout,
+        b"as-is"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_tokens_groups_and_client_sweeps_through_the_binary() {
+    let env = Env::new().await;
+    let secret = env.org("acme").await;
+    // A one-time registration token registers once.
+    let out = ok(&run(env.admin(&["org", "token", "acme", "--ttl", "10m", "--json"])).await);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let (gw1, gw1_fp) = env.register("acme", &token).await;
+    let home = env.tmp.path().join("second-use");
+    let token_file = env.tmp.path().join("token.txt");
+    std::fs::write(&token_file, &token).unwrap();
+    let mut c = keysafe(env.tmp.path());
+    c.args([
+        "register",
+        "--server",
+        &env.ts.url,
+        "--org",
+        "acme",
+        "--auth-file",
+    ])
+    .arg(&token_file)
+    .arg("--home")
+    .arg(&home);
+    fails_with(&run(c).await, 4);
+
+    // Groups: created by an administrator for gw1, then gw2 added and admitted by gw1.
+    let (gw2, gw2_fp) = env.register("acme", &secret).await;
+    ok(&run(env.admin(&["group", "add", "kms", "--org", "acme", "--member", &gw1_fp])).await);
+    ok(&run(env.admin(&["group", "add-member", "kms", "--org", "acme", &gw2_fp])).await);
+    let show = ok(&run(env.client(&gw1, &["group", "show", "kms", "--json"])).await);
+    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    let waiting: Vec<_> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["has_current_key"] == false)
+        .collect();
+    assert_eq!(waiting.len(), 1);
+    ok(&run(env.client(&gw1, &["group", "admit", "kms", &gw2_fp])).await);
+    ok(&run_with_stdin(
+        env.client(&gw1, &["put", "hadoop/k1", "--owner", "group:kms"]),
+        b"material".to_vec(),
+    )
+    .await);
+    assert_eq!(
+        run(env.client(&gw2, &["get", "hadoop/k1", "--owner", "group:kms"]))
+            .await
+            .stdout,
+        b"material"
+    );
+    let list = ok(&run(env.admin(&["group", "list", "--org", "acme", "--json"])).await);
+    assert!(list.contains("\"kms\""), "{list}");
+    ok(&run(env.admin(&["group", "remove-member", "kms", "--org", "acme", &gw2_fp])).await);
+    fails_with(
+        &run(env.client(
+            &gw2,
+            &["get", "hadoop/k1", "--owner", "group:kms", "--no-cache"],
+        ))
+        .await,
+        3,
+    );
+
+    // reset-token and disable-unactivated.
+    let out = ok(&run(env.admin(&["client", "reset-token", &gw1_fp])).await);
+    assert!(out.contains("new one"), "{out}");
+    ok(&run(env.client(&gw1, &["whoami"])).await);
+    let (_idle, idle_fp) = env.register("acme", &secret).await;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = ok(&run(env.admin(&[
+        "client",
+        "disable-unactivated",
+        "--older-than",
+        "0s",
+        "--json",
+    ]))
+    .await);
+    assert!(out.contains(&idle_fp), "{out}");
+    assert!(!out.contains(&gw1_fp), "{out}");
+    let list = ok(&run(env.admin(&["client", "list", "--state", "disabled", "--json"])).await);
+    assert!(list.contains(&idle_fp));
+}

@@ -6,7 +6,11 @@ mod audit_cmds;
 mod cache;
 mod client_cmds;
 mod failover;
+mod kms_cmd;
 mod server_cmds;
+// Seals, HSM, rotation and backups (issue 5).
+mod backup;
+mod hsm;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -105,7 +105,7 @@ impl Service {
             (None, _) => self.check_registration_auth(org.as_ref(), &req).await?,
         };
         let now = self.clock.now();
-        let (token, token_state) = new_token(0, None, now)?;
+        let (token, token_state) = new_token(0, Vec::new(), now)?;
         let rec = ClientRecord {
             fingerprint: fp.clone(),
             org: req.org,
@@ -276,7 +276,7 @@ impl Service {
             Ok(_) | Err(crate::store::StoreError::AlreadyExists) => {}
             Err(e) => return Err(CoreError::from_store(e, "organisation")),
         }
-        let (token, token_state) = new_token(0, None, now)?;
+        let (token, token_state) = new_token(0, Vec::new(), now)?;
         let rec = ClientRecord {
             fingerprint: fingerprint.clone(),
             org,

@@ -133,7 +133,7 @@ fn version_info(m: &VersionMeta) -> VersionInfo {
 
 impl Service {
     /// Seals one version's payload under a fresh data key bound to where it lives.
-    pub(crate) fn seal_version(
+    pub(crate) async fn seal_version(
         &self,
         org: &OrgName,
         key: &DepositKey,
@@ -147,8 +147,13 @@ impl Service {
             &payload_aad(org, &key.owner, &key.name, meta.version),
             payload,
         )?;
-        let (kek_version, wrapped_dek) =
-            keyring.wrap_dek(&dek_aad(org, &key.owner, &key.name, meta.version), &dek)?;
+        let (kek_version, wrapped_dek) = self
+            .wrap_dek(
+                &keyring,
+                dek_aad(org, &key.owner, &key.name, meta.version),
+                &dek,
+            )
+            .await?;
         Ok(VersionRecord {
             meta,
             kek_version,
@@ -201,18 +206,20 @@ impl Service {
             let version = current_version.map_or(DepositVersion::FIRST, DepositVersion::next);
             let created_at = self.clock.now();
             let size = payload.len() as u64;
-            let record = self.seal_version(
-                &caller.org,
-                &key,
-                VersionMeta {
-                    version,
-                    size,
-                    created_at,
-                    creator: caller.fingerprint.clone(),
-                    encoding: opts.encoding,
-                },
-                payload,
-            )?;
+            let record = self
+                .seal_version(
+                    &caller.org,
+                    &key,
+                    VersionMeta {
+                        version,
+                        size,
+                        created_at,
+                        creator: caller.fingerprint.clone(),
+                        encoding: opts.encoding,
+                    },
+                    payload,
+                )
+                .await?;
             crate::audit::note(|e| e.version = Some(version.get()));
             let result = self
                 .apply_audited(Mutation::PutVersion {
@@ -266,14 +273,19 @@ impl Service {
         }
         let v = ver.meta.version;
         crate::audit::note(|e| e.version = Some(v.get()));
-        let dek = keyring
+        let dek = self
             .unwrap_dek(
+                &keyring,
                 ver.kek_version,
-                &dek_aad(&dep.org, &key.owner, &key.name, v),
+                dek_aad(&dep.org, &key.owner, &key.name, v),
                 &ver.wrapped_dek,
             )
-            .map_err(|_| {
-                CoreError::Integrity(format!("data key of {}@{v} does not unwrap", key.name))
+            .await
+            .map_err(|e| match e {
+                crate::keyring::DekError::Seal(s) => CoreError::from(s),
+                crate::keyring::DekError::Crypto(_) => {
+                    CoreError::Integrity(format!("data key of {}@{v} does not unwrap", key.name))
+                }
             })?;
         let payload = crypto::open(
             &dek,

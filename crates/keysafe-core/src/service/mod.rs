@@ -17,6 +17,12 @@ pub use clients::{ADMIN_ORG, ClientAction};
 pub use deposits::{Deposit, Precondition, PutOptions};
 pub use tokens::IssuedToken;
 
+// Seals, rotation and re-wrap (issue 5).
+pub mod rewrap;
+pub mod sealing;
+pub use rewrap::RewrapProgress;
+pub use sealing::{KekVersionStatus, KeyringStatus};
+
 use crate::clock::Clock;
 use crate::error::CoreError;
 use crate::keyring::Keyring;
@@ -89,6 +95,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     /// `None` while sealed: deposit operations answer `Sealed`, everything else keeps working.
     keyring: RwLock<Option<Arc<Keyring>>>,
+    /// The seal, and why the service is sealed (issue 5).
+    sealing: sealing::SealState,
     clock: Arc<dyn Clock>,
     limits: Limits,
     identities: RwLock<HashMap<ClientFingerprint, (Arc<ClientRecord>, Instant)>>,
@@ -138,20 +146,19 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// Opens the keyring with the seal and returns a ready service.
+    /// Opens the keyring with the seal and returns a ready service. Without a seal (a passphrase
+    /// seal with no passphrase given), or when the HSM key is gone, the service starts sealed;
+    /// any other failure to open the keyring (wrong passphrase, wrong PIN) is an error.
     pub async fn open(
         store: Arc<dyn Store>,
-        seal: &dyn Seal,
+        seal: Option<Arc<dyn Seal>>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Result<Self, CoreError> {
-        let records = store.load_keks().await?;
-        // At start the operator needs the reason (wrong root key, empty keyring), not a code.
-        let keyring = Keyring::open(seal, &records)
-            .map_err(|e| CoreError::Unavailable(format!("cannot open the keyring: {e}")))?;
-        Ok(Self {
+        let service = Self {
             store,
-            keyring: RwLock::new(Some(Arc::new(keyring))),
+            keyring: RwLock::new(None),
+            sealing: sealing::SealState::default(),
             clock,
             limits,
             identities: RwLock::new(HashMap::new()),
@@ -159,19 +166,28 @@ impl Service {
             audit_signer: tokio::sync::OnceCell::new(),
             identity_hits: Default::default(),
             identity_misses: Default::default(),
-        })
+        };
+        if let Some(seal) = seal {
+            service.open_keyring(seal).await?;
+        } else {
+            service.set_sealed_reason("waiting for the passphrase (keysafe admin unseal)");
+        }
+        Ok(service)
     }
 
     /// Creates the first keyring version in an empty store (used by `init`).
     pub async fn initialise_keyring(
         store: &dyn Store,
-        seal: &dyn Seal,
+        seal: Arc<dyn Seal>,
         clock: &dyn Clock,
     ) -> Result<(), CoreError> {
         if !store.load_keks().await?.is_empty() {
             return Err(CoreError::AlreadyExists("keyring"));
         }
-        let (_, record) = Keyring::generate(seal, clock.now())?;
+        let now = clock.now();
+        let (_, record) = tokio::task::spawn_blocking(move || Keyring::generate(seal, now))
+            .await
+            .map_err(|e| CoreError::Internal(e.to_string()))??;
         store.apply(Mutation::InsertKek(record)).await?;
         Ok(())
     }

@@ -99,6 +99,16 @@ impl Service {
                         AuthSecret::MIN_LEN
                     )));
                 }
+                if secret
+                    .expose()
+                    .starts_with(keysafe_proto::REGISTRATION_TOKEN_PREFIX)
+                {
+                    return Err(CoreError::InvalidInput(format!(
+                        "an auth secret must not start with {:?}: that prefix marks one-time \
+                         registration tokens",
+                        keysafe_proto::REGISTRATION_TOKEN_PREFIX
+                    )));
+                }
                 (
                     AuthMode::Secret,
                     Some(hash_off_runtime(secret).await?),

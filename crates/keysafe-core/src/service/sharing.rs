@@ -180,9 +180,16 @@ impl Service {
             .map(|m| m.version.get())
             .collect();
         let given: BTreeSet<u64> = update.versions.iter().map(|v| v.version.get()).collect();
-        if given.len() != update.versions.len() || given != needed {
-            return Err(CoreError::InvalidInput(format!(
-                "re-encrypt exactly the age-encoded versions {needed:?} (got {given:?})"
+        if given.len() != update.versions.len() {
+            return Err(CoreError::InvalidInput(
+                "a version is listed twice in the update".into(),
+            ));
+        }
+        if given != needed {
+            // Usually a put landed between the client's read and this update.
+            return Err(CoreError::Conflict(format!(
+                "the update must re-encrypt exactly the age-encoded versions {needed:?} (got \
+                 {given:?}); read the deposit again and retry"
             )));
         }
         let mut replace = Vec::with_capacity(update.versions.len());
@@ -205,18 +212,21 @@ impl Service {
             let Some(old) = metas.iter().find(|m| m.version == v.version) else {
                 return Err(CoreError::NotFound("version"));
             };
-            replace.push(self.seal_version(
-                &dep.org,
-                &key,
-                VersionMeta {
-                    version: old.version,
-                    size: payload.len() as u64,
-                    created_at: old.created_at,
-                    creator: old.creator.clone(),
-                    encoding: Encoding::Age,
-                },
-                &payload,
-            )?);
+            replace.push(
+                self.seal_version(
+                    &dep.org,
+                    &key,
+                    VersionMeta {
+                        version: old.version,
+                        size: payload.len() as u64,
+                        created_at: old.created_at,
+                        creator: old.creator.clone(),
+                        encoding: Encoding::Age,
+                    },
+                    &payload,
+                )
+                .await?,
+            );
         }
         self.apply_audited(Mutation::SetAcl {
             key: key.clone(),

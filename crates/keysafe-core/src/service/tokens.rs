@@ -1,16 +1,17 @@
 //! Sequenced tokens: clone detection for client identities.
 //!
 //! Every client holds a token (`COUNTER.RANDOM`) that it sends with each authenticated request.
-//! The server keeps only SHA-256 hashes of the current token and of the one it replaced. When the
-//! current token is presented and the rotation interval has passed, the server issues the next
-//! one in the response; the client stores it and uses it from then on. The replaced token stays
-//! valid for a grace window, so requests that were already in flight when the token rotated (one
-//! honest client, many concurrent requests) still pass.
+//! The server keeps only SHA-256 hashes: of the current token, and of the tokens it replaced less
+//! than a grace window ago (with when each was replaced). When the current token is presented
+//! and the rotation interval has passed, the server issues the next one in the response; the
+//! client stores it and uses it from then on. A replaced token stays valid for the grace window,
+//! so requests that were already in flight when the token rotated (one honest client, many
+//! concurrent requests, several processes on one home) still pass, however short the interval.
 //!
 //! A copy of the client's home used elsewhere keeps presenting the token it was copied with.
-//! Once the original has moved on (a rotation, then the grace window or a second rotation), that
-//! token is neither current nor a recently replaced one: the server marks the client
-//! `suspected-clone`, refuses both copies, and records why. An administrator investigates and
+//! Once the original has moved on and the grace window has passed, that token is neither current
+//! nor recently replaced: the server marks the client `suspected-clone`, refuses both copies,
+//! and records why. An administrator investigates and
 //! resets the token; the next request is issued a fresh one.
 //!
 //! A request without a token is refused (`token_required`) but does not lock the client out:
@@ -19,7 +20,7 @@
 use super::Service;
 use crate::error::CoreError;
 use crate::secrets;
-use crate::store::{ClientRecord, Mutation, StoreError, TokenState};
+use crate::store::{ClientRecord, Mutation, ReplacedToken, StoreError, TokenState};
 use base64::Engine;
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
@@ -33,10 +34,13 @@ impl std::fmt::Debug for IssuedToken {
     }
 }
 
+/// At most this many replaced tokens are remembered (the grace window bounds them too).
+const MAX_RECENT: usize = 64;
+
 /// A new token for `counter`, and its state record.
 pub(crate) fn new_token(
     counter: u64,
-    prev_hash: Option<String>,
+    recent: Vec<ReplacedToken>,
     now: Timestamp,
 ) -> Result<(IssuedToken, TokenState), CoreError> {
     let mut raw = zeroize::Zeroizing::new([0u8; 32]);
@@ -48,7 +52,7 @@ pub(crate) fn new_token(
     let state = TokenState {
         counter,
         hash: Some(secrets::token_hash(&value)),
-        prev_hash,
+        recent,
         rotated_at: now,
     };
     Ok((IssuedToken(value), state))
@@ -68,9 +72,10 @@ enum Verdict {
     Accept,
     /// Accept, and record the first use since registration (no new token).
     FirstUse,
-    /// Accept and rotate (or, after a reset, issue) a token; `prev` stays valid for the grace.
+    /// Accept and rotate (or, after a reset, issue) a token; `replaced` stays valid for the
+    /// grace window.
     Rotate {
-        prev: Option<String>,
+        replaced: Option<String>,
     },
     Missing,
     Diverged,
@@ -87,7 +92,9 @@ impl Service {
         let Some(current) = &t.hash else {
             // Reset by an administrator: whatever this client presents, issue a fresh token, and
             // let requests already in flight with the old one pass for the grace window.
-            return Verdict::Rotate { prev: presented };
+            return Verdict::Rotate {
+                replaced: presented,
+            };
         };
         let Some(presented) = presented else {
             return Verdict::Missing;
@@ -96,19 +103,17 @@ impl Service {
         if secrets::hashes_equal(&presented, current) {
             if age >= self.limits.token_rotation.as_millis() {
                 Verdict::Rotate {
-                    prev: Some(current.clone()),
+                    replaced: Some(current.clone()),
                 }
             } else if rec.last_seen_at.is_none() {
                 Verdict::FirstUse
             } else {
                 Verdict::Accept
             }
-        } else if t
-            .prev_hash
-            .as_deref()
-            .is_some_and(|p| secrets::hashes_equal(&presented, p))
-            && age < self.limits.token_grace.as_millis()
-        {
+        } else if t.recent.iter().any(|r| {
+            secrets::hashes_equal(&presented, &r.hash)
+                && millis_since(now, r.replaced_at) < self.limits.token_grace.as_millis()
+        }) {
             Verdict::Accept
         } else {
             Verdict::Diverged
@@ -145,10 +150,26 @@ impl Service {
                     }
                 }
                 Verdict::Missing => return Err(CoreError::TokenRequired),
-                Verdict::Rotate { prev } => {
+                Verdict::Rotate { replaced } => {
                     let reset = rec.token.hash.is_none();
                     let counter = rec.token.counter.saturating_add(1);
-                    let (issued, state) = new_token(counter, prev, now)?;
+                    let grace = self.limits.token_grace.as_millis();
+                    let recent: Vec<ReplacedToken> = replaced
+                        .map(|hash| ReplacedToken {
+                            hash,
+                            replaced_at: now,
+                        })
+                        .into_iter()
+                        .chain(
+                            rec.token
+                                .recent
+                                .iter()
+                                .filter(|r| millis_since(now, r.replaced_at) < grace)
+                                .cloned(),
+                        )
+                        .take(MAX_RECENT)
+                        .collect();
+                    let (issued, state) = new_token(counter, recent, now)?;
                     let result = self
                         .store
                         .apply(Mutation::RotateToken {
@@ -171,8 +192,8 @@ impl Service {
                 Verdict::Diverged => {
                     let reason = format!(
                         "sequenced token #{} presented at {} is not the current token #{} (issued \
-                         {}) nor the one it replaced within the grace window: a copy of this \
-                         client's identity is in use elsewhere",
+                         {}) nor one replaced within the grace window: a copy of this client's \
+                         identity is in use elsewhere",
                         token.map(claimed_counter).unwrap_or_default(),
                         now.to_rfc3339(),
                         rec.token.counter,

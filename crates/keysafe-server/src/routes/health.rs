@@ -39,6 +39,8 @@ pub async fn get(State(state): State<AppState>) -> Response {
         status: status.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         fingerprint: state.fingerprint.clone(),
+        seal: state.service.seal_kind().map(str::to_owned),
+        sealed_reason: state.service.sealed_reason(),
         checks,
     });
     if status == "ok" {

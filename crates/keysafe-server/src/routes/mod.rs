@@ -8,6 +8,7 @@ mod fingerprint;
 mod groups;
 mod health;
 mod register;
+mod sealing;
 mod sharing;
 mod whoami;
 
@@ -73,6 +74,12 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/clients/{fingerprint}/{action}",
             post(admin::clients::action),
         )
+        // Seals, keyring rotation and backups (issue 5).
+        .route("/v1/admin/unseal", post(sealing::unseal))
+        .route("/v1/admin/keyring", get(sealing::status))
+        .route("/v1/admin/keyring/rotate", post(sealing::rotate))
+        .route("/v1/admin/keyring/retire", post(sealing::retire))
+        .route("/v1/admin/backup", post(sealing::backup))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // The deposit routes enforce their own (configurable) limit while reading; JSON bodies

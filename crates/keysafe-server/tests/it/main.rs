@@ -5,9 +5,13 @@
 mod at_rest;
 mod audit;
 mod deposits;
+mod groups;
 mod http;
 mod identity;
 mod registration;
+mod sealing;
+mod sharing;
+mod tokens;
 
 use keysafe_client::ClientError;
 use keysafe_proto::ErrorCode;

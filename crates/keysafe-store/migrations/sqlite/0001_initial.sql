@@ -29,7 +29,7 @@ CREATE TABLE clients (
     -- Sequenced token (clone detection): SHA-256 hashes only, never the token.
     token_counter    INTEGER NOT NULL DEFAULT 0 CHECK (token_counter >= 0),
     token_hash       TEXT,
-    token_prev_hash  TEXT,
+    token_recent     TEXT    NOT NULL DEFAULT '[]',  -- JSON: replaced hashes still in grace
     token_rotated_at INTEGER NOT NULL DEFAULT 0,
     last_seen_at     INTEGER,
     state_reason     TEXT,

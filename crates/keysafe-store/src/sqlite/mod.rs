@@ -11,8 +11,8 @@ mod writer;
 use async_trait::async_trait;
 use keysafe_core::store::{
     Applied, ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupRecord,
-    KekRecord, Mutation, OrgRecord, Store, StoreError, StoreResult, VersionMeta, VersionRecord,
-    WrappedKeyRecord,
+    KekRecord, KekUsage, Mutation, OrgRecord, Store, StoreError, StoreResult, VersionMeta,
+    VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_core::store::{AuditKeyRecord, StoreStats};
 use keysafe_proto::Timestamp;
@@ -160,6 +160,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "sharing",
         include_str!("../../migrations/sqlite/0002_sharing.sql"),
+    ),
+    (
+        3,
+        "seals_rotation",
+        include_str!("../../migrations/sqlite/0003_seals_rotation.sql"),
     ),
     (
         5,
@@ -338,5 +343,41 @@ impl Store for SqliteStore {
             .await
             .map(|_| ())
             .map_err(backend_error)
+    }
+
+    // --- Keyring rotation, re-wrap and backups (issue 5) ---
+    async fn list_stale_wrapped(
+        &self,
+        kind: WrappedKind,
+        current: u32,
+        after: Option<&WrappedId>,
+        limit: u32,
+    ) -> StoreResult<Vec<WrappedRow>> {
+        reads::list_stale_wrapped(&self.readers, kind, current, after, limit).await
+    }
+
+    async fn kek_usage(&self) -> StoreResult<Vec<KekUsage>> {
+        reads::kek_usage(&self.readers).await
+    }
+
+    async fn snapshot(&self, dest: &Path) -> StoreResult<()> {
+        if dest.exists() {
+            return Err(StoreError::AlreadyExists);
+        }
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Backend("snapshot path is not UTF-8".into()))?;
+        // VACUUM INTO reads one consistent snapshot (a read transaction in WAL mode) while
+        // writers carry on, and writes a compact, self-contained database file.
+        let mut conn = options(&self.path, false)
+            .connect()
+            .await
+            .map_err(backend_error)?;
+        sqlx::query("VACUUM INTO ?1")
+            .bind(dest)
+            .execute(&mut conn)
+            .await
+            .map_err(backend_error)?;
+        Ok(())
     }
 }

@@ -3,8 +3,8 @@
 use super::{backend_error, rows};
 use keysafe_core::store::{
     ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupMemberRecord,
-    GroupRecord, KekRecord, OrgRecord, StoreError, StoreResult, VersionMeta, VersionRecord,
-    WrappedKeyRecord,
+    GroupRecord, KekRecord, KekUsage, OrgRecord, StoreError, StoreResult, VersionMeta,
+    VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::api::ClientState;
 use keysafe_proto::{ClientFingerprint, DepositVersion, GroupName, OrgName, Principal};
@@ -24,7 +24,7 @@ macro_rules! deposit_cols {
 const PREFIX_END: &str = "{";
 
 pub(crate) async fn load_keks(pool: &SqlitePool) -> StoreResult<Vec<KekRecord>> {
-    sqlx::query("SELECT version, wrapped, created_at FROM keyring ORDER BY version")
+    sqlx::query("SELECT seal, version, wrapped, created_at FROM keyring ORDER BY version, seal")
         .fetch_all(pool)
         .await
         .map_err(backend_error)?
@@ -345,4 +345,116 @@ pub(crate) async fn group_keys(
         })
     })
     .collect()
+}
+// --- Keyring rotation and re-wrap (issue 5) ---------------------------------------------------
+
+pub(crate) async fn list_stale_wrapped(
+    pool: &SqlitePool,
+    kind: WrappedKind,
+    current: u32,
+    after: Option<&WrappedId>,
+    limit: u32,
+) -> StoreResult<Vec<WrappedRow>> {
+    match kind {
+        WrappedKind::DepositVersion => {
+            let (owner, name, version) = match after {
+                Some(WrappedId::DepositVersion { key, version, .. }) => (
+                    key.owner.stored(),
+                    key.name.as_str().to_owned(),
+                    i64::try_from(version.get()).unwrap_or(i64::MAX),
+                ),
+                _ => (String::new(), String::new(), 0),
+            };
+            sqlx::query(
+                "SELECT d.org, v.owner, v.name, v.version, v.kek_version, v.wrapped_dek \
+                 FROM deposit_versions v JOIN deposits d ON d.owner = v.owner AND d.name = v.name \
+                 WHERE v.kek_version != ?1 AND (v.owner, v.name, v.version) > (?2, ?3, ?4) \
+                 ORDER BY v.owner, v.name, v.version LIMIT ?5",
+            )
+            .bind(i64::from(current))
+            .bind(owner)
+            .bind(name)
+            .bind(version)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(backend_error)?
+            .iter()
+            .map(|row| {
+                use sqlx::Row;
+                let v: i64 = row.try_get("version").map_err(backend_error)?;
+                let version = u64::try_from(v)
+                    .ok()
+                    .and_then(|v| DepositVersion::new(v).ok())
+                    .ok_or_else(|| StoreError::Corrupt("version".into()))?;
+                let kek: i64 = row.try_get("kek_version").map_err(backend_error)?;
+                Ok(WrappedRow {
+                    id: WrappedId::DepositVersion {
+                        org: rows::org_name(row, "org")?,
+                        key: DepositKey {
+                            owner: rows::principal(row, "owner")?,
+                            name: rows::deposit_name(row, "name")?,
+                        },
+                        version,
+                    },
+                    kek_version: u32::try_from(kek)
+                        .map_err(|_| StoreError::Corrupt("kek_version".into()))?,
+                    wrapped: row.try_get("wrapped_dek").map_err(backend_error)?,
+                })
+            })
+            .collect()
+        }
+        WrappedKind::AuditSigningKey => {
+            let after = match after {
+                Some(WrappedId::AuditSigningKey { key_id, .. }) => key_id.clone(),
+                _ => String::new(),
+            };
+            let rows: Vec<(String, Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT key_id, public_key, kek_version, wrapped FROM audit_signing_keys \
+                 WHERE kek_version != ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3",
+            )
+            .bind(i64::from(current))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(backend_error)?;
+            rows.into_iter()
+                .map(|(key_id, public_key, kek, wrapped)| {
+                    Ok(WrappedRow {
+                        id: WrappedId::AuditSigningKey { key_id, public_key },
+                        kek_version: u32::try_from(kek)
+                            .map_err(|_| StoreError::Corrupt("kek_version".into()))?,
+                        wrapped,
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+pub(crate) async fn kek_usage(pool: &SqlitePool) -> StoreResult<Vec<KekUsage>> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT 'deposit_versions', kek_version, COUNT(*) FROM deposit_versions \
+         GROUP BY kek_version \
+         UNION ALL SELECT 'audit_signing_keys', kek_version, COUNT(*) FROM audit_signing_keys \
+         GROUP BY kek_version ORDER BY 1 DESC, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?;
+    rows.into_iter()
+        .map(|(kind, v, n)| {
+            Ok(KekUsage {
+                kind: if kind == "audit_signing_keys" {
+                    WrappedKind::AuditSigningKey
+                } else {
+                    WrappedKind::DepositVersion
+                },
+                kek_version: u32::try_from(v)
+                    .map_err(|_| StoreError::Corrupt("kek_version".into()))?,
+                count: u64::try_from(n).unwrap_or(0),
+            })
+        })
+        .collect()
 }

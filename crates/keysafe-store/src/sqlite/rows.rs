@@ -48,13 +48,14 @@ pub(crate) fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
     OrgName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
+pub(crate) fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
     DepositName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
 pub(crate) fn kek(row: &SqliteRow) -> StoreResult<KekRecord> {
     Ok(KekRecord {
         version: u32::try_from(col::<i64>(row, "version")?).map_err(|_| corrupt("version"))?,
+        seal: col(row, "seal")?,
         wrapped: col(row, "wrapped")?,
         created_at: ts(row, "created_at")?,
     })
@@ -92,7 +93,8 @@ pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
         token: TokenState {
             counter: unsigned(row, "token_counter")?,
             hash: col(row, "token_hash")?,
-            prev_hash: col(row, "token_prev_hash")?,
+            recent: serde_json::from_str(&col::<String>(row, "token_recent")?)
+                .map_err(|_| corrupt("token_recent"))?,
             rotated_at: ts(row, "token_rotated_at")?,
         },
         last_seen_at: col::<Option<i64>>(row, "last_seen_at")?.map(Timestamp::from_unix_millis),

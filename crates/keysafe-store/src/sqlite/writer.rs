@@ -4,7 +4,7 @@
 
 use super::audit::{self, Head, SharedHead};
 use super::backend_error;
-use keysafe_core::store::{Applied, Mutation, StoreError, StoreResult};
+use keysafe_core::store::{Applied, Mutation, StoreError, StoreResult, WrappedId};
 use keysafe_proto::audit::AuditEvent;
 use keysafe_proto::{GroupName, OrgName, Timestamp};
 use sqlx::SqliteConnection;
@@ -196,13 +196,16 @@ fn not_found_if_none(rows: u64) -> StoreResult<Applied> {
 async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<Applied> {
     match m {
         Mutation::InsertKek(k) => {
-            sqlx::query("INSERT INTO keyring (version, wrapped, created_at) VALUES (?1, ?2, ?3)")
-                .bind(i64::from(k.version))
-                .bind(&k.wrapped)
-                .bind(k.created_at.unix_millis())
-                .execute(&mut *conn)
-                .await
-                .map_err(write_error)?;
+            sqlx::query(
+                "INSERT INTO keyring (seal, version, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(&k.seal)
+            .bind(i64::from(k.version))
+            .bind(&k.wrapped)
+            .bind(k.created_at.unix_millis())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
             Ok(Applied::Done)
         }
         Mutation::CreateOrg(o) => {
@@ -261,7 +264,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             }
             sqlx::query(
                 "INSERT INTO clients (fingerprint, org, name, state, role, cert_der, recipient, \
-                 token_counter, token_hash, token_prev_hash, token_rotated_at, last_seen_at, \
+                 token_counter, token_hash, token_recent, token_rotated_at, last_seen_at, \
                  state_reason, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
@@ -274,7 +277,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .bind(c.recipient.as_deref())
             .bind(int(c.token.counter))
             .bind(c.token.hash.as_deref())
-            .bind(c.token.prev_hash.as_deref())
+            .bind(recent_json(&c.token.recent)?)
             .bind(c.token.rotated_at.unix_millis())
             .bind(c.last_seen_at.map(|t| t.unix_millis()))
             .bind(c.state_reason.as_deref())
@@ -307,7 +310,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             at,
         } => {
             let r = sqlx::query(
-                "UPDATE clients SET token_counter = ?3, token_hash = ?4, token_prev_hash = ?5, \
+                "UPDATE clients SET token_counter = ?3, token_hash = ?4, token_recent = ?5, \
                  token_rotated_at = ?6, last_seen_at = ?7 \
                  WHERE fingerprint = ?1 AND token_counter = ?2 AND state = 'active'",
             )
@@ -315,7 +318,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .bind(int(*expected_counter))
             .bind(int(token.counter))
             .bind(token.hash.as_deref())
-            .bind(token.prev_hash.as_deref())
+            .bind(recent_json(&token.recent)?)
             .bind(token.rotated_at.unix_millis())
             .bind(at.unix_millis())
             .execute(&mut *conn)
@@ -345,7 +348,7 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
         }
         Mutation::ResetToken { fingerprint, at } => {
             let r = sqlx::query(
-                "UPDATE clients SET token_hash = NULL, token_prev_hash = NULL, \
+                "UPDATE clients SET token_hash = NULL, token_recent = '[]', \
                  state = CASE state WHEN 'suspected-clone' THEN 'active' ELSE state END, \
                  state_reason = NULL, updated_at = ?2 WHERE fingerprint = ?1",
             )
@@ -517,6 +520,8 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
                 .map_err(write_error)?;
             }
             for v in replace {
+                // As for PutVersion: never store a data key under a retired keyring version.
+                kek_exists(conn, v.kek_version).await?;
                 let r = sqlx::query(
                     "UPDATE deposit_versions SET size = ?4, encoding = ?5, kek_version = ?6, \
                      wrapped_dek = ?7, ciphertext = ?8 \
@@ -618,6 +623,9 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
                     current: current_version,
                 });
             }
+            // A data key must name a keyring version that exists (a retire may have raced a put
+            // that started before a rotation).
+            kek_exists(conn, version.kek_version).await?;
             let meta = &version.meta;
             let v = int(meta.version.get());
             let at = meta.created_at.unix_millis();
@@ -708,7 +716,109 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             not_found_if_none(r.rows_affected())?;
             Ok(Applied::Purged(versions))
         }
+        // --- Keyring rotation, re-wrap and seal migration (issue 5) ---
+        Mutation::Rewrap {
+            id,
+            expected_kek,
+            kek_version,
+            wrapped,
+        } => {
+            kek_exists(conn, *kek_version).await?;
+            let r = match id {
+                WrappedId::DepositVersion { key, version, .. } => sqlx::query(
+                    "UPDATE deposit_versions SET kek_version = ?4, wrapped_dek = ?5 \
+                     WHERE owner = ?1 AND name = ?2 AND version = ?3 AND kek_version = ?6",
+                )
+                .bind(key.owner.stored())
+                .bind(key.name.as_str())
+                .bind(int(version.get()))
+                .bind(i64::from(*kek_version))
+                .bind(wrapped)
+                .bind(i64::from(*expected_kek))
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?,
+                WrappedId::AuditSigningKey { key_id, .. } => sqlx::query(
+                    "UPDATE audit_signing_keys SET kek_version = ?2, wrapped = ?3 \
+                     WHERE key_id = ?1 AND kek_version = ?4",
+                )
+                .bind(key_id)
+                .bind(i64::from(*kek_version))
+                .bind(wrapped)
+                .bind(i64::from(*expected_kek))
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?,
+            };
+            if r.rows_affected() == 0 {
+                return Err(StoreError::VersionConflict { current: None });
+            }
+            Ok(Applied::Done)
+        }
+        Mutation::RetireKek { version } => {
+            let (used,): (i64,) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM deposit_versions WHERE kek_version = ?1) + \
+                     (SELECT COUNT(*) FROM audit_signing_keys WHERE kek_version = ?1)",
+            )
+            .bind(i64::from(*version))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend_error)?;
+            if used > 0 {
+                return Err(StoreError::InUse(format!(
+                    "{used} data keys are still wrapped by it; wait for the re-wrap to finish"
+                )));
+            }
+            let (newest,): (Option<i64>,) = sqlx::query_as("SELECT MAX(version) FROM keyring")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(backend_error)?;
+            if newest == Some(i64::from(*version)) {
+                return Err(StoreError::InUse("it is the current version".into()));
+            }
+            let r = sqlx::query("DELETE FROM keyring WHERE version = ?1")
+                .bind(i64::from(*version))
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+            not_found_if_none(r.rows_affected())
+        }
+        Mutation::KeepOnlySeal { keep } => {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM keyring WHERE seal = ?1")
+                .bind(keep)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(backend_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            sqlx::query("DELETE FROM keyring WHERE seal != ?1")
+                .bind(keep)
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?;
+            Ok(Applied::Done)
+        }
     }
+}
+
+async fn kek_exists(conn: &mut SqliteConnection, version: u32) -> StoreResult<()> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT version FROM keyring WHERE version = ?1 LIMIT 1")
+            .bind(i64::from(version))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend_error)?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Unavailable(format!(
+            "keyring version {version} does not exist (retired meanwhile); retry"
+        ))),
+    }
+}
+
+fn recent_json(r: &[keysafe_core::store::ReplacedToken]) -> StoreResult<String> {
+    serde_json::to_string(r).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 /// Bumps a group's `updated_at`; `NotFound` if it does not exist, `Conflict` if its epoch is not

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keysafe_core::store::{
-    Applied, ClientRecord, DepositKey, DepositListing, KekRecord, Mutation, OrgRecord, Store,
-    StoreError, TokenState, VersionMeta, VersionRecord,
+    Applied, ClientRecord, DepositKey, DepositListing, KekRecord, KekUsage, Mutation, OrgRecord,
+    Store, StoreError, TokenState, VersionMeta, VersionRecord, WrappedId, WrappedKind,
 };
 use keysafe_proto::api::{AuthMode, ClientRole, ClientState, Encoding};
 use keysafe_proto::{
@@ -37,7 +37,7 @@ fn client_record(
         token: TokenState {
             counter: 0,
             hash: None,
-            prev_hash: None,
+            recent: vec![],
             rotated_at: now,
         },
         last_seen_at: None,
@@ -101,6 +101,16 @@ async fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
             .await
             .unwrap();
     }
+    // Data keys must name an existing keyring version.
+    store
+        .apply(Mutation::InsertKek(KekRecord {
+            version: 1,
+            seal: "test-fixture".into(),
+            wrapped: vec![0],
+            created_at: now,
+        }))
+        .await
+        .unwrap();
     (dir, Arc::new(store))
 }
 
@@ -195,6 +205,7 @@ async fn uniqueness_and_references() {
     );
     s.apply(Mutation::InsertKek(KekRecord {
         version: 1,
+        seal: "file".into(),
         wrapped: vec![1],
         created_at: now,
     }))
@@ -203,6 +214,7 @@ async fn uniqueness_and_references() {
     assert_eq!(
         s.apply(Mutation::InsertKek(KekRecord {
             version: 1,
+            seal: "file".into(),
             wrapped: vec![2],
             created_at: now
         }))
@@ -364,6 +376,7 @@ async fn many_concurrent_writes_commit_and_survive_reopening() {
     s.apply(insert(client_record(fp('a'), vec![], now)))
         .await
         .unwrap();
+    s.apply(kek(1, "file")).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..300u32 {
         let s = s.clone();
@@ -440,6 +453,152 @@ async fn corrupt_rows_are_reported_not_decoded() {
         })
         .await;
     assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+}
+
+// --- Keyring rotation, re-wrap, retire, seal migration, snapshot (issue 5) ---
+
+fn kek(v: u32, seal: &str) -> Mutation {
+    Mutation::InsertKek(KekRecord {
+        version: v,
+        seal: seal.into(),
+        wrapped: vec![v as u8],
+        created_at: Timestamp::from_unix_millis(5),
+    })
+}
+
+#[tokio::test]
+async fn rewrap_is_compare_and_set_and_retire_refuses_used_versions() {
+    let (_d, s) = fresh().await;
+    for i in 0..5 {
+        put(&s, &key('a', &format!("k{i}")), None, 1, b"x")
+            .await
+            .unwrap();
+    }
+    // A data key cannot name a version the keyring lacks.
+    let mut v = version(1, b"y");
+    v.kek_version = 2;
+    let err = s
+        .apply(Mutation::PutVersion {
+            org: org(),
+            key: key('a', "new"),
+            expected_current: None,
+            expected_acl_serial: None,
+            version: v,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+
+    s.apply(kek(2, "test-fixture")).await.unwrap();
+    let stale = s
+        .list_stale_wrapped(WrappedKind::DepositVersion, 2, None, 3)
+        .await
+        .unwrap();
+    assert_eq!(stale.len(), 3);
+    let rest = s
+        .list_stale_wrapped(WrappedKind::DepositVersion, 2, Some(&stale[2].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2, "pagination continues after the cursor");
+    assert!(matches!(&stale[0].id, WrappedId::DepositVersion { org: o, .. } if *o == org()));
+
+    // Retiring version 1 is refused while it is used.
+    assert!(matches!(
+        s.apply(Mutation::RetireKek { version: 1 }).await,
+        Err(StoreError::InUse(_))
+    ));
+    for row in stale.iter().chain(rest.iter()) {
+        s.apply(Mutation::Rewrap {
+            id: row.id.clone(),
+            expected_kek: 1,
+            kek_version: 2,
+            wrapped: vec![7; 60],
+        })
+        .await
+        .unwrap();
+    }
+    // A second re-wrap from the old version is a conflict, not a silent overwrite.
+    assert!(matches!(
+        s.apply(Mutation::Rewrap {
+            id: stale[0].id.clone(),
+            expected_kek: 1,
+            kek_version: 2,
+            wrapped: vec![8; 60],
+        })
+        .await,
+        Err(StoreError::VersionConflict { .. })
+    ));
+    assert_eq!(
+        s.kek_usage().await.unwrap(),
+        vec![KekUsage {
+            kind: WrappedKind::DepositVersion,
+            kek_version: 2,
+            count: 5
+        }]
+    );
+    assert!(
+        s.list_stale_wrapped(WrappedKind::DepositVersion, 2, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The current (newest) version can never be retired; an unused old one can.
+    assert!(matches!(
+        s.apply(Mutation::RetireKek { version: 2 }).await,
+        Err(StoreError::InUse(_))
+    ));
+    s.apply(Mutation::RetireKek { version: 1 }).await.unwrap();
+    assert_eq!(
+        s.load_keks()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.version)
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+#[tokio::test]
+async fn seal_migration_keeps_only_the_new_rows_and_snapshot_is_consistent() {
+    let (d, s) = fresh().await;
+    s.apply(kek(1, "other-seal")).await.unwrap();
+    assert_eq!(
+        s.apply(Mutation::KeepOnlySeal {
+            keep: "missing".into()
+        })
+        .await
+        .unwrap_err(),
+        StoreError::NotFound,
+        "never deletes the whole keyring"
+    );
+    assert_eq!(s.load_keks().await.unwrap().len(), 2);
+    s.apply(Mutation::KeepOnlySeal {
+        keep: "other-seal".into(),
+    })
+    .await
+    .unwrap();
+    let keks = s.load_keks().await.unwrap();
+    assert_eq!(keks.len(), 1);
+    assert_eq!(keks[0].seal, "other-seal");
+
+    put(&s, &key('a', "snap"), None, 1, b"payload")
+        .await
+        .unwrap();
+    let dest = d.path().join("snap.db");
+    s.snapshot(&dest).await.unwrap();
+    assert_eq!(
+        s.snapshot(&dest).await.unwrap_err(),
+        StoreError::AlreadyExists
+    );
+    let copy = SqliteStore::open(&dest).await.unwrap();
+    let (_, v) = copy
+        .get_version(&key('a', "snap"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.ciphertext, b"payload");
+    assert_eq!(copy.load_keks().await.unwrap(), keks);
 }
 
 // ---- audit trail (issue 6) ----

@@ -6,6 +6,8 @@ mod audit;
 mod client;
 mod group;
 mod org;
+// Seals, keyring rotation and backups (issue 5).
+mod sealing;
 
 use crate::cli::{AdminArgs, AdminCommand};
 use crate::cmd::init::ADMIN_HOME;
@@ -16,12 +18,25 @@ use keysafe_proto::ClientFingerprint;
 use keysafe_server::config::Config;
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    if let AdminCommand::Seal(c) = args.command {
+        // Offline: no server, no client.
+        let dir = args.data_dir.ok_or_else(|| {
+            usage("seal migrate works on a stopped server's data directory: pass --data-dir")
+        })?;
+        return sealing::migrate(&dir, c).await;
+    }
     let client = admin_client(&args)?;
     match args.command {
         AdminCommand::Org(c) => org::run(&client, c, args.json).await,
         AdminCommand::Client(c) => client::run(&client, c, args.json).await,
         AdminCommand::Group(c) => group::run(&client, c, args.json).await,
         AdminCommand::Audit(c) => audit::run(&client, c, args.json).await,
+        AdminCommand::Unseal { passphrase_file } => {
+            sealing::unseal(&client, passphrase_file, args.json).await
+        }
+        AdminCommand::Keyring(c) => sealing::keyring(&client, c, args.json).await,
+        AdminCommand::Backup(c) => sealing::backup(&client, c).await,
+        AdminCommand::Seal(_) => Ok(()),
     }
 }
 

@@ -1,42 +1,10 @@
-//! The seal: what protects the keyring at rest. A seal wraps and unwraps the key-encryption keys;
-//! it never sees a data key or a deposit. The root-key-file seal lives here; the passphrase and
-//! PKCS#11 seals plug in behind the same trait.
+//! The default seal: a 256-bit root key in a file only its owner can read.
 
+use super::{Seal, SealError};
 use crate::crypto::{self, CryptoError, KEY_LEN, SecretKey};
 use std::fmt;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SealError {
-    /// The seal's key does not open the keyring: wrong root key, or the keyring was altered.
-    #[error("the seal does not open the keyring (wrong root key, or the keyring was altered)")]
-    WrongKey,
-    /// The seal's key material could not be read.
-    #[error("cannot read the seal key {path}: {reason}")]
-    Unreadable { path: PathBuf, reason: String },
-    /// The key file is readable by group or others.
-    #[error(
-        "the root key file {path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
-    )]
-    InsecurePermissions { path: PathBuf, mode: u32 },
-    #[error("cannot create the seal key {path}: {reason}")]
-    Create { path: PathBuf, reason: String },
-    #[error("the keyring is empty: the data directory is not initialised")]
-    EmptyKeyring,
-    #[error("random number generator failed")]
-    Random,
-}
-
-/// Protects key-encryption keys at rest.
-pub trait Seal: Send + Sync + 'static {
-    /// A short name for logs and health: `file`, `passphrase`, `pkcs11`.
-    fn kind(&self) -> &'static str;
-    /// Wraps a key; `aad` binds the result to its purpose (for example, keyring version).
-    fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>, SealError>;
-    /// Reverses [`Seal::wrap`]; a wrong key or altered input is [`SealError::WrongKey`].
-    fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<SecretKey, SealError>;
-}
+use std::path::Path;
 
 /// The default seal: a 256-bit root key in a file only its owner can read.
 pub struct FileSeal {
@@ -93,19 +61,38 @@ impl Seal for FileSeal {
         "file"
     }
 
-    fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>, SealError> {
-        crypto::seal(&self.root, aad, key.expose()).map_err(|e| match e {
-            CryptoError::Random => SealError::Random,
-            CryptoError::Integrity => SealError::WrongKey,
-        })
+    fn descriptor(&self) -> String {
+        "file".into()
     }
 
-    fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<SecretKey, SealError> {
-        let bytes = zeroize::Zeroizing::new(
-            crypto::open(&self.root, aad, wrapped).map_err(|_| SealError::WrongKey)?,
-        );
-        SecretKey::from_slice(&bytes).ok_or(SealError::WrongKey)
+    fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        local_encrypt(&self.root, aad, plaintext)
     }
+
+    fn decrypt(&self, aad: &[u8], sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
+        local_decrypt(&self.root, aad, sealed)
+    }
+}
+
+pub(super) fn local_encrypt(
+    key: &SecretKey,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    crypto::seal(key, aad, plaintext).map_err(|e| match e {
+        CryptoError::Random => SealError::Random,
+        CryptoError::Integrity => SealError::WrongKey,
+    })
+}
+
+pub(super) fn local_decrypt(
+    key: &SecretKey,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, SealError> {
+    crypto::open(key, aad, sealed)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| SealError::WrongKey)
 }
 
 /// `OpenOptions` that create a new file readable by its owner only, and never overwrite.

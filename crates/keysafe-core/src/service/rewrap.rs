@@ -1,0 +1,219 @@
+//! The re-wrap job: moves every KEK-wrapped row onto the current keyring version after a
+//! rotation. Each row is replaced by one compare-and-set write, so the job can stop at any point
+//! (crash, kill -9, restart) and resume by simply looking again for rows on older versions:
+//! progress is the data itself, never a separate counter that could disagree with it.
+//!
+//! To cover another table of KEK-wrapped rows: add a `WrappedKind`/`WrappedId` variant in
+//! `store.rs`, its associated data in [`aad_for`], and the three statements in the store.
+
+use super::Service;
+use super::deposits::dek_aad;
+use crate::crypto::SecretKey;
+use crate::error::CoreError;
+use crate::keyring::{DekError, Keyring};
+use crate::store::{Mutation, StoreError, WrappedId, WrappedKind, WrappedRow};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The associated data a wrapped row was bound to when it was wrapped.
+pub fn aad_for(id: &WrappedId) -> Vec<u8> {
+    match id {
+        WrappedId::DepositVersion { org, key, version } => {
+            dek_aad(org, &key.owner, &key.name, *version)
+        }
+        WrappedId::AuditSigningKey { public_key, .. } => crate::audit::signing_key_aad(public_key),
+    }
+}
+
+/// What one pass of the job did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewrapProgress {
+    pub rewrapped: u64,
+    /// Rows that changed or vanished under the job (written, re-wrapped or purged meanwhile).
+    pub skipped: u64,
+    /// Rows whose data key does not unwrap (tampered): left untouched, logged.
+    pub failed: u64,
+}
+
+/// Tunables of the background job.
+#[derive(Debug, Clone)]
+pub struct RewrapSettings {
+    /// Rows per batch (one group-committed transaction).
+    pub batch: u32,
+    /// Pause between batches, to leave room for client traffic.
+    pub pause: Duration,
+}
+
+impl Default for RewrapSettings {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            pause: Duration::ZERO,
+        }
+    }
+}
+
+impl Service {
+    /// Wraps a data key with the current keyring version, off the async runtime when the seal
+    /// takes part (per-deposit HSM mode).
+    pub(super) async fn wrap_dek(
+        &self,
+        ring: &Arc<Keyring>,
+        aad: Vec<u8>,
+        dek: &SecretKey,
+    ) -> Result<(u32, Vec<u8>), CoreError> {
+        let r = if ring.per_deposit() {
+            let ring = ring.clone();
+            let dek = dek.clone();
+            tokio::task::spawn_blocking(move || ring.wrap_dek(&aad, &dek))
+                .await
+                .map_err(|e| CoreError::Internal(e.to_string()))?
+        } else {
+            ring.wrap_dek(&aad, dek)
+        };
+        r.map_err(|e| self.dek_error(e))
+    }
+
+    /// Unwraps a data key (see [`Service::wrap_dek`]).
+    pub(super) async fn unwrap_dek(
+        &self,
+        ring: &Arc<Keyring>,
+        kek_version: u32,
+        aad: Vec<u8>,
+        wrapped: &[u8],
+    ) -> Result<SecretKey, DekError> {
+        let r = if ring.per_deposit() {
+            let ring = ring.clone();
+            let wrapped = wrapped.to_vec();
+            tokio::task::spawn_blocking(move || ring.unwrap_dek(kek_version, &aad, &wrapped))
+                .await
+                .map_err(|e| {
+                    DekError::Seal(crate::seal::SealError::Hsm(format!("blocking task: {e}")))
+                })?
+        } else {
+            ring.unwrap_dek(kek_version, &aad, wrapped)
+        };
+        if let Err(DekError::Seal(e)) = &r {
+            self.on_seal_error(e);
+        }
+        r
+    }
+
+    fn dek_error(&self, e: DekError) -> CoreError {
+        if let DekError::Seal(s) = &e {
+            self.on_seal_error(s);
+        }
+        e.into()
+    }
+
+    /// One pass over every kind of wrapped row: re-wraps up to everything that is not on the
+    /// current version. Returns what it did; `Sealed` if the keyring is not open.
+    pub async fn rewrap_pass(
+        &self,
+        settings: &RewrapSettings,
+    ) -> Result<RewrapProgress, CoreError> {
+        let mut progress = RewrapProgress::default();
+        for kind in WrappedKind::ALL {
+            let mut after: Option<WrappedId> = None;
+            loop {
+                let ring = self.keyring()?;
+                let current = ring.current_version();
+                let rows = self
+                    .store
+                    .list_stale_wrapped(*kind, current, after.as_ref(), settings.batch.max(1))
+                    .await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.id.clone());
+                self.rewrap_batch(&ring, rows, &mut progress).await?;
+                if !settings.pause.is_zero() {
+                    tokio::time::sleep(settings.pause).await;
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    async fn rewrap_batch(
+        &self,
+        ring: &Arc<Keyring>,
+        rows: Vec<WrappedRow>,
+        progress: &mut RewrapProgress,
+    ) -> Result<(), CoreError> {
+        let r = ring.clone();
+        // Unwrap and wrap the whole batch in one go (one blocking task when the HSM is involved).
+        let prepared = tokio::task::spawn_blocking(move || {
+            rows.into_iter()
+                .map(|row| {
+                    let aad = aad_for(&row.id);
+                    let res = r
+                        .unwrap_dek(row.kek_version, &aad, &row.wrapped)
+                        .and_then(|dek| r.wrap_dek(&aad, &dek));
+                    (row, res)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let mut writes = Vec::new();
+        for (row, res) in prepared {
+            match res {
+                Ok((kek_version, wrapped)) => writes.push(self.store.apply(Mutation::Rewrap {
+                    id: row.id,
+                    expected_kek: row.kek_version,
+                    kek_version,
+                    wrapped,
+                })),
+                Err(DekError::Seal(e)) => {
+                    self.on_seal_error(&e);
+                    return Err(e.into());
+                }
+                Err(DekError::Crypto(_)) => {
+                    tracing::error!(row = ?row.id, kek_version = row.kek_version, "re-wrap: the data key does not unwrap; left as it is");
+                    progress.failed += 1;
+                }
+            }
+        }
+        // Sent together so the store commits them in one transaction.
+        for r in futures_util::future::join_all(writes).await {
+            match r {
+                Ok(_) => progress.rewrapped += 1,
+                Err(StoreError::NotFound | StoreError::VersionConflict { .. }) => {
+                    progress.skipped += 1
+                }
+                Err(e) => return Err(CoreError::from_store(e, "wrapped row")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The background job: runs a pass at start, after each rotation and after an unseal, until
+    /// nothing is left on older versions. Never returns.
+    pub async fn run_rewrap_job(self: Arc<Self>, settings: RewrapSettings) {
+        loop {
+            self.sealing.rewrap_wake.notified().await;
+            loop {
+                match self.rewrap_pass(&settings).await {
+                    Ok(p) if p.rewrapped == 0 => {
+                        if p.failed > 0 {
+                            tracing::error!(
+                                failed = p.failed,
+                                "re-wrap finished with rows that do not unwrap"
+                            );
+                        }
+                        break;
+                    }
+                    Ok(p) => tracing::info!(
+                        rewrapped = p.rewrapped,
+                        skipped = p.skipped,
+                        "re-wrap pass done"
+                    ),
+                    Err(CoreError::Sealed) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-wrap pass failed; retrying in 5 s");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the gateway over a REAL keysafe server (TestServer, registered client,
+//! real mutual TLS), driven over HTTP as Hadoop's client drives it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod auth;
+mod common;
+mod hadoop;

@@ -1,0 +1,112 @@
+//! `POST /v1/admin/unseal`, `GET /v1/admin/keyring`, `POST /v1/admin/keyring/rotate`,
+//! `POST /v1/admin/keyring/retire`, `POST /v1/admin/backup` (issue 5). Administrators only.
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::identity::Admin;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use keysafe_core::service::sealing::KeyringStatus;
+use keysafe_proto::ErrorCode;
+use keysafe_proto::api::{
+    BackupRequest, KekUsageInfo, KekVersionInfo, KeyringRetireRequest, KeyringRotated,
+    KeyringStatusInfo, UnsealRequest,
+};
+
+pub async fn unseal(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(req): ApiJson<UnsealRequest>,
+) -> Result<Json<KeyringStatusInfo>, ApiError> {
+    let pass = zeroize::Zeroizing::new(req.passphrase.as_bytes().to_vec());
+    state.service.unseal_with_passphrase(&admin, pass).await?;
+    Ok(Json(info(state.service.keyring_status(&admin).await?)))
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<Json<KeyringStatusInfo>, ApiError> {
+    Ok(Json(info(state.service.keyring_status(&admin).await?)))
+}
+
+pub async fn rotate(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<Json<KeyringRotated>, ApiError> {
+    let version = state.service.rotate_keyring(&admin).await?;
+    Ok(Json(KeyringRotated { version }))
+}
+
+pub async fn retire(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(req): ApiJson<KeyringRetireRequest>,
+) -> Result<Json<KeyringStatusInfo>, ApiError> {
+    state.service.retire_kek(&admin, req.version).await?;
+    Ok(Json(info(state.service.keyring_status(&admin).await?)))
+}
+
+pub async fn backup(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(req): ApiJson<BackupRequest>,
+) -> Result<Response, ApiError> {
+    let recipients = crate::backup::parse_recipients(&req.recipients)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
+    let bytes = crate::backup::create(
+        &state.service,
+        &state.backup,
+        &state.fingerprint,
+        recipients,
+        req.include_root_key,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::backup::BackupError::Refused(m) => ApiError::new(ErrorCode::BadRequest, m),
+        crate::backup::BackupError::Failed(m) => ApiError::internal(&m),
+    })?;
+    tracing::info!(admin = %admin.fingerprint, size = bytes.len(), include_root_key = req.include_root_key, "backup created");
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
+fn info(s: KeyringStatus) -> KeyringStatusInfo {
+    KeyringStatusInfo {
+        sealed: s.sealed,
+        sealed_reason: s.sealed_reason,
+        seal: s.seal,
+        per_deposit: s.per_deposit,
+        current: s.current,
+        versions: s
+            .versions
+            .into_iter()
+            .map(|v| KekVersionInfo {
+                version: v.version,
+                created_at: v.created_at,
+                current: v.current,
+                // Deposit data keys only; `usage` also lists the audit signing key (issue 6).
+                data_keys: v
+                    .usage
+                    .iter()
+                    .filter(|(k, _)| *k == keysafe_core::store::WrappedKind::DepositVersion)
+                    .map(|(_, n)| n)
+                    .sum(),
+                usage: v
+                    .usage
+                    .into_iter()
+                    .map(|(k, n)| KekUsageInfo {
+                        kind: k.as_str().to_owned(),
+                        count: n,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        rewrap_pending: s.rewrap_pending,
+    }
+}

@@ -1,0 +1,315 @@
+//! Seals and keyring rotation (issue 5), in process: the passphrase seal starts sealed and is
+//! unsealed over the API; rotation keeps every deposit readable before, during and after the
+//! re-wrap, across a restart; retirement only of unused versions.
+
+use crate::assert_code;
+use keysafe_client::client::Precondition;
+use keysafe_core::service::rewrap::RewrapSettings;
+use keysafe_proto::{DepositName, ErrorCode};
+use keysafe_testkit::TestServer;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn name(s: &str) -> DepositName {
+    DepositName::parse(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passphrase_seal_starts_sealed_and_unseals_over_the_api() {
+    let ts = TestServer::start_with_init(
+        |o| {
+            o.seal.kind = "passphrase".into();
+            o.passphrase = Some(zeroize::Zeroizing::new(PASSPHRASE.into()));
+        },
+        |_| {},
+    )
+    .await;
+    // Started without a passphrase: sealed, but administration and registration still work.
+    let h = ts.anonymous_client().health().await.unwrap();
+    assert_eq!(h.status, "sealed");
+    let raw = ts
+        .anonymous_client()
+        .raw_request(http::Method::GET, "/v1/health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 503);
+    let body: serde_json::Value = raw.json().await.unwrap();
+    assert_eq!(body["status"], "sealed");
+    assert!(body.get("seal").is_none());
+    assert!(body["sealed_reason"].as_str().unwrap().contains("unseal"));
+
+    let c = ts.new_client("acme").await;
+    assert_code(
+        c.client
+            .put(&name("k"), b"v".to_vec(), Precondition::None)
+            .await,
+        ErrorCode::Sealed,
+    );
+    assert_code(c.client.get(&name("k"), None).await, ErrorCode::Sealed);
+    // Only administrators may unseal.
+    assert_code(c.client.unseal(PASSPHRASE).await, ErrorCode::Forbidden);
+    // A wrong passphrase is refused and changes nothing.
+    assert_code(
+        ts.admin.unseal("not the passphrase").await,
+        ErrorCode::Forbidden,
+    );
+    assert!(ts.service().is_sealed());
+    let st = ts.admin.keyring_status().await.unwrap();
+    assert!(st.sealed);
+
+    let st = ts.admin.unseal(PASSPHRASE).await.unwrap();
+    assert!(!st.sealed);
+    assert_eq!(st.seal.as_deref(), Some("passphrase"));
+    let put = c
+        .client
+        .put(&name("k"), b"secret".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(put.version.get(), 1);
+    assert_eq!(
+        &c.client.get(&name("k"), None).await.unwrap().payload[..],
+        b"secret"
+    );
+    let h = ts.anonymous_client().health().await.unwrap();
+    assert_eq!(h.status, "ok");
+    assert_eq!(h.seal.as_deref(), Some("passphrase"));
+    // Unsealing twice is a state error, not a silent success.
+    assert_code(ts.admin.unseal(PASSPHRASE).await, ErrorCode::InvalidState);
+    // The salt lives with the keyring, and the key itself never does.
+    let mut db = ts.raw_db().await;
+    let (seal,): (String,) = sqlx::query_as("SELECT seal FROM keyring")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        seal.starts_with("passphrase;argon2id;m=65536;t=3;p=1;salt="),
+        "{seal}"
+    );
+    assert!(!ts.data_dir.join("root.key").exists());
+}
+
+async fn wait_rewrapped(ts: &TestServer) -> keysafe_proto::api::KeyringStatusInfo {
+    for _ in 0..1200 {
+        let s = ts.admin.keyring_status().await.unwrap();
+        if s.rewrap_pending == 0 {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the re-wrap job never finished");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_keeps_every_deposit_readable_before_during_and_after() {
+    let ts = TestServer::start_with(|c| {
+        // Small, slow batches, so that writes and reads happen while the job is half-way.
+        c.rewrap = RewrapSettings {
+            batch: 5,
+            pause: Duration::from_millis(30),
+        };
+    })
+    .await;
+    let c = ts.new_client("acme").await;
+    let mut written: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..60 {
+        let n = format!("before/{i}");
+        let v = format!("payload {i}").into_bytes();
+        c.client
+            .put(&name(&n), v.clone(), Precondition::None)
+            .await
+            .unwrap();
+        written.insert(n, v);
+    }
+    let st = ts.admin.keyring_status().await.unwrap();
+    assert_eq!(st.current, Some(1));
+    assert_eq!(st.versions.len(), 1);
+    assert_eq!(st.versions[0].data_keys, 60);
+    // Only administrators rotate.
+    assert_code(c.client.keyring_rotate().await, ErrorCode::Forbidden);
+
+    let r = ts.admin.keyring_rotate().await.unwrap();
+    assert_eq!(r.version, 2);
+    // The current version cannot be retired; version 1 not while data keys use it.
+    assert_code(ts.admin.keyring_retire(2).await, ErrorCode::InvalidState);
+    let mid = ts.admin.keyring_status().await.unwrap();
+    if mid.rewrap_pending > 0 {
+        assert_code(ts.admin.keyring_retire(1).await, ErrorCode::InvalidState);
+    }
+    // During: new writes use version 2 at once; everything reads back.
+    for i in 0..20 {
+        let n = format!("during/{i}");
+        let v = format!("during {i}").into_bytes();
+        c.client
+            .put(&name(&n), v.clone(), Precondition::None)
+            .await
+            .unwrap();
+        written.insert(n, v);
+    }
+    for (n, v) in &written {
+        assert_eq!(
+            &c.client.get(&name(n), None).await.unwrap().payload[..],
+            &v[..],
+            "{n}"
+        );
+    }
+    let done = wait_rewrapped(&ts).await;
+    let v1 = done.versions.iter().find(|v| v.version == 1).unwrap();
+    let v2 = done.versions.iter().find(|v| v.version == 2).unwrap();
+    assert_eq!(v1.data_keys, 0);
+    assert_eq!(v2.data_keys, 80);
+    // The audit signing key (issue 6) is re-wrapped with them; the restart below unwraps it.
+    assert!(
+        v2.usage
+            .iter()
+            .any(|u| u.kind == "audit_signing_keys" && u.count == 1),
+        "{v2:?}"
+    );
+    assert!(v1.usage.iter().all(|u| u.count == 0), "{v1:?}");
+    assert!(v2.current);
+
+    // After: a restart re-opens both versions and every deposit still reads.
+    let summary = ts.summary.clone();
+    let dir = ts.data_dir.clone();
+    let home = c.home.clone();
+    let root = ts.stop_keep().await;
+    let ts = TestServer::open_existing(&dir, summary, |_| {}).await;
+    let mut home2 = home.clone();
+    home2.config.servers = vec![ts.url.clone()];
+    let client = keysafe_client::KeysafeClient::from_home(&home2).unwrap();
+    for (n, v) in &written {
+        assert_eq!(
+            &client.get(&name(n), None).await.unwrap().payload[..],
+            &v[..],
+            "{n}"
+        );
+    }
+    // Retiring the unused version works, and deletes it from the database.
+    let st = ts.admin.keyring_retire(1).await.unwrap();
+    assert_eq!(st.versions.len(), 1);
+    assert_code(ts.admin.keyring_retire(1).await, ErrorCode::NotFound);
+    let mut db = ts.raw_db().await;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM keyring WHERE version = 1")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    let (stale,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM deposit_versions WHERE kek_version != 2")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(stale, 0);
+    for (n, v) in &written {
+        assert_eq!(
+            &client.get(&name(n), None).await.unwrap().payload[..],
+            &v[..],
+            "{n}"
+        );
+    }
+    // A second rotation works the same way.
+    assert_eq!(ts.admin.keyring_rotate().await.unwrap().version, 3);
+    wait_rewrapped(&ts).await;
+    for (n, v) in &written {
+        assert_eq!(
+            &client.get(&name(n), None).await.unwrap().payload[..],
+            &v[..],
+            "{n}"
+        );
+    }
+    drop(ts);
+    drop(root);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement() {
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    for i in 0..3 {
+        c.client
+            .put(&name(&format!("k{i}")), b"x".to_vec(), Precondition::None)
+            .await
+            .unwrap();
+    }
+    let mut db = ts.raw_db().await;
+    sqlx::query("UPDATE deposit_versions SET wrapped_dek = zeroblob(60) WHERE name = 'k1'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    ts.admin.keyring_rotate().await.unwrap();
+    // The job finishes with one row it cannot move; that row keeps version 1 alive.
+    let mut st = ts.admin.keyring_status().await.unwrap();
+    for _ in 0..600 {
+        if st.rewrap_pending == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        st = ts.admin.keyring_status().await.unwrap();
+    }
+    assert_eq!(st.rewrap_pending, 1);
+    assert_code(ts.admin.keyring_retire(1).await, ErrorCode::InvalidState);
+    assert_code(
+        c.client.get(&name("k1"), None).await,
+        ErrorCode::IntegrityError,
+    );
+    assert_eq!(
+        &c.client.get(&name("k2"), None).await.unwrap().payload[..],
+        b"x"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_under_sharing_keeps_owner_and_grantee_reading() {
+    use keysafe_client::CacheUse;
+    use keysafe_proto::api::{Access, AclChange};
+    let ts = TestServer::start().await;
+    let owner = ts.new_client("acme").await;
+    let reader = ts.new_client("acme").await;
+    let vo = owner.vault();
+    let vr = reader.vault();
+    let owner_fp = owner.fingerprint.as_str().to_owned();
+    for v in 1..=3u8 {
+        vo.put(None, &name("shared/key"), &[v; 40], Precondition::None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(ts.admin.keyring_rotate().await.unwrap().version, 2);
+    // Granting re-encrypts every version for the reader, during the re-wrap: the new rows use
+    // version 2 at once.
+    vo.change_acl(
+        None,
+        &name("shared/key"),
+        AclChange::Grant {
+            grantee: reader.fingerprint.as_str().to_owned(),
+            access: Access::Read,
+        },
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
+    let done = wait_rewrapped(&ts).await;
+    assert_eq!(
+        done.versions
+            .iter()
+            .find(|v| v.version == 1)
+            .unwrap()
+            .data_keys,
+        0
+    );
+    ts.admin.keyring_retire(1).await.unwrap();
+    for v in 1..=3u8 {
+        let dv = Some(keysafe_proto::DepositVersion::new(u64::from(v)).unwrap());
+        let mine = vo
+            .get(None, &name("shared/key"), dv, CacheUse::Refresh)
+            .await
+            .unwrap();
+        assert_eq!(&*mine.plaintext, &[v; 40][..]);
+        let theirs = vr
+            .get(Some(&owner_fp), &name("shared/key"), dv, CacheUse::Refresh)
+            .await
+            .unwrap();
+        assert_eq!(&*theirs.plaintext, &[v; 40][..]);
+    }
+}
