@@ -181,11 +181,21 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
     let dir = tmp.path().join("data");
     let port = free_port("127.0.0.1");
     let mport = free_port("127.0.0.1");
+    // The passphrase seal, so that the passphrase is one of the secrets searched for.
+    let passphrase = "correct-horse-PASSPHRASE-6e0f2a9d";
+    let pass_file = tmp.path().join("passphrase");
+    std::fs::write(&pass_file, passphrase).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     ok(&run({
         let mut c = keysafe(tmp.path());
         c.args(["init", "--data-dir"])
             .arg(&dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--seal", "passphrase", "--passphrase-file"])
+            .arg(&pass_file);
         c
     })
     .await);
@@ -197,17 +207,23 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
     )
     .unwrap();
     let log = tmp.path().join("serve.log");
-    let mut serve = keysafe(tmp.path());
-    serve
-        .args(["serve", "--data-dir"])
-        .arg(&dir)
-        .args(["--metrics-listen", &format!("127.0.0.1:{mport}")])
-        .env("KEYSAFE_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let child = crate::Serve(Some(serve.spawn().unwrap()));
+    let log2 = tmp.path().join("serve2.log");
+    let serve = |log: &Path| {
+        let mut serve = keysafe(tmp.path());
+        serve
+            .args(["serve", "--data-dir"])
+            .arg(&dir)
+            .args(["--metrics-listen", &format!("127.0.0.1:{mport}")])
+            .arg("--passphrase-file")
+            .arg(&pass_file)
+            .env("KEYSAFE_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        crate::Serve(Some(serve.spawn().unwrap()))
+    };
+    let child = serve(&log);
     let url = format!("https://127.0.0.1:{port}");
-    wait_healthy(&url).await;
+    assert_eq!(wait_healthy(&url).await.status, "ok");
 
     let adm = |args: &[&str]| admin(tmp.path(), &dir, args);
     let created: serde_json::Value =
@@ -287,9 +303,9 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
 
     // A restart loads the same signing key (unwrapped by the keyring) and continues the chain;
     // the shutdown signed the head.
-    let (restarted, url2) = crate::spawn_serve(tmp.path(), &dir, Some(port));
-    wait_healthy(&url2).await;
-    assert_eq!(anon_public_key(&url2).await, pk_before);
+    let restarted = serve(&log2);
+    assert_eq!(wait_healthy(&url).await.status, "ok");
+    assert_eq!(anon_public_key(&url).await, pk_before);
     let v: serde_json::Value =
         serde_json::from_str(&ok(&run(adm(&["audit", "verify", "--json"])).await)).unwrap();
     assert!(v["broken"].is_null(), "{v}");
@@ -303,6 +319,7 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
         payload_raw.to_owned(),
         payload_e2e.to_owned(),
         "wrong-secret-8d2f0b7c19".to_owned(),
+        passphrase.to_owned(),
     ];
     for home in [
         &home_a,
@@ -322,7 +339,8 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
     assert!(!tokens.is_empty(), "no sequenced token found to search for");
     secrets.extend(tokens);
 
-    let log_bytes = std::fs::read(&log).unwrap();
+    let mut log_bytes = std::fs::read(&log).unwrap();
+    log_bytes.extend(std::fs::read(&log2).unwrap());
     assert!(
         contains(&log_bytes, "TRACE"),
         "the log is not at trace level"
