@@ -426,7 +426,8 @@ pub enum AuditCommand {
         /// Start at this entry (its predecessor's hash is taken on trust).
         #[arg(long)]
         from: Option<u64>,
-        /// Check against this public key (hex, or a PEM file path) instead of the one the
+        /// Check against this public key (64 hex digits, as recorded from
+        /// `GET /v1/audit/public-key`) instead of the one the
         /// server publishes.
         #[arg(long)]
         public_key: Option<String>,
