@@ -336,6 +336,10 @@ pub struct ServeArgs {
     /// Print the documented default configuration and exit.
     #[arg(long)]
     pub print_default_config: bool,
+    /// Override metrics.listen from keysafe.toml: where Prometheus metrics are served (plain
+    /// HTTP, `/metrics`).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The seal when initialising, and the passphrase / PIN sources at start.
     #[command(flatten)]
     pub seal: SealArgs,
@@ -403,6 +407,44 @@ pub enum AdminCommand {
         after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data backup create --recipient age1... -o keysafe.age"
     )]
     Backup(AdminBackupCommand),
+    /// The tamper-evident audit trail: verify it, export it.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit verify\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01T00:00:00Z --output audit.jsonl"
+    )]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Fetch the chain and its signed checkpoints and check them here, against the server's
+    /// public audit key; report the first entry where the chain breaks (exit 7).
+    #[command(
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit verify\n  keysafe admin --data-dir ./keysafe-data audit verify --from 1000 --json"
+    )]
+    Verify {
+        /// Start at this entry (its predecessor's hash is taken on trust).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Check against this public key (64 hex digits, as recorded from
+        /// `GET /v1/audit/public-key`) instead of the one the
+        /// server publishes.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Write entries (and every checkpoint after the first of them) as JSON lines, with their
+    /// chain fields, for independent verification (docs/audit.md).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01T00:00:00Z --output audit.jsonl"
+    )]
+    Export {
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        since: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

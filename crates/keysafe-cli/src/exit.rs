@@ -19,6 +19,11 @@ pub const SECURITY: u8 = 7;
 pub const LOCAL: u8 = 8;
 
 pub fn code_for(e: &anyhow::Error) -> u8 {
+    if e.chain()
+        .any(|c| c.downcast_ref::<SecurityError>().is_some())
+    {
+        return SECURITY;
+    }
     let Some(ce) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) else {
         return if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
             USAGE
@@ -61,6 +66,18 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         ClientError::AllServersFailed { .. } => UNAVAILABLE,
     }
 }
+
+/// A security check made by the CLI itself failed (a broken audit trail).
+#[derive(Debug)]
+pub struct SecurityError(pub String);
+
+impl std::fmt::Display for SecurityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SecurityError {}
 
 /// A mistake in how the command was called, detected after parsing.
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 //! encryption, the key-encryption keyring and the seal that protects it. It talks to storage
 //! only through the [`Store`] trait and never names HTTP, SQL or TLS.
 
+pub mod audit;
 pub mod clock;
 pub mod crypto;
 pub mod error;

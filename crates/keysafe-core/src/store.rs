@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use keysafe_proto::api::{Access, AuthMode, ClientRole, ClientState, Encoding};
+use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent};
 use keysafe_proto::{
     ClientFingerprint, ClientName, DepositName, DepositVersion, GroupName, OrgName, Principal,
     Timestamp,
@@ -193,6 +194,32 @@ pub struct RegistrationTokenRecord {
     pub expires_at: Timestamp,
 }
 
+// ---- audit trail (issue 6) ----
+
+/// The audit signing key: an Ed25519 seed wrapped by a keyring version (re-wrapped by key
+/// rotation like a data key), with its public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditKeyRecord {
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub kek_version: u32,
+    pub wrapped: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// (state, count) for every client state with at least one client.
+    pub clients_by_state: Vec<(ClientState, u64)>,
+    pub deposits: u64,
+    pub deposit_versions: u64,
+    /// Read connections open, and how many of them are idle.
+    pub pool_size: u32,
+    pub pool_idle: u32,
+}
+
+// ---- end audit trail ----
 // --- Keyring rotation, re-wrap and seal migration (issue 5) ---------------------------------
 
 /// A kind of row that holds a secret wrapped by the keyring. The re-wrap job walks each kind;
@@ -202,14 +229,18 @@ pub struct RegistrationTokenRecord {
 pub enum WrappedKind {
     /// `deposit_versions.wrapped_dek`.
     DepositVersion,
+    /// `audit_signing_keys.wrapped` (issue 6): the seed of the key that signs audit checkpoints.
+    AuditSigningKey,
 }
 
 impl WrappedKind {
-    pub const ALL: &'static [WrappedKind] = &[WrappedKind::DepositVersion];
+    pub const ALL: &'static [WrappedKind] =
+        &[WrappedKind::DepositVersion, WrappedKind::AuditSigningKey];
 
     pub fn as_str(self) -> &'static str {
         match self {
             WrappedKind::DepositVersion => "deposit_versions",
+            WrappedKind::AuditSigningKey => "audit_signing_keys",
         }
     }
 }
@@ -222,6 +253,8 @@ pub enum WrappedId {
         key: DepositKey,
         version: DepositVersion,
     },
+    /// The audit signing key (its public key is part of the associated data).
+    AuditSigningKey { key_id: String, public_key: Vec<u8> },
 }
 
 /// One KEK-wrapped row as the re-wrap job sees it.
@@ -367,6 +400,11 @@ pub enum Mutation {
     Purge {
         key: DepositKey,
     },
+    // ---- audit trail (issue 6) ----
+    /// Stores the audit signing key. `AlreadyExists` if one is stored already.
+    InsertAuditKey(AuditKeyRecord),
+    /// Stores a signed checkpoint of the audit chain.
+    InsertAuditCheckpoint(AuditCheckpoint),
     // --- Keyring rotation, re-wrap and seal migration (issue 5) ---
     /// Replaces one wrapped secret, only if it is still wrapped by `expected_kek` (otherwise
     /// `VersionConflict`; `NotFound` if the row is gone).
@@ -411,7 +449,35 @@ pub struct DepositListing<'a> {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies one change durably: when this returns `Ok`, the change survives a crash.
-    async fn apply(&self, mutation: Mutation) -> StoreResult<Applied>;
+    async fn apply(&self, mutation: Mutation) -> StoreResult<Applied> {
+        self.apply_audited(mutation, None).await
+    }
+
+    /// Applies one change and appends its audit entry in the same transaction: both commit or
+    /// neither does (a failing audit insert rolls the change back).
+    async fn apply_audited(
+        &self,
+        mutation: Mutation,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Applied>;
+
+    // ---- audit trail (issue 6) ----
+    /// Appends entries (reads, refusals) to the audit chain, durably, in order.
+    async fn append_audit(&self, events: std::sync::Arc<Vec<AuditEvent>>) -> StoreResult<()>;
+    /// Entries with `seq >= from` (and `time >= since`), ascending, at most `limit`.
+    async fn audit_entries(
+        &self,
+        from: u64,
+        since: Option<Timestamp>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
+    /// Checkpoints with `seq >= from`, ascending.
+    async fn audit_checkpoints(&self, from: u64) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// The last committed entry's (seq, hash), as the writer holds it (`(0, GENESIS)` when empty).
+    fn audit_head(&self) -> (u64, String);
+    async fn audit_signing_key(&self) -> StoreResult<Option<AuditKeyRecord>>;
+    async fn stats(&self) -> StoreResult<StoreStats>;
+    // ---- end audit trail ----
 
     async fn load_keks(&self) -> StoreResult<Vec<KekRecord>>;
 

@@ -40,6 +40,10 @@ pub struct Health {
     pub version: String,
     /// The server's own fingerprint, so a client can cross-check what it pinned.
     pub fingerprint: ClientFingerprint,
+    /// Readiness of each part: `database` (`ok`, `unavailable`), `audit` (`ok`, `failing`,
+    /// `queue_full`), `seal` (`ok`, `sealed`). Older servers send none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, String>,
     /// The seal kind (`file`, `passphrase`, `pkcs11`) when unsealed; absent while sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
@@ -644,7 +648,7 @@ pub struct KekVersionInfo {
     pub created_at: Timestamp,
     pub current: bool,
     pub usage: Vec<KekUsageInfo>,
-    /// Total data keys (all kinds) wrapped by this version.
+    /// Deposit data keys wrapped by this version (`usage` lists every kind of wrapped row).
     pub data_keys: u64,
 }
 

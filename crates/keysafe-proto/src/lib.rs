@@ -3,6 +3,7 @@
 //! (fingerprints, self-signed certificates). Nothing here performs I/O.
 
 pub mod api;
+pub mod audit;
 pub mod error;
 pub mod identity;
 pub mod names;

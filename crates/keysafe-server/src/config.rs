@@ -153,6 +153,39 @@ token_grace = "5m"
 failure_limit = 10
 failure_window = "1m"
 
+[audit]
+# Every request is recorded in a hash-chained, signed audit trail in the database (docs/audit.md).
+# The name of this node in audit entries; empty means the server's hostname.
+node = ""
+# What happens when an audit entry cannot be recorded (the audit store fails or the queue is
+# full): "fail_closed" refuses requests with 503 unavailable until the trail recovers;
+# "insecure_continue" serves them anyway and only counts and logs the loss. Writes are never
+# made without their entry, whatever this says.
+on_failure = "fail_closed"
+# Entries of reads and refusals wait here (in memory) to be written in batches. A full queue
+# counts as a failure.
+queue_capacity = 10000
+# How often the head of the chain is signed (a checkpoint), if it moved. Also on shutdown.
+checkpoint_interval = "1m"
+# Also write every entry, as JSON lines, to this file (empty: no file). Relative to the data
+# directory.
+file = ""
+# Rotate the file when it grows past this many bytes; keep this many rotated files
+# (FILE.1 is the newest).
+file_max_size = 104857600
+file_keep = 5
+# Also send every entry to a syslog server (RFC 5424, facility 13 "log audit"), as "HOST:PORT"
+# (empty: no syslog).
+syslog = ""
+# "udp" (one datagram per entry) or "tcp" (octet-counted frames, RFC 6587).
+syslog_protocol = "udp"
+
+[metrics]
+# Prometheus metrics at http://LISTEN/metrics, plain HTTP, on a separate listener (keep it on
+# loopback or a management network). Empty: no metrics listener. `keysafe serve
+# --metrics-listen` overrides it.
+listen = "127.0.0.1:11372"
+
 [log]
 # "text" (human-readable) or "json" (one JSON object per line).
 format = "text"
@@ -182,7 +215,89 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
+
+// ---- audit trail and metrics (issue 6) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    node: String,
+    on_failure: String,
+    queue_capacity: usize,
+    #[serde(with = "humantime_serde")]
+    checkpoint_interval: Duration,
+    file: PathBuf,
+    file_max_size: u64,
+    file_keep: u32,
+    syslog: String,
+    syslog_protocol: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            node: String::new(),
+            on_failure: "fail_closed".into(),
+            queue_capacity: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            file: PathBuf::new(),
+            file_max_size: 100 * 1024 * 1024,
+            file_keep: 5,
+            syslog: String::new(),
+            syslog_protocol: "udp".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_METRICS_LISTEN.into(),
+        }
+    }
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:11372";
+
+/// What to do when an audit entry cannot be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFailurePolicy {
+    /// Refuse requests (503 `unavailable`) until the trail records again.
+    FailClosed,
+    /// Serve anyway; count and log the lost entries. Named so because it is.
+    InsecureContinue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogProtocol {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub node: String,
+    pub on_failure: AuditFailurePolicy,
+    pub queue_capacity: usize,
+    pub checkpoint_interval: Duration,
+    pub file: Option<PathBuf>,
+    pub file_max_size: u64,
+    pub file_keep: u32,
+    pub syslog: Option<(String, SyslogProtocol)>,
+}
+
+// ---- end audit trail and metrics ----
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -415,6 +530,9 @@ pub struct Config {
     pub registration_failure_window: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub audit: AuditConfig,
+    /// `None`: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -492,7 +610,51 @@ impl Config {
             "json" => LogFormat::Json,
             other => bail!("log.format {other:?}: expected \"text\" or \"json\""),
         };
+        let on_failure = match raw.audit.on_failure.as_str() {
+            "fail_closed" => AuditFailurePolicy::FailClosed,
+            "insecure_continue" => AuditFailurePolicy::InsecureContinue,
+            other => bail!(
+                "audit.on_failure {other:?}: expected \"fail_closed\" or \"insecure_continue\""
+            ),
+        };
+        if raw.audit.queue_capacity == 0 || raw.audit.checkpoint_interval.is_zero() {
+            bail!("audit.queue_capacity and audit.checkpoint_interval must be positive");
+        }
+        let syslog = match raw.audit.syslog.as_str() {
+            "" => None,
+            addr => Some((
+                addr.to_owned(),
+                match raw.audit.syslog_protocol.as_str() {
+                    "udp" => SyslogProtocol::Udp,
+                    "tcp" => SyslogProtocol::Tcp,
+                    other => bail!("audit.syslog_protocol {other:?}: expected \"udp\" or \"tcp\""),
+                },
+            )),
+        };
+        let audit = AuditConfig {
+            node: if raw.audit.node.is_empty() {
+                raw.server.hostname.clone()
+            } else {
+                raw.audit.node
+            },
+            on_failure,
+            queue_capacity: raw.audit.queue_capacity,
+            checkpoint_interval: raw.audit.checkpoint_interval,
+            file: (!raw.audit.file.as_os_str().is_empty()).then(|| resolve(&raw.audit.file)),
+            file_max_size: raw.audit.file_max_size.max(1024),
+            file_keep: raw.audit.file_keep,
+            syslog,
+        };
+        let metrics_listen = match raw.metrics.listen.as_str() {
+            "" => None,
+            l => Some(
+                l.parse()
+                    .with_context(|| format!("metrics.listen {l:?} is not an IP:port"))?,
+            ),
+        };
         Ok(Self {
+            audit,
+            metrics_listen,
             data_dir: data_dir.to_owned(),
             listen,
             hostname: raw.server.hostname,
@@ -577,6 +739,16 @@ mod tests {
         assert!(Config::parse(dir, "[seal]\ntype = \"rot13\"").is_err());
         assert!(Config::parse(dir, "[seal]\ntype = \"pkcs11\"\npkcs11_mode = \"fast\"").is_err());
         assert!(Config::parse(dir, "[keyring]\nrewrap_batch = 0").is_err());
+        assert!(Config::parse(dir, "[audit]\non_failure = \"continue\"").is_err());
+        assert!(Config::parse(dir, "[audit]\nqueue_capacity = 0").is_err());
+        assert!(
+            Config::parse(
+                dir,
+                "[audit]\nsyslog = \"h:514\"\nsyslog_protocol = \"tls\""
+            )
+            .is_err()
+        );
+        assert!(Config::parse(dir, "[metrics]\nlisten = \"nope\"").is_err());
     }
 
     /// Every key in the template has a comment line directly above it (or above its block).
@@ -610,5 +782,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn audit_and_metrics_settings() {
+        let dir = Path::new("/d");
+        let d = Config::parse(dir, "").unwrap();
+        assert_eq!(d.audit.on_failure, AuditFailurePolicy::FailClosed);
+        assert_eq!(d.audit.node, "localhost");
+        assert!(d.audit.file.is_none() && d.audit.syslog.is_none());
+        assert_eq!(
+            d.metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
+        let c = Config::parse(
+            dir,
+            "[audit]\non_failure = \"insecure_continue\"\nfile = \"a.jsonl\"\n\
+             syslog = \"127.0.0.1:514\"\nsyslog_protocol = \"tcp\"\n[metrics]\nlisten = \"\"",
+        )
+        .unwrap();
+        assert_eq!(c.audit.on_failure, AuditFailurePolicy::InsecureContinue);
+        assert_eq!(c.audit.file.as_deref(), Some(Path::new("/d/a.jsonl")));
+        assert_eq!(
+            c.audit.syslog,
+            Some(("127.0.0.1:514".to_owned(), SyslogProtocol::Tcp))
+        );
+        assert_eq!(c.metrics_listen, None);
     }
 }

@@ -61,6 +61,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
     {
         slot.put(issued.0);
     }
+    keysafe_core::audit::note(|e| e.org = Some(auth.caller.org.as_str().to_owned()));
     Ok(auth.caller)
 }
 

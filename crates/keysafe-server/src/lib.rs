@@ -3,11 +3,13 @@
 //! `run(listener, app, shutdown)`. It holds no state of its own beyond caches; all state is in
 //! the store.
 
+pub mod audit;
 pub mod config;
 mod error;
 mod extract;
 pub mod identity;
 pub mod init;
+pub mod metrics;
 mod middleware;
 mod routes;
 pub mod server;

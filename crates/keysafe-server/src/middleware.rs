@@ -2,14 +2,21 @@
 //! generated), a tracing span carrying it, one log line per request, `Cache-Control: no-store`
 //! on every answer, and the JSON rendering of errors (with the request id in the body).
 
+use crate::config::AuditFailurePolicy;
 use crate::error::ApiError;
 use crate::identity::PeerIdentity;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::extract::{MatchedPath, State};
 use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use http::HeaderValue;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use keysafe_core::audit::AuditScope;
+use keysafe_proto::ErrorCode;
+use keysafe_proto::audit::AuditEvent;
 use keysafe_proto::{ErrorBody, ErrorDetail, HEADER_REQUEST_ID, HEADER_TOKEN};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -56,7 +63,34 @@ impl TokenSlot {
     }
 }
 
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+/// Routes that answer even when the audit trail refuses everything else, so that operators can
+/// see what is wrong: health, the server fingerprint and the audit public key.
+fn exempt_from_audit_refusal(path: &str) -> bool {
+    matches!(path, "/" | "/v1/health" | "/v1/audit/public-key")
+}
+
+fn audit_refusal() -> Response {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the audit trail cannot record requests now; refusing to serve without it",
+    )
+    .into_response()
+}
+
+/// The request path, capped, for the audit entry (names and fingerprints; never a query).
+fn audit_target(path: &str) -> String {
+    let mut end = path.len().min(512);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_owned()
+}
+
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let slot = TokenSlot::default();
     req.extensions_mut().insert(slot.clone());
     let id = req
@@ -80,7 +114,55 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         remote = remote.map(|r| r.to_string()).unwrap_or_default(),
     );
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    // ---- audit trail and metrics (issue 6) ----
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "-".to_owned());
+    let operation = format!("{} {route}", req.method());
+    let path = req.uri().path().to_owned();
+    let exempt = exempt_from_audit_refusal(&path);
+    let fail_closed = state.audit.policy() == AuditFailurePolicy::FailClosed;
+    let scope = AuditScope::new(AuditEvent {
+        time: keysafe_proto::Timestamp::now().unix_millis(),
+        node: state.audit.node.clone(),
+        request_id: id.clone(),
+        remote: remote.map(|r| r.to_string()).unwrap_or_default(),
+        client: req
+            .extensions()
+            .get::<PeerIdentity>()
+            .and_then(|p| p.fingerprint.as_ref())
+            .map(|f| f.as_str().to_owned()),
+        org: None,
+        operation: operation.clone(),
+        target: audit_target(&path),
+        version: None,
+        outcome: String::new(),
+    });
+    let mut response = if fail_closed && !exempt && !state.audit.accepting() {
+        span.in_scope(|| tracing::warn!("refused: the audit trail is not recording"));
+        audit_refusal()
+    } else {
+        scope
+            .clone()
+            .run(next.run(req).instrument(span.clone()))
+            .await
+    };
+    if !scope.is_recorded()
+        && let Some(mut event) = scope.event()
+    {
+        let status = response.status().as_u16();
+        event.outcome = match response.extensions().get::<ApiError>() {
+            Some(e) => e.code.as_str().to_owned(),
+            None if status < 400 => "ok".to_owned(),
+            None => format!("http_{status}"),
+        };
+        if !state.audit.record(event) && fail_closed && !exempt {
+            response = audit_refusal();
+        }
+    }
+    // ---- end audit trail ----
     if let Some(err) = response.extensions_mut().remove::<ApiError>() {
         let body = ErrorBody {
             error: ErrorDetail {
@@ -107,7 +189,32 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         headers.insert(HEADER_TOKEN, v);
     }
     let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
+    let status_label: &'static str = match response.status().as_u16() {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        410 => "410",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        // Bounded label values: anything else is "other".
+        _ => "other",
+    };
+    metrics::counter!("keysafe_requests_total", "operation" => operation.clone(), "status" => status_label)
+        .increment(1);
+    metrics::histogram!("keysafe_request_duration_seconds", "operation" => operation, "status" => status_label)
+        .record(elapsed.as_secs_f64());
     // Successful requests log at debug: at tens of thousands of requests a second an info line
     // each would cost more than the request. The audit trail, not the log, records accesses.
     span.in_scope(|| {

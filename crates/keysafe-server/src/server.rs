@@ -81,19 +81,34 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
     };
     let limits = config.limits();
     let service = match seal {
-        Ok(seal) => Service::open(store, seal, Arc::new(SystemClock), limits)
+        Ok(seal) => Service::open(store.clone(), seal, Arc::new(SystemClock), limits)
             .await
             .context("cannot open the keyring")?,
         Err(e) => {
-            let s = Service::open(store, None, Arc::new(SystemClock), limits).await?;
+            let s = Service::open(store.clone(), None, Arc::new(SystemClock), limits).await?;
             tracing::error!(error = %e, "the HSM key is gone: starting sealed");
             s.on_seal_error(&e);
             s
         }
     };
+    let service = Arc::new(service);
+    // Audit trail (issue 6): the signing key exists from the first start (a server that starts
+    // sealed makes or loads it on first use after unsealing); the queue, the checkpoints and
+    // the sinks run for as long as the process does.
+    if !service.is_sealed() {
+        service
+            .audit_signer()
+            .await
+            .context("cannot open the audit signing key")?;
+    }
+    crate::metrics::handle();
+    let audit = crate::audit::AuditTrail::start(&config.audit, store.clone());
+    crate::audit::spawn_checkpoints(service.clone(), config.audit.checkpoint_interval);
+    crate::audit::spawn_sinks(&config.audit, store);
     Ok(App {
         state: AppState {
-            service: Arc::new(service),
+            audit,
+            service,
             fingerprint: identity.fingerprint,
             registration_limiter: Arc::new(FailureLimiter::new(
                 config.registration_failure_limit,
@@ -177,10 +192,14 @@ pub async fn run(
             let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
+                    metrics::counter!("keysafe_tls_handshake_failures_total", "reason" => "error")
+                        .increment(1);
                     tracing::debug!(%remote, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    metrics::counter!("keysafe_tls_handshake_failures_total", "reason" => "timeout")
+                        .increment(1);
                     tracing::debug!(%remote, "TLS handshake timed out");
                     return;
                 }
@@ -204,6 +223,11 @@ pub async fn run(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(app.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    // The last entries reach the chain, and its head is signed.
+    app.state.audit.flush(Duration::from_secs(5)).await;
+    if let Err(e) = app.state.service.audit_checkpoint().await {
+        tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
     }
     Ok(())
 }

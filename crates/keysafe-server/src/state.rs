@@ -14,6 +14,8 @@ pub struct AppState {
     pub fingerprint: ClientFingerprint,
     /// Failed registrations per source address.
     pub registration_limiter: Arc<FailureLimiter>,
+    /// The audit queue and its failure policy (issue 6).
+    pub audit: Arc<crate::audit::AuditTrail>,
     /// What a backup contains besides the database (issue 5).
     pub backup: Arc<crate::backup::BackupSources>,
 }

@@ -36,6 +36,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    if let Some(l) = args.metrics_listen {
+        config.metrics_listen = Some(l);
+    }
     logging::init(
         match config.log_format {
             LogFormat::Text => Format::Text,
@@ -74,7 +77,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         fingerprint = %app.fingerprint(),
         "keysafe is serving"
     );
-    keysafe_server::run(listener, app, shutdown_signal()).await
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    // A metrics address already taken does not stop the key server: it serves without metrics
+    // and says so at error level (several processes on one host each need their own address).
+    let metrics_listener = match config.metrics_listen {
+        Some(maddr) => match tokio::net::TcpListener::bind(maddr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(address = %maddr, error = %e, "cannot listen for metrics; serving without metrics (set metrics.listen or --metrics-listen)");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(ml) = metrics_listener {
+        tracing::info!(url = %format!("http://{}/metrics", ml.local_addr()?), "metrics are served");
+        let state = app.state.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = keysafe_server::metrics::serve(ml, state, stopped).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    let r = keysafe_server::run(listener, app, shutdown_signal()).await;
+    let _ = stop_metrics.send(());
+    r
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

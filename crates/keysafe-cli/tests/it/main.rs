@@ -2,6 +2,7 @@
 //! a `keysafe serve` child process).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_cmds;
 mod cache;
 mod client_cmds;
 mod failover;
@@ -124,6 +125,7 @@ pub fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (Serve, String
     c.args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     (
@@ -166,6 +168,7 @@ pub fn spawn_serve_at(home: &Path, dir: &Path, ip: &str, port: u16) -> (Serve, S
     c.args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("{ip}:{port}")])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
     (

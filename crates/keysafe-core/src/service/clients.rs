@@ -120,18 +120,17 @@ impl Service {
             created_at: now,
             updated_at: now,
         };
-        self.store
-            .apply(Mutation::InsertClient {
-                client: rec.clone(),
-                consume_token: one_time,
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => CoreError::AlreadyRegistered,
-                // The one-time token is unknown, used, expired or for another organisation.
-                StoreError::NotFound => CoreError::InvalidAuth,
-                other => CoreError::from_store(other, "client"),
-            })?;
+        self.apply_audited(Mutation::InsertClient {
+            client: rec.clone(),
+            consume_token: one_time,
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists => CoreError::AlreadyRegistered,
+            // The one-time token is unknown, used, expired or for another organisation.
+            StoreError::NotFound => CoreError::InvalidAuth,
+            other => CoreError::from_store(other, "client"),
+        })?;
         Ok((client_info(&rec), token))
     }
 
@@ -165,16 +164,15 @@ impl Service {
         ));
         let now = self.clock.now();
         let expires_at = now.saturating_add(ttl);
-        self.store
-            .apply(Mutation::InsertRegistrationToken(RegistrationTokenRecord {
-                hash: secrets::token_hash(token.expose()),
-                org: org.clone(),
-                created_by: admin.fingerprint.clone(),
-                created_at: now,
-                expires_at,
-            }))
-            .await
-            .map_err(|e| CoreError::from_store(e, "registration token"))?;
+        self.apply_audited(Mutation::InsertRegistrationToken(RegistrationTokenRecord {
+            hash: secrets::token_hash(token.expose()),
+            org: org.clone(),
+            created_by: admin.fingerprint.clone(),
+            created_at: now,
+            expires_at,
+        }))
+        .await
+        .map_err(|e| CoreError::from_store(e, "registration token"))?;
         Ok(RegistrationToken {
             org: org.clone(),
             token,
@@ -196,8 +194,7 @@ impl Service {
                 .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX)),
         );
         let applied = self
-            .store
-            .apply(Mutation::DisableUnactivated {
+            .apply_audited(Mutation::DisableUnactivated {
                 registered_before: cutoff,
                 at: now,
             })
@@ -266,8 +263,7 @@ impl Service {
         let org = OrgName::parse(ADMIN_ORG)?;
         let now = self.clock.now();
         match self
-            .store
-            .apply(Mutation::CreateOrg(OrgRecord {
+            .apply_audited(Mutation::CreateOrg(OrgRecord {
                 name: org.clone(),
                 contacts: vec![],
                 auth_mode: AuthMode::Approval,
@@ -295,13 +291,12 @@ impl Service {
             created_at: now,
             updated_at: now,
         };
-        self.store
-            .apply(Mutation::InsertClient {
-                client: rec.clone(),
-                consume_token: None,
-            })
-            .await
-            .map_err(|e| CoreError::from_store(e, "client"))?;
+        self.apply_audited(Mutation::InsertClient {
+            client: rec.clone(),
+            consume_token: None,
+        })
+        .await
+        .map_err(|e| CoreError::from_store(e, "client"))?;
         Ok((client_info(&rec), token))
     }
 
@@ -352,13 +347,12 @@ impl Service {
         let at = self.clock.now();
         match action {
             ClientAction::ResetToken => {
-                self.store
-                    .apply(Mutation::ResetToken {
-                        fingerprint: fp.clone(),
-                        at,
-                    })
-                    .await
-                    .map_err(|e| CoreError::from_store(e, "client"))?;
+                self.apply_audited(Mutation::ResetToken {
+                    fingerprint: fp.clone(),
+                    at,
+                })
+                .await
+                .map_err(|e| CoreError::from_store(e, "client"))?;
                 rec = self
                     .store
                     .get_client(fp)
@@ -378,14 +372,13 @@ impl Service {
                     ClientRole::Client
                 };
                 if role != rec.role {
-                    self.store
-                        .apply(Mutation::SetClientRole {
-                            fingerprint: fp.clone(),
-                            role,
-                            at,
-                        })
-                        .await
-                        .map_err(|e| CoreError::from_store(e, "client"))?;
+                    self.apply_audited(Mutation::SetClientRole {
+                        fingerprint: fp.clone(),
+                        role,
+                        at,
+                    })
+                    .await
+                    .map_err(|e| CoreError::from_store(e, "client"))?;
                     rec.role = role;
                     rec.updated_at = at;
                 }
@@ -412,14 +405,13 @@ impl Service {
                     _ => ClientState::Active,
                 };
                 if next != rec.state {
-                    self.store
-                        .apply(Mutation::SetClientState {
-                            fingerprint: fp.clone(),
-                            state: next,
-                            at,
-                        })
-                        .await
-                        .map_err(|e| CoreError::from_store(e, "client"))?;
+                    self.apply_audited(Mutation::SetClientState {
+                        fingerprint: fp.clone(),
+                        state: next,
+                        at,
+                    })
+                    .await
+                    .map_err(|e| CoreError::from_store(e, "client"))?;
                     rec.state = next;
                     rec.updated_at = at;
                 }

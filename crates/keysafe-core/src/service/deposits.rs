@@ -220,9 +220,9 @@ impl Service {
                     payload,
                 )
                 .await?;
+            crate::audit::note(|e| e.version = Some(version.get()));
             let result = self
-                .store
-                .apply(Mutation::PutVersion {
+                .apply_audited(Mutation::PutVersion {
                     org: caller.org.clone(),
                     key: key.clone(),
                     expected_current: current_version,
@@ -272,6 +272,7 @@ impl Service {
             return Err(CoreError::Deleted);
         }
         let v = ver.meta.version;
+        crate::audit::note(|e| e.version = Some(v.get()));
         let dek = self
             .unwrap_dek(
                 &keyring,
@@ -401,8 +402,7 @@ impl Service {
             }));
         }
         let at = self.clock.now();
-        self.store
-            .apply(Mutation::SetDeleted { key, deleted, at })
+        self.apply_audited(Mutation::SetDeleted { key, deleted, at })
             .await
             .map_err(|e| CoreError::from_store(e, "deposit"))?;
         dep.deleted = deleted;
@@ -438,8 +438,7 @@ impl Service {
     ) -> Result<PurgeResponse, CoreError> {
         let (key, _) = self.resolve_for(caller, owner, name, Role::Owner).await?;
         let applied = self
-            .store
-            .apply(Mutation::Purge { key: key.clone() })
+            .apply_audited(Mutation::Purge { key: key.clone() })
             .await
             .map_err(|e| CoreError::from_store(e, "deposit"))?;
         let purged_versions = match applied {

@@ -140,16 +140,15 @@ impl Service {
         }
         validate_recipient(&req.recipient)?;
         let keys = self.member_keys(&org, 1, &req.members).await?;
-        self.store
-            .apply(Mutation::CreateGroup {
-                org: org.clone(),
-                name: req.name.clone(),
-                recipient: req.recipient,
-                keys,
-                at: self.clock.now(),
-            })
-            .await
-            .map_err(group_error)?;
+        self.apply_audited(Mutation::CreateGroup {
+            org: org.clone(),
+            name: req.name.clone(),
+            recipient: req.recipient,
+            keys,
+            at: self.clock.now(),
+        })
+        .await
+        .map_err(group_error)?;
         self.group_for_admin(caller, &org, &req.name).await
     }
 
@@ -291,15 +290,14 @@ impl Service {
                 wrapped: decode_wrapped(&k.wrapped)?,
             });
         }
-        self.store
-            .apply(Mutation::AdmitGroupMember {
-                org: caller.org.clone(),
-                name: name.clone(),
-                keys,
-                at: self.clock.now(),
-            })
-            .await
-            .map_err(group_error)?;
+        self.apply_audited(Mutation::AdmitGroupMember {
+            org: caller.org.clone(),
+            name: name.clone(),
+            keys,
+            at: self.clock.now(),
+        })
+        .await
+        .map_err(group_error)?;
         self.group(caller, name).await
     }
 
@@ -320,18 +318,17 @@ impl Service {
         {
             return Err(CoreError::NotFound("client in the organisation"));
         }
-        self.store
-            .apply(Mutation::AddGroupMember {
-                org: org.clone(),
-                name: name.clone(),
-                member: member.clone(),
-                at: self.clock.now(),
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => CoreError::AlreadyExists("member"),
-                other => group_error(other),
-            })?;
+        self.apply_audited(Mutation::AddGroupMember {
+            org: org.clone(),
+            name: name.clone(),
+            member: member.clone(),
+            at: self.clock.now(),
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::AlreadyExists => CoreError::AlreadyExists("member"),
+            other => group_error(other),
+        })?;
         self.group_for_admin(admin, org, name).await
     }
 
@@ -375,18 +372,17 @@ impl Service {
                 "wrap the new identity for exactly the remaining members".into(),
             ));
         }
-        self.store
-            .apply(Mutation::RemoveGroupMember {
-                org: org.clone(),
-                name: name.clone(),
-                member: req.member,
-                expected_epoch: req.expected_epoch,
-                recipient: req.recipient,
-                keys,
-                at: self.clock.now(),
-            })
-            .await
-            .map_err(group_error)?;
+        self.apply_audited(Mutation::RemoveGroupMember {
+            org: org.clone(),
+            name: name.clone(),
+            member: req.member,
+            expected_epoch: req.expected_epoch,
+            recipient: req.recipient,
+            keys,
+            at: self.clock.now(),
+        })
+        .await
+        .map_err(group_error)?;
         self.group_for_admin(admin, org, name).await
     }
 }

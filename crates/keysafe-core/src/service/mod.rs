@@ -101,6 +101,10 @@ pub struct Service {
     limits: Limits,
     identities: RwLock<HashMap<ClientFingerprint, (Arc<ClientRecord>, Instant)>>,
     write_locks: StripedLocks,
+    // ---- audit trail and metrics (issue 6) ----
+    audit_signer: tokio::sync::OnceCell<Arc<crate::audit::AuditSigner>>,
+    identity_hits: std::sync::atomic::AtomicU64,
+    identity_misses: std::sync::atomic::AtomicU64,
 }
 
 /// A fixed set of async mutexes picked by hashing a deposit key: writes to one deposit queue,
@@ -159,6 +163,9 @@ impl Service {
             limits,
             identities: RwLock::new(HashMap::new()),
             write_locks: StripedLocks::new(),
+            audit_signer: tokio::sync::OnceCell::new(),
+            identity_hits: Default::default(),
+            identity_misses: Default::default(),
         };
         if let Some(seal) = seal {
             service.open_keyring(seal).await?;
@@ -214,8 +221,12 @@ impl Service {
             && let Some((rec, at)) = map.get(fp)
             && at.elapsed() < self.limits.identity_cache_ttl
         {
+            self.identity_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Some(rec.clone()));
         }
+        self.identity_misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(rec) = self.store.get_client(fp).await? else {
             return Ok(None);
         };
@@ -261,5 +272,70 @@ impl Service {
             },
             issued_token,
         })
+    }
+
+    // ---- audit trail and metrics (issue 6) ----
+
+    /// Applies a change made by the request being served, carrying the request's audit event
+    /// so that the entry commits with the change. A write that fails leaves the event for the
+    /// server to record with the error.
+    pub(crate) async fn apply_audited(
+        &self,
+        mutation: Mutation,
+    ) -> Result<crate::store::Applied, crate::store::StoreError> {
+        let event = crate::audit::event_for_write();
+        let carried = event.is_some();
+        let r = self.store.apply_audited(mutation, event).await;
+        if carried && r.is_ok() {
+            crate::audit::mark_recorded();
+        }
+        r
+    }
+
+    /// The audit signing key, loaded (or created on first use) once.
+    pub async fn audit_signer(&self) -> Result<Arc<crate::audit::AuditSigner>, CoreError> {
+        self.audit_signer
+            .get_or_try_init(|| async {
+                let keyring = self.keyring()?;
+                crate::audit::AuditSigner::load_or_create(
+                    self.store.as_ref(),
+                    &keyring,
+                    self.clock.now(),
+                )
+                .await
+                .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Signs the head of the audit chain if it moved past the last checkpoint, and stores the
+    /// checkpoint. The head is the writer's (what it committed), not what the database says now.
+    pub async fn audit_checkpoint(
+        &self,
+    ) -> Result<Option<keysafe_proto::audit::AuditCheckpoint>, CoreError> {
+        let (seq, hash) = self.store.audit_head();
+        if seq == 0 {
+            return Ok(None);
+        }
+        if !self.store.audit_checkpoints(seq).await?.is_empty() {
+            return Ok(None);
+        }
+        let signer = self.audit_signer().await?;
+        let cp = signer.sign(seq, &hash, self.clock.now());
+        self.store
+            .apply(Mutation::InsertAuditCheckpoint(cp.clone()))
+            .await
+            .map_err(|e| CoreError::from_store(e, "audit checkpoint"))?;
+        Ok(Some(cp))
+    }
+
+    /// Identity cache (hits, misses) since start.
+    pub fn identity_cache_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.identity_hits.load(Relaxed),
+            self.identity_misses.load(Relaxed),
+        )
     }
 }

@@ -57,17 +57,16 @@ impl Service {
         let secret = secrets::generate_secret()?;
         let hash = hash_off_runtime(secret.clone()).await?;
         let now = self.clock.now();
-        self.store
-            .apply(Mutation::CreateOrg(OrgRecord {
-                name: req.name.clone(),
-                contacts: req.contacts,
-                auth_mode: AuthMode::Secret,
-                auth_hash: Some(hash),
-                created_at: now,
-                updated_at: now,
-            }))
-            .await
-            .map_err(|e| CoreError::from_store(e, "organisation"))?;
+        self.apply_audited(Mutation::CreateOrg(OrgRecord {
+            name: req.name.clone(),
+            contacts: req.contacts,
+            auth_mode: AuthMode::Secret,
+            auth_hash: Some(hash),
+            created_at: now,
+            updated_at: now,
+        }))
+        .await
+        .map_err(|e| CoreError::from_store(e, "organisation"))?;
         Ok(OrgCreated {
             name: req.name,
             auth_secret: secret,
@@ -118,15 +117,14 @@ impl Service {
             }
             OrgSetAuthRequest::Approval => (AuthMode::Approval, None, None),
         };
-        self.store
-            .apply(Mutation::SetOrgAuth {
-                name: name.clone(),
-                mode,
-                auth_hash: hash,
-                at: self.clock.now(),
-            })
-            .await
-            .map_err(|e| CoreError::from_store(e, "organisation"))?;
+        self.apply_audited(Mutation::SetOrgAuth {
+            name: name.clone(),
+            mode,
+            auth_hash: hash,
+            at: self.clock.now(),
+        })
+        .await
+        .map_err(|e| CoreError::from_store(e, "organisation"))?;
         Ok(OrgSetAuthResponse {
             name: name.clone(),
             auth_mode: mode,

@@ -21,6 +21,7 @@ pub fn aad_for(id: &WrappedId) -> Vec<u8> {
         WrappedId::DepositVersion { org, key, version } => {
             dek_aad(org, &key.owner, &key.name, *version)
         }
+        WrappedId::AuditSigningKey { public_key, .. } => crate::audit::signing_key_aad(public_key),
     }
 }
 

@@ -228,17 +228,16 @@ impl Service {
                 .await?,
             );
         }
-        self.store
-            .apply(Mutation::SetAcl {
-                key: key.clone(),
-                expected_current: update.expected_version,
-                expected_acl_serial: update.expected_acl_serial,
-                grants,
-                replace,
-                at: now,
-            })
-            .await
-            .map_err(|e| CoreError::from_store(e, "deposit"))?;
+        self.apply_audited(Mutation::SetAcl {
+            key: key.clone(),
+            expected_current: update.expected_version,
+            expected_acl_serial: update.expected_acl_serial,
+            grants,
+            replace,
+            at: now,
+        })
+        .await
+        .map_err(|e| CoreError::from_store(e, "deposit"))?;
         self.acl_of(&key, role).await
     }
 

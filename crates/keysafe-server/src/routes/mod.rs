@@ -2,6 +2,7 @@
 //! request, call one service method and map the result.
 
 mod admin;
+mod audit;
 mod deposits;
 mod fingerprint;
 mod groups;
@@ -22,6 +23,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(fingerprint::get))
         .route("/v1/health", get(health::get))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/admin/audit/entries", get(audit::entries))
+        .route("/v1/admin/audit/checkpoints", get(audit::checkpoints))
+        .route("/v1/admin/audit/checkpoint", post(audit::checkpoint))
         .route("/v1/register", post(register::post))
         .route("/v1/whoami", get(whoami::get))
         .route("/v1/deposits", get(deposits::list::get))
@@ -80,7 +85,10 @@ pub fn router(state: AppState) -> Router {
         // The deposit routes enforce their own (configurable) limit while reading; JSON bodies
         // are small.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 

@@ -90,7 +90,13 @@ fn info(s: KeyringStatus) -> KeyringStatusInfo {
                 version: v.version,
                 created_at: v.created_at,
                 current: v.current,
-                data_keys: v.usage.iter().map(|(_, n)| n).sum(),
+                // Deposit data keys only; `usage` also lists the audit signing key (issue 6).
+                data_keys: v
+                    .usage
+                    .iter()
+                    .filter(|(k, _)| *k == keysafe_core::store::WrappedKind::DepositVersion)
+                    .map(|(_, n)| n)
+                    .sum(),
                 usage: v
                     .usage
                     .into_iter()

@@ -160,6 +160,14 @@ async fn rotation_keeps_every_deposit_readable_before_during_and_after() {
     let v2 = done.versions.iter().find(|v| v.version == 2).unwrap();
     assert_eq!(v1.data_keys, 0);
     assert_eq!(v2.data_keys, 80);
+    // The audit signing key (issue 6) is re-wrapped with them; the restart below unwraps it.
+    assert!(
+        v2.usage
+            .iter()
+            .any(|u| u.kind == "audit_signing_keys" && u.count == 1),
+        "{v2:?}"
+    );
+    assert!(v1.usage.iter().all(|u| u.count == 0), "{v1:?}");
     assert!(v2.current);
 
     // After: a restart re-opens both versions and every deposit still reads.

@@ -3,6 +3,7 @@
 //! through one writer task that commits whatever has queued up in a single transaction (group
 //! commit), one fsync for many writes, each write isolated by a savepoint.
 
+mod audit;
 mod reads;
 mod rows;
 mod writer;
@@ -13,7 +14,10 @@ use keysafe_core::store::{
     KekRecord, KekUsage, Mutation, OrgRecord, Store, StoreError, StoreResult, VersionMeta,
     VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
+use keysafe_core::store::{AuditKeyRecord, StoreStats};
+use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
+use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent};
 use keysafe_proto::{ClientFingerprint, DepositVersion, GroupName, OrgName, Principal};
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
@@ -31,6 +35,8 @@ pub struct SqliteStore {
     path: PathBuf,
     readers: SqlitePool,
     writer: mpsc::Sender<writer::Job>,
+    /// The audit chain's committed head, kept by the writer.
+    audit_head: audit::SharedHead,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -86,6 +92,8 @@ impl SqliteStore {
             .await
             .map_err(backend_error)?;
         migrate(&mut conn).await?;
+        let head = audit::load_head(&mut conn).await?;
+        let audit_head = std::sync::Arc::new(std::sync::Mutex::new(head.clone()));
         let readers = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .min_connections(1)
@@ -93,11 +101,12 @@ impl SqliteStore {
             .await
             .map_err(backend_error)?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(writer::run(conn, rx, MAX_BATCH));
+        tokio::spawn(writer::run(conn, rx, MAX_BATCH, head, audit_head.clone()));
         Ok(Self {
             path: path.to_owned(),
             readers,
             writer: tx,
+            audit_head,
         })
     }
 
@@ -123,6 +132,16 @@ impl SqliteStore {
         Ok((mode, sync, sd))
     }
 
+    async fn submit(&self, work: writer::Work) -> StoreResult<Applied> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Job { work, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+    }
+
     /// Closes the read pool; the writer stops once every handle is dropped.
     pub async fn close(&self) {
         self.readers.close().await;
@@ -146,6 +165,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "seals_rotation",
         include_str!("../../migrations/sqlite/0003_seals_rotation.sql"),
+    ),
+    (
+        5,
+        "audit",
+        include_str!("../../migrations/sqlite/0005_audit.sql"),
     ),
 ];
 
@@ -192,15 +216,50 @@ async fn migrate(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn apply(&self, mutation: Mutation) -> StoreResult<Applied> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(writer::Job { mutation, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+    async fn apply_audited(
+        &self,
+        mutation: Mutation,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Applied> {
+        self.submit(writer::Work::Mutate(mutation, audit)).await
     }
+
+    // ---- audit trail (issue 6) ----
+    async fn append_audit(&self, events: std::sync::Arc<Vec<AuditEvent>>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.submit(writer::Work::Audit(events)).await.map(|_| ())
+    }
+
+    async fn audit_entries(
+        &self,
+        from: u64,
+        since: Option<Timestamp>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        audit::entries(&self.readers, from, since, limit).await
+    }
+
+    async fn audit_checkpoints(&self, from: u64) -> StoreResult<Vec<AuditCheckpoint>> {
+        audit::checkpoints(&self.readers, from).await
+    }
+
+    fn audit_head(&self) -> (u64, String) {
+        self.audit_head
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    async fn audit_signing_key(&self) -> StoreResult<Option<AuditKeyRecord>> {
+        audit::signing_key(&self.readers).await
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        audit::stats(&self.readers).await
+    }
+    // ---- end audit trail ----
 
     async fn load_keks(&self) -> StoreResult<Vec<KekRecord>> {
         reads::load_keks(&self.readers).await

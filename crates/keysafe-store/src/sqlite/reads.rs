@@ -363,7 +363,7 @@ pub(crate) async fn list_stale_wrapped(
                     key.name.as_str().to_owned(),
                     i64::try_from(version.get()).unwrap_or(i64::MAX),
                 ),
-                None => (String::new(), String::new(), 0),
+                _ => (String::new(), String::new(), 0),
             };
             sqlx::query(
                 "SELECT d.org, v.owner, v.name, v.version, v.kek_version, v.wrapped_dek \
@@ -404,20 +404,53 @@ pub(crate) async fn list_stale_wrapped(
             })
             .collect()
         }
+        WrappedKind::AuditSigningKey => {
+            let after = match after {
+                Some(WrappedId::AuditSigningKey { key_id, .. }) => key_id.clone(),
+                _ => String::new(),
+            };
+            let rows: Vec<(String, Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT key_id, public_key, kek_version, wrapped FROM audit_signing_keys \
+                 WHERE kek_version != ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3",
+            )
+            .bind(i64::from(current))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(backend_error)?;
+            rows.into_iter()
+                .map(|(key_id, public_key, kek, wrapped)| {
+                    Ok(WrappedRow {
+                        id: WrappedId::AuditSigningKey { key_id, public_key },
+                        kek_version: u32::try_from(kek)
+                            .map_err(|_| StoreError::Corrupt("kek_version".into()))?,
+                        wrapped,
+                    })
+                })
+                .collect()
+        }
     }
 }
 
 pub(crate) async fn kek_usage(pool: &SqlitePool) -> StoreResult<Vec<KekUsage>> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT kek_version, COUNT(*) FROM deposit_versions GROUP BY kek_version ORDER BY kek_version",
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT 'deposit_versions', kek_version, COUNT(*) FROM deposit_versions \
+         GROUP BY kek_version \
+         UNION ALL SELECT 'audit_signing_keys', kek_version, COUNT(*) FROM audit_signing_keys \
+         GROUP BY kek_version ORDER BY 1 DESC, 2",
     )
     .fetch_all(pool)
     .await
     .map_err(backend_error)?;
     rows.into_iter()
-        .map(|(v, n)| {
+        .map(|(kind, v, n)| {
             Ok(KekUsage {
-                kind: WrappedKind::DepositVersion,
+                kind: if kind == "audit_signing_keys" {
+                    WrappedKind::AuditSigningKey
+                } else {
+                    WrappedKind::DepositVersion
+                },
                 kek_version: u32::try_from(v)
                     .map_err(|_| StoreError::Corrupt("kek_version".into()))?,
                 count: u64::try_from(n).unwrap_or(0),

@@ -2,18 +2,36 @@
 //! transaction (each inside its own savepoint, so one failure does not spoil the others), commits
 //! once, and only then answers each caller. A caller is never told "done" before the commit.
 
+use super::audit::{self, Head, SharedHead};
 use super::backend_error;
 use keysafe_core::store::{Applied, Mutation, StoreError, StoreResult, WrappedId};
+use keysafe_proto::audit::AuditEvent;
 use keysafe_proto::{GroupName, OrgName, Timestamp};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) struct Job {
-    pub mutation: Mutation,
+    pub work: Work,
     pub reply: oneshot::Sender<StoreResult<Applied>>,
 }
 
-pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// What a job asks for: a change with the audit event of the request that made it (appended in
+/// the change's savepoint), or audit events alone (reads and refusals, batched by the server).
+// Mutations are moved through the channel as they were before this enum existed; boxing them
+// would add an allocation per write for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Work {
+    Mutate(Mutation, Option<AuditEvent>),
+    Audit(std::sync::Arc<Vec<AuditEvent>>),
+}
+
+pub(crate) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    mut head: Head,
+    shared: SharedHead,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -23,7 +41,10 @@ pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>,
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch).await;
+        commit_batch(&mut conn, &mut batch, &mut head).await;
+        if let Ok(mut h) = shared.lock() {
+            h.clone_from(&head);
+        }
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -36,7 +57,63 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()>
         .map_err(backend_error)
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
+impl Work {
+    /// Whether this job appends to the audit chain.
+    fn appends(&self) -> bool {
+        match self {
+            Work::Mutate(_, audit) => audit.is_some(),
+            Work::Audit(events) => !events.is_empty(),
+        }
+    }
+}
+
+async fn apply_job(
+    conn: &mut SqliteConnection,
+    work: &Work,
+    head: &mut Head,
+) -> StoreResult<Applied> {
+    match work {
+        Work::Mutate(m, audit) => {
+            let applied = apply_one(conn, m).await?;
+            if let Some(e) = audit {
+                audit::append(conn, head, e).await?;
+            }
+            Ok(applied)
+        }
+        Work::Audit(events) => {
+            audit::append_many(conn, head, events).await?;
+            Ok(Applied::Done)
+        }
+    }
+}
+
+/// Commits a batch. `head` moves with each entry appended and is put back when a savepoint or
+/// the whole transaction rolls back, so the chain in memory is always the committed one.
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, head: &mut Head) {
+    // The head in the database, read under the write lock. Ahead of ours: another process
+    // appended (several nodes over one file); adopt it. Behind ours, or the same seq with
+    // another hash: rows were removed or rewritten under us; refuse to append (the trail fails
+    // closed) rather than chain onto an altered log. A restart accepts the database's head,
+    // and `audit verify` reports the damage against the signed checkpoints.
+    let mut diverged = false;
+    match audit::load_head(conn).await {
+        Ok(db) if db == *head => {}
+        Ok(db) if db.0 > head.0 => *head = db,
+        Ok(db) => {
+            tracing::error!(
+                memory_seq = head.0,
+                database_seq = db.0,
+                "the audit chain in the database no longer ends where this node left it: \
+                 entries were removed or rewritten; refusing to append"
+            );
+            diverged = true;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the audit chain head");
+            diverged = true;
+        }
+    }
+    let start_head = head.clone();
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
         tracing::error!(error = %e, "cannot begin a write transaction");
         for job in batch.drain(..) {
@@ -51,8 +128,16 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
             fatal = Some(e);
             break;
         }
-        let r = apply_one(conn, &job.mutation).await;
+        let before = head.clone();
+        let r = if diverged && job.work.appends() {
+            Err(StoreError::Unavailable(
+                "the audit chain was altered under this node".into(),
+            ))
+        } else {
+            apply_job(conn, &job.work, head).await
+        };
         let undo = if r.is_err() {
+            *head = before;
             exec(conn, "ROLLBACK TO m").await
         } else {
             Ok(())
@@ -75,6 +160,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
         }
         Err(e) => {
             tracing::error!(error = %e, "write transaction failed; rolling back the batch");
+            *head = start_head;
             let _ = exec(conn, "ROLLBACK").await;
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(e.clone()));
@@ -604,6 +690,14 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             .map_err(write_error)?;
             not_found_if_none(r.rows_affected())
         }
+        Mutation::InsertAuditKey(k) => {
+            audit::insert_key(conn, k).await?;
+            Ok(Applied::Done)
+        }
+        Mutation::InsertAuditCheckpoint(c) => {
+            audit::insert_checkpoint(conn, c).await?;
+            Ok(Applied::Done)
+        }
         Mutation::Purge { key } => {
             let versions =
                 sqlx::query("DELETE FROM deposit_versions WHERE owner = ?1 AND name = ?2")
@@ -644,6 +738,17 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
                 .execute(&mut *conn)
                 .await
                 .map_err(write_error)?,
+                WrappedId::AuditSigningKey { key_id, .. } => sqlx::query(
+                    "UPDATE audit_signing_keys SET kek_version = ?2, wrapped = ?3 \
+                     WHERE key_id = ?1 AND kek_version = ?4",
+                )
+                .bind(key_id)
+                .bind(i64::from(*kek_version))
+                .bind(wrapped)
+                .bind(i64::from(*expected_kek))
+                .execute(&mut *conn)
+                .await
+                .map_err(write_error)?,
             };
             if r.rows_affected() == 0 {
                 return Err(StoreError::VersionConflict { current: None });
@@ -651,12 +756,14 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
             Ok(Applied::Done)
         }
         Mutation::RetireKek { version } => {
-            let (used,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM deposit_versions WHERE kek_version = ?1")
-                    .bind(i64::from(*version))
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(backend_error)?;
+            let (used,): (i64,) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM deposit_versions WHERE kek_version = ?1) + \
+                     (SELECT COUNT(*) FROM audit_signing_keys WHERE kek_version = ?1)",
+            )
+            .bind(i64::from(*version))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend_error)?;
             if used > 0 {
                 return Err(StoreError::InUse(format!(
                     "{used} data keys are still wrapped by it; wait for the re-wrap to finish"

@@ -600,3 +600,99 @@ async fn seal_migration_keeps_only_the_new_rows_and_snapshot_is_consistent() {
     assert_eq!(v.ciphertext, b"payload");
     assert_eq!(copy.load_keks().await.unwrap(), keks);
 }
+
+// ---- audit trail (issue 6) ----
+
+fn event(target: &str) -> keysafe_proto::audit::AuditEvent {
+    keysafe_proto::audit::AuditEvent {
+        time: 1,
+        node: "n".into(),
+        request_id: target.into(),
+        remote: "127.0.0.1:1".into(),
+        client: None,
+        org: None,
+        operation: "POST /x".into(),
+        target: target.into(),
+        version: None,
+        outcome: "ok".into(),
+    }
+}
+
+/// Writes with their entries, batches of entries, and failures in between (a change that
+/// fails, an entry whose insert fails): the chain holds exactly the committed ones, in one
+/// unbroken order, and a change whose entry failed is not there either.
+#[tokio::test]
+async fn audit_entries_commit_with_their_writes_and_failures_leave_no_hole() {
+    let (dir, s) = fresh().await;
+    let mut raw = {
+        use sqlx::ConnectOptions;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .connect()
+            .await
+            .unwrap()
+    };
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.target = '/refused' \
+         BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    let now = Timestamp::from_unix_millis(2);
+    // Submitted together so that they share group-commit batches.
+    let mut tasks = Vec::new();
+    for (i, target) in ["/ok1", "/refused", "/dup", "/ok2"].into_iter().enumerate() {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = match target {
+                "/dup" => 'a',
+                _ => ['c', 'd', 'e', 'f'][i],
+            };
+            s.apply_audited(
+                insert(client_record(fp(c), vec![9], now)),
+                Some(event(target)),
+            )
+            .await
+        }));
+    }
+    let batch = s.clone();
+    tasks.push(tokio::spawn(async move {
+        batch
+            .append_audit(Arc::new(vec![event("/r1"), event("/r2")]))
+            .await
+            .map(|_| Applied::Done)
+    }));
+    let results: Vec<_> = futures_join(tasks).await;
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(StoreError::Unavailable(_))));
+    assert_eq!(results[2], Err(StoreError::AlreadyExists));
+    assert!(results[3].is_ok() && results[4].is_ok());
+    // The client whose entry was refused does not exist.
+    assert!(s.get_client(&fp('d')).await.unwrap().is_none());
+    assert!(s.get_client(&fp('c')).await.unwrap().is_some());
+    let entries = s.audit_entries(1, None, 100).await.unwrap();
+    let mut targets: Vec<_> = entries.iter().map(|e| e.event.target.as_str()).collect();
+    targets.sort();
+    assert_eq!(targets, ["/ok1", "/ok2", "/r1", "/r2"]);
+    let report = keysafe_proto::audit::verify(&entries, &[], &[0u8; 32], None);
+    assert_eq!(report.broken, None, "{report:?}");
+    assert_eq!(
+        s.audit_head(),
+        (4, entries.last().unwrap().hash.clone()),
+        "the head in memory is the committed one"
+    );
+    // A reopened store starts from the stored head.
+    let path = dir.path().join("t.db");
+    drop(s);
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(again.audit_head().0, 4);
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

@@ -2,6 +2,7 @@
 //! administrator identity: the one `init` made (through `--data-dir`) or an admin client home
 //! (`--home`). There is no back door into the database.
 
+mod audit;
 mod client;
 mod group;
 mod org;
@@ -29,6 +30,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Org(c) => org::run(&client, c, args.json).await,
         AdminCommand::Client(c) => client::run(&client, c, args.json).await,
         AdminCommand::Group(c) => group::run(&client, c, args.json).await,
+        AdminCommand::Audit(c) => audit::run(&client, c, args.json).await,
         AdminCommand::Unseal { passphrase_file } => {
             sealing::unseal(&client, passphrase_file, args.json).await
         }

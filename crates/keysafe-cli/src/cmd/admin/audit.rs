@@ -1,0 +1,144 @@
+//! `keysafe admin audit verify|export`. Verification runs here, in the client, against the
+//! public key: the server hands over its entries and checkpoints and is not trusted to judge
+//! them.
+
+use crate::cli::AuditCommand;
+use crate::exit::{SecurityError, usage};
+use crate::output;
+use anyhow::Context;
+use keysafe_client::KeysafeClient;
+use keysafe_proto::audit::{AuditEntry, ChainVerifier};
+use std::io::Write;
+
+const PAGE: u32 = 10_000;
+
+/// Every entry from `from` on (and not older than `since`), page by page.
+async fn fetch(
+    client: &KeysafeClient,
+    from: u64,
+    since: Option<&str>,
+) -> anyhow::Result<Vec<AuditEntry>> {
+    let mut out: Vec<AuditEntry> = Vec::new();
+    let mut next = from.max(1);
+    loop {
+        let page = client.audit_entries(next, since, PAGE).await?;
+        let Some(last) = page.entries.last() else {
+            break;
+        };
+        // A page that does not move forward would loop for ever (a tampered seq column).
+        if last.seq < next {
+            out.extend(page.entries);
+            break;
+        }
+        next = last.seq.saturating_add(1);
+        let full = page.entries.len() as u32 >= PAGE;
+        out.extend(page.entries);
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Verify { from, public_key } => {
+            let pk = match public_key {
+                Some(h) => hex::decode(h.trim())
+                    .map_err(|_| usage("--public-key: expected the key in hex (64 digits)"))?,
+                None => {
+                    let k = client.audit_public_key().await?;
+                    hex::decode(&k.public_key).context("the server's audit key is not hex")?
+                }
+            };
+            // Checkpoints first (few), then the entries streamed page by page.
+            let checkpoints = client
+                .audit_checkpoints(from.unwrap_or(1))
+                .await?
+                .checkpoints;
+            let mut verifier = ChainVerifier::new(&checkpoints, &pk, from);
+            let mut next = from.unwrap_or(1).max(1);
+            loop {
+                let page = client.audit_entries(next, None, PAGE).await?.entries;
+                let Some(last) = page.last().map(|e| e.seq) else {
+                    break;
+                };
+                for e in &page {
+                    verifier.feed(e);
+                }
+                // A page that does not move forward (a tampered seq column) ends the walk.
+                if last < next || (page.len() as u32) < PAGE {
+                    break;
+                }
+                next = last.saturating_add(1);
+            }
+            let report = verifier.finish();
+            if json {
+                output::json(&report)?;
+            } else if report.broken.is_none() {
+                match (report.first_seq, report.last_seq) {
+                    (Some(a), Some(b)) => println!(
+                        "Audit trail verified: entries {a}..{b} ({} entries), {} checkpoints.",
+                        report.entries, report.checkpoints
+                    ),
+                    _ => println!("Audit trail verified: no entries."),
+                }
+                match report.signed_up_to {
+                    Some(s) if Some(s) == report.last_seq => {
+                        println!("Signed up to the last entry ({s}).")
+                    }
+                    Some(s) => println!(
+                        "Signed up to entry {s}; later entries are chained but not yet signed \
+                         (a checkpoint is signed every audit.checkpoint_interval)."
+                    ),
+                    None => println!("No signed checkpoint covers these entries yet."),
+                }
+            }
+            if let Some(b) = report.broken {
+                return Err(anyhow::Error::new(SecurityError(format!(
+                    "audit trail broken at entry {} ({}): {}",
+                    b.seq, b.kind, b.detail
+                ))));
+            }
+            Ok(())
+        }
+        AuditCommand::Export { since, output } => {
+            keysafe_proto::Timestamp::parse_rfc3339(&since)
+                .map_err(|e| usage(format!("--since: not an RFC 3339 time: {e}")))?;
+            let key = client.audit_public_key().await?;
+            // From the first entry at or after `since`, every later entry: times are arrival
+            // times and a slow request may commit after a later one, so filtering each entry
+            // by time would leave gaps in the chain.
+            let first = client.audit_entries(1, Some(&since), 1).await?.entries;
+            let entries = match first.first() {
+                Some(e) => fetch(client, e.seq, None).await?,
+                None => Vec::new(),
+            };
+            let first = entries.first().map_or(u64::MAX, |e| e.seq);
+            let checkpoints = client.audit_checkpoints(first).await?.checkpoints;
+            let mut out: Box<dyn Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            writeln!(out, "{}", serde_json::json!({ "public_key": key }))?;
+            for e in &entries {
+                writeln!(out, "{}", serde_json::json!({ "entry": e }))?;
+            }
+            for c in &checkpoints {
+                writeln!(out, "{}", serde_json::json!({ "checkpoint": c }))?;
+            }
+            out.flush()?;
+            if output.is_some() && !json {
+                eprintln!(
+                    "Exported {} entries and {} checkpoints.",
+                    entries.len(),
+                    checkpoints.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The server side of the audit trail: the bounded queue that takes the entries of requests that
+//! wrote nothing (reads, refusals) off the request path and appends them to the chain in
+//! batches, the failure policy (fail closed by default), periodic signed checkpoints, and the
+//! sinks that copy the chain to a JSON-lines file and to syslog. Writes carry their own entry
+//! into the store's transaction (see `keysafe_core::audit`); this module never sees them until
+//! they are committed.
+//!
+//! Nothing here waits on the queue: a full queue is a failure, handled by the policy, never a
+//! stalled request.
+
+use crate::config::{AuditConfig, AuditFailurePolicy, SyslogProtocol};
+use keysafe_core::{Service, Store};
+use keysafe_proto::audit::{AuditEntry, AuditEvent};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How many queued entries one append takes.
+const BATCH: usize = 512;
+
+/// The queue and its state, shared by every request.
+#[derive(Debug)]
+pub struct AuditTrail {
+    tx: mpsc::Sender<AuditEvent>,
+    capacity: usize,
+    /// Entries taken from the queue but not yet committed.
+    in_flight: AtomicUsize,
+    /// False while the last append failed (cleared by the next success).
+    healthy: AtomicBool,
+    policy: AuditFailurePolicy,
+    pub node: String,
+    lost: AtomicU64,
+}
+
+impl AuditTrail {
+    /// Starts the batch writer and returns the trail.
+    pub fn start(config: &AuditConfig, store: Arc<dyn Store>) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let trail = Arc::new(Self {
+            tx,
+            capacity: config.queue_capacity,
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            policy: config.on_failure,
+            node: config.node.clone(),
+            lost: AtomicU64::new(0),
+        });
+        for reason in ["store", "queue_full", "file", "syslog"] {
+            metrics::counter!("keysafe_audit_failures_total", "reason" => reason).increment(0);
+        }
+        tokio::spawn(batch_writer(rx, store, Arc::downgrade(&trail)));
+        trail
+    }
+
+    pub fn policy(&self) -> AuditFailurePolicy {
+        self.policy
+    }
+
+    /// Entries waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.capacity.saturating_sub(self.tx.capacity())
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// `ok`, `failing` (the store refuses appends) or `queue_full`.
+    pub fn state(&self) -> &'static str {
+        if !self.is_healthy() {
+            "failing"
+        } else if self.tx.capacity() == 0 {
+            "queue_full"
+        } else {
+            "ok"
+        }
+    }
+
+    /// Whether a new request can be audited now.
+    pub fn accepting(&self) -> bool {
+        self.state() == "ok"
+    }
+
+    /// Queues an entry. `false` when it could not be queued (full or stopped): the caller
+    /// applies the policy. Counted and logged here, so no loss is silent.
+    pub fn record(&self, event: AuditEvent) -> bool {
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(e) => {
+                let (reason, ev) = match e {
+                    mpsc::error::TrySendError::Full(ev) => ("queue_full", ev),
+                    mpsc::error::TrySendError::Closed(ev) => ("stopped", ev),
+                };
+                metrics::counter!("keysafe_audit_failures_total", "reason" => reason).increment(1);
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    reason,
+                    request_id = %ev.request_id,
+                    operation = %ev.operation,
+                    "audit entry could not be queued"
+                );
+                false
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) until every queued entry is committed: for shutdown.
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while (self.depth() > 0 || self.in_flight.load(Ordering::Relaxed) > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Appends queued entries in batches. A failed append is retried (with backoff) with the same
+/// entries, so nothing is dropped; meanwhile the trail reports itself failing and, failing
+/// closed, requests are refused.
+async fn batch_writer(
+    mut rx: mpsc::Receiver<AuditEvent>,
+    store: Arc<dyn Store>,
+    trail: std::sync::Weak<AuditTrail>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(BATCH);
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        if let Some(t) = trail.upgrade() {
+            t.in_flight.store(batch.len(), Ordering::Relaxed);
+        }
+        // Shared, not copied, between attempts.
+        let batch = Arc::new(batch);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match store.append_audit(batch.clone()).await {
+                Ok(()) => {
+                    if let Some(t) = trail.upgrade() {
+                        t.healthy.store(true, Ordering::Relaxed);
+                        t.in_flight.store(0, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("keysafe_audit_failures_total", "reason" => "store")
+                        .increment(1);
+                    tracing::error!(error = %e, entries = batch.len(), "cannot append to the audit trail; retrying");
+                    match trail.upgrade() {
+                        Some(t) => t.healthy.store(false, Ordering::Relaxed),
+                        None => return,
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Signs the head of the chain every `interval` (if it moved).
+pub fn spawn_checkpoints(service: Arc<Service>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = service.audit_checkpoint().await {
+                tracing::warn!(error = %e, "cannot sign an audit checkpoint");
+            }
+        }
+    });
+}
+
+/// Copies committed entries, in order, to the file and syslog sinks. It follows the chain in
+/// the database from the head at start, so the sinks see writes and reads alike, once each.
+pub fn spawn_sinks(config: &AuditConfig, store: Arc<dyn Store>) {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &config.file {
+        sinks.push(Box::new(FileSink {
+            path: path.clone(),
+            max_size: config.file_max_size,
+            keep: config.file_keep,
+        }));
+    }
+    if let Some((addr, proto)) = &config.syslog {
+        sinks.push(Box::new(SyslogSink {
+            addr: addr.clone(),
+            proto: *proto,
+            tcp: None,
+            udp: None,
+        }));
+    }
+    if sinks.is_empty() {
+        return;
+    }
+    let mut next = store.audit_head().0.saturating_add(1);
+    tokio::spawn(async move {
+        loop {
+            match store.audit_entries(next, None, 1000).await {
+                Ok(entries) if !entries.is_empty() => {
+                    for e in &entries {
+                        for s in sinks.iter_mut() {
+                            if let Err(err) = s.send(e).await {
+                                metrics::counter!("keysafe_audit_failures_total", "reason" => s.name())
+                                    .increment(1);
+                                tracing::error!(sink = s.name(), error = %err, seq = e.seq, "audit sink failed");
+                            }
+                        }
+                        next = e.seq.saturating_add(1);
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "audit sinks cannot read the trail"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+#[async_trait::async_trait]
+trait Sink: Send {
+    fn name(&self) -> &'static str;
+    async fn send(&mut self, e: &AuditEntry) -> std::io::Result<()>;
+}
+
+/// JSON lines, one entry each; rotated by size (FILE -> FILE.1 -> ... -> FILE.keep).
+struct FileSink {
+    path: PathBuf,
+    max_size: u64,
+    keep: u32,
+}
+
+impl FileSink {
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    fn rotate(&self) -> std::io::Result<()> {
+        if self.keep == 0 {
+            return std::fs::remove_file(&self.path);
+        }
+        let _ = std::fs::remove_file(self.rotated(self.keep));
+        for n in (1..self.keep).rev() {
+            let from = self.rotated(n);
+            if from.exists() {
+                std::fs::rename(&from, self.rotated(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, self.rotated(1))
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for FileSink {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    async fn send(&mut self, e: &AuditEntry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(e)?;
+        line.push(b'\n');
+        let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if size > 0 && size + line.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        f.write_all(&line)
+    }
+}
+
+/// RFC 5424 messages: `<PRI>1 TIMESTAMP NODE keysafe - audit - JSON`, facility 13 (log audit),
+/// severity informational for `ok` and warning otherwise.
+struct SyslogSink {
+    addr: String,
+    proto: SyslogProtocol,
+    tcp: Option<tokio::net::TcpStream>,
+    udp: Option<tokio::net::UdpSocket>,
+}
+
+pub fn syslog_message(e: &AuditEntry) -> String {
+    let severity = if e.event.outcome == "ok" { 6 } else { 4 };
+    let pri = 13 * 8 + severity;
+    let time = keysafe_proto::Timestamp::from_unix_millis(e.event.time).to_rfc3339();
+    let host: String = e
+        .event
+        .node
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    let host = if host.is_empty() { "-".into() } else { host };
+    let json = serde_json::to_string(e).unwrap_or_default();
+    format!("<{pri}>1 {time} {host} keysafe - audit - {json}")
+}
+
+#[async_trait::async_trait]
+impl Sink for SyslogSink {
+    fn name(&self) -> &'static str {
+        "syslog"
+    }
+
+    async fn send(&mut self, e: &AuditEntry) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let msg = syslog_message(e);
+        match self.proto {
+            SyslogProtocol::Udp => {
+                if self.udp.is_none() {
+                    let target = tokio::net::lookup_host(&self.addr)
+                        .await?
+                        .next()
+                        .ok_or_else(|| std::io::Error::other("syslog address does not resolve"))?;
+                    // A client socket on the matching loopback or wildcard address.
+                    let local: std::net::SocketAddr = match (target.ip().is_loopback(), target) {
+                        (true, std::net::SocketAddr::V4(_)) => ([127, 0, 0, 1], 0).into(),
+                        (true, std::net::SocketAddr::V6(_)) => {
+                            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+                        }
+                        (false, std::net::SocketAddr::V4(_)) => ([0, 0, 0, 0], 0).into(),
+                        (false, std::net::SocketAddr::V6(_)) => {
+                            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                        }
+                    };
+                    let sock = tokio::net::UdpSocket::bind(local).await?;
+                    sock.connect(target).await?;
+                    self.udp = Some(sock);
+                }
+                match self.udp.as_ref() {
+                    Some(s) => s.send(msg.as_bytes()).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            }
+            SyslogProtocol::Tcp => {
+                if self.tcp.is_none() {
+                    self.tcp = Some(tokio::net::TcpStream::connect(&self.addr).await?);
+                }
+                let frame = format!("{} {msg}", msg.len());
+                let r = match self.tcp.as_mut() {
+                    Some(s) => s.write_all(frame.as_bytes()).await,
+                    None => Ok(()),
+                };
+                if r.is_err() {
+                    self.tcp = None;
+                }
+                r
+            }
+        }
+    }
+}
