@@ -522,6 +522,12 @@ pub trait Store: Send + Sync + 'static {
         name: &GroupName,
         member: &ClientFingerprint,
     ) -> StoreResult<Vec<WrappedKeyRecord>>;
+    /// The groups of `org` that `member` belongs to (names only: the access check's fast path).
+    async fn member_groups(
+        &self,
+        org: &OrgName,
+        member: &ClientFingerprint,
+    ) -> StoreResult<Vec<GroupName>>;
 
     /// Checks that the store answers (for health).
     async fn ping(&self) -> StoreResult<()>;

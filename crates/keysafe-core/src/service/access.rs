@@ -52,24 +52,24 @@ impl Service {
         if org != &caller.org {
             return Ok(false);
         }
-        Ok(self.store.get_group(org, name).await?.is_some_and(|g| {
-            g.members
-                .iter()
-                .any(|m| m.fingerprint == caller.fingerprint)
-        }))
+        Ok(self
+            .store
+            .member_groups(org, &caller.fingerprint)
+            .await?
+            .contains(name))
     }
 
     /// The principals a caller acts as: itself and each group it belongs to.
     pub(crate) async fn principals_of(&self, caller: &Caller) -> Result<Vec<Principal>, CoreError> {
         let mut out = vec![Principal::Client(caller.fingerprint.clone())];
-        for g in self
+        for name in self
             .store
-            .list_groups(Some(&caller.org), Some(&caller.fingerprint))
+            .member_groups(&caller.org, &caller.fingerprint)
             .await?
         {
             out.push(Principal::Group {
-                org: g.org,
-                name: g.name,
+                org: caller.org.clone(),
+                name,
             });
         }
         Ok(out)

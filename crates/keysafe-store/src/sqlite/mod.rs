@@ -337,6 +337,14 @@ impl Store for SqliteStore {
         reads::group_keys(&self.readers, org, name, member).await
     }
 
+    async fn member_groups(
+        &self,
+        org: &OrgName,
+        member: &ClientFingerprint,
+    ) -> StoreResult<Vec<GroupName>> {
+        reads::member_groups(&self.readers, org, member).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.readers)

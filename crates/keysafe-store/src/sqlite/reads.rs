@@ -458,3 +458,21 @@ pub(crate) async fn kek_usage(pool: &SqlitePool) -> StoreResult<Vec<KekUsage>> {
         })
         .collect()
 }
+
+pub(crate) async fn member_groups(
+    pool: &SqlitePool,
+    org: &OrgName,
+    member: &ClientFingerprint,
+) -> StoreResult<Vec<GroupName>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM group_members WHERE member = ?2 AND org = ?1 ORDER BY name",
+    )
+    .bind(org.as_str())
+    .bind(member.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(backend_error)?;
+    rows.into_iter()
+        .map(|(n,)| GroupName::parse(&n).map_err(|_| rows::corrupt("group name")))
+        .collect()
+}
