@@ -17,7 +17,6 @@
 use crate::error::ClientError;
 use keysafe_proto::DepositVersion;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -250,31 +249,8 @@ impl Cache {
             .map_err(|e| ClientError::Invalid(format!("cache entry header: {e}")))?;
         header.push(b'\n');
         let path = self.path(key);
-        let tmp = self.dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            crate::client::random_u64()
-        ));
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        let result = o
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&header)?;
-                f.write_all(payload)?;
-                f.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(cache_err("cannot write", &path, e));
-        }
-        Ok(())
+        crate::home::replace_private_file(&path, &[&header, payload])
+            .map_err(|e| cache_err("cannot write", &path, e))
     }
 
     /// Drops every entry of (owner, name): all versions and "current".

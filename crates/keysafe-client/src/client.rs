@@ -547,6 +547,12 @@ impl KeysafeClient {
         ClientFingerprint::parse(&self.inner.me).ok()
     }
 
+    /// The `x-keysafe-token` value to send, if this client holds a token.
+    fn token_header(&self) -> Option<HeaderValue> {
+        let t = self.inner.token.current()?;
+        HeaderValue::from_str(&t).ok()
+    }
+
     /// The sequenced token this client holds (to hand to another keeper).
     pub fn current_token(&self) -> Option<zeroize::Zeroizing<String>> {
         self.inner.token.current()
@@ -635,11 +641,8 @@ impl KeysafeClient {
         let rb = ep.http.request(method, format!("{}{path}", ep.base));
         // Authenticated routes need the sequenced token; a new one in the answer is the
         // caller's to hand back with `offer_token`.
-        match self.inner.token.current() {
-            Some(t) => match HeaderValue::from_str(&t) {
-                Ok(v) => rb.header(HEADER_TOKEN, v),
-                Err(_) => rb,
-            },
+        match self.token_header() {
+            Some(v) => rb.header(HEADER_TOKEN, v),
             None => rb,
         }
     }
@@ -694,20 +697,7 @@ impl KeysafeClient {
         let Ok(text) = serde_json::to_vec(&state) else {
             return;
         };
-        let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), random_u64()));
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        let result = o
-            .open(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &text))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = crate::home::replace_private_file(path, &[&text]) {
             tracing::debug!(error = %e, path = %path.display(), "cannot save server state");
         }
     }
@@ -803,8 +793,7 @@ impl KeysafeClient {
             .request(req.method.clone(), format!("{}{}", ep.base, req.path))
             .headers(req.headers.clone());
         if req.path != "/v1/health"
-            && let Some(token) = self.inner.token.current()
-            && let Ok(v) = HeaderValue::from_str(&token)
+            && let Some(v) = self.token_header()
         {
             rb = rb.header(HEADER_TOKEN, v);
         }
@@ -952,6 +941,20 @@ impl KeysafeClient {
         }
     }
 
+    /// A write to a deposit: its cache entries are dropped before as well as after, so that if
+    /// the outcome is unknown no old copy stays fresh.
+    async fn write_json<T: DeserializeOwned>(
+        &self,
+        owner: Option<&str>,
+        name: &DepositName,
+        req: Req,
+    ) -> Result<T, ClientError> {
+        self.invalidate(owner, name);
+        let r = self.json(req).await;
+        self.invalidate(owner, name);
+        r
+    }
+
     /// `?owner=` for a deposit of another principal (none for the caller's own).
     fn deposit_path(owner: Option<&str>, name: &DepositName, op: &str) -> String {
         let mut p = format!("/v1/deposits/{name}{op}");
@@ -1012,11 +1015,7 @@ impl KeysafeClient {
                 HeaderValue::from_static("*"),
             ),
         };
-        // Dropped before as well as after: if the outcome is unknown, no old copy stays fresh.
-        self.invalidate(owner, name);
-        let r = self.json(req).await;
-        self.invalidate(owner, name);
-        r
+        self.write_json(owner, name, req).await
     }
 
     /// Fetches a deposit version through the cache (see [`crate::cache`]).
@@ -1160,15 +1159,12 @@ impl KeysafeClient {
         owner: Option<&str>,
         name: &DepositName,
     ) -> Result<DepositInfo, ClientError> {
-        self.invalidate(owner, name);
-        let r = self
-            .json(Req::new(
-                Method::DELETE,
-                Self::deposit_path(owner, name, ""),
-            ))
-            .await;
-        self.invalidate(owner, name);
-        r
+        self.write_json(
+            owner,
+            name,
+            Req::new(Method::DELETE, Self::deposit_path(owner, name, "")),
+        )
+        .await
     }
 
     pub async fn undelete(&self, name: &DepositName) -> Result<DepositInfo, ClientError> {
@@ -1180,12 +1176,12 @@ impl KeysafeClient {
         owner: Option<&str>,
         name: &DepositName,
     ) -> Result<DepositInfo, ClientError> {
-        self.invalidate(owner, name);
-        let r = self
-            .json(Req::post(Self::deposit_path(owner, name, ":undelete")))
-            .await;
-        self.invalidate(owner, name);
-        r
+        self.write_json(
+            owner,
+            name,
+            Req::post(Self::deposit_path(owner, name, ":undelete")),
+        )
+        .await
     }
 
     pub async fn purge(&self, name: &DepositName) -> Result<PurgeResponse, ClientError> {
@@ -1197,12 +1193,12 @@ impl KeysafeClient {
         owner: Option<&str>,
         name: &DepositName,
     ) -> Result<PurgeResponse, ClientError> {
-        self.invalidate(owner, name);
-        let r = self
-            .json(Req::post(Self::deposit_path(owner, name, ":purge")))
-            .await;
-        self.invalidate(owner, name);
-        r
+        self.write_json(
+            owner,
+            name,
+            Req::post(Self::deposit_path(owner, name, ":purge")),
+        )
+        .await
     }
 
     /// The ACL of a deposit and the recipients a new version must be encrypted to.
@@ -1218,12 +1214,12 @@ impl KeysafeClient {
         name: &DepositName,
         update: &AclUpdate,
     ) -> Result<Acl, ClientError> {
-        self.invalidate(owner, name);
-        let r = self
-            .json(Req::post(Self::deposit_path(owner, name, ":share")).json(update)?)
-            .await;
-        self.invalidate(owner, name);
-        r
+        self.write_json(
+            owner,
+            name,
+            Req::post(Self::deposit_path(owner, name, ":share")).json(update)?,
+        )
+        .await
     }
 
     /// Deposits others shared with this client or its groups.

@@ -68,24 +68,12 @@ impl Identity {
 
     /// Writes the identity in age's identity file format, mode 0600, refusing to overwrite.
     pub fn write_new_file(&self, path: &Path) -> Result<(), ClientError> {
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        let mut f = o
-            .open(path)
-            .map_err(|e| ClientError::Home(format!("cannot create {}: {e}", path.display())))?;
         let text = Zeroizing::new(format!(
             "# keysafe client encryption identity (age X25519)\n# public key: {}\n{}\n",
             self.recipient(),
             self.secret().as_str()
         ));
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| ClientError::Home(format!("cannot write {}: {e}", path.display())))
+        crate::home::write_file(path, text.as_bytes(), 0o600, false)
     }
 }
 

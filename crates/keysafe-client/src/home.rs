@@ -101,7 +101,47 @@ pub fn check_key_permissions(path: &Path) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> Result<(), ClientError> {
+/// Replaces `path` atomically with a private file (mode 0600 from the start) holding `parts`:
+/// written to a uniquely named temporary file in the same directory, synced, then renamed into
+/// place. The temporary file is removed if anything fails.
+pub(crate) fn replace_private_file(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        crate::client::random_u64()
+    ));
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let result = o
+        .open(&tmp)
+        .and_then(|mut f| {
+            for p in parts {
+                f.write_all(p)?;
+            }
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub(crate) fn write_file(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    overwrite: bool,
+) -> Result<(), ClientError> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true);
     if overwrite {
@@ -226,10 +266,8 @@ impl ClientHome {
         let header = "# keysafe client home: which servers to use and whom to trust.\n\
                       # The private key is client.key (mode 0600); never copy it to another host.\n";
         let path = self.dir.join(CONFIG_FILE);
-        let tmp = self.dir.join(format!("{CONFIG_FILE}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        write_file(&tmp, format!("{header}{text}").as_bytes(), 0o600, false)?;
-        std::fs::rename(&tmp, &path).map_err(|e| home_err("cannot replace", &path, e))
+        replace_private_file(&path, &[header.as_bytes(), text.as_bytes()])
+            .map_err(|e| home_err("cannot replace", &path, e))
     }
 
     pub fn identity(&self) -> Result<ClientIdentity, ClientError> {

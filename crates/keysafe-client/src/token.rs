@@ -7,7 +7,6 @@
 //! re-reads it when it changed on disk (a new inode), so they all follow one sequence.
 
 use crate::error::ClientError;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -162,22 +161,9 @@ fn persist(dir: &Path, token: &str, counter: u64) -> Result<(), ClientError> {
     {
         return Ok(());
     }
-    let tmp = dir.join(format!(".{TOKEN_FILE}.{}", std::process::id()));
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let mut f = o.open(&tmp).map_err(|e| err("write", e))?;
-    f.write_all(token.as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| err("write", e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| err("replace", e))?;
-    // The lock is released when `lock` is dropped.
-    Ok(())
+    // The lock is released when `lock` is dropped, after the rename.
+    crate::home::replace_private_file(&path, &[token.as_bytes(), b"\n"])
+        .map_err(|e| err("replace", e))
 }
 
 #[cfg(test)]

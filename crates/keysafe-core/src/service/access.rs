@@ -27,6 +27,15 @@ impl Role {
     }
 }
 
+impl Caller {
+    /// Parses a principal named on the wire (`FP` or `group:NAME`, in the caller's organisation);
+    /// a malformed one is bad input.
+    pub(crate) fn principal(&self, s: &str) -> Result<Principal, CoreError> {
+        Principal::parse_in(s, &self.org)
+            .map_err(|e| CoreError::InvalidInput(e.message().to_owned()))
+    }
+}
+
 impl Service {
     /// Parses an `owner` parameter (absent: the caller).
     pub(crate) fn owner_principal(
@@ -35,8 +44,7 @@ impl Service {
     ) -> Result<Principal, CoreError> {
         match owner {
             None | Some("") => Ok(Principal::Client(caller.fingerprint.clone())),
-            Some(o) => Principal::parse_in(o, &caller.org)
-                .map_err(|e| CoreError::InvalidInput(e.message().to_owned())),
+            Some(o) => caller.principal(o),
         }
     }
 

@@ -50,8 +50,7 @@ impl Service {
         caller: &Caller,
         principal: &str,
     ) -> Result<RecipientInfo, CoreError> {
-        let p = Principal::parse_in(principal, &caller.org)
-            .map_err(|e| CoreError::InvalidInput(e.message().to_owned()))?;
+        let p = caller.principal(principal)?;
         self.check_in_org(caller, &p).await?;
         let recipient = self.recipient_of(&p).await?.ok_or_else(|| {
             CoreError::InvalidState(format!(
@@ -141,8 +140,7 @@ impl Service {
         let mut grants = self.store.get_grants(&key).await?;
         match &update.change {
             AclChange::Grant { grantee, access } => {
-                let p = Principal::parse_in(grantee, &caller.org)
-                    .map_err(|e| CoreError::InvalidInput(e.message().to_owned()))?;
+                let p = caller.principal(grantee)?;
                 if p == key.owner {
                     return Err(CoreError::InvalidInput(
                         "the owner has full access already".into(),
@@ -163,8 +161,7 @@ impl Service {
                 }
             }
             AclChange::Revoke { grantee } => {
-                let p = Principal::parse_in(grantee, &caller.org)
-                    .map_err(|e| CoreError::InvalidInput(e.message().to_owned()))?;
+                let p = caller.principal(grantee)?;
                 let before = grants.len();
                 grants.retain(|g| g.grantee != p);
                 if grants.len() == before {

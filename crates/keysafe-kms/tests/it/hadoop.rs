@@ -27,7 +27,7 @@ fn has_jars(lib: &Path) -> bool {
 
 /// The folder with the Hadoop client jars, fetched by the repository's setup script if needed
 /// (once per test binary).
-fn hadoop_lib() -> Option<PathBuf> {
+fn hadoop_lib() -> PathBuf {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     let lib = LIB.get_or_init(|| {
         if let Some(lib) = std::env::var_os("HADOOP_CLIENT_LIB").map(PathBuf::from)
@@ -50,7 +50,7 @@ fn hadoop_lib() -> Option<PathBuf> {
         );
         lib
     });
-    Some(lib.clone())
+    lib.clone()
 }
 
 fn classpath(lib: &Path, extra: Option<&Path>) -> String {
@@ -131,7 +131,7 @@ fn provider(gw: &Gw) -> String {
 
 #[tokio::test]
 async fn keyshell_create_list_roll_delete() {
-    let Some(lib) = hadoop_lib() else { return };
+    let lib = hadoop_lib();
     let env = Env::new().await;
     let gw = env.gateway("127.0.0.1", |_, _| {}).await;
     let p = provider(&gw);
@@ -222,7 +222,7 @@ async fn keyshell_create_list_roll_delete() {
 /// The harness notices a gateway that never sets the `hadoop.auth` cookie (spec §6.5).
 #[tokio::test]
 async fn keyshell_fails_against_a_gateway_without_cookies() {
-    let Some(lib) = hadoop_lib() else { return };
+    let lib = hadoop_lib();
     let env = Env::new().await;
     let gw = env
         .gateway("127.0.0.1", |c, _| c.auth.danger_never_set_cookie = true)
@@ -313,7 +313,7 @@ async fn two_gateways(env: &Env) -> (Gw, Gw, String, keysafe_testkit::TestClient
 
 #[tokio::test]
 async fn harness_eek_operations_match_hadoop() {
-    let Some(lib) = hadoop_lib() else { return };
+    let lib = hadoop_lib();
     let env = Env::new().await;
     let gw = env.gateway("127.0.0.1", |_, _| {}).await;
     let o = harness(&lib, "root", &["eek", &provider(&gw), "ez1"]).await;
@@ -331,7 +331,7 @@ async fn harness_eek_operations_match_hadoop() {
 
 #[tokio::test]
 async fn harness_tokens_doas_and_denial() {
-    let Some(lib) = hadoop_lib() else { return };
+    let lib = hadoop_lib();
     let env = Env::new().await;
     let (a, b, lb, _second) = two_gateways(&env).await;
     let pa = provider(&a);
@@ -386,7 +386,7 @@ async fn harness_tokens_doas_and_denial() {
 
 #[tokio::test]
 async fn harness_load_balancing_over_two_gateways() {
-    let Some(lib) = hadoop_lib() else { return };
+    let lib = hadoop_lib();
     let env = Env::new().await;
     let (a, b, lb, _second) = two_gateways(&env).await;
     let o = harness(
@@ -419,7 +419,7 @@ async fn harness_load_balancing_over_two_gateways() {
 /// `ssl-client.xml` truststore settings.
 #[tokio::test]
 async fn keyshell_over_https() {
-    let Some(lib) = hadoop_lib() else { return };
+    let lib = hadoop_lib();
     let env = Env::new().await;
     let (cert, key) = (
         env.server.config.tls_cert.clone(),
