@@ -140,6 +140,36 @@ pub struct InitArgs {
     pub json: bool,
     #[command(flatten)]
     pub seal: SealArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// Where the server keeps its state (init).
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// The storage: a database file path (relative to the data directory) or a URL
+    /// (sqlite:PATH; postgres://USER@HOST[,HOST2...]/DATABASE once PostgreSQL is built in).
+    /// Never put a password in it: use --storage-password-file or KEYSAFE_STORAGE_PASSWORD.
+    #[arg(long, value_name = "URL", default_value = keysafe_store::config::DEFAULT_URL)]
+    pub storage: String,
+    /// A file holding the database password (mode 0600), for storage that needs one.
+    #[arg(long, value_name = "FILE")]
+    pub storage_password_file: Option<PathBuf>,
+}
+
+impl StorageArgs {
+    /// What `init` writes into `[storage]` (a password file given here is relative to the
+    /// current directory, so it is written as an absolute path).
+    pub fn template(&self) -> std::io::Result<keysafe_server::config::StorageTemplate> {
+        Ok(keysafe_server::config::StorageTemplate {
+            url: keysafe_store::StorageConfig::url_from_arg(&self.storage),
+            password_file: self
+                .storage_password_file
+                .as_deref()
+                .map(std::path::absolute)
+                .transpose()?,
+        })
+    }
 }
 
 // --- Seals, keyring rotation and backups (issue 5) ---

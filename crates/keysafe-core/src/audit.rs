@@ -256,7 +256,7 @@ impl crate::Service {
     ) -> Result<Option<AuditCheckpoint>, CoreError> {
         caller.require_admin()?;
         self.audit_checkpoint().await?;
-        let (seq, _) = self.store().audit_head();
+        let seq = self.store().audit_head().seq;
         Ok(self
             .store()
             .audit_checkpoints(seq)

@@ -77,6 +77,7 @@ impl CoreError {
             StoreError::Corrupt(m) => CoreError::Integrity(m),
             StoreError::Backend(m) => CoreError::Internal(m),
             StoreError::InUse(m) => CoreError::InvalidState(format!("{what} is still in use: {m}")),
+            StoreError::Unsupported(m) => CoreError::InvalidState(m),
         }
     }
 }

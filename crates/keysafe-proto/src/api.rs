@@ -590,6 +590,43 @@ pub struct PurgeResponse {
 mod tests {
     use super::*;
 
+    /// Servers send API names; an older server's table-like names are read as the same kinds,
+    /// and a kind this client does not know is kept as sent.
+    #[test]
+    fn wrapped_kinds_read_both_spellings() {
+        for (old, new, kind) in [
+            (
+                "deposit_versions",
+                "deposit-version",
+                WrappedKind::DepositVersion,
+            ),
+            (
+                "audit_signing_keys",
+                "audit-signing-key",
+                WrappedKind::AuditSigningKey,
+            ),
+        ] {
+            assert_eq!(WrappedKind::parse(old), Some(kind));
+            assert_eq!(WrappedKind::parse(new), Some(kind));
+            assert_eq!(kind.as_str(), new);
+            for sent in [old, new] {
+                let u: KekUsageInfo =
+                    serde_json::from_str(&format!(r#"{{"kind":"{sent}","count":3}}"#)).unwrap();
+                assert_eq!(u.kind, new);
+                assert_eq!(u.wrapped_kind(), Some(kind));
+                assert_eq!(
+                    serde_json::to_string(&u).unwrap(),
+                    format!(r#"{{"kind":"{new}","count":3}}"#)
+                );
+            }
+        }
+        let future: KekUsageInfo =
+            serde_json::from_str(r#"{"kind":"volume-key","count":1}"#).unwrap();
+        assert_eq!(future.kind, "volume-key");
+        assert_eq!(future.wrapped_kind(), None);
+        assert_eq!(WrappedKind::parse("deposit_version"), None);
+    }
+
     #[test]
     fn secret_debug_is_redacted() {
         let s = AuthSecret::new("hunter2-hunter2-hunter2");
@@ -634,12 +671,70 @@ impl Drop for UnsealRequest {
     }
 }
 
+/// A kind of stored secret wrapped by the keyring: what a keyring version's usage is counted
+/// by, and what the re-wrap job walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WrappedKind {
+    /// A deposit version's data key.
+    DepositVersion,
+    /// The seed of the key that signs audit checkpoints.
+    AuditSigningKey,
+}
+
+impl WrappedKind {
+    pub const ALL: &'static [WrappedKind] =
+        &[WrappedKind::DepositVersion, WrappedKind::AuditSigningKey];
+
+    /// The API name (`deposit-version`, `audit-signing-key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrappedKind::DepositVersion => "deposit-version",
+            WrappedKind::AuditSigningKey => "audit-signing-key",
+        }
+    }
+
+    /// Parses the API name, or the name servers sent before the API names existed
+    /// (`deposit_versions`, `audit_signing_keys`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "deposit-version" | "deposit_versions" => Some(WrappedKind::DepositVersion),
+            "audit-signing-key" | "audit_signing_keys" => Some(WrappedKind::AuditSigningKey),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WrappedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How many wrapped rows of one kind use a keyring version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KekUsageInfo {
-    /// `deposit_versions`, ...
+    /// A [`WrappedKind`] API name (`deposit-version`, `audit-signing-key`). Kept as text so a
+    /// client reads kinds a newer server adds; an older server's names are read as the API
+    /// names.
+    #[serde(deserialize_with = "wrapped_kind_name")]
     pub kind: String,
     pub count: u64,
+}
+
+impl KekUsageInfo {
+    /// The kind, if this client knows it.
+    pub fn wrapped_kind(&self) -> Option<WrappedKind> {
+        WrappedKind::parse(&self.kind)
+    }
+}
+
+/// Reads a wrapped-row kind, turning an older server's name into the API name.
+fn wrapped_kind_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(match WrappedKind::parse(&s) {
+        Some(k) => k.as_str().to_owned(),
+        None => s,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

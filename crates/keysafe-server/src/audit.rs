@@ -9,6 +9,7 @@
 //! stalled request.
 
 use crate::config::{AuditConfig, AuditFailurePolicy, SyslogProtocol};
+use keysafe_core::store::AuditAppendError;
 use keysafe_core::{Service, Store};
 use keysafe_proto::audit::{AuditEntry, AuditEvent};
 use std::io::Write;
@@ -142,11 +143,10 @@ async fn batch_writer(
         if let Some(t) = trail.upgrade() {
             t.in_flight.store(batch.len(), Ordering::Relaxed);
         }
-        // Shared, not copied, between attempts.
-        let batch = Arc::new(batch);
         let mut backoff = Duration::from_millis(50);
         loop {
-            match store.append_audit(batch.clone()).await {
+            // A failed append hands the same entries back (moved, not copied) for the retry.
+            match store.append_audit(batch).await {
                 Ok(()) => {
                     if let Some(t) = trail.upgrade() {
                         t.healthy.store(true, Ordering::Relaxed);
@@ -154,7 +154,8 @@ async fn batch_writer(
                     }
                     break;
                 }
-                Err(e) => {
+                Err(AuditAppendError { error: e, events }) => {
+                    batch = events;
                     metrics::counter!("keysafe_audit_failures_total", "reason" => "store")
                         .increment(1);
                     tracing::error!(error = %e, entries = batch.len(), "cannot append to the audit trail; retrying");
@@ -207,7 +208,7 @@ pub fn spawn_sinks(config: &AuditConfig, store: Arc<dyn Store>) {
     if sinks.is_empty() {
         return;
     }
-    let mut next = store.audit_head().0.saturating_add(1);
+    let mut next = store.audit_head().seq.saturating_add(1);
     tokio::spawn(async move {
         loop {
             match store.audit_entries(next, None, 1000).await {

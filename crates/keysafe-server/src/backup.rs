@@ -1,4 +1,4 @@
-//! Backups: a consistent online snapshot of the database (SQLite `VACUUM INTO`), the
+//! Backups: a consistent online snapshot of the store (`keysafe_store::snapshot`), the
 //! configuration, the server's TLS identity, the administrator identity and (only when asked)
 //! the root key, in one container encrypted to age X25519 recipients. age's authenticated
 //! encryption makes any modified byte fail decryption; each file also carries its SHA-256 in the
@@ -9,7 +9,6 @@
 
 use crate::config::{CONFIG_FILE, Config, SealConfig};
 use age::Recipient;
-use keysafe_core::Service;
 use keysafe_proto::ClientFingerprint;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -31,6 +30,7 @@ pub struct BackupSources {
     pub tls_key: PathBuf,
     pub root_key: Option<PathBuf>,
     pub seal: String,
+    pub storage: keysafe_store::StorageConfig,
 }
 
 impl BackupSources {
@@ -45,6 +45,7 @@ impl BackupSources {
                 _ => None,
             },
             seal: config.seal.kind().to_owned(),
+            storage: config.storage.clone(),
         }
     }
 }
@@ -111,7 +112,6 @@ fn rel(data_dir: &Path, p: &Path) -> Result<String, BackupError> {
 
 /// Makes a backup of a running server and returns the encrypted file.
 pub async fn create(
-    service: &Service,
     src: &BackupSources,
     fingerprint: &ClientFingerprint,
     recipients: Vec<age::x25519::Recipient>,
@@ -129,11 +129,12 @@ pub async fn create(
         .tempdir_in(&src.data_dir)
         .map_err(|e| failed(&e))?;
     let snap = tmp.path().join(DB_ENTRY);
-    service
-        .store()
-        .snapshot(&snap)
+    keysafe_store::snapshot::take(&src.storage, &snap)
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| match e {
+            keysafe_core::StoreError::Unsupported(m) => BackupError::Refused(m),
+            other => failed(&other),
+        })?;
     let src = src.clone();
     let fingerprint = fingerprint.clone();
     tokio::task::spawn_blocking(move || {

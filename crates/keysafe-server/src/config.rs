@@ -14,7 +14,30 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:11371";
 /// The documented configuration file, with `listen` and `hostname` filled in. `init` writes it;
 /// `keysafe serve --print-default-config` prints it with the defaults.
 pub fn config_template(listen: SocketAddr, hostname: &str) -> String {
-    config_template_with_seal(listen, hostname, &SealTemplate::default())
+    config_template_with_seal(
+        listen,
+        hostname,
+        &SealTemplate::default(),
+        &StorageTemplate::default(),
+    )
+}
+
+/// The `[storage]` settings `init` writes into the template: a storage URL (`--storage`) and,
+/// for a database that needs one, the file holding its password. The storage crate documents
+/// and validates them; this crate never looks inside.
+#[derive(Debug, Clone)]
+pub struct StorageTemplate {
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for StorageTemplate {
+    fn default() -> Self {
+        Self {
+            url: keysafe_store::config::DEFAULT_URL.into(),
+            password_file: None,
+        }
+    }
 }
 
 /// The `[seal]` settings `init` writes into the template.
@@ -85,13 +108,15 @@ check_interval = "30s"
     )
 }
 
-/// [`config_template`] with a chosen seal.
+/// [`config_template`] with a chosen seal and storage.
 pub fn config_template_with_seal(
     listen: SocketAddr,
     hostname: &str,
     seal: &SealTemplate,
+    storage: &StorageTemplate,
 ) -> String {
     let seal = seal_section(seal);
+    let storage = keysafe_store::storage_section(&storage.url, storage.password_file.as_deref());
     format!(
         r#"# keysafe server configuration.
 # Relative paths are resolved against the data directory (the folder that holds this file).
@@ -118,12 +143,7 @@ max_connections = 4096
 # On SIGTERM or SIGINT, in-flight requests get this long to finish.
 shutdown_grace = "30s"
 
-[storage]
-# "sqlite": one embedded database file (WAL, synchronous=FULL).
-backend = "sqlite"
-sqlite_path = "keysafe.db"
-
-{seal}
+{storage}{seal}
 [keyring]
 # The re-wrap job (after `keysafe admin keyring rotate`) moves this many data keys per
 # transaction...
@@ -202,7 +222,7 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
-    storage: RawStorage,
+    storage: keysafe_store::StorageSettings,
     #[serde(default)]
     seal: RawSeal,
     #[serde(default)]
@@ -328,22 +348,6 @@ impl Default for RawServer {
             header_read_timeout: Duration::from_secs(30),
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawStorage {
-    backend: String,
-    sqlite_path: PathBuf,
-}
-
-impl Default for RawStorage {
-    fn default() -> Self {
-        Self {
-            backend: "sqlite".into(),
-            sqlite_path: "keysafe.db".into(),
         }
     }
 }
@@ -476,11 +480,6 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone)]
-pub enum StorageConfig {
-    Sqlite { path: PathBuf },
-}
-
-#[derive(Debug, Clone)]
 pub enum SealConfig {
     File {
         root_key_file: PathBuf,
@@ -518,7 +517,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
-    pub storage: StorageConfig,
+    /// Where the state lives; only the storage factory looks inside.
+    pub storage: keysafe_store::StorageConfig,
     pub seal: SealConfig,
     pub seal_check_interval: Duration,
     pub rewrap: keysafe_core::service::rewrap::RewrapSettings,
@@ -565,12 +565,7 @@ impl Config {
         if raw.server.max_connections == 0 {
             bail!("server.max_connections must be at least 1");
         }
-        let storage = match raw.storage.backend.as_str() {
-            "sqlite" => StorageConfig::Sqlite {
-                path: resolve(&raw.storage.sqlite_path),
-            },
-            other => bail!("storage.backend {other:?}: expected \"sqlite\""),
-        };
+        let storage = keysafe_store::StorageConfig::from_settings(&raw.storage, data_dir)?;
         let seal = match raw.seal.kind.as_str() {
             "file" => SealConfig::File {
                 root_key_file: resolve(&raw.seal.root_key_file),
@@ -735,6 +730,7 @@ mod tests {
         assert!(Config::parse(dir, "[server]\ntls_min_version = \"1.0\"").is_err());
         assert!(Config::parse(dir, "[server]\nunknown = 1").is_err());
         assert!(Config::parse(dir, "[storage]\nbackend = \"mysql\"").is_err());
+        assert!(Config::parse(dir, "[storage]\nurl = \"postgres://u:pw@h/db\"").is_err());
         assert!(Config::parse(dir, "[limits]\nmax_deposit_size = 0").is_err());
         assert!(Config::parse(dir, "[seal]\ntype = \"rot13\"").is_err());
         assert!(Config::parse(dir, "[seal]\ntype = \"pkcs11\"\npkcs11_mode = \"fast\"").is_err());
@@ -762,9 +758,11 @@ mod tests {
                     kind: seal.into(),
                     ..SealTemplate::default()
                 },
+                &StorageTemplate::default(),
             );
             let c = Config::parse(Path::new("/d"), &t).unwrap();
             assert_eq!(c.seal.kind(), seal);
+            assert_eq!(c.storage.to_string(), "/d/keysafe.db");
             let lines: Vec<&str> = t.lines().collect();
             for (i, l) in lines.iter().enumerate() {
                 let l = l.trim();

@@ -3,7 +3,9 @@
 //! that already holds anything. The first administrator identity is added by the caller (the
 //! CLI), which owns the client-home format.
 
-use crate::config::{CONFIG_FILE, Config, SealConfig, SealTemplate, config_template_with_seal};
+use crate::config::{
+    CONFIG_FILE, Config, SealConfig, SealTemplate, StorageTemplate, config_template_with_seal,
+};
 use anyhow::{Context, bail};
 use keysafe_core::{Service, SystemClock};
 use keysafe_proto::ClientFingerprint;
@@ -16,8 +18,10 @@ pub struct InitOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub hostname: String,
-    /// The seal to create (issue 5); the default is the root key file.
+    /// The seal to create; the default is the root key file.
     pub seal: SealTemplate,
+    /// Where the state goes (`--storage`); the default is a database file in the data directory.
+    pub storage: StorageTemplate,
     /// The passphrase, for the passphrase seal.
     pub passphrase: Option<zeroize::Zeroizing<String>>,
 }
@@ -29,6 +33,7 @@ impl std::fmt::Debug for InitOptions {
             .field("listen", &self.listen)
             .field("hostname", &self.hostname)
             .field("seal", &self.seal)
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }
@@ -43,7 +48,8 @@ pub struct InitReport {
     pub root_key: PathBuf,
     /// `file`, `passphrase` or `pkcs11`.
     pub seal: String,
-    pub database: PathBuf,
+    /// Where the state lives (the database file, or the connection string).
+    pub database: String,
     pub fingerprint: ClientFingerprint,
     pub url: String,
 }
@@ -130,7 +136,8 @@ pub async fn init_server(opts: &InitOptions) -> anyhow::Result<(InitReport, Serv
 async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitReport, Service)> {
     let dir = dir.to_owned();
 
-    let config_text = config_template_with_seal(opts.listen, &opts.hostname, &opts.seal);
+    let config_text =
+        config_template_with_seal(opts.listen, &opts.hostname, &opts.seal, &opts.storage);
     let config = Config::parse(&dir, &config_text)?;
     // The seal first: a wrong PIN or a missing module stops here, before anything is written.
     let seal = crate::seal::create_seal(&config, opts.passphrase.clone()).await?;
@@ -158,12 +165,9 @@ async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitRepor
         _ => dir.join("root.key"),
     };
 
-    let crate::config::StorageConfig::Sqlite { path: db } = &config.storage;
-    let store = Arc::new(
-        keysafe_store::SqliteStore::create(db)
-            .await
-            .with_context(|| format!("cannot create the database {}", db.display()))?,
-    );
+    let store = keysafe_store::create(&config.storage)
+        .await
+        .with_context(|| format!("cannot create the storage {}", config.storage))?;
     Service::initialise_keyring(store.as_ref(), seal.clone(), &SystemClock).await?;
     let service = Service::open(store, Some(seal), Arc::new(SystemClock), config.limits()).await?;
     Ok((
@@ -174,7 +178,7 @@ async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitRepor
             tls_key: config.tls_key.clone(),
             root_key: root_key_file,
             seal: config.seal.kind().to_owned(),
-            database: db.clone(),
+            database: config.storage.to_string(),
             fingerprint: cert.fingerprint,
             url: config.local_url(),
         },

@@ -3,7 +3,7 @@
 //! identity attached to every request. Handshakes never serialise behind each other. Shutdown
 //! stops accepting, lets in-flight requests finish within the grace period, then returns.
 
-use crate::config::{Config, SealConfig, StorageConfig};
+use crate::config::{Config, SealConfig};
 use crate::identity::PeerIdentity;
 use crate::routes::router;
 use crate::seal::{SealInputs, open_seal};
@@ -68,13 +68,9 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
         SealConfig::Passphrase => None,
         _ => Some(open_seal(config, inputs, &[]).await?),
     };
-    let store: Arc<dyn keysafe_core::Store> = match &config.storage {
-        StorageConfig::Sqlite { path } => Arc::new(
-            keysafe_store::SqliteStore::open(path)
-                .await
-                .with_context(|| format!("cannot open the database {}", path.display()))?,
-        ),
-    };
+    let store = keysafe_store::open(&config.storage)
+        .await
+        .with_context(|| format!("cannot open the storage {}", config.storage))?;
     let seal = match early {
         Some(s) => s,
         None => open_seal(config, inputs, &store.load_keks().await?).await?,

@@ -1,8 +1,8 @@
 //! Test kit. `TestServer::start()` initialises a throwaway data directory exactly as
 //! `keysafe init` does, binds 127.0.0.1:0, runs the real server (`keysafe_server::run`) in the
 //! background and hands back an administrator client; dropping it shuts the server down.
-//! Helpers register real clients (real key pairs, real mutual TLS) and open the database file
-//! directly, for tampering tests.
+//! Helpers register real clients (real key pairs, real mutual TLS) and reach the database
+//! directly, whatever its backend (`keysafe_store::testing`), for tampering tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keysafe_cli::cmd::init::{InitSummary, init_data_dir};
@@ -95,6 +95,7 @@ impl TestServer {
             listen: addr,
             hostname: "localhost".into(),
             seal: Default::default(),
+            storage: Default::default(),
             passphrase: None,
         };
         init(&mut opts);
@@ -124,10 +125,23 @@ impl TestServer {
         }
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        match &self.config.storage {
-            keysafe_server::config::StorageConfig::Sqlite { path } => path.clone(),
+    /// The files that hold the store's data at rest, for tests that search them.
+    pub fn files_at_rest(&self) -> Vec<PathBuf> {
+        keysafe_store::testing::files_at_rest(&self.config.storage)
+    }
+
+    /// Everything the store holds at rest, the files one after another, for tests that search
+    /// it for what must not be there. Panics when nothing could be read (a search of nothing
+    /// proves nothing).
+    pub fn bytes_at_rest(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in self.files_at_rest() {
+            if let Ok(b) = std::fs::read(&p) {
+                out.extend_from_slice(&b);
+            }
         }
+        assert!(!out.is_empty(), "no file of the store could be read");
+        out
     }
 
     /// Creates an organisation and returns its auth secret.
@@ -221,14 +235,10 @@ impl TestServer {
         (dir, c)
     }
 
-    /// A direct read-write connection to the database file, bypassing the server: what an
-    /// intruder with file access can do.
-    pub async fn raw_db(&self) -> sqlx::SqliteConnection {
-        use sqlx::ConnectOptions;
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.db_path())
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .connect()
+    /// A direct read-write connection to the database, bypassing the server: what an intruder
+    /// with database access can do.
+    pub async fn raw_db(&self) -> keysafe_store::testing::RawDb {
+        keysafe_store::testing::RawDb::connect(&self.config.storage)
             .await
             .unwrap()
     }

@@ -4,7 +4,6 @@
 use crate::cli::BackupCommand;
 use crate::output;
 use anyhow::Context;
-use keysafe_core::store::Store;
 use keysafe_server::backup::{DB_ENTRY, Manifest, load_identities, open};
 use serde::Serialize;
 
@@ -32,7 +31,7 @@ pub async fn verify(
             std::fs::write(&db, &b[..])?;
         }
     }
-    let store = keysafe_store::SqliteStore::open(&db)
+    let store = keysafe_store::snapshot::open(&db)
         .await
         .context("the database in the backup does not open")?;
     let mut versions: Vec<u32> = store.load_keks().await?.iter().map(|k| k.version).collect();

@@ -21,7 +21,8 @@ pub struct InitSummary {
     pub root_key: PathBuf,
     /// `file`, `passphrase` or `pkcs11`.
     pub seal: String,
-    pub database: PathBuf,
+    /// Where the state lives (the database file, or the connection string).
+    pub database: String,
     pub admin_home: PathBuf,
     pub admin_fingerprint: ClientFingerprint,
     pub server_fingerprint: ClientFingerprint,
@@ -85,7 +86,7 @@ pub fn print_summary(s: &InitSummary) {
         "file" => println!("  root key        {} (mode 0600)", s.root_key.display()),
         other => println!("  seal            {other}"),
     }
-    println!("  database        {}", s.database.display());
+    println!("  database        {}", s.database);
     println!(
         "  admin identity  {} (fingerprint {})",
         s.admin_home.display(),
@@ -114,6 +115,7 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
         hostname: args.hostname,
         passphrase: crate::cmd::secrets::init_passphrase(&args.seal)?,
         seal: crate::cmd::secrets::template(&args.seal),
+        storage: args.storage.template()?,
     })
     .await?;
     if args.json {

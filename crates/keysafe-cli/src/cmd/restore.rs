@@ -9,9 +9,8 @@ use crate::cmd::secrets;
 use crate::output;
 use anyhow::{Context, bail};
 use keysafe_core::keyring::Keyring;
-use keysafe_core::store::Store;
-use keysafe_server::backup::{ROOT_KEY_ENTRY, load_identities, open};
-use keysafe_server::config::{CONFIG_FILE, Config, SealConfig, StorageConfig};
+use keysafe_server::backup::{DB_ENTRY, ROOT_KEY_ENTRY, load_identities, open};
+use keysafe_server::config::{CONFIG_FILE, Config, SealConfig};
 use keysafe_server::init::is_uninitialised;
 use keysafe_server::seal::{SealInputs, open_seal};
 use serde::Serialize;
@@ -107,7 +106,9 @@ async fn build(
     target: &Path,
 ) -> anyhow::Result<Restored> {
     for (e, b) in &opened.files {
-        if e.name == ROOT_KEY_ENTRY {
+        // The root key goes where the configuration says, and the database where the storage
+        // configuration keeps it (below).
+        if e.name == ROOT_KEY_ENTRY || e.name == DB_ENTRY {
             continue;
         }
         write_file(dir, &e.name, b)?;
@@ -177,8 +178,15 @@ async fn build(
 
     // Open the keyring with the restored seal, so a backup that cannot be opened here is refused
     // now rather than at the first request.
-    let StorageConfig::Sqlite { path: db } = &config.storage;
-    let store = keysafe_store::SqliteStore::open(db).await?;
+    let (_, db) = opened
+        .files
+        .iter()
+        .find(|(e, _)| e.name == DB_ENTRY)
+        .context("the backup has no database")?;
+    keysafe_store::snapshot::install(&config.storage, db)
+        .await
+        .with_context(|| format!("cannot restore the database into {}", config.storage))?;
+    let store = keysafe_store::open(&config.storage).await?;
     let records = store.load_keks().await?;
     let passphrase = match config.seal {
         SealConfig::Passphrase => secrets::passphrase(

@@ -28,6 +28,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             hostname: args.hostname.clone(),
             passphrase: crate::cmd::secrets::init_passphrase(&args.seal)?,
             seal: crate::cmd::secrets::template(&args.seal),
+            storage: Default::default(),
         })
         .await?;
         print_summary(&summary);

@@ -142,9 +142,12 @@ async fn verify_export_and_the_documented_independent_check() {
         .await,
         2,
     );
-    let mut db = ts.raw_db().await;
-    sqlx::query("UPDATE audit_log SET outcome = 'forbidden' WHERE seq = 3")
-        .execute(&mut db)
+    ts.raw_db()
+        .await
+        .execute(
+            "UPDATE audit_log SET outcome = 'forbidden' WHERE seq = 3",
+            &[],
+        )
         .await
         .unwrap();
     let err = fails_with(
@@ -350,24 +353,21 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
         &file_sink,
         "\"operation\":\"PUT /v1/deposits/{*path}\""
     ));
-    let mut db = {
-        use sqlx::ConnectOptions;
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.join("keysafe.db"))
-            .connect()
-            .await
-            .unwrap()
-    };
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT json_array(seq, time, node, request_id, remote, client, org, operation, target, \
-         version, outcome, prev_hash, hash) FROM audit_log",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
+    let storage = keysafe_server::config::Config::load(&dir).unwrap().storage;
+    let mut db = keysafe_store::testing::RawDb::connect(&storage)
+        .await
+        .unwrap();
+    let rows = db
+        .query(
+            "SELECT json_array(seq, time, node, request_id, remote, client, org, operation, \
+             target, version, outcome, prev_hash, hash) FROM audit_log",
+            &[],
+        )
+        .await
+        .unwrap();
     let db_entries = rows
-        .into_iter()
-        .map(|(r,)| r)
+        .iter()
+        .map(|r| r[0].as_text().unwrap())
         .collect::<Vec<_>>()
         .join("\n");
     assert!(db_entries.contains("/v1/deposits/db/raw"));

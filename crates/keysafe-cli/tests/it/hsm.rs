@@ -408,24 +408,27 @@ async fn per_deposit_mode_round_trips_and_needs_the_hsm_for_every_read() {
     // A tampered data key is an integrity error (the HSM layer refuses it), not a crash, and
     // the server stays unsealed.
     {
-        use sqlx::ConnectOptions;
-        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.join("keysafe.db"))
-            .connect()
+        let storage = keysafe_server::config::Config::load(&dir).unwrap().storage;
+        let mut db = keysafe_store::testing::RawDb::connect(&storage)
             .await
             .unwrap();
-        let (mut w,): (Vec<u8>,) =
-            sqlx::query_as("SELECT wrapped_dek FROM deposit_versions WHERE name = 'pd/3'")
-                .fetch_one(&mut db)
-                .await
-                .unwrap();
+        let w = db
+            .scalar(
+                "SELECT wrapped_dek FROM deposit_versions WHERE name = 'pd/3'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut w = w.as_blob().unwrap().to_vec();
         w[20] ^= 1;
-        let r = sqlx::query("UPDATE deposit_versions SET wrapped_dek = ?1 WHERE name = 'pd/3'")
-            .bind(w)
-            .execute(&mut db)
+        let changed = db
+            .execute(
+                "UPDATE deposit_versions SET wrapped_dek = ?1 WHERE name = 'pd/3'",
+                &[w.into()],
+            )
             .await
             .unwrap();
-        assert_eq!(r.rows_affected(), 1);
+        assert_eq!(changed, 1);
     }
     assert_code(cl.get(&name("pd/3"), None).await, ErrorCode::IntegrityError);
     assert_eq!(

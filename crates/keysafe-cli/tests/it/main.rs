@@ -8,6 +8,7 @@ mod client_cmds;
 mod failover;
 mod kms_cmd;
 mod server_cmds;
+mod shared_dir;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
 mod hsm;

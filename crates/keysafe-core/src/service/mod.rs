@@ -314,15 +314,15 @@ impl Service {
     pub async fn audit_checkpoint(
         &self,
     ) -> Result<Option<keysafe_proto::audit::AuditCheckpoint>, CoreError> {
-        let (seq, hash) = self.store.audit_head();
-        if seq == 0 {
+        let head = self.store.audit_head();
+        if head.seq == 0 {
             return Ok(None);
         }
-        if !self.store.audit_checkpoints(seq).await?.is_empty() {
+        if !self.store.audit_checkpoints(head.seq).await?.is_empty() {
             return Ok(None);
         }
         let signer = self.audit_signer().await?;
-        let cp = signer.sign(seq, &hash, self.clock.now());
+        let cp = signer.sign(head.seq, &head.hash, self.clock.now());
         self.store
             .apply(Mutation::InsertAuditCheckpoint(cp.clone()))
             .await

@@ -57,7 +57,6 @@ pub async fn backup(
     let recipients = crate::backup::parse_recipients(&req.recipients)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
     let bytes = crate::backup::create(
-        &state.service,
         &state.backup,
         &state.fingerprint,
         recipients,

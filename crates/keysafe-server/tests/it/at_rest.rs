@@ -1,4 +1,5 @@
-//! Keys at rest: nothing in the clear in the database files, and tampering is detected.
+//! Keys at rest: nothing in the clear in the files that hold the store, and tampering is
+//! detected.
 
 use crate::assert_code;
 use keysafe_client::Precondition;
@@ -38,10 +39,8 @@ async fn database_and_wal_never_hold_plaintext() {
         &payload[..]
     );
     let root_key = std::fs::read(&ts.summary.root_key).unwrap();
-    let db = ts.db_path();
     let mut checked = 0;
-    for suffix in ["", "-wal", "-shm"] {
-        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+    for path in ts.files_at_rest() {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
@@ -64,38 +63,23 @@ async fn database_and_wal_never_hold_plaintext() {
 }
 
 async fn exec(ts: &TestServer, sql: &str) {
-    let mut db = ts.raw_db().await;
-    let r = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut db)
-        .await
-        .unwrap();
-    assert!(
-        r.rows_affected() > 0,
-        "tampering statement changed nothing: {sql}"
-    );
+    let changed = ts.raw_db().await.execute(sql, &[]).await.unwrap();
+    assert!(changed > 0, "tampering statement changed nothing: {sql}");
 }
 
 async fn blob(ts: &TestServer, sql: &str) -> Vec<u8> {
-    let mut db = ts.raw_db().await;
-    let (b,): (Vec<u8>,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    b
+    let v = ts.raw_db().await.scalar(sql, &[]).await.unwrap();
+    v.as_blob().unwrap().to_vec()
 }
 
 async fn set_blob(ts: &TestServer, sql: &str, value: Vec<u8>) {
-    let mut db = ts.raw_db().await;
-    let r = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-        .bind(value)
-        .execute(&mut db)
+    let changed = ts
+        .raw_db()
+        .await
+        .execute(sql, &[value.into()])
         .await
         .unwrap();
-    assert_eq!(
-        r.rows_affected(),
-        1,
-        "tampering statement changed nothing: {sql}"
-    );
+    assert_eq!(changed, 1, "tampering statement changed nothing: {sql}");
 }
 
 #[tokio::test]

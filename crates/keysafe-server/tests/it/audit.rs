@@ -7,6 +7,7 @@ use crate::assert_code;
 use keysafe_client::{KeysafeClient, Precondition};
 use keysafe_proto::audit::{AuditEntry, AuditReport, verify};
 use keysafe_proto::{DepositName, ErrorCode};
+use keysafe_store::testing::{RawDb, RawValue};
 use keysafe_testkit::TestServer;
 use std::time::Duration;
 
@@ -156,7 +157,7 @@ async fn the_audit_log_holds_no_payload_token_or_secret() {
 mod tampering {
     use super::*;
 
-    async fn setup() -> (TestServer, u64, sqlx::SqliteConnection) {
+    async fn setup() -> (TestServer, u64, RawDb) {
         let ts = TestServer::start().await;
         let head = traffic(&ts).await;
         assert_eq!(verify_remote(&ts).await.broken, None);
@@ -164,11 +165,8 @@ mod tampering {
         (ts, head, db)
     }
 
-    async fn exec(db: &mut sqlx::SqliteConnection, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut *db)
-            .await
-            .unwrap();
+    async fn exec(db: &mut RawDb, sql: &str) {
+        db.execute_script(sql).await.unwrap();
     }
 
     async fn broken(ts: &TestServer) -> (u64, &'static str) {
@@ -227,30 +225,39 @@ mod tampering {
             "UPDATE audit_log SET seq = seq - 999999 WHERE seq >= 1000000",
         )
         .await;
-        let (prev,): (String,) = sqlx::query_as("SELECT hash FROM audit_log WHERE seq = 3")
-            .fetch_one(&mut db)
+        let prev = db
+            .scalar("SELECT hash FROM audit_log WHERE seq = 3", &[])
             .await
             .unwrap();
+        let prev = prev.as_text().unwrap();
         ev.request_id = "forged".into();
-        let forged = AuditEntry::chain(3, &prev, ev);
-        sqlx::query(
+        let forged = AuditEntry::chain(3, prev, ev);
+        let text = |v: &Option<String>| match v {
+            Some(t) => RawValue::from(t.as_str()),
+            None => RawValue::Null,
+        };
+        db.execute(
             "INSERT INTO audit_log (seq, time, node, request_id, remote, client, org, operation, \
              target, version, outcome, prev_hash, hash) \
              VALUES (4, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            &[
+                forged.event.time.into(),
+                forged.event.node.as_str().into(),
+                forged.event.request_id.as_str().into(),
+                forged.event.remote.as_str().into(),
+                text(&forged.event.client),
+                text(&forged.event.org),
+                forged.event.operation.as_str().into(),
+                forged.event.target.as_str().into(),
+                forged
+                    .event
+                    .version
+                    .map_or(RawValue::Null, |v| (v as i64).into()),
+                forged.event.outcome.as_str().into(),
+                forged.prev_hash.as_str().into(),
+                forged.hash.as_str().into(),
+            ],
         )
-        .bind(forged.event.time)
-        .bind(&forged.event.node)
-        .bind(&forged.event.request_id)
-        .bind(&forged.event.remote)
-        .bind(&forged.event.client)
-        .bind(&forged.event.org)
-        .bind(&forged.event.operation)
-        .bind(&forged.event.target)
-        .bind(forged.event.version.map(|v| v as i64))
-        .bind(&forged.event.outcome)
-        .bind(&forged.prev_hash)
-        .bind(&forged.hash)
-        .execute(&mut db)
         .await
         .unwrap();
         let b = verify(&entries(&ts.admin).await, &cps, &pk, None)
@@ -296,13 +303,16 @@ mod tampering {
         let mut prev = es[3].hash.clone();
         for e in es.iter().filter(|e| e.seq >= 5) {
             let re = AuditEntry::chain(e.seq - 1, &prev, e.event.clone());
-            sqlx::query("UPDATE audit_log SET prev_hash = ?1, hash = ?2 WHERE seq = ?3")
-                .bind(&re.prev_hash)
-                .bind(&re.hash)
-                .bind(e.seq as i64)
-                .execute(&mut db)
-                .await
-                .unwrap();
+            db.execute(
+                "UPDATE audit_log SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+                &[
+                    re.prev_hash.as_str().into(),
+                    re.hash.as_str().into(),
+                    (e.seq as i64).into(),
+                ],
+            )
+            .await
+            .unwrap();
             prev = re.hash;
         }
         assert_eq!(broken(&ts).await, (head, "checkpoint_mismatch"));
@@ -322,20 +332,20 @@ mod tampering {
 
 /// A trigger that makes every insert into the audit log fail: the audit store is broken.
 async fn break_audit_store(ts: &TestServer) {
-    let mut db = ts.raw_db().await;
-    sqlx::query(
-        "CREATE TRIGGER audit_broken BEFORE INSERT ON audit_log \
-         BEGIN SELECT RAISE(ABORT, 'audit store broken'); END",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap();
+    ts.raw_db()
+        .await
+        .execute_script(
+            "CREATE TRIGGER audit_broken BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'audit store broken'); END",
+        )
+        .await
+        .unwrap();
 }
 
 async fn repair_audit_store(ts: &TestServer) {
-    let mut db = ts.raw_db().await;
-    sqlx::query("DROP TRIGGER audit_broken")
-        .execute(&mut db)
+    ts.raw_db()
+        .await
+        .execute_script("DROP TRIGGER audit_broken")
         .await
         .unwrap();
 }
@@ -383,16 +393,23 @@ async fn a_write_whose_audit_insert_fails_is_rolled_back_and_requests_fail_close
         ErrorCode::Unavailable,
     );
     let mut db = ts.raw_db().await;
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deposits WHERE name = 'lost'")
-        .fetch_one(&mut db)
+    let n = db
+        .scalar("SELECT COUNT(*) FROM deposits WHERE name = 'lost'", &[])
         .await
         .unwrap();
-    assert_eq!(n, 0, "the write was committed without its audit entry");
-    let (v,): (i64,) = sqlx::query_as("SELECT current_version FROM deposits WHERE name = 'kept'")
-        .fetch_one(&mut db)
+    assert_eq!(
+        n.as_int(),
+        Some(0),
+        "the write was committed without its audit entry"
+    );
+    let v = db
+        .scalar(
+            "SELECT current_version FROM deposits WHERE name = 'kept'",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(v, 1);
+    assert_eq!(v.as_int(), Some(1));
 
     // The refusals' own entries cannot be appended: the trail reports itself failing, health
     // says so, and requests are refused rather than served unrecorded.
@@ -466,14 +483,15 @@ async fn the_public_key_is_published_and_its_key_stored_wrapped() {
     assert_eq!(k.public_key.len(), 64);
     assert!(k.pem.starts_with("-----BEGIN PUBLIC KEY-----"));
     // Stored wrapped by the keyring, never in the clear.
-    let mut db = ts.raw_db().await;
-    let (kek, wrapped): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT kek_version, wrapped FROM audit_signing_keys")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-    assert_eq!(kek, 1);
-    assert!(wrapped.len() > 32);
+    let row = ts
+        .raw_db()
+        .await
+        .query("SELECT kek_version, wrapped FROM audit_signing_keys", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.len(), 1);
+    assert_eq!(row[0][0].as_int(), Some(1));
+    assert!(row[0][1].as_blob().unwrap().len() > 32);
     // The key the server signs with is the published one.
     let signer = ts.service().audit_signer().await.unwrap();
     assert_eq!(hex::encode(signer.public_key()), k.public_key);
@@ -503,7 +521,7 @@ async fn sinks_get_every_entry_as_json_lines_and_rfc5424_syslog() {
     })
     .await;
     traffic(&ts).await;
-    let head = ts.service().store().audit_head().0;
+    let head = ts.service().store().audit_head().seq;
     // The syslog listener receives RFC 5424 messages.
     let mut buf = vec![0u8; 65536];
     let n = tokio::time::timeout(Duration::from_secs(30), udp.recv(&mut buf))

@@ -410,13 +410,16 @@ async fn soft_delete_undelete_and_purge() {
     assert_code(c.client.versions(&n).await, ErrorCode::NotFound);
     assert_code(c.client.purge(&n).await, ErrorCode::NotFound);
     // The rows are gone from the database too.
-    let mut db = ts.raw_db().await;
-    let (count,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM deposit_versions WHERE name = 'temp'")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-    assert_eq!(count, 0);
+    let count = ts
+        .raw_db()
+        .await
+        .scalar(
+            "SELECT count(*) FROM deposit_versions WHERE name = 'temp'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(count.as_int(), Some(0));
     // A purged name can be used afresh, starting at version 1.
     assert_eq!(
         c.client

@@ -179,10 +179,11 @@ async fn secrets_are_stored_only_as_argon2id_hashes() {
     let ts = TestServer::start().await;
     let secret = ts.create_org("acme").await;
     let mut db = ts.raw_db().await;
-    let (hash,): (String,) = sqlx::query_as("SELECT auth_hash FROM orgs WHERE name = 'acme'")
-        .fetch_one(&mut db)
+    let hash = db
+        .scalar("SELECT auth_hash FROM orgs WHERE name = 'acme'", &[])
         .await
         .unwrap();
+    let hash = hash.as_text().unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(secret.expose()));
     let listed = ts.admin.list_orgs().await.unwrap();

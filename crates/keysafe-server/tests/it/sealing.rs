@@ -80,10 +80,8 @@ async fn passphrase_seal_starts_sealed_and_unseals_over_the_api() {
     assert_code(ts.admin.unseal(PASSPHRASE).await, ErrorCode::InvalidState);
     // The salt lives with the keyring, and the key itself never does.
     let mut db = ts.raw_db().await;
-    let (seal,): (String,) = sqlx::query_as("SELECT seal FROM keyring")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let seal = db.scalar("SELECT seal FROM keyring", &[]).await.unwrap();
+    let seal = seal.as_text().unwrap();
     assert!(
         seal.starts_with("passphrase;argon2id;m=65536;t=3;p=1;salt="),
         "{seal}"
@@ -164,7 +162,7 @@ async fn rotation_keeps_every_deposit_readable_before_during_and_after() {
     assert!(
         v2.usage
             .iter()
-            .any(|u| u.kind == "audit_signing_keys" && u.count == 1),
+            .any(|u| u.kind == "audit-signing-key" && u.count == 1),
         "{v2:?}"
     );
     assert!(v1.usage.iter().all(|u| u.count == 0), "{v1:?}");
@@ -191,17 +189,19 @@ async fn rotation_keeps_every_deposit_readable_before_during_and_after() {
     assert_eq!(st.versions.len(), 1);
     assert_code(ts.admin.keyring_retire(1).await, ErrorCode::NotFound);
     let mut db = ts.raw_db().await;
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM keyring WHERE version = 1")
-        .fetch_one(&mut db)
+    let n = db
+        .scalar("SELECT COUNT(*) FROM keyring WHERE version = 1", &[])
         .await
         .unwrap();
-    assert_eq!(n, 0);
-    let (stale,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM deposit_versions WHERE kek_version != 2")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-    assert_eq!(stale, 0);
+    assert_eq!(n.as_int(), Some(0));
+    let stale = db
+        .scalar(
+            "SELECT COUNT(*) FROM deposit_versions WHERE kek_version != 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale.as_int(), Some(0));
     for (n, v) in &written {
         assert_eq!(
             &client.get(&name(n), None).await.unwrap().payload[..],
@@ -234,10 +234,12 @@ async fn a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement()
             .unwrap();
     }
     let mut db = ts.raw_db().await;
-    sqlx::query("UPDATE deposit_versions SET wrapped_dek = zeroblob(60) WHERE name = 'k1'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    db.execute(
+        "UPDATE deposit_versions SET wrapped_dek = zeroblob(60) WHERE name = 'k1'",
+        &[],
+    )
+    .await
+    .unwrap();
     ts.admin.keyring_rotate().await.unwrap();
     // The job finishes with one row it cannot move; that row keeps version 1 alive.
     let mut st = ts.admin.keyring_status().await.unwrap();

@@ -70,8 +70,8 @@ async fn the_server_only_ever_sees_ciphertext() {
     let held = server_view(&ts, &a, "db/key", 1).await;
     assert!(held.starts_with(b"age-encryption.org/v1\n"));
     assert!(!contains(&held, SECRET));
-    // ... and the raw database file has neither.
-    let db = std::fs::read(ts.db_path()).unwrap();
+    // ... and the raw database has neither.
+    let db = ts.bytes_at_rest();
     assert!(!contains(&db, SECRET));
     // The owner decrypts.
     let got = va

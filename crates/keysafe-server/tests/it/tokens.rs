@@ -152,7 +152,7 @@ async fn a_request_without_the_token_is_refused_without_locking() {
             .mode();
         assert_eq!(mode & 0o077, 0);
     }
-    let db = std::fs::read(ts.db_path()).unwrap();
+    let db = ts.bytes_at_rest();
     let t = token.trim().as_bytes();
     assert!(!db.windows(t.len()).any(|w| w == t));
 }
@@ -222,7 +222,7 @@ async fn one_time_registration_tokens() {
         ErrorCode::BadRequest,
     );
     // Only hashes are stored.
-    let db = std::fs::read(ts.db_path()).unwrap();
+    let db = ts.bytes_at_rest();
     for tok in [&t.token, &t2.token, &t3.token] {
         let b = tok.expose().as_bytes();
         assert!(!db.windows(b.len()).any(|w| w == b));

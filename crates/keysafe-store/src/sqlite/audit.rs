@@ -1,18 +1,17 @@
-//! The audit chain in SQLite: appending entries (only ever from the single writer, which holds
-//! the head of the chain and so gives every entry its place), and reading entries, checkpoints,
-//! the signing key and the counts metrics need.
+//! The audit chain in SQLite: appending entries (only ever from the writer, inside its write
+//! transaction, which holds the head of the chain and so gives every entry its place), and
+//! reading entries, checkpoints, the signing key and the counts metrics need.
 
 use super::backend_error;
-use keysafe_core::store::{AuditKeyRecord, StoreError, StoreResult, StoreStats};
+use keysafe_core::store::{AuditHead, AuditKeyRecord, StoreError, StoreResult, StoreStats};
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
-use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent, GENESIS_HASH, entry_hash};
+use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent, entry_hash};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::sync::{Arc, Mutex};
 
-/// The last committed entry: (seq, hash).
-pub(crate) type Head = (u64, String);
-pub(crate) type SharedHead = Arc<Mutex<Head>>;
+/// The writer's head, shared with callers of `AuditStore::audit_head`.
+pub(crate) type SharedHead = Arc<Mutex<AuditHead>>;
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -22,15 +21,19 @@ fn uint(v: i64, what: &str) -> StoreResult<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(what.into()))
 }
 
-pub(crate) async fn load_head(conn: &mut SqliteConnection) -> StoreResult<Head> {
+/// The last entry in the database. The writer calls it only inside its write transaction.
+pub(crate) async fn load_head(conn: &mut SqliteConnection) -> StoreResult<AuditHead> {
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await
             .map_err(backend_error)?;
     match row {
-        Some((seq, hash)) => Ok((uint(seq, "audit seq")?, hash)),
-        None => Ok((0, GENESIS_HASH.to_owned())),
+        Some((seq, hash)) => Ok(AuditHead {
+            seq: uint(seq, "audit seq")?,
+            hash,
+        }),
+        None => Ok(AuditHead::genesis()),
     }
 }
 
@@ -38,11 +41,11 @@ pub(crate) async fn load_head(conn: &mut SqliteConnection) -> StoreResult<Head> 
 /// savepoint, so a failure here rolls back the change the entry records.
 pub(crate) async fn append(
     conn: &mut SqliteConnection,
-    head: &mut Head,
+    head: &mut AuditHead,
     event: &AuditEvent,
 ) -> StoreResult<()> {
-    let seq = head.0.saturating_add(1);
-    let hash = entry_hash(seq, &head.1, event);
+    let seq = head.seq.saturating_add(1);
+    let hash = entry_hash(seq, &head.hash, event);
     sqlx::query(
         "INSERT INTO audit_log (seq, time, node, request_id, remote, client, org, operation, \
          target, version, outcome, prev_hash, hash) \
@@ -59,12 +62,12 @@ pub(crate) async fn append(
     .bind(event.target.as_str())
     .bind(event.version.map(int))
     .bind(event.outcome.as_str())
-    .bind(head.1.as_str())
+    .bind(head.hash.as_str())
     .bind(hash.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|err| StoreError::Unavailable(format!("cannot append to the audit trail: {err}")))?;
-    *head = (seq, hash);
+    *head = AuditHead { seq, hash };
     Ok(())
 }
 
@@ -75,7 +78,7 @@ const ROWS_PER_INSERT: usize = 64;
 /// of one each (every statement is a hand-off to the driver's thread).
 pub(crate) async fn append_many(
     conn: &mut SqliteConnection,
-    head: &mut Head,
+    head: &mut AuditHead,
     events: &[AuditEvent],
 ) -> StoreResult<()> {
     let mut next = head.clone();
@@ -83,9 +86,16 @@ pub(crate) async fn append_many(
         // Chain fields first (each hash needs the one before), then bind the events borrowed.
         let mut chain: Vec<(u64, String, String)> = Vec::with_capacity(chunk.len());
         for ev in chunk {
-            let seq = next.0.saturating_add(1);
-            let hash = entry_hash(seq, &next.1, ev);
-            let prev = std::mem::replace(&mut next, (seq, hash.clone())).1;
+            let seq = next.seq.saturating_add(1);
+            let hash = entry_hash(seq, &next.hash, ev);
+            let prev = std::mem::replace(
+                &mut next,
+                AuditHead {
+                    seq,
+                    hash: hash.clone(),
+                },
+            )
+            .hash;
             chain.push((seq, prev, hash));
         }
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -248,7 +258,7 @@ pub(crate) async fn signing_key(pool: &SqlitePool) -> StoreResult<Option<AuditKe
 
 pub(crate) async fn stats(pool: &SqlitePool) -> StoreResult<StoreStats> {
     let states: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM clients GROUP BY state")
+        sqlx::query_as("SELECT state, COUNT(*) FROM clients GROUP BY state ORDER BY state")
             .fetch_all(pool)
             .await
             .map_err(backend_error)?;

@@ -1,7 +1,9 @@
 //! The SQLite store: one file in WAL mode with `synchronous=FULL`, so an acknowledged write
 //! survives power loss. Reads go through a small pool of query-only connections; every write goes
 //! through one writer task that commits whatever has queued up in a single transaction (group
-//! commit), one fsync for many writes, each write isolated by a savepoint.
+//! commit), one fsync for many writes, each write isolated by a savepoint. Several processes
+//! (several `keysafe serve` on one data directory) may share the file: SQLite's write lock
+//! orders their transactions, and each writer reads the audit chain's head under it.
 
 mod audit;
 mod reads;
@@ -10,11 +12,12 @@ mod writer;
 
 use async_trait::async_trait;
 use keysafe_core::store::{
-    Applied, ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupRecord,
-    KekRecord, KekUsage, Mutation, OrgRecord, Store, StoreError, StoreResult, VersionMeta,
-    VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
+    AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
+    DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
+    IdentityStore, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Store, StoreError,
+    StoreResult, StoreStats, VersionMeta, VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind,
+    WrappedRow,
 };
-use keysafe_core::store::{AuditKeyRecord, StoreStats};
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
 use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent};
@@ -56,7 +59,12 @@ pub(crate) fn backend_error(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn options(path: &Path, create: bool) -> SqliteConnectOptions {
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the database writer has stopped".into())
+}
+
+/// The connection settings every connection to a keysafe database uses.
+pub(crate) fn options(path: &Path, create: bool) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(create)
@@ -131,21 +139,29 @@ impl SqliteStore {
             .map_err(backend_error)?;
         Ok((mode, sync, sd))
     }
+}
 
-    async fn submit(&self, work: writer::Work) -> StoreResult<Applied> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(writer::Job { work, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+/// Writes a consistent copy of the database at `path` to `dest` (which must not exist) while
+/// other connections keep reading and writing it.
+pub(crate) async fn snapshot(path: &Path, dest: &Path) -> StoreResult<()> {
+    if dest.exists() {
+        return Err(StoreError::AlreadyExists);
     }
-
-    /// Closes the read pool; the writer stops once every handle is dropped.
-    pub async fn close(&self) {
-        self.readers.close().await;
-    }
+    let dest = dest
+        .to_str()
+        .ok_or_else(|| StoreError::Backend("snapshot path is not UTF-8".into()))?;
+    // VACUUM INTO reads one consistent snapshot (a read transaction in WAL mode) while writers
+    // carry on, and writes a compact, self-contained database file.
+    let mut conn = options(path, false)
+        .connect()
+        .await
+        .map_err(backend_error)?;
+    sqlx::query("VACUUM INTO ?1")
+        .bind(dest)
+        .execute(&mut conn)
+        .await
+        .map_err(backend_error)?;
+    Ok(())
 }
 
 /// The embedded migrations, in order. Each file is applied once, in a transaction, and recorded
@@ -221,15 +237,46 @@ impl Store for SqliteStore {
         mutation: Mutation,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Applied> {
-        self.submit(writer::Work::Mutate(mutation, audit)).await
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(writer::Job::Mutate {
+                mutation,
+                audit,
+                reply,
+            })
+            .await
+            .map_err(|_| writer_stopped())?;
+        rx.await.map_err(|_| writer_stopped())?
     }
+}
 
-    // ---- audit trail (issue 6) ----
-    async fn append_audit(&self, events: std::sync::Arc<Vec<AuditEvent>>) -> StoreResult<()> {
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<(), AuditAppendError> {
         if events.is_empty() {
             return Ok(());
         }
-        self.submit(writer::Work::Audit(events)).await.map(|_| ())
+        let (reply, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(job)) =
+            self.writer.send(writer::Job::Audit { events, reply }).await
+        {
+            let events = match job {
+                writer::Job::Audit { events, .. } => events,
+                writer::Job::Mutate { .. } => Vec::new(),
+            };
+            return Err(AuditAppendError {
+                error: writer_stopped(),
+                events,
+            });
+        }
+        // The writer answers every job it takes, with the entries on failure. It never panics;
+        // were it gone mid-batch, its entries would be gone with it.
+        rx.await.unwrap_or_else(|_| {
+            Err(AuditAppendError {
+                error: writer_stopped(),
+                events: Vec::new(),
+            })
+        })
     }
 
     async fn audit_entries(
@@ -245,7 +292,7 @@ impl Store for SqliteStore {
         audit::checkpoints(&self.readers, from).await
     }
 
-    fn audit_head(&self) -> (u64, String) {
+    fn audit_head(&self) -> AuditHead {
         self.audit_head
             .lock()
             .map(|h| h.clone())
@@ -255,16 +302,50 @@ impl Store for SqliteStore {
     async fn audit_signing_key(&self) -> StoreResult<Option<AuditKeyRecord>> {
         audit::signing_key(&self.readers).await
     }
+}
+
+#[async_trait]
+impl AdminStore for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map(|_| ())
+            .map_err(backend_error)
+    }
 
     async fn stats(&self) -> StoreResult<StoreStats> {
         audit::stats(&self.readers).await
     }
-    // ---- end audit trail ----
 
+    async fn close(&self) {
+        self.readers.close().await;
+    }
+}
+
+#[async_trait]
+impl KeyringStore for SqliteStore {
     async fn load_keks(&self) -> StoreResult<Vec<KekRecord>> {
         reads::load_keks(&self.readers).await
     }
 
+    async fn list_stale_wrapped(
+        &self,
+        kind: WrappedKind,
+        current: u32,
+        after: Option<&WrappedId>,
+        limit: u32,
+    ) -> StoreResult<Vec<WrappedRow>> {
+        reads::list_stale_wrapped(&self.readers, kind, current, after, limit).await
+    }
+
+    async fn kek_usage(&self) -> StoreResult<Vec<KekUsage>> {
+        reads::kek_usage(&self.readers).await
+    }
+}
+
+#[async_trait]
+impl IdentityStore for SqliteStore {
     async fn get_org(&self, name: &OrgName) -> StoreResult<Option<OrgRecord>> {
         reads::get_org(&self.readers, name).await
     }
@@ -284,7 +365,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ClientRecord>> {
         reads::list_clients(&self.readers, org, state).await
     }
+}
 
+#[async_trait]
+impl DepositStore for SqliteStore {
     async fn get_deposit(&self, key: &DepositKey) -> StoreResult<Option<DepositRecord>> {
         reads::get_deposit(&self.readers, key).await
     }
@@ -315,7 +399,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<(DepositRecord, GrantRecord)>> {
         reads::list_shared(&self.readers, grantees).await
     }
+}
 
+#[async_trait]
+impl GroupStore for SqliteStore {
     async fn get_group(&self, org: &OrgName, name: &GroupName) -> StoreResult<Option<GroupRecord>> {
         reads::get_group(&self.readers, org, name).await
     }
@@ -343,49 +430,5 @@ impl Store for SqliteStore {
         member: &ClientFingerprint,
     ) -> StoreResult<Vec<GroupName>> {
         reads::member_groups(&self.readers, org, member).await
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.readers)
-            .await
-            .map(|_| ())
-            .map_err(backend_error)
-    }
-
-    // --- Keyring rotation, re-wrap and backups (issue 5) ---
-    async fn list_stale_wrapped(
-        &self,
-        kind: WrappedKind,
-        current: u32,
-        after: Option<&WrappedId>,
-        limit: u32,
-    ) -> StoreResult<Vec<WrappedRow>> {
-        reads::list_stale_wrapped(&self.readers, kind, current, after, limit).await
-    }
-
-    async fn kek_usage(&self) -> StoreResult<Vec<KekUsage>> {
-        reads::kek_usage(&self.readers).await
-    }
-
-    async fn snapshot(&self, dest: &Path) -> StoreResult<()> {
-        if dest.exists() {
-            return Err(StoreError::AlreadyExists);
-        }
-        let dest = dest
-            .to_str()
-            .ok_or_else(|| StoreError::Backend("snapshot path is not UTF-8".into()))?;
-        // VACUUM INTO reads one consistent snapshot (a read transaction in WAL mode) while
-        // writers carry on, and writes a compact, self-contained database file.
-        let mut conn = options(&self.path, false)
-            .connect()
-            .await
-            .map_err(backend_error)?;
-        sqlx::query("VACUUM INTO ?1")
-            .bind(dest)
-            .execute(&mut conn)
-            .await
-            .map_err(backend_error)?;
-        Ok(())
     }
 }

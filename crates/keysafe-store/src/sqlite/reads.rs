@@ -346,7 +346,6 @@ pub(crate) async fn group_keys(
     })
     .collect()
 }
-// --- Keyring rotation and re-wrap (issue 5) ---------------------------------------------------
 
 pub(crate) async fn list_stale_wrapped(
     pool: &SqlitePool,
@@ -434,11 +433,11 @@ pub(crate) async fn list_stale_wrapped(
 }
 
 pub(crate) async fn kek_usage(pool: &SqlitePool) -> StoreResult<Vec<KekUsage>> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT 'deposit_versions', kek_version, COUNT(*) FROM deposit_versions \
-         GROUP BY kek_version \
-         UNION ALL SELECT 'audit_signing_keys', kek_version, COUNT(*) FROM audit_signing_keys \
-         GROUP BY kek_version ORDER BY 1 DESC, 2",
+    // Kinds are tagged by their place in `WrappedKind::ALL`, which is also the order answered.
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT 0, kek_version, COUNT(*) FROM deposit_versions GROUP BY kek_version \
+         UNION ALL SELECT 1, kek_version, COUNT(*) FROM audit_signing_keys \
+         GROUP BY kek_version ORDER BY 1, 2",
     )
     .fetch_all(pool)
     .await
@@ -446,11 +445,11 @@ pub(crate) async fn kek_usage(pool: &SqlitePool) -> StoreResult<Vec<KekUsage>> {
     rows.into_iter()
         .map(|(kind, v, n)| {
             Ok(KekUsage {
-                kind: if kind == "audit_signing_keys" {
-                    WrappedKind::AuditSigningKey
-                } else {
-                    WrappedKind::DepositVersion
-                },
+                kind: usize::try_from(kind)
+                    .ok()
+                    .and_then(|k| WrappedKind::ALL.get(k))
+                    .copied()
+                    .ok_or_else(|| StoreError::Backend("unknown wrapped kind".into()))?,
                 kek_version: u32::try_from(v)
                     .map_err(|_| StoreError::Corrupt("kek_version".into()))?,
                 count: u64::try_from(n).unwrap_or(0),

@@ -11,7 +11,7 @@ use keysafe_core::keyring::Keyring;
 use keysafe_core::seal::Seal;
 use keysafe_core::store::{Mutation, Store, WrappedKind};
 use keysafe_proto::api::{BackupRequest, KeyringStatusInfo};
-use keysafe_server::config::{CONFIG_FILE, Config, SealConfig, SealTemplate, StorageConfig};
+use keysafe_server::config::{CONFIG_FILE, Config, SealConfig, SealTemplate};
 use keysafe_server::seal::{SealInputs, create_seal, open_seal};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -198,12 +198,9 @@ pub async fn migrate(dir: &Path, cmd: SealCommand) -> anyhow::Result<()> {
             config.listen
         );
     }
-    let StorageConfig::Sqlite { path: db } = &config.storage;
-    let store: Arc<dyn Store> = Arc::new(
-        keysafe_store::SqliteStore::open(db)
-            .await
-            .with_context(|| format!("cannot open {}", db.display()))?,
-    );
+    let store: Arc<dyn Store> = keysafe_store::open(&config.storage)
+        .await
+        .with_context(|| format!("cannot open {}", config.storage))?;
     let records = store.load_keks().await?;
     let old_pass = match config.seal {
         SealConfig::Passphrase => secrets::passphrase(

@@ -1,0 +1,405 @@
+//! The single writer: takes every queued job, applies them in one `BEGIN IMMEDIATE` transaction
+//! (each inside its own savepoint, so one failure does not spoil the others), commits once, and
+//! only then answers each caller. A caller is never told "done" before the commit. This module
+//! owns the batching loop, the savepoints and the audit chain's head; what each mutation does is
+//! in one module per aggregate, reached through [`apply_one`].
+
+mod deposits;
+mod groups;
+mod identities;
+mod keyring;
+mod sharing;
+
+use super::audit::{self, SharedHead};
+use super::backend_error;
+use keysafe_core::store::{
+    Applied, AuditAppendError, AuditHead, Mutation, StoreError, StoreResult,
+};
+use keysafe_proto::audit::AuditEvent;
+use sqlx::SqliteConnection;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the writer is asked to do.
+// Mutations are moved through the channel as they are; boxing them would add an allocation per
+// write for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Job {
+    /// A change with the audit event of the request that made it (appended in the change's
+    /// savepoint, so both commit or neither does).
+    Mutate {
+        mutation: Mutation,
+        audit: Option<AuditEvent>,
+        reply: oneshot::Sender<StoreResult<Applied>>,
+    },
+    /// Audit events alone (reads and refusals, batched by the server). On failure they go back
+    /// to the caller with the error.
+    Audit {
+        events: Vec<AuditEvent>,
+        reply: oneshot::Sender<Result<(), AuditAppendError>>,
+    },
+}
+
+impl Job {
+    /// Whether this job appends to the audit chain.
+    fn appends(&self) -> bool {
+        match self {
+            Job::Mutate { audit, .. } => audit.is_some(),
+            Job::Audit { events, .. } => !events.is_empty(),
+        }
+    }
+
+    fn answer(self, result: StoreResult<Applied>) {
+        // A caller that stopped waiting no longer needs the answer.
+        match self {
+            Job::Mutate { reply, .. } => {
+                let _ = reply.send(result);
+            }
+            Job::Audit { events, reply, .. } => {
+                let _ = reply.send(
+                    result
+                        .map(|_| ())
+                        .map_err(|error| AuditAppendError { error, events }),
+                );
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    mut head: AuditHead,
+    shared: SharedHead,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, &mut batch, &mut head, &shared).await;
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()> {
+    sqlx::query(sql)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(backend_error)
+}
+
+/// Applies one job inside its savepoint; moves `head` past every entry it appends.
+async fn apply_job(
+    conn: &mut SqliteConnection,
+    job: &Job,
+    head: &mut AuditHead,
+) -> StoreResult<Applied> {
+    match job {
+        Job::Mutate {
+            mutation, audit, ..
+        } => {
+            let applied = apply_one(conn, mutation).await?;
+            if let Some(e) = audit {
+                audit::append(conn, head, e).await?;
+            }
+            Ok(applied)
+        }
+        Job::Audit { events, .. } => {
+            audit::append_many(conn, head, events).await?;
+            Ok(Applied::Done)
+        }
+    }
+}
+
+/// Where the chain in the database ends, compared with where this writer left it.
+enum ChainCheck {
+    /// Appending may go on from `head` (ours, or a later one another process committed).
+    Continue,
+    /// Entries were removed or rewritten under us, or the head cannot be read: refuse to
+    /// append rather than chain onto an altered log.
+    Diverged,
+}
+
+/// Reads the head in the database and reconciles `head` with it. Must run inside the write
+/// transaction (after `BEGIN IMMEDIATE`): only then can no other process append between this
+/// read and our appends, so the sequence numbers we assign are free.
+async fn check_chain(conn: &mut SqliteConnection, head: &mut AuditHead) -> ChainCheck {
+    match audit::load_head(conn).await {
+        Ok(db) if db == *head => ChainCheck::Continue,
+        // Another process on the same file appended: adopt its head.
+        Ok(db) if db.seq > head.seq => {
+            *head = db;
+            ChainCheck::Continue
+        }
+        // Behind ours, or the same seq with another hash. A restart accepts the database's
+        // head, and `audit verify` reports the damage against the signed checkpoints.
+        Ok(db) => {
+            tracing::error!(
+                memory_seq = head.seq,
+                database_seq = db.seq,
+                "the audit chain in the database no longer ends where this node left it: \
+                 entries were removed or rewritten; refusing to append"
+            );
+            ChainCheck::Diverged
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the audit chain head");
+            ChainCheck::Diverged
+        }
+    }
+}
+
+/// Publishes the committed head, before any caller of the batch is answered: a caller that
+/// sees its write done sees a head at least as far as its entries.
+fn publish(shared: &SharedHead, head: &AuditHead) {
+    match shared.lock() {
+        Ok(mut h) => h.clone_from(head),
+        Err(poisoned) => poisoned.into_inner().clone_from(head),
+    }
+}
+
+/// Commits a batch. `head` moves with each entry appended and is put back when a savepoint or
+/// the whole transaction rolls back, so the chain in memory is always the committed one.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Job>,
+    head: &mut AuditHead,
+    shared: &SharedHead,
+) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
+        tracing::error!(error = %e, "cannot begin a write transaction");
+        for job in batch.drain(..) {
+            job.answer(Err(e.clone()));
+        }
+        return;
+    }
+    // Under the write lock from here on.
+    let diverged = matches!(check_chain(conn, head).await, ChainCheck::Diverged);
+    let start_head = head.clone();
+    let mut results = Vec::with_capacity(batch.len());
+    let mut fatal = None;
+    for job in batch.iter() {
+        if let Err(e) = exec(conn, "SAVEPOINT m").await {
+            fatal = Some(e);
+            break;
+        }
+        let before = head.clone();
+        let r = if diverged && job.appends() {
+            Err(StoreError::Unavailable(
+                "the audit chain was altered under this node".into(),
+            ))
+        } else {
+            apply_job(conn, job, head).await
+        };
+        let undo = if r.is_err() {
+            *head = before;
+            exec(conn, "ROLLBACK TO m").await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = undo.and(exec(conn, "RELEASE m").await) {
+            fatal = Some(e);
+            break;
+        }
+        results.push(r);
+    }
+    let outcome = match fatal {
+        Some(e) => Err(e),
+        None => exec(conn, "COMMIT").await,
+    };
+    match outcome {
+        Ok(()) => {
+            publish(shared, head);
+            for (job, r) in batch.drain(..).zip(results) {
+                job.answer(r);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "write transaction failed; rolling back the batch");
+            *head = start_head;
+            // The head adopted under the lock is committed (by another process) either way.
+            publish(shared, head);
+            let _ = exec(conn, "ROLLBACK").await;
+            for job in batch.drain(..) {
+                job.answer(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Dispatches a mutation to its aggregate's module: one function per operation.
+async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<Applied> {
+    match m {
+        Mutation::CreateOrg(o) => identities::create_org(conn, o).await,
+        Mutation::SetOrgAuth {
+            name,
+            mode,
+            auth_hash,
+            at,
+        } => identities::set_org_auth(conn, name, *mode, auth_hash.as_deref(), *at).await,
+        Mutation::InsertClient {
+            client,
+            consume_token,
+        } => identities::insert_client(conn, client, consume_token.as_deref()).await,
+        Mutation::InsertRegistrationToken(t) => {
+            identities::insert_registration_token(conn, t).await
+        }
+        Mutation::RotateToken {
+            fingerprint,
+            expected_counter,
+            token,
+            at,
+        } => identities::rotate_token(conn, fingerprint, *expected_counter, token, *at).await,
+        Mutation::MarkSuspectedClone {
+            fingerprint,
+            reason,
+            at,
+        } => identities::mark_suspected_clone(conn, fingerprint, reason, *at).await,
+        Mutation::ResetToken { fingerprint, at } => {
+            identities::reset_token(conn, fingerprint, *at).await
+        }
+        Mutation::SetClientState {
+            fingerprint,
+            state,
+            at,
+        } => identities::set_client_state(conn, fingerprint, *state, *at).await,
+        Mutation::SetClientRole {
+            fingerprint,
+            role,
+            at,
+        } => identities::set_client_role(conn, fingerprint, *role, *at).await,
+        Mutation::DisableUnactivated {
+            registered_before,
+            at,
+        } => identities::disable_unactivated(conn, *registered_before, *at).await,
+        Mutation::PutVersion {
+            org,
+            key,
+            expected_current,
+            expected_acl_serial,
+            version,
+        } => {
+            deposits::put_version(
+                conn,
+                org,
+                key,
+                *expected_current,
+                *expected_acl_serial,
+                version,
+            )
+            .await
+        }
+        Mutation::SetDeleted { key, deleted, at } => {
+            deposits::set_deleted(conn, key, *deleted, *at).await
+        }
+        Mutation::Purge { key } => deposits::purge(conn, key).await,
+        Mutation::SetAcl {
+            key,
+            expected_current,
+            expected_acl_serial,
+            grants,
+            replace,
+            at,
+        } => {
+            sharing::set_acl(
+                conn,
+                key,
+                *expected_current,
+                *expected_acl_serial,
+                grants,
+                replace,
+                *at,
+            )
+            .await
+        }
+        Mutation::CreateGroup {
+            org,
+            name,
+            recipient,
+            keys,
+            at,
+        } => groups::create(conn, org, name, recipient, keys, *at).await,
+        Mutation::AddGroupMember {
+            org,
+            name,
+            member,
+            at,
+        } => groups::add_member(conn, org, name, member, *at).await,
+        Mutation::AdmitGroupMember {
+            org,
+            name,
+            keys,
+            at,
+        } => groups::admit_member(conn, org, name, keys, *at).await,
+        Mutation::RemoveGroupMember {
+            org,
+            name,
+            member,
+            expected_epoch,
+            recipient,
+            keys,
+            at,
+        } => {
+            groups::remove_member(
+                conn,
+                org,
+                name,
+                member,
+                *expected_epoch,
+                recipient,
+                keys,
+                *at,
+            )
+            .await
+        }
+        Mutation::InsertKek(k) => keyring::insert_kek(conn, k).await,
+        Mutation::Rewrap {
+            id,
+            expected_kek,
+            kek_version,
+            wrapped,
+        } => keyring::rewrap(conn, id, *expected_kek, *kek_version, wrapped).await,
+        Mutation::RetireKek { version } => keyring::retire_kek(conn, *version).await,
+        Mutation::KeepOnlySeal { keep } => keyring::keep_only_seal(conn, keep).await,
+        Mutation::InsertAuditKey(k) => audit::insert_key(conn, k).await.map(|()| Applied::Done),
+        Mutation::InsertAuditCheckpoint(c) => audit::insert_checkpoint(conn, c)
+            .await
+            .map(|()| Applied::Done),
+    }
+}
+
+// ---- helpers shared by the aggregate modules ----
+
+/// Maps a failed write: a uniqueness violation is `AlreadyExists`, a missing referenced row
+/// `NotFound`.
+pub(super) fn write_error(e: sqlx::Error) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.is_unique_violation() {
+            return StoreError::AlreadyExists;
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound;
+        }
+    }
+    backend_error(e)
+}
+
+/// Integers are stored as SQLite's signed 64-bit; values past `i64::MAX` never occur (they would
+/// need 2^63 rotations or versions) and saturate.
+pub(super) fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) fn done_or_not_found(rows: u64) -> StoreResult<Applied> {
+    if rows == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(Applied::Done)
+    }
+}

@@ -1,0 +1,274 @@
+//! The audit chain: appends with and without changes, all-or-nothing failures, the head,
+//! checkpoints and the signing key, verified with `keysafe_proto::audit::verify` over what the
+//! store returns. Also the admin role's health and counts.
+
+use super::*;
+use keysafe_core::store::{AuditHead, AuditKeyRecord};
+use keysafe_proto::audit::{AuditCheckpoint, AuditEvent};
+
+fn event(target: &str, time: i64) -> AuditEvent {
+    AuditEvent {
+        time,
+        node: "n".into(),
+        request_id: target.into(),
+        remote: "127.0.0.1:1".into(),
+        client: None,
+        org: None,
+        operation: "POST /x".into(),
+        target: target.into(),
+        version: None,
+        outcome: "ok".into(),
+    }
+}
+
+pub async fn audit_appends_chain_and_verify(b: &dyn TestBackend) {
+    let mut c = Ctx::empty(b).await;
+    assert_eq!(c.store.audit_head(), AuditHead::genesis());
+    // A real keyring and signing key, so the checkpoints verify as `audit verify` checks them.
+    let dir = tempfile::tempdir().unwrap();
+    let seal = keysafe_core::FileSeal::create(&dir.path().join("root.key")).unwrap();
+    let (ring, record) = keysafe_core::Keyring::generate(Arc::new(seal), ts(1)).unwrap();
+    c.store.apply(Mutation::InsertKek(record)).await.unwrap();
+    let signer = keysafe_core::audit::AuditSigner::load_or_create(c.store.as_ref(), &ring, ts(1))
+        .await
+        .unwrap();
+    c.store.apply(create_org("acme")).await.unwrap();
+
+    // Changes with their entries, and batches of entries alone (more than one multi-row
+    // insert's worth), interleaved.
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        let e = event(&format!("/write/{i}"), 10 + i);
+        c.store
+            .apply_audited(
+                insert(client_record(
+                    fp(['a', 'b', 'c'][i as usize]),
+                    "acme",
+                    ts(1),
+                )),
+                Some(e.clone()),
+            )
+            .await
+            .unwrap();
+        expected.push(e);
+        let batch: Vec<AuditEvent> = (0..70)
+            .map(|j| event(&format!("/read/{i}/{j}"), 20 + i))
+            .collect();
+        c.store.append_audit(batch.clone()).await.unwrap();
+        expected.extend(batch);
+    }
+    c.store.append_audit(vec![]).await.unwrap();
+    let head = c.store.audit_head();
+    assert_eq!(head.seq, expected.len() as u64);
+    let cp = signer.sign(head.seq, &head.hash, ts(99));
+    c.store
+        .apply(Mutation::InsertAuditCheckpoint(cp.clone()))
+        .await
+        .unwrap();
+
+    let entries = c.store.audit_entries(1, None, 10_000).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        expected,
+        "in the order appended"
+    );
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=expected.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(entries.last().unwrap().hash, head.hash);
+    let checkpoints = c.store.audit_checkpoints(0).await.unwrap();
+    assert_eq!(checkpoints, [cp]);
+    let report = keysafe_proto::audit::verify(&entries, &checkpoints, signer.public_key(), None);
+    assert_eq!(report.broken, None, "{report:?}");
+    assert_eq!(report.signed_up_to, Some(head.seq));
+
+    // Reads: from, since, limit.
+    let page = c.store.audit_entries(5, None, 3).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6, 7]);
+    let since = c
+        .store
+        .audit_entries(1, Some(ts(22)), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 70, "the last batch only");
+    assert!(since.iter().all(|e| e.event.time == 22));
+    assert!(
+        c.store
+            .audit_entries(head.seq + 1, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A reopened store starts from the stored head, and the chain goes on from it.
+    c.reopen().await;
+    assert_eq!(c.store.audit_head(), head);
+    c.store
+        .append_audit(vec![event("/after", 30)])
+        .await
+        .unwrap();
+    let all = c.store.audit_entries(1, None, 10_000).await.unwrap();
+    assert_eq!(all.last().unwrap().prev_hash, head.hash);
+    let report = keysafe_proto::audit::verify(&all, &checkpoints, signer.public_key(), None);
+    assert_eq!(report.broken, None, "{report:?}");
+}
+
+/// Writes with their entries, batches of entries, and failures in between (a change that
+/// fails, an entry whose insert fails): the chain holds exactly the committed ones, in one
+/// unbroken order, and a change whose entry failed is not there either.
+pub async fn audit_entries_commit_with_their_writes_and_failures_leave_no_hole(
+    b: &dyn TestBackend,
+) {
+    let mut c = Ctx::new(b).await;
+    b.refuse_audit_target(&mut c.raw().await, "/refused").await;
+    // Submitted together so that they share group-commit batches.
+    let mut tasks = Vec::new();
+    for (i, target) in ["/ok1", "/refused", "/dup", "/ok2"].into_iter().enumerate() {
+        let s = c.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let f = match target {
+                "/dup" => 'a',
+                _ => ['c', 'd', 'e', 'f'][i],
+            };
+            s.apply_audited(
+                insert(client_record(fp(f), "acme", ts(2))),
+                Some(event(target, 1)),
+            )
+            .await
+        }));
+    }
+    let batch = c.store.clone();
+    tasks.push(tokio::spawn(async move {
+        batch
+            .append_audit(vec![event("/r1", 1), event("/r2", 1)])
+            .await
+            .map(|_| Applied::Done)
+            .map_err(|e| e.error)
+    }));
+    let results = join_all(tasks).await;
+    assert!(results[0].is_ok());
+    assert!(
+        matches!(results[1], Err(StoreError::Unavailable(_))),
+        "{results:?}"
+    );
+    assert_eq!(results[2], Err(StoreError::AlreadyExists));
+    assert!(results[3].is_ok() && results[4].is_ok());
+    // The client whose entry was refused does not exist.
+    assert!(c.store.get_client(&fp('d')).await.unwrap().is_none());
+    assert!(c.store.get_client(&fp('c')).await.unwrap().is_some());
+    let entries = c.store.audit_entries(1, None, 100).await.unwrap();
+    let mut targets: Vec<_> = entries.iter().map(|e| e.event.target.as_str()).collect();
+    targets.sort();
+    assert_eq!(targets, ["/ok1", "/ok2", "/r1", "/r2"]);
+    let report = keysafe_proto::audit::verify(&entries, &[], &[0u8; 32], None);
+    assert_eq!(report.broken, None, "{report:?}");
+    assert_eq!(
+        c.store.audit_head(),
+        AuditHead {
+            seq: 4,
+            hash: entries.last().unwrap().hash.clone()
+        },
+        "the head in memory is the committed one"
+    );
+    c.reopen().await;
+    assert_eq!(c.store.audit_head().seq, 4);
+}
+
+pub async fn audit_append_failure_hands_the_entries_back(b: &dyn TestBackend) {
+    let c = Ctx::new(b).await;
+    b.refuse_audit_target(&mut c.raw().await, "/refused").await;
+    c.store
+        .append_audit(vec![event("/first", 1)])
+        .await
+        .unwrap();
+    let head = c.store.audit_head();
+    let batch = vec![event("/r1", 2), event("/refused", 2), event("/r2", 2)];
+    let err = c.store.append_audit(batch.clone()).await.unwrap_err();
+    assert!(matches!(err.error, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(err.events, batch, "the same entries, for a retry");
+    assert_eq!(c.store.audit_head(), head, "all or nothing");
+    assert_eq!(c.store.audit_entries(1, None, 100).await.unwrap().len(), 1);
+    // A retry without the refused entry goes on from the same head.
+    let retry: Vec<AuditEvent> = err
+        .events
+        .into_iter()
+        .filter(|e| e.target != "/refused")
+        .collect();
+    c.store.append_audit(retry).await.unwrap();
+    let entries = c.store.audit_entries(1, None, 100).await.unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[1].prev_hash, head.hash);
+}
+
+pub async fn audit_signing_key_and_checkpoints(b: &dyn TestBackend) {
+    let c = Ctx::new(b).await;
+    let s = &c.store;
+    assert!(s.audit_signing_key().await.unwrap().is_none());
+    let key = AuditKeyRecord {
+        key_id: "first".into(),
+        public_key: vec![1; 32],
+        kek_version: 1,
+        wrapped: vec![2; 60],
+        created_at: ts(4),
+    };
+    s.apply(Mutation::InsertAuditKey(key.clone()))
+        .await
+        .unwrap();
+    let mut second = key.clone();
+    second.key_id = "second".into();
+    assert_eq!(
+        s.apply(Mutation::InsertAuditKey(second)).await.unwrap_err(),
+        StoreError::AlreadyExists,
+        "one signing key, whatever its id"
+    );
+    assert_eq!(s.audit_signing_key().await.unwrap(), Some(key));
+
+    let cp = |seq: u64, sig: &str| AuditCheckpoint {
+        seq,
+        hash: format!("h{seq}"),
+        signed_at: 5,
+        key_id: "first".into(),
+        signature: sig.into(),
+    };
+    for seq in [7, 3] {
+        s.apply(Mutation::InsertAuditCheckpoint(cp(seq, "s")))
+            .await
+            .unwrap();
+    }
+    s.apply(Mutation::InsertAuditCheckpoint(cp(7, "other")))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.audit_checkpoints(0).await.unwrap(),
+        [cp(3, "s"), cp(7, "s")],
+        "ascending; the first checkpoint of a seq is kept"
+    );
+    assert_eq!(s.audit_checkpoints(4).await.unwrap(), [cp(7, "s")]);
+    assert!(s.audit_checkpoints(8).await.unwrap().is_empty());
+}
+
+pub async fn ping_and_stats(b: &dyn TestBackend) {
+    let c = Ctx::new(b).await;
+    let s = &c.store;
+    s.ping().await.unwrap();
+    let mut pending = client_record(fp('c'), "acme", ts(1));
+    pending.state = ClientState::Pending;
+    s.apply(insert(pending)).await.unwrap();
+    c.put(&key('a', "x"), None, 1, b"1").await.unwrap();
+    c.put(&key('a', "x"), Some(1), 2, b"2").await.unwrap();
+    c.put(&key('a', "y"), None, 1, b"1").await.unwrap();
+    s.apply(Mutation::SetDeleted {
+        key: key('a', "y"),
+        deleted: true,
+        at: ts(2),
+    })
+    .await
+    .unwrap();
+    let st = s.stats().await.unwrap();
+    assert_eq!(
+        st.clients_by_state,
+        [(ClientState::Active, 2), (ClientState::Pending, 1)]
+    );
+    assert_eq!((st.deposits, st.deposit_versions), (2, 3));
+    assert!(st.pool_idle <= st.pool_size);
+}

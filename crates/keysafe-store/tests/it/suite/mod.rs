@@ -1,0 +1,255 @@
+//! The conformance suite: every mutation's success and failure contract, every read, listing
+//! and pagination, the audit chain, the keyring, token rotation under concurrency. Written once
+//! against `keysafe_core::store` through the factory; `conformance!(module, Backend)` runs every
+//! case against one [`TestBackend`].
+
+mod audit;
+mod deposits;
+mod groups;
+mod identities;
+mod keyring;
+mod sharing;
+
+pub use audit::*;
+pub use deposits::*;
+pub use groups::*;
+pub use identities::*;
+pub use keyring::*;
+pub use sharing::*;
+
+use keysafe_core::store::{
+    Applied, ClientRecord, DepositKey, KekRecord, Mutation, OrgRecord, Store, StoreError,
+    TokenState, VersionMeta, VersionRecord,
+};
+use keysafe_proto::api::{AuthMode, ClientRole, ClientState, Encoding};
+use keysafe_proto::{
+    ClientFingerprint, DepositName, DepositVersion, OrgName, Principal, Timestamp,
+};
+use keysafe_store::StorageConfig;
+use keysafe_store::testing::RawDb;
+use std::sync::Arc;
+
+/// A backend under test.
+#[async_trait::async_trait]
+pub trait TestBackend: Sync {
+    /// The configuration of a new, empty store of this backend, and whatever must live as long
+    /// as it does (a temporary directory, a throwaway database).
+    async fn fresh_config(&self) -> (StorageConfig, Box<dyn std::any::Any + Send>);
+    /// Makes every later insert of an audit entry whose target is `target` fail, behind the
+    /// store's back (a trigger), to test that failures leave nothing behind.
+    async fn refuse_audit_target(&self, raw: &mut RawDb, target: &str);
+}
+
+/// Instantiates every case of the suite for one backend.
+macro_rules! conformance {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            conformance!(@cases $backend;
+                // identities
+                orgs_are_unique_and_take_auth_changes,
+                clients_are_unique_and_need_their_organisation,
+                registration_tokens_register_exactly_one_client,
+                client_state_role_clone_marks_and_resets,
+                token_rotation_is_compare_and_set,
+                concurrent_rotations_from_one_counter_have_one_winner,
+                disable_unactivated_touches_only_unused_clients,
+                // deposits
+                put_is_compare_and_set,
+                put_needs_an_existing_keyring_version,
+                deleted_deposits_refuse_versions_and_purge_removes_everything,
+                reads_of_versions_and_missing_deposits,
+                listing_respects_prefix_boundaries_order_and_pages,
+                listing_orders_by_bytes_not_by_locale,
+                many_concurrent_writes_commit_and_survive_reopening,
+                // sharing
+                acl_swap_replaces_grants_and_versions_together,
+                acl_swap_refusals,
+                shared_listing_finds_grants_to_any_grantee,
+                // groups
+                groups_are_created_with_members_and_keys,
+                group_members_are_added_and_admitted,
+                removing_a_member_opens_the_next_epoch,
+                // keyring
+                keyring_rows_are_unique_per_seal_and_version,
+                rewrap_is_compare_and_set,
+                stale_rows_page_and_usage_counts,
+                retire_refuses_used_current_and_unknown_versions,
+                keep_only_seal_never_loses_a_version,
+                // audit
+                audit_appends_chain_and_verify,
+                audit_entries_commit_with_their_writes_and_failures_leave_no_hole,
+                audit_append_failure_hands_the_entries_back,
+                audit_signing_key_and_checkpoints,
+                ping_and_stats,
+            );
+        }
+    };
+    (@cases $backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                crate::suite::$case(&$backend).await
+            }
+        )*
+    };
+}
+
+/// A fresh store and what keeps it alive.
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub config: StorageConfig,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+impl Ctx {
+    /// An empty store.
+    pub async fn empty(b: &dyn TestBackend) -> Self {
+        let (config, guard) = b.fresh_config().await;
+        let store = keysafe_store::create(&config).await.unwrap();
+        Self {
+            store,
+            config,
+            _guard: guard,
+        }
+    }
+
+    /// A store with organisation `acme`, active clients `a` and `b`, and keyring version 1.
+    pub async fn new(b: &dyn TestBackend) -> Self {
+        let c = Self::empty(b).await;
+        c.store.apply(create_org("acme")).await.unwrap();
+        for f in ['a', 'b'] {
+            c.store
+                .apply(insert(client_record(fp(f), "acme", ts(1))))
+                .await
+                .unwrap();
+        }
+        c.store.apply(kek(1, "test-fixture")).await.unwrap();
+        c
+    }
+
+    /// The same store opened again (after the current handle is dropped).
+    pub async fn reopen(&mut self) {
+        self.store.close().await;
+        self.store = keysafe_store::open(&self.config).await.unwrap();
+    }
+
+    pub async fn raw(&self) -> RawDb {
+        RawDb::connect(&self.config).await.unwrap()
+    }
+
+    pub async fn put(
+        &self,
+        k: &DepositKey,
+        expected: Option<u64>,
+        n: u64,
+        payload: &[u8],
+    ) -> Result<Applied, StoreError> {
+        self.store
+            .apply(Mutation::PutVersion {
+                org: org(),
+                key: k.clone(),
+                expected_current: expected.map(ver),
+                expected_acl_serial: None,
+                version: version(n, payload),
+            })
+            .await
+    }
+}
+
+// ---- fixtures ----
+
+pub fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(ms)
+}
+
+pub fn fp(c: char) -> ClientFingerprint {
+    ClientFingerprint::parse(&c.to_string().repeat(64)).unwrap()
+}
+
+pub fn ver(n: u64) -> DepositVersion {
+    DepositVersion::new(n).unwrap()
+}
+
+pub fn org() -> OrgName {
+    OrgName::parse("acme").unwrap()
+}
+
+pub fn create_org(name: &str) -> Mutation {
+    Mutation::CreateOrg(OrgRecord {
+        name: OrgName::parse(name).unwrap(),
+        contacts: vec!["ops@example.com".into()],
+        auth_mode: AuthMode::Secret,
+        auth_hash: Some("$argon2id$x".into()),
+        created_at: ts(1),
+        updated_at: ts(1),
+    })
+}
+
+pub fn client_record(fingerprint: ClientFingerprint, org: &str, now: Timestamp) -> ClientRecord {
+    ClientRecord {
+        fingerprint,
+        org: OrgName::parse(org).unwrap(),
+        name: None,
+        state: ClientState::Active,
+        role: ClientRole::Client,
+        cert_der: vec![1, 2, 3],
+        recipient: None,
+        token: TokenState {
+            counter: 0,
+            hash: None,
+            recent: vec![],
+            rotated_at: now,
+        },
+        last_seen_at: None,
+        state_reason: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+pub fn insert(client: ClientRecord) -> Mutation {
+    Mutation::InsertClient {
+        client,
+        consume_token: None,
+    }
+}
+
+pub fn key(owner: char, name: &str) -> DepositKey {
+    DepositKey {
+        owner: Principal::Client(fp(owner)),
+        name: DepositName::parse(name).unwrap(),
+    }
+}
+
+pub fn version(n: u64, payload: &[u8]) -> VersionRecord {
+    VersionRecord {
+        meta: VersionMeta {
+            version: ver(n),
+            size: payload.len() as u64,
+            created_at: ts(1_000 + n as i64),
+            creator: fp('a'),
+            encoding: Encoding::Raw,
+        },
+        kek_version: 1,
+        wrapped_dek: vec![9; 60],
+        ciphertext: payload.to_vec(),
+    }
+}
+
+pub fn kek(v: u32, seal: &str) -> Mutation {
+    Mutation::InsertKek(KekRecord {
+        version: v,
+        seal: seal.into(),
+        wrapped: vec![v as u8],
+        created_at: ts(5),
+    })
+}
+
+/// Awaits spawned tasks in order.
+pub async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
