@@ -192,13 +192,7 @@ fn parse_url(
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
     let query = rest.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    if userinfo.is_some_and(|u| u.contains(':'))
-        || query.split('&').any(|kv| {
-            kv.split('=')
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("password"))
-        })
-    {
+    if userinfo.is_some_and(|u| u.contains(':')) || query.split('&').any(secret_parameter) {
         return Err(StorageConfigError(format!(
             "storage.url must not contain the password (it would be logged and shown): put it \
              in storage.password_file or {PASSWORD_ENV}; the URL without it is {}",
@@ -220,6 +214,13 @@ fn parse_url(
     })
 }
 
+/// A query parameter that carries a secret (`password`, and libpq's `sslpassword`).
+fn secret_parameter(kv: &str) -> bool {
+    kv.split('=')
+        .next()
+        .is_some_and(|k| k.to_ascii_lowercase().ends_with("password"))
+}
+
 /// A URL with any password removed, for error messages.
 fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
@@ -234,13 +235,7 @@ fn redact(url: &str) -> String {
     let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
     let query: Vec<&str> = query
         .split('&')
-        .filter(|kv| {
-            !kv.is_empty()
-                && !kv
-                    .split('=')
-                    .next()
-                    .is_some_and(|k| k.eq_ignore_ascii_case("password"))
-        })
+        .filter(|kv| !kv.is_empty() && !secret_parameter(kv))
         .collect();
     let mut out = if scheme.is_empty() {
         format!("{authority}{path}")
@@ -347,6 +342,7 @@ mod tests {
             "postgres://ks:hunter2@db1,db2/keysafe?target_session_attrs=read-write",
             "postgresql://db/keysafe?user=ks&password=hunter2",
             "postgres://ks@db/keysafe?sslmode=require&PASSWORD=hunter2",
+            "postgres://ks@db/keysafe?sslcert=c.pem&sslpassword=hunter2",
         ] {
             let e = parse(&format!("url = {url:?}")).unwrap_err().to_string();
             assert!(e.contains("must not contain the password"), "{e}");

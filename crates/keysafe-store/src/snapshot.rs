@@ -37,9 +37,7 @@ pub async fn install(cfg: &StorageConfig, bytes: &[u8]) -> StoreResult<()> {
         return Err(unsupported(cfg));
     };
     let io = |e: std::io::Error| StoreError::Backend(format!("{}: {e}", path.display()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
+    crate::sqlite::create_parent(path)?;
     let mut f = keysafe_core::seal::open_options_private()
         .open(path)
         .map_err(|e| match e.kind() {

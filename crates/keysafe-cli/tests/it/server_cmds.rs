@@ -73,6 +73,67 @@ async fn init_creates_everything_privately_and_refuses_to_overwrite() {
     assert!(fails_with(&run(c).await, 1).contains("not empty"));
 }
 
+/// `--storage` takes a database path (relative to the data directory) or a URL; a URL this
+/// build cannot use, or one carrying a password, stops init with a clear one-line error and
+/// leaves nothing behind (and never repeats the password).
+#[tokio::test(flavor = "multi_thread")]
+async fn init_storage_takes_a_path_or_url_and_refuses_what_it_cannot_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut c = keysafe(tmp.path());
+    c.args(["init", "--data-dir"])
+        .arg(&dir)
+        .args(["--storage", "db/main.db", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&run(c).await)).unwrap();
+    let canonical = dir.canonicalize().unwrap();
+    assert_eq!(
+        v["database"].as_str().unwrap(),
+        canonical.join("db/main.db").to_str().unwrap()
+    );
+    assert!(dir.join("db/main.db").exists());
+    assert!(!dir.join("keysafe.db").exists());
+    let toml = std::fs::read_to_string(dir.join("keysafe.toml")).unwrap();
+    assert!(toml.contains("url = \"sqlite:db/main.db\""), "{toml}");
+    let config = keysafe_server::config::Config::load(&dir).unwrap();
+    assert_eq!(config.storage.to_string(), v["database"].as_str().unwrap());
+
+    let abs = tmp.path().join("elsewhere.db");
+    let dir2 = tmp.path().join("data2");
+    let mut c = keysafe(tmp.path());
+    c.args(["init", "--data-dir"])
+        .arg(&dir2)
+        .arg("--storage")
+        .arg(format!("sqlite:{}", abs.display()));
+    ok(&run(c).await);
+    assert!(abs.exists());
+
+    for (url, needle) in [
+        (
+            "postgres://keysafe@127.0.0.1:5432/keysafe?target_session_attrs=read-write",
+            "not built into this keysafe yet",
+        ),
+        (
+            "postgres://keysafe:hunter2@127.0.0.1/keysafe",
+            "must not contain the password",
+        ),
+        ("mysql://db/keysafe", "expected sqlite:PATH or postgres://"),
+    ] {
+        let fresh = tmp.path().join("refused");
+        let mut c = keysafe(tmp.path());
+        c.args(["init", "--data-dir"])
+            .arg(&fresh)
+            .args(["--storage", url]);
+        let err = fails_with(&run(c).await, 1);
+        assert!(err.contains(needle), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            !fresh.exists(),
+            "{url}: init left {} behind",
+            fresh.display()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn print_default_config_is_the_documented_template() {
     let tmp = tempfile::tempdir().unwrap();

@@ -3,8 +3,10 @@
 //! (crash, kill -9, restart) and resume by simply looking again for rows on older versions:
 //! progress is the data itself, never a separate counter that could disagree with it.
 //!
-//! To cover another table of KEK-wrapped rows: add a `WrappedKind`/`WrappedId` variant in
-//! `store.rs`, its associated data in [`aad_for`], and the three statements in the store.
+//! To cover another kind of KEK-wrapped secret: add a `WrappedKind` variant (with its API name,
+//! in keysafe-proto) and a `WrappedId` variant (`store/records.rs`), its associated data in
+//! [`aad_for`], and in every backend its listing (`list_stale_wrapped`), its count
+//! (`kek_usage`, `RetireKek`) and its `Rewrap`.
 
 use super::Service;
 use super::deposits::dek_aad;

@@ -59,6 +59,25 @@ pub(crate) fn backend_error(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Creates the missing directories above a new database file, private to the owner.
+pub(crate) fn create_parent(path: &Path) -> StoreResult<()> {
+    let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    else {
+        return Ok(());
+    };
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(parent)
+        .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", parent.display())))
+}
+
 fn writer_stopped() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
@@ -78,11 +97,13 @@ pub(crate) fn options(path: &Path, create: bool) -> SqliteConnectOptions {
 }
 
 impl SqliteStore {
-    /// Creates a new database at `path` (which must not exist) and applies the migrations.
+    /// Creates a new database at `path` (which must not exist; missing parent directories are
+    /// created, private to the owner) and applies the migrations.
     pub async fn create(path: &Path) -> StoreResult<Self> {
         if path.exists() {
             return Err(StoreError::AlreadyExists);
         }
+        create_parent(path)?;
         Self::connect(path, true).await
     }
 

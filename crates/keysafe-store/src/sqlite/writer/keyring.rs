@@ -54,9 +54,9 @@ pub(super) async fn rewrap(
     if !kek_exists(conn, kek_version).await? {
         return Err(StoreError::NotFound);
     }
-    let (rows, current): (u64, Option<i64>) = match id {
-        WrappedId::DepositVersion { key, version, .. } => {
-            let r = sqlx::query(
+    let (update, exists) = match id {
+        WrappedId::DepositVersion { key, version, .. } => (
+            sqlx::query(
                 "UPDATE deposit_versions SET kek_version = ?4, wrapped_dek = ?5 \
                  WHERE owner = ?1 AND name = ?2 AND version = ?3 AND kek_version = ?6",
             )
@@ -65,55 +65,43 @@ pub(super) async fn rewrap(
             .bind(int(version.get()))
             .bind(i64::from(kek_version))
             .bind(wrapped)
-            .bind(i64::from(expected_kek))
-            .execute(&mut *conn)
-            .await
-            .map_err(write_error)?;
-            if r.rows_affected() > 0 {
-                (r.rows_affected(), None)
-            } else {
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT kek_version FROM deposit_versions \
-                     WHERE owner = ?1 AND name = ?2 AND version = ?3",
-                )
-                .bind(key.owner.stored())
-                .bind(key.name.as_str())
-                .bind(int(version.get()))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(backend_error)?;
-                (0, row.map(|(k,)| k))
-            }
-        }
-        WrappedId::AuditSigningKey { key_id, .. } => {
-            let r = sqlx::query(
+            .bind(i64::from(expected_kek)),
+            sqlx::query(
+                "SELECT 1 FROM deposit_versions WHERE owner = ?1 AND name = ?2 AND version = ?3",
+            )
+            .bind(key.owner.stored())
+            .bind(key.name.as_str())
+            .bind(int(version.get())),
+        ),
+        WrappedId::AuditSigningKey { key_id, .. } => (
+            sqlx::query(
                 "UPDATE audit_signing_keys SET kek_version = ?2, wrapped = ?3 \
                  WHERE key_id = ?1 AND kek_version = ?4",
             )
-            .bind(key_id)
+            .bind(key_id.as_str())
             .bind(i64::from(kek_version))
             .bind(wrapped)
-            .bind(i64::from(expected_kek))
-            .execute(&mut *conn)
-            .await
-            .map_err(write_error)?;
-            if r.rows_affected() > 0 {
-                (r.rows_affected(), None)
-            } else {
-                let row: Option<(i64,)> =
-                    sqlx::query_as("SELECT kek_version FROM audit_signing_keys WHERE key_id = ?1")
-                        .bind(key_id)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(backend_error)?;
-                (0, row.map(|(k,)| k))
-            }
-        }
+            .bind(i64::from(expected_kek)),
+            sqlx::query("SELECT 1 FROM audit_signing_keys WHERE key_id = ?1").bind(key_id.as_str()),
+        ),
     };
-    match (rows, current) {
-        (0, None) => Err(StoreError::NotFound),
-        (0, Some(_)) => Err(StoreError::VersionConflict { current: None }),
-        _ => Ok(Applied::Done),
+    if update
+        .execute(&mut *conn)
+        .await
+        .map_err(write_error)?
+        .rows_affected()
+        > 0
+    {
+        return Ok(Applied::Done);
+    }
+    // Nothing replaced: the row is gone, or another version wraps it now.
+    match exists
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend_error)?
+    {
+        None => Err(StoreError::NotFound),
+        Some(_) => Err(StoreError::VersionConflict { current: None }),
     }
 }
 
