@@ -34,7 +34,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     if let Source::Stale { age, reason } = &fetched.source {
         // One line, on stderr, so the payload on stdout stays clean.
         eprintln!(
-            "keysafe: warning: serving a cached copy of {name} version {} fetched {} ago: {}",
+            "keysafe: warning: serving a cached copy of {name} version {} last confirmed by a server {} ago: {}",
             fetched.version,
             humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
             reason.replace('\n', " ")

@@ -4,6 +4,7 @@
 
 mod at_rest;
 mod audit;
+mod conditional;
 mod deposits;
 mod groups;
 mod http;
