@@ -407,12 +407,37 @@ pub enum AdminCommand {
         after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data backup create --recipient age1... -o keysafe.age"
     )]
     Backup(AdminBackupCommand),
+    /// The server's TLS certificate (offline, on the data directory).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir /var/lib/keysafe tls renew\n  keysafe admin --data-dir /var/lib/keysafe tls renew --hostname ks1.example.com --hostname 10.0.0.5"
+    )]
+    Tls(TlsCommand),
     /// The tamper-evident audit trail: verify it, export it.
     #[command(
         subcommand,
         after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit verify\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01T00:00:00Z --output audit.jsonl"
     )]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Re-issue the self-signed server certificate for the same key (the fingerprint clients
+    /// pinned does not change). A running server picks the new file up by itself within
+    /// server.tls_reload_interval, or at once on SIGHUP (systemctl reload keysafe).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir /var/lib/keysafe tls renew --hostname ks1.example.com --hostname ks1 --hostname 10.0.0.5"
+    )]
+    Renew {
+        /// A DNS name or IP address for the certificate (repeat for several; the first is also
+        /// its common name). Default: the names of the current certificate.
+        #[arg(long = "hostname", value_name = "NAME")]
+        hostnames: Vec<String>,
+        /// How long the new certificate is valid.
+        #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
+        validity: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -51,6 +51,7 @@ pub async fn render(state: &AppState) -> String {
     metrics::gauge!("keysafe_audit_queue_capacity").set(state.audit.capacity() as f64);
     metrics::gauge!("keysafe_audit_healthy").set(if state.audit.is_healthy() { 1.0 } else { 0.0 });
     metrics::gauge!("keysafe_audit_head_seq").set(service.store().audit_head().0 as f64);
+    metrics::gauge!("keysafe_tls_certificate_expiry_seconds").set(state.tls.not_after() as f64);
     let (hits, misses) = service.identity_cache_stats();
     metrics::counter!("keysafe_identity_cache_hits_total").absolute(hits);
     metrics::counter!("keysafe_identity_cache_misses_total").absolute(misses);

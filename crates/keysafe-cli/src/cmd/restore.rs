@@ -167,7 +167,12 @@ async fn build(
         if !sans.contains(&ip) {
             sans.push(ip);
         }
-        let cert = keysafe_proto::identity::reissue_self_signed(&key_pem, &config.hostname, &sans)?;
+        let cert = keysafe_proto::identity::reissue_self_signed(
+            &key_pem,
+            &config.hostname,
+            &sans,
+            keysafe_proto::identity::SERVER_CERT_VALIDITY,
+        )?;
         std::fs::write(&config.tls_cert, cert.cert_pem.as_bytes())?;
     }
     let identity = keysafe_server::tls::load_identity(&config.tls_cert, &config.tls_key)?;

@@ -8,6 +8,7 @@ mod client_cmds;
 mod failover;
 mod kms_cmd;
 mod server_cmds;
+mod service;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
 mod hsm;
@@ -81,7 +82,7 @@ pub fn fails_with(o: &Output, code: i32) -> String {
 }
 
 /// A `keysafe serve` child that is killed if the test fails before stopping it.
-pub struct Serve(Option<std::process::Child>);
+pub struct Serve(pub Option<std::process::Child>);
 
 impl Serve {
     pub fn signal(&self, sig: &str) {

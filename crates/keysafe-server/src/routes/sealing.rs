@@ -59,7 +59,7 @@ pub async fn backup(
     let bytes = crate::backup::create(
         &state.service,
         &state.backup,
-        &state.fingerprint,
+        &state.fingerprint(),
         recipients,
         req.include_root_key,
     )

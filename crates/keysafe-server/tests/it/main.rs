@@ -12,6 +12,7 @@ mod identity;
 mod registration;
 mod sealing;
 mod sharing;
+mod tls_reload;
 mod tokens;
 
 use keysafe_client::ClientError;

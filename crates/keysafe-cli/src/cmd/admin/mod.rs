@@ -8,6 +8,7 @@ mod group;
 mod org;
 // Seals, keyring rotation and backups (issue 5).
 mod sealing;
+mod tls;
 
 use crate::cli::{AdminArgs, AdminCommand};
 use crate::cmd::init::ADMIN_HOME;
@@ -25,6 +26,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         })?;
         return sealing::migrate(&dir, c).await;
     }
+    if let AdminCommand::Tls(c) = args.command {
+        // Offline: files in the data directory; a running server reloads them by itself.
+        let dir = args.data_dir.ok_or_else(|| {
+            usage("tls renew works on the server's data directory: pass --data-dir")
+        })?;
+        return tls::run(&dir, c, args.json);
+    }
     let client = admin_client(&args)?;
     match args.command {
         AdminCommand::Org(c) => org::run(&client, c, args.json).await,
@@ -36,7 +44,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Keyring(c) => sealing::keyring(&client, c, args.json).await,
         AdminCommand::Backup(c) => sealing::backup(&client, c).await,
-        AdminCommand::Seal(_) => Ok(()),
+        AdminCommand::Seal(_) | AdminCommand::Tls(_) => Ok(()),
     }
 }
 
