@@ -218,8 +218,15 @@ pub async fn request_context(
         .record(elapsed.as_secs_f64());
     // Successful requests log at debug: at tens of thousands of requests a second an info line
     // each would cost more than the request. The audit trail, not the log, records accesses.
+    // Health answers log their state when it changes (routes/health.rs), not per probe.
+    let logged_elsewhere = response
+        .extensions()
+        .get::<crate::health_log::LoggedOnChange>()
+        .is_some();
     span.in_scope(|| {
-        if status >= 500 {
+        if logged_elsewhere {
+            tracing::debug!(status, micros, "request");
+        } else if status >= 500 {
             tracing::warn!(status, micros, "request failed");
         } else if status >= 400 {
             tracing::info!(status, micros, "request refused");

@@ -110,6 +110,7 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
             audit,
             service,
             tls: server_tls,
+            health_log: Default::default(),
             registration_limiter: Arc::new(FailureLimiter::new(
                 config.registration_failure_limit,
                 config.registration_failure_window,

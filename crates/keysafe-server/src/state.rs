@@ -13,6 +13,8 @@ pub struct AppState {
     /// The server's certificate and key as served now (reloadable); its fingerprint is the
     /// SHA-256 of the certificate's public key.
     pub tls: Arc<crate::tls::ServerTls>,
+    /// The last health status, so that a change is logged once rather than per probe.
+    pub health_log: Arc<crate::health_log::HealthLog>,
     /// Failed registrations per source address.
     pub registration_limiter: Arc<FailureLimiter>,
     /// The audit queue and its failure policy (issue 6).

@@ -328,3 +328,57 @@ async fn pinning_advice_points_to_a_check_a_man_in_the_middle_cannot_answer() {
     assert!(!advice.contains("?a=fingerprint"), "{advice}");
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_server_logs_its_state_once_not_per_health_probe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("data");
+    let port = free_port("127.0.0.1");
+    let pass = t.join("pass");
+    std::fs::write(&pass, "correct horse battery staple 42").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut c = keysafe(t);
+    c.args(["init", "--data-dir"])
+        .arg(&dir)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--seal",
+            "passphrase",
+        ])
+        .arg("--passphrase-file")
+        .arg(&pass);
+    ok(&run(c).await);
+    // No passphrase this time: it starts sealed.
+    let server = serve(t, &dir, &[("KEYSAFE_LOG", "info")]);
+    let url = format!("https://127.0.0.1:{port}");
+    let anon = keysafe_client::KeysafeClient::new(
+        &url,
+        None,
+        &keysafe_client::ServerTrust::TrustOnFirstUse,
+        &Default::default(),
+    )
+    .unwrap();
+    let mut sealed = 0;
+    for _ in 0..300 {
+        match anon.health().await {
+            Ok(h) if h.status == "sealed" => {
+                sealed += 1;
+                if sealed == 25 {
+                    break;
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(sealed, 25);
+    server.signal("-TERM");
+    server.wait_with_output_async().await;
+    let log = std::fs::read_to_string(t.join("serve.log")).unwrap();
+    assert_eq!(log.matches("health: not ready").count(), 1, "{log}");
+    assert!(!log.contains("request failed"), "{log}");
+}

@@ -2,6 +2,10 @@
 //! the keyring is open and the audit trail records; 503 otherwise, with the same JSON shape.
 //! `checks` names the state of each part. The TLS certificate's expiry is a warning, never a
 //! failure: a certificate within 30 days of its end adds `warnings`, and the server stays ready.
+//!
+//! Probes come every few seconds from load balancers and orchestrators. A changed status is
+//! logged once ([`crate::health_log::HealthLog`]); the probes themselves log at debug whatever they answer, so a
+//! server that stays sealed for a night does not write a warning per probe.
 
 use crate::state::AppState;
 use axum::Json;
@@ -38,6 +42,7 @@ pub async fn get(State(state): State<AppState>) -> Response {
     checks.insert("audit".to_owned(), audit.to_owned());
     let (tls_check, warnings) = certificate_check(&state.tls.certificate(), unix_now());
     checks.insert("tls_certificate".to_owned(), tls_check.to_owned());
+    state.health_log.observe(status, &checks);
     let body = Json(Health {
         status: status.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -47,11 +52,15 @@ pub async fn get(State(state): State<AppState>) -> Response {
         checks,
         warnings,
     });
-    if status == "ok" {
+    let mut response = if status == "ok" {
         body.into_response()
     } else {
         (http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
-    }
+    };
+    response
+        .extensions_mut()
+        .insert(crate::health_log::LoggedOnChange);
+    response
 }
 
 fn unix_now() -> i64 {

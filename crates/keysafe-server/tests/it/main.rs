@@ -9,6 +9,7 @@ mod deposits;
 mod groups;
 mod http;
 mod identity;
+mod observability;
 mod registration;
 mod sealing;
 mod sharing;
