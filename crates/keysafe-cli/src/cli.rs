@@ -122,6 +122,21 @@ pub enum Command {
         after_help = "Example:\n  keysafe kms --home /etc/keysafe/kms-1 --listen 127.0.0.1:9600 --config kms.toml\n  hadoop key list -provider kms://http@127.0.0.1:9600/kms"
     )]
     Kms(KmsArgs),
+    /// Print a shell completion script (for packaging: bash, zsh, fish, elvish, powershell).
+    #[command(
+        hide = true,
+        after_help = "Example:\n  keysafe completions bash > /usr/share/bash-completion/completions/keysafe"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for keysafe and each of its subcommands into DIR (for packaging).
+    #[command(hide = true, after_help = "Example:\n  keysafe man target/man")]
+    Man {
+        /// The directory to write `keysafe.1`, `keysafe-init.1`, ... into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod cache;
 mod client_cmds;
 mod failover;
 mod kms_cmd;
+mod packaging;
 mod server_cmds;
 mod service;
 // Seals, HSM, rotation and backups (issue 5).
