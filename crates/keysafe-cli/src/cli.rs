@@ -263,8 +263,14 @@ pub enum KeyringCommand {
     Status,
     /// Add a key-encryption-key version; new data keys use it at once, a background job
     /// re-wraps the existing ones.
-    #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data keyring rotate")]
-    Rotate,
+    #[command(
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data keyring rotate\n  keysafe admin --data-dir ./keysafe-data keyring rotate --wait"
+    )]
+    Rotate {
+        /// Wait until the background job has re-wrapped every data key (progress on a terminal).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Delete a version that no data key uses any more.
     #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data keyring retire 1")]
     Retire { version: u32 },

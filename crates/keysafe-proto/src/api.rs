@@ -395,6 +395,10 @@ pub struct Acl {
     /// Every age recipient a new version must be encrypted to: the owner (or the owning group's
     /// current recipient) first, then each grantee's.
     pub recipients: Vec<String>,
+    /// Whose each recipient is, in the order of `recipients`: the owner (or owning group) and
+    /// the grantees, in the wire form (`FP`, `group:NAME`). Older servers send none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipient_principals: Vec<RecipientInfo>,
     /// The caller's own access: `owner`, `write` or `read`.
     pub caller_access: String,
 }

@@ -230,7 +230,14 @@ async fn build(
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
-    let r = restore(&args).await?;
+    // A spinner while it decrypts, checks and writes (none when a passphrase prompt may come).
+    let spinner = (!secrets::may_prompt(args.secrets.passphrase_file.as_deref()))
+        .then(|| crate::progress::Progress::spinner("restoring the backup"));
+    let r = restore(&args).await;
+    if let Some(s) = &spinner {
+        s.clear();
+    }
+    let r = r?;
     if args.json {
         return output::json(&r);
     }

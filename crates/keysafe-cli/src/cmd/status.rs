@@ -144,7 +144,14 @@ fn print_human(s: &Status) {
         })
         .collect();
     output::table(
-        &["", "SERVER", "ANSWERS", "HEALTH", "LATENCY", "FINGERPRINT"],
+        &[
+            "USE",
+            "SERVER",
+            "ANSWERS",
+            "HEALTH",
+            "LATENCY",
+            "FINGERPRINT",
+        ],
         &rows,
     );
     println!();

@@ -6,6 +6,7 @@ mod audit_cmds;
 mod cache;
 mod client_cmds;
 mod failover;
+mod json_output;
 mod kms_cmd;
 mod packaging;
 mod server_cmds;

@@ -24,7 +24,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         let dir = args.data_dir.ok_or_else(|| {
             usage("seal migrate works on a stopped server's data directory: pass --data-dir")
         })?;
-        return sealing::migrate(&dir, c).await;
+        return sealing::migrate(&dir, c, args.json).await;
     }
     if let AdminCommand::Tls(c) = args.command {
         // Offline: files in the data directory; a running server reloads them by itself.
@@ -43,7 +43,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             sealing::unseal(&client, passphrase_file, args.json).await
         }
         AdminCommand::Keyring(c) => sealing::keyring(&client, c, args.json).await,
-        AdminCommand::Backup(c) => sealing::backup(&client, c).await,
+        AdminCommand::Backup(c) => sealing::backup(&client, c, args.json).await,
         AdminCommand::Seal(_) | AdminCommand::Tls(_) => Ok(()),
     }
 }
