@@ -5,6 +5,7 @@
 
 use crate::{Serve, fails_with, free_port, keysafe, ok, run, wait_healthy};
 use keysafe_proto::identity::inspect_certificate;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -381,4 +382,42 @@ async fn a_sealed_server_logs_its_state_once_not_per_health_probe() {
     let log = std::fs::read_to_string(t.join("serve.log")).unwrap();
     assert_eq!(log.matches("health: not ready").count(), 1, "{log}");
     assert!(!log.contains("request failed"), "{log}");
+}
+
+/// Runs a server with `KEYSAFE_LOG=filter` and JSON logs, makes a few requests, and returns the
+/// targets of its debug lines.
+async fn debug_targets(filter: &str) -> BTreeSet<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("data");
+    let (_, addr) = init(t, &dir).await;
+    set_config(&dir, "format = \"text\"", "format = \"json\"");
+    let server = serve(t, &dir, &[("KEYSAFE_LOG", filter)]);
+    let url = format!("https://{addr}");
+    wait_healthy(&url).await;
+    let mut c = keysafe(t);
+    c.args(["admin", "--data-dir"])
+        .arg(&dir)
+        .args(["org", "list"]);
+    ok(&run(c).await);
+    server.signal("-TERM");
+    server.wait_with_output_async().await;
+    std::fs::read_to_string(t.join("serve.log"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "DEBUG")
+        .map(|v| v["target"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_debug_filter_shows_keysafe_without_the_libraries() {
+    // What the documentation recommends: keysafe's own debug lines, libraries at info.
+    let ours = debug_targets("info,keysafe=debug").await;
+    assert!(!ours.is_empty());
+    assert!(ours.iter().all(|t| t.starts_with("keysafe")), "{ours:?}");
+    // What it replaces: plain `debug` lets the libraries in (TLS, HTTP, database).
+    let all = debug_targets("debug").await;
+    assert!(all.iter().any(|t| !t.starts_with("keysafe")), "{all:?}");
 }
