@@ -1072,8 +1072,26 @@ impl KeysafeClient {
         {
             return Ok(f);
         }
-        let known = cached.as_ref().and_then(|e| e.meta.etag.as_deref());
-        match self.fetch(owner, name, version, known).await {
+        // Only a tag of the server's own form is sent back: a damaged or edited entry makes an
+        // unconditional request rather than a malformed header the server would refuse.
+        let known = cached
+            .as_ref()
+            .and_then(|e| e.meta.etag.as_deref())
+            .filter(|t| plausible_etag(t));
+        let answer = match self.fetch(owner, name, version, known).await {
+            // A 304 for a copy other than the one named (a server bug): ask again in full.
+            Ok(FetchAnswer::NotModified {
+                version: v, etag, ..
+            }) if cached.as_ref().is_none_or(|e| {
+                e.meta.etag.as_deref() != Some(etag.as_str()) || e.meta.version != v.get()
+            }) =>
+            {
+                tracing::warn!(%etag, "not-modified answer for a copy not held; fetching in full");
+                self.fetch(owner, name, version, None).await
+            }
+            other => other,
+        };
+        match answer {
             Ok(FetchAnswer::Full(f, etag)) => {
                 if let Some(c) = cache
                     && let Err(e) = c.store(
@@ -1093,7 +1111,8 @@ impl KeysafeClient {
                 etag,
                 acl_serial,
             }) => {
-                // Only sent with an entry's tag; the server confirmed exactly that entry.
+                // Only sent with an entry's tag, and checked above: the server confirmed
+                // exactly that entry.
                 match (cache, &cached) {
                     (Some(c), Some(e))
                         if e.meta.etag.as_deref() == Some(etag.as_str())
@@ -1107,7 +1126,7 @@ impl KeysafeClient {
                     _ => Err(ClientError::Unexpected {
                         status: 304,
                         detail: format!(
-                            "not modified, for a copy this client does not hold ({etag})"
+                            "not modified twice, for a copy this client does not hold ({etag})"
                         ),
                     }),
                 }
@@ -1521,6 +1540,11 @@ fn restore_state(path: &std::path::Path, endpoints: &[Endpoint], reprobe_after: 
     }
 }
 
+/// Whether a cached tag has the form the server gives (`VERSION-HEX`), safe to send back.
+fn plausible_etag(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// What one deposit GET got.
 enum FetchAnswer {
     /// The payload, and the entity tag that names it.
@@ -1609,6 +1633,14 @@ pub fn is_retryable(e: &ClientError) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn only_tags_of_the_servers_form_are_sent_back() {
+        assert!(plausible_etag("3-00112233445566778899aabbccddeeff"));
+        for bad in ["", "3\"-x", "a b", "x\r\nInjected: 1", &"a".repeat(129)] {
+            assert!(!plausible_etag(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_get_is_idempotent() {

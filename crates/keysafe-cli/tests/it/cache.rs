@@ -130,6 +130,18 @@ async fn cache_revalidates_serves_stale_only_while_down_and_refuses_past_max_sta
         .unwrap()
         .age;
     assert!(age < std::time::Duration::from_secs(600), "{age:?}");
+    // A damaged tag in the entry is not sent: the get is unconditional and refreshes it.
+    for p in entries(&home) {
+        let bytes = std::fs::read(&p).unwrap();
+        let nl = bytes.iter().position(|b| *b == b'\n').unwrap();
+        let mut meta: serde_json::Value = serde_json::from_slice(&bytes[..nl]).unwrap();
+        meta["etag"] = "1-\"injected".into();
+        let mut out = serde_json::to_vec(&meta).unwrap();
+        out.extend_from_slice(&bytes[nl..]);
+        std::fs::write(&p, out).unwrap();
+    }
+    assert_eq!(lib.get(&name, None).await.unwrap().source, Source::Server);
+    assert_eq!(lib.get(&name, None).await.unwrap().source, Source::Validated);
     let uncached = KeysafeClient::from_home_with(
         &tc.home,
         &ClientOptions {
