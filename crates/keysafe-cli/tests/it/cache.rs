@@ -141,7 +141,10 @@ async fn cache_revalidates_serves_stale_only_while_down_and_refuses_past_max_sta
         std::fs::write(&p, out).unwrap();
     }
     assert_eq!(lib.get(&name, None).await.unwrap().source, Source::Server);
-    assert_eq!(lib.get(&name, None).await.unwrap().source, Source::Validated);
+    assert_eq!(
+        lib.get(&name, None).await.unwrap().source,
+        Source::Validated
+    );
     let uncached = KeysafeClient::from_home_with(
         &tc.home,
         &ClientOptions {
