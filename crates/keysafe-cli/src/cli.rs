@@ -122,6 +122,21 @@ pub enum Command {
         after_help = "Example:\n  keysafe kms --home /etc/keysafe/kms-1 --listen 127.0.0.1:9600 --config kms.toml\n  hadoop key list -provider kms://http@127.0.0.1:9600/kms"
     )]
     Kms(KmsArgs),
+    /// Print a shell completion script (for packaging: bash, zsh, fish, elvish, powershell).
+    #[command(
+        hide = true,
+        after_help = "Example:\n  keysafe completions bash > /usr/share/bash-completion/completions/keysafe"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page for keysafe and each of its subcommands into DIR (for packaging).
+    #[command(hide = true, after_help = "Example:\n  keysafe man target/man")]
+    Man {
+        /// The directory to write `keysafe.1`, `keysafe-init.1`, ... into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -278,8 +293,14 @@ pub enum KeyringCommand {
     Status,
     /// Add a key-encryption-key version; new data keys use it at once, a background job
     /// re-wraps the existing ones.
-    #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data keyring rotate")]
-    Rotate,
+    #[command(
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data keyring rotate\n  keysafe admin --data-dir ./keysafe-data keyring rotate --wait"
+    )]
+    Rotate {
+        /// Wait until the background job has re-wrapped every data key (progress on a terminal).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Delete a version that no data key uses any more.
     #[command(after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data keyring retire 1")]
     Retire { version: u32 },
@@ -437,12 +458,37 @@ pub enum AdminCommand {
         after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data backup create --recipient age1... -o keysafe.age"
     )]
     Backup(AdminBackupCommand),
+    /// The server's TLS certificate (offline, on the data directory).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir /var/lib/keysafe tls renew\n  keysafe admin --data-dir /var/lib/keysafe tls renew --hostname ks1.example.com --hostname 10.0.0.5"
+    )]
+    Tls(TlsCommand),
     /// The tamper-evident audit trail: verify it, export it.
     #[command(
         subcommand,
         after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit verify\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01T00:00:00Z --output audit.jsonl"
     )]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Re-issue the self-signed server certificate for the same key (the fingerprint clients
+    /// pinned does not change). A running server picks the new file up by itself within
+    /// server.tls_reload_interval, or at once on SIGHUP (systemctl reload keysafe).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir /var/lib/keysafe tls renew --hostname ks1.example.com --hostname ks1 --hostname 10.0.0.5"
+    )]
+    Renew {
+        /// A DNS name or IP address for the certificate (repeat for several; the first is also
+        /// its common name). Default: the names of the current certificate.
+        #[arg(long = "hostname", value_name = "NAME")]
+        hostnames: Vec<String>,
+        /// How long the new certificate is valid.
+        #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
+        validity: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

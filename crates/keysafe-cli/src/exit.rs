@@ -62,8 +62,8 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         ClientError::Invalid(_) => USAGE,
         // This client holds no key that opens the payload (not a recipient, not admitted).
         ClientError::Decrypt(_) => DENIED,
-        // `last()` never returns this variant.
-        ClientError::AllServersFailed { .. } => UNAVAILABLE,
+        // `last()` never returns these variants.
+        ClientError::AllServersFailed { .. } | ClientError::CacheTooOld { .. } => UNAVAILABLE,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod systemd;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,12 +1,24 @@
 //! The local deposit cache. Fetched deposit versions are kept on the client host exactly as the
 //! server served them (the payload is what the server stores: age ciphertext or bytes the client
-//! encrypted itself; never anything this module decrypted), with the version, the encoding header
-//! and the owner and name, so that:
+//! encrypted itself; never anything this module decrypted), with the version, the encoding header,
+//! the server's entity tag and the owner and name, so that:
 //!
-//! - within the time-to-live (`ttl`, default 10 minutes) a `get` is answered without a request;
-//! - when no server can answer, a `get` may be served from a copy up to `max_stale` old (default
-//!   24 hours) and the caller is told so ([`crate::client::Source::Stale`]);
-//! - a put, rm, undelete or purge by this client drops its entries for that name.
+//! - in the default `revalidate` mode every `get` still asks a server, conditionally
+//!   (`If-None-Match` with the entry's tag): `304 Not Modified` costs one round trip and no
+//!   payload, and whatever else the server answers (a new version, `not_found` after a revocation
+//!   or a deletion) is what the caller gets. A copy is served without a server's word only when no
+//!   server can answer;
+//! - in the opt-in `ttl` mode an entry younger than `ttl` answers a `get` without a request (a
+//!   host that prefers fewer round trips accepts that a new version, a revocation or a deletion
+//!   is seen up to `ttl` late); an older one is revalidated as above;
+//! - when no server can answer, a `get` may be served from a copy a server confirmed up to
+//!   `max_stale` ago (default 24 hours) and the caller is told so
+//!   ([`crate::client::Source::Stale`]); past that it fails and says why;
+//! - a refusal that stands (`not_found`, `deleted`, `forbidden`, a disabled client) and a put, rm,
+//!   undelete or purge by this client drop the entries of that name.
+//!
+//! An entry's age counts from the last time a server confirmed it: its fetch, or the latest `304`
+//! (recorded as the file's modification time, so a confirmation costs no rewrite).
 //!
 //! Layout: `HOME/cache/` (mode 0700), one file per entry (mode 0600 from creation, written to a
 //! temporary file and renamed into place). A file is one JSON header line, a newline, then the
@@ -22,8 +34,30 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The cache directory inside a client home.
 pub const CACHE_DIR: &str = "cache";
-const FORMAT: u32 = 1;
+/// Entries of an older format (without an entity tag) are misses.
+const FORMAT: u32 = 2;
 const SUFFIX: &str = ".entry";
+
+/// When a cached copy may answer without a server's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// Ask a server every time (conditionally); the copy answers only when none can.
+    #[default]
+    Revalidate,
+    /// Within `ttl` the copy answers without asking (a new version, a revocation or a deletion
+    /// may be seen up to `ttl` late).
+    Ttl,
+}
+
+impl CacheMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::Revalidate => "revalidate",
+            CacheMode::Ttl => "ttl",
+        }
+    }
+}
 
 /// `[cache]` in `client.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +65,9 @@ const SUFFIX: &str = ".entry";
 pub struct CacheConfig {
     /// Cache fetched deposits at all.
     pub enabled: bool,
-    /// Within this age a cached copy answers a `get` without asking a server.
+    /// `revalidate` (default) or `ttl`.
+    pub mode: CacheMode,
+    /// `ttl` mode only: within this age a cached copy answers a `get` without asking a server.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// When no server answers, a cached copy up to this age is served (with a warning). Zero
@@ -44,6 +80,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            mode: CacheMode::Revalidate,
             ttl: Duration::from_secs(600),
             max_stale: Duration::from_secs(24 * 3600),
         }
@@ -77,6 +114,9 @@ pub struct EntryMeta {
     /// The `x-keysafe-encoding` header, if the server sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
+    /// The server's entity tag (without quotes), sent back in `If-None-Match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// Seconds since the Unix epoch when it was fetched.
     pub fetched_at: u64,
     pub size: u64,
@@ -86,7 +126,7 @@ pub struct EntryMeta {
 pub struct CachedEntry {
     pub meta: EntryMeta,
     pub payload: bytes::Bytes,
-    /// How long ago it was fetched (a fetch time in the future counts as infinitely old).
+    /// How long ago a server last confirmed it (a time in the future counts as infinitely old).
     pub age: Duration,
 }
 
@@ -111,7 +151,9 @@ pub struct EntryInfo {
     pub requested: Option<u64>,
     pub version: u64,
     pub encoding: Option<String>,
+    /// Bytes of the payload as cached (what the server served: ciphertext for age deposits).
     pub size: u64,
+    /// Seconds since a server last confirmed the entry.
     pub age_s: u64,
     /// Whether this entry belongs to the server set the home uses now.
     pub current_servers: bool,
@@ -163,6 +205,21 @@ fn age_of(fetched_at: u64) -> Duration {
     }
 }
 
+/// The last time a server confirmed an entry: its fetch time, or a later `304` recorded as the
+/// file's modification time. A modification time in the future does not count.
+fn confirmed_at(meta: &EntryMeta, path: &Path) -> u64 {
+    let touched = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .filter(|t| *t <= now_secs());
+    match touched {
+        Some(t) if meta.fetched_at <= now_secs() => t.max(meta.fetched_at),
+        _ => meta.fetched_at,
+    }
+}
+
 /// Identity of a server set: the sorted, normalised URLs.
 pub fn scope_of(servers: &[String]) -> String {
     let mut urls: Vec<&str> = servers.iter().map(|s| s.trim_end_matches('/')).collect();
@@ -210,7 +267,7 @@ impl Cache {
                     && meta.name == key.name
                     && meta.requested == key.version.map(|v| v.get()) =>
             {
-                let age = age_of(meta.fetched_at);
+                let age = age_of(confirmed_at(&meta, &path));
                 Some(CachedEntry {
                     payload: bytes::Bytes::copy_from_slice(payload),
                     meta,
@@ -225,12 +282,26 @@ impl Cache {
         }
     }
 
-    /// Stores what a server served.
+    /// Records that a server confirmed the entry (`304`): its age starts again. Best effort:
+    /// a confirmation that is not recorded only makes the entry look older.
+    pub fn confirm(&self, key: &CacheKey<'_>) {
+        let path = self.path(key);
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, path = %path.display(), "cannot record a cache confirmation");
+        }
+    }
+
+    /// Stores what a server served, with its entity tag.
     pub fn store(
         &self,
         key: &CacheKey<'_>,
         version: DepositVersion,
         encoding: Option<&str>,
+        etag: Option<&str>,
         payload: &[u8],
     ) -> Result<(), ClientError> {
         crate::home::create_private_dir(&self.dir)?;
@@ -242,6 +313,7 @@ impl Cache {
             requested: key.version.map(|v| v.get()),
             version: version.get(),
             encoding: encoding.map(str::to_owned),
+            etag: etag.map(str::to_owned),
             fetched_at: now_secs(),
             size: payload.len() as u64,
         };
@@ -307,7 +379,7 @@ impl Cache {
             };
             out.push(EntryInfo {
                 current_servers: meta.scope == self.scope,
-                age_s: age_of(meta.fetched_at).as_secs(),
+                age_s: age_of(confirmed_at(&meta, &entry.path())).as_secs(),
                 owner: meta.owner,
                 name: meta.name,
                 requested: meta.requested,
@@ -360,14 +432,27 @@ mod tests {
         );
         assert!(c.lookup(&key(None)).is_none());
         let v3 = DepositVersion::new(3).unwrap();
-        c.store(&key(None), v3, Some("age"), b"\x00ciphertext\n")
-            .unwrap();
-        c.store(&key(Some(2)), DepositVersion::new(2).unwrap(), None, b"old")
-            .unwrap();
+        c.store(
+            &key(None),
+            v3,
+            Some("age"),
+            Some("3-ab"),
+            b"\x00ciphertext\n",
+        )
+        .unwrap();
+        c.store(
+            &key(Some(2)),
+            DepositVersion::new(2).unwrap(),
+            None,
+            None,
+            b"old",
+        )
+        .unwrap();
         let e = c.lookup(&key(None)).unwrap();
         assert_eq!(&e.payload[..], b"\x00ciphertext\n");
         assert_eq!(e.meta.version, 3);
         assert_eq!(e.meta.encoding.as_deref(), Some("age"));
+        assert_eq!(e.meta.etag.as_deref(), Some("3-ab"));
         assert!(e.age < Duration::from_secs(3600));
         #[cfg(unix)]
         {
@@ -399,7 +484,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let c = Cache::new(tmp.path(), &["https://a:1".into()], CacheConfig::default());
         let v = DepositVersion::new(1).unwrap();
-        c.store(&key(None), v, None, b"payload").unwrap();
+        c.store(&key(None), v, None, None, b"payload").unwrap();
         let path = c.path(&key(None));
         // Truncated payload: size no longer matches.
         let mut bytes = std::fs::read(&path).unwrap();
@@ -408,7 +493,7 @@ mod tests {
         assert!(c.lookup(&key(None)).is_none());
         assert!(!path.exists());
         // An entry copied under another key's file name is refused.
-        c.store(&key(Some(1)), v, None, b"payload").unwrap();
+        c.store(&key(Some(1)), v, None, None, b"payload").unwrap();
         std::fs::copy(c.path(&key(Some(1))), &path).unwrap();
         assert!(c.lookup(&key(None)).is_none());
         // A fetch time in the future is never fresh.
@@ -423,9 +508,56 @@ mod tests {
     }
 
     #[test]
+    fn a_confirmation_restarts_the_age_and_old_formats_are_misses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Cache::new(tmp.path(), &["https://a:1".into()], CacheConfig::default());
+        let v = DepositVersion::new(1).unwrap();
+        c.store(&key(None), v, None, Some("1-aa"), b"payload")
+            .unwrap();
+        let path = c.path(&key(None));
+        // Fetched two hours ago (file and header alike).
+        let mut meta = c.lookup(&key(None)).unwrap().meta;
+        meta.fetched_at -= 7200;
+        let mut line = serde_json::to_vec(&meta).unwrap();
+        line.push(b'\n');
+        line.extend_from_slice(b"payload");
+        std::fs::write(&path, &line).unwrap();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        assert!(c.lookup(&key(None)).unwrap().age >= Duration::from_secs(7199));
+        c.confirm(&key(None));
+        assert!(c.lookup(&key(None)).unwrap().age < Duration::from_secs(60));
+        // A modification time in the future is ignored, not taken as "just confirmed".
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(86400))
+            .unwrap();
+        assert!(c.lookup(&key(None)).unwrap().age >= Duration::from_secs(7199));
+        // Format 1 (no tag) is a miss, and removed.
+        let mut old: serde_json::Value = serde_json::from_slice(&line[..line.len() - 8]).unwrap();
+        old["format"] = 1.into();
+        let mut bytes = serde_json::to_vec(&old).unwrap();
+        bytes.extend_from_slice(b"\npayload");
+        std::fs::write(&path, bytes).unwrap();
+        assert!(c.lookup(&key(None)).is_none());
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn config_defaults_and_parsing() {
         let d = CacheConfig::default();
         assert!(d.enabled);
+        assert_eq!(d.mode, CacheMode::Revalidate);
+        let t: CacheConfig = toml::from_str("mode = \"ttl\"").unwrap();
+        assert_eq!(t.mode, CacheMode::Ttl);
+        assert!(toml::from_str::<CacheConfig>("mode = \"never\"").is_err());
         assert_eq!(d.ttl, Duration::from_secs(600));
         assert_eq!(d.max_stale, Duration::from_secs(86400));
         let c: CacheConfig = toml::from_str("ttl = \"30s\"\nmax_stale = \"0s\"").unwrap();

@@ -29,7 +29,7 @@
 //! Retries are bounded: at most `1 + retries` passes over the server list, with exponential backoff
 //! and full jitter between passes (`backoff_base * 2^pass`, at most `backoff_max`).
 
-use crate::cache::{Cache, CacheKey};
+use crate::cache::{Cache, CacheKey, CacheMode};
 use crate::error::ClientError;
 use crate::home::{ClientHome, ClientIdentity};
 use crate::tls::{Observed, ServerTrust, client_config};
@@ -72,9 +72,12 @@ pub enum Precondition {
 /// Where a fetched deposit came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A server answered.
+    /// A server answered with the payload.
     Server,
-    /// The local cache, within its time-to-live; no request was made.
+    /// A server confirmed that the cached copy is current (`304 Not Modified`); the payload came
+    /// from the local cache.
+    Validated,
+    /// The local cache, within its time-to-live (`ttl` mode only); no request was made.
     Cache { age: Duration },
     /// The local cache, older than the time-to-live, because no server could answer. `reason` is
     /// that failure. Callers should say so (the CLI warns on stderr).
@@ -87,7 +90,7 @@ pub struct Fetched {
     pub payload: Bytes,
     /// The `x-keysafe-encoding` header, if the server sent one.
     pub encoding: Option<String>,
-    /// The ACL serial the server reported (absent for copies from the cache).
+    /// The ACL serial the server reported (absent for copies no server confirmed just now).
     pub acl_serial: Option<u64>,
     pub source: Source,
 }
@@ -128,7 +131,8 @@ impl std::fmt::Debug for Fetched {
 /// How a `get` may use the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CacheUse {
-    /// Answer from a fresh entry, fall back to a stale one when no server answers.
+    /// As `[cache]` says: revalidate (or, in `ttl` mode, answer from a fresh entry), and fall
+    /// back to a stale entry when no server answers.
     #[default]
     Normal,
     /// Always ask a server and never serve a cached copy; a successful answer refreshes the
@@ -311,6 +315,8 @@ pub(crate) struct Req {
     retry: Retry,
     /// Return non-2xx answers as they are instead of as errors (health).
     any_status: bool,
+    /// Return `304 Not Modified` as an answer (conditional deposit reads).
+    not_modified_ok: bool,
 }
 
 impl Req {
@@ -327,6 +333,7 @@ impl Req {
             body: None,
             retry,
             any_status: false,
+            not_modified_ok: false,
         }
     }
 
@@ -821,7 +828,10 @@ impl KeysafeClient {
             headers,
             body,
         };
-        if status.is_success() || req.any_status {
+        if status.is_success()
+            || req.any_status
+            || (req.not_modified_ok && status == StatusCode::NOT_MODIFIED)
+        {
             return Ok(answer);
         }
         let e = api_error(&answer);
@@ -1036,7 +1046,8 @@ impl KeysafeClient {
         self.get_of(None, name, version, cache_use).await
     }
 
-    /// Fetches a version of the caller's deposit or (`owner`) of one shared with it.
+    /// Fetches a version of the caller's deposit or (`owner`) of one shared with it, through
+    /// the cache (see [`crate::cache`] for the rules).
     pub async fn get_of(
         &self,
         owner: Option<&str>,
@@ -1055,33 +1066,92 @@ impl KeysafeClient {
             _ => None,
         };
         if let (Some(c), Some(e)) = (cache, &cached)
+            && c.config.mode == CacheMode::Ttl
             && e.age <= c.config.ttl
-            && let Some(f) = from_cache(e, Source::Cache { age: e.age })
+            && let Some(f) = from_cache(e, Source::Cache { age: e.age }, None)
         {
             return Ok(f);
         }
-        match self.fetch(owner, name, version).await {
-            Ok(f) => {
+        // Only a tag of the server's own form is sent back: a damaged or edited entry makes an
+        // unconditional request rather than a malformed header the server would refuse.
+        let known = cached
+            .as_ref()
+            .and_then(|e| e.meta.etag.as_deref())
+            .filter(|t| plausible_etag(t));
+        let answer = match self.fetch(owner, name, version, known).await {
+            // A 304 for a copy other than the one named (a server bug): ask again in full.
+            Ok(FetchAnswer::NotModified {
+                version: v, etag, ..
+            }) if cached.as_ref().is_none_or(|e| {
+                e.meta.etag.as_deref() != Some(etag.as_str()) || e.meta.version != v.get()
+            }) =>
+            {
+                tracing::warn!(%etag, "not-modified answer for a copy not held; fetching in full");
+                self.fetch(owner, name, version, None).await
+            }
+            other => other,
+        };
+        match answer {
+            Ok(FetchAnswer::Full(f, etag)) => {
                 if let Some(c) = cache
-                    && let Err(e) = c.store(&key, f.version, f.encoding.as_deref(), &f.payload)
+                    && let Err(e) = c.store(
+                        &key,
+                        f.version,
+                        f.encoding.as_deref(),
+                        etag.as_deref(),
+                        &f.payload,
+                    )
                 {
                     tracing::warn!(error = %e, "cannot cache a fetched deposit");
                 }
                 Ok(f)
             }
+            Ok(FetchAnswer::NotModified {
+                version: v,
+                etag,
+                acl_serial,
+            }) => {
+                // Only sent with an entry's tag, and checked above: the server confirmed
+                // exactly that entry.
+                match (cache, &cached) {
+                    (Some(c), Some(e))
+                        if e.meta.etag.as_deref() == Some(etag.as_str())
+                            && e.meta.version == v.get() =>
+                    {
+                        c.confirm(&key);
+                        from_cache(e, Source::Validated, acl_serial).ok_or_else(|| {
+                            ClientError::Home("cache: a damaged entry was confirmed".into())
+                        })
+                    }
+                    _ => Err(ClientError::Unexpected {
+                        status: 304,
+                        detail: format!(
+                            "not modified twice, for a copy this client does not hold ({etag})"
+                        ),
+                    }),
+                }
+            }
             Err(err) => {
                 if let (Some(c), Some(e)) = (cache, &cached)
                     && is_retryable(&err)
-                    && e.age <= c.config.max_stale
-                    && let Some(f) = from_cache(
-                        e,
-                        Source::Stale {
-                            age: e.age,
-                            reason: err.to_string(),
-                        },
-                    )
                 {
-                    return Ok(f);
+                    if e.age <= c.config.max_stale
+                        && let Some(f) = from_cache(
+                            e,
+                            Source::Stale {
+                                age: e.age,
+                                reason: err.to_string(),
+                            },
+                            None,
+                        )
+                    {
+                        return Ok(f);
+                    }
+                    return Err(ClientError::CacheTooOld {
+                        age: e.age,
+                        max_stale: c.config.max_stale,
+                        cause: Box::new(err),
+                    });
                 }
                 // A refusal that stands (not found, deleted, forbidden, client disabled, ...)
                 // also drops what this host kept of the name.
@@ -1093,18 +1163,28 @@ impl KeysafeClient {
         }
     }
 
+    /// One GET of a deposit version; with `known` (an entity tag this client holds) a
+    /// conditional one.
     async fn fetch(
         &self,
         owner: Option<&str>,
         name: &DepositName,
         version: Option<DepositVersion>,
-    ) -> Result<Fetched, ClientError> {
+        known: Option<&str>,
+    ) -> Result<FetchAnswer, ClientError> {
         let mut path = Self::deposit_path(owner, name, "");
         if let Some(v) = version {
             path.push(if path.contains('?') { '&' } else { '?' });
             path.push_str(&format!("version={v}"));
         }
-        let answer = self.send(Req::get(path)).await?;
+        let mut req = Req::get(path);
+        if let Some(tag) = known
+            && let Ok(v) = HeaderValue::from_str(&format!("\"{tag}\""))
+        {
+            req = req.header(reqwest::header::IF_NONE_MATCH, v);
+            req.not_modified_ok = true;
+        }
+        let answer = self.send(req).await?;
         let version = answer
             .headers
             .get(HEADER_DEPOSIT_VERSION)
@@ -1114,23 +1194,43 @@ impl KeysafeClient {
                 status: answer.status.as_u16(),
                 detail: format!("missing {HEADER_DEPOSIT_VERSION} header"),
             })?;
-        let encoding = answer
+        let etag = answer
             .headers
-            .get(HEADER_ENCODING)
+            .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
             .map(str::to_owned);
         let acl_serial = answer
             .headers
             .get(HEADER_ACL_SERIAL)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        Ok(Fetched {
-            version,
-            payload: answer.body,
-            encoding,
-            acl_serial,
-            source: Source::Server,
-        })
+        if answer.status == StatusCode::NOT_MODIFIED {
+            let etag = etag.ok_or_else(|| ClientError::Unexpected {
+                status: 304,
+                detail: "not modified, without an ETag".into(),
+            })?;
+            return Ok(FetchAnswer::NotModified {
+                version,
+                etag,
+                acl_serial,
+            });
+        }
+        let encoding = answer
+            .headers
+            .get(HEADER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(FetchAnswer::Full(
+            Fetched {
+                version,
+                payload: answer.body,
+                encoding,
+                acl_serial,
+                source: Source::Server,
+            },
+            etag,
+        ))
     }
 
     pub async fn list(&self, q: &ListQuery) -> Result<DepositList, ClientError> {
@@ -1440,13 +1540,34 @@ fn restore_state(path: &std::path::Path, endpoints: &[Endpoint], reprobe_after: 
     }
 }
 
+/// Whether a cached tag has the form the server gives (`VERSION-HEX`), safe to send back.
+fn plausible_etag(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// What one deposit GET got.
+enum FetchAnswer {
+    /// The payload, and the entity tag that names it.
+    Full(Fetched, Option<String>),
+    /// `304`: the copy whose tag was sent is current.
+    NotModified {
+        version: DepositVersion,
+        etag: String,
+        acl_serial: Option<u64>,
+    },
+}
+
 /// A cached entry as a fetch result; `None` if its version is not a valid one (a damaged file).
-fn from_cache(e: &crate::cache::CachedEntry, source: Source) -> Option<Fetched> {
+fn from_cache(
+    e: &crate::cache::CachedEntry,
+    source: Source,
+    acl_serial: Option<u64>,
+) -> Option<Fetched> {
     Some(Fetched {
         version: DepositVersion::new(e.meta.version).ok()?,
         payload: e.payload.clone(),
         encoding: e.meta.encoding.clone(),
-        acl_serial: None,
+        acl_serial,
         source,
     })
 }
@@ -1503,6 +1624,7 @@ pub fn is_retryable(e: &ClientError) -> bool {
             StatusCode::from_u16(*status).is_ok_and(|s| s.is_server_error())
         }
         ClientError::AllServersFailed { last, .. } => is_retryable(last),
+        ClientError::CacheTooOld { cause, .. } => is_retryable(cause),
         _ => false,
     }
 }
@@ -1511,6 +1633,14 @@ pub fn is_retryable(e: &ClientError) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn only_tags_of_the_servers_form_are_sent_back() {
+        assert!(plausible_etag("3-00112233445566778899aabbccddeeff"));
+        for bad in ["", "3\"-x", "a b", "x\r\nInjected: 1", &"a".repeat(129)] {
+            assert!(!plausible_etag(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_get_is_idempotent() {

@@ -53,6 +53,18 @@ pub enum ClientError {
         last: Box<ClientError>,
         not_retried: bool,
     },
+    /// No server could answer, and the cached copy is older than `max_stale` allows. `cause`
+    /// (the servers' failure) decides the exit code.
+    #[error(
+        "{cause}; the cached copy is not served: a server last confirmed it {} ago, past the cache's max_stale ({})",
+        humantime::format_duration(std::time::Duration::from_secs(.age.as_secs())),
+        humantime::format_duration(*.max_stale)
+    )]
+    CacheTooOld {
+        age: std::time::Duration,
+        max_stale: std::time::Duration,
+        cause: Box<ClientError>,
+    },
 }
 
 impl ClientError {
@@ -69,6 +81,7 @@ impl ClientError {
     pub fn last(&self) -> &ClientError {
         match self {
             ClientError::AllServersFailed { last, .. } => last.last(),
+            ClientError::CacheTooOld { cause, .. } => cause.last(),
             other => other,
         }
     }

@@ -14,7 +14,7 @@ pub mod vault;
 // Seals, keyring rotation and backups (issue 5).
 pub mod sealing;
 
-pub use cache::{Cache, CacheConfig};
+pub use cache::{Cache, CacheConfig, CacheMode};
 pub use client::{
     CacheUse, ClientOptions, FailoverOptions, Fetched, KeysafeClient, Precondition, PutParams,
     ServerSpec, ServerStatus, Source, is_retryable,

@@ -41,7 +41,9 @@ pub struct Health {
     /// The server's own fingerprint, so a client can cross-check what it pinned.
     pub fingerprint: ClientFingerprint,
     /// Readiness of each part: `database` (`ok`, `unavailable`), `audit` (`ok`, `failing`,
-    /// `queue_full`), `seal` (`ok`, `sealed`). Older servers send none.
+    /// `queue_full`), `seal` (`ok`, `sealed`); and, informational only (it never makes the
+    /// status other than `ok`), `tls_certificate` (`ok`, `expires_soon`, `expired`). Older
+    /// servers send none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub checks: std::collections::BTreeMap<String, String>,
     /// The seal kind (`file`, `passphrase`, `pkcs11`) when unsealed; absent while sealed.
@@ -50,6 +52,10 @@ pub struct Health {
     /// Why the server is sealed, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_reason: Option<String>,
+    /// Things an operator should act on soon that do not make the server unready (the TLS
+    /// certificate expires within 30 days). Older servers send none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The lifecycle state of a registered client.
@@ -389,6 +395,10 @@ pub struct Acl {
     /// Every age recipient a new version must be encrypted to: the owner (or the owning group's
     /// current recipient) first, then each grantee's.
     pub recipients: Vec<String>,
+    /// Whose each recipient is, in the order of `recipients`: the owner (or owning group) and
+    /// the grantees, in the wire form (`FP`, `group:NAME`). Older servers send none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipient_principals: Vec<RecipientInfo>,
     /// The caller's own access: `owner`, `write` or `read`.
     pub caller_access: String,
 }

@@ -1,7 +1,15 @@
 //! Identity rules shared by both ends: a client (and the server) is identified by the SHA-256 of
 //! its certificate's SubjectPublicKeyInfo, as 64 lowercase hex characters. Re-issuing a
 //! certificate for the same key keeps the identity. Also generates the self-signed ECDSA P-256
-//! certificates both sides use.
+//! certificates both sides use, and reads what an operator needs to know about a certificate
+//! (validity, names, whether it is self-signed).
+//!
+//! Validity of generated certificates: a server certificate is valid for
+//! [`SERVER_CERT_VALIDITY`] (one year; `keysafe admin tls renew` re-issues it for the same key,
+//! and health warns 30 days before the end); a client identity certificate for
+//! [`CLIENT_CERT_VALIDITY`] (ten years: the server identifies a client by its key and ignores
+//! the dates, and nothing renews client certificates). Both start an hour in the past, so a
+//! peer whose clock runs a little behind accepts them.
 
 use aws_lc_rs::digest::{SHA256, digest};
 use rustls_pki_types::CertificateDer;
@@ -92,37 +100,64 @@ impl fmt::Debug for SelfSigned {
 #[error("certificate generation failed: {0}")]
 pub struct CertGenError(String);
 
-/// Generates an ECDSA P-256 key pair and a self-signed certificate for `common_name` with the
-/// given subject alternative names (DNS names or IP addresses).
+/// How long a generated server certificate is valid.
+pub const SERVER_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 86400);
+/// How long a generated client identity certificate is valid.
+pub const CLIENT_CERT_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(10 * 365 * 86400);
+/// Generated certificates start this long before now (clock skew between peers).
+const BACKDATE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Generates an ECDSA P-256 key pair and a self-signed client identity certificate for
+/// `common_name` with the given subject alternative names (DNS names or IP addresses), valid
+/// for [`CLIENT_CERT_VALIDITY`].
 pub fn generate_self_signed(
     common_name: &str,
     subject_alt_names: &[String],
 ) -> Result<SelfSigned, CertGenError> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| CertGenError(e.to_string()))?;
-    self_signed_for_key(&key, common_name, subject_alt_names)
+    generate_self_signed_for(common_name, subject_alt_names, CLIENT_CERT_VALIDITY)
 }
 
-/// Issues a self-signed certificate for an existing PKCS#8 PEM key (re-issuing keeps identity).
+/// Generates an ECDSA P-256 key pair and a self-signed certificate valid for `validity`.
+pub fn generate_self_signed_for(
+    common_name: &str,
+    subject_alt_names: &[String],
+    validity: std::time::Duration,
+) -> Result<SelfSigned, CertGenError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CertGenError(e.to_string()))?;
+    self_signed_for_key(&key, common_name, subject_alt_names, validity)
+}
+
+/// Issues a self-signed certificate for an existing PKCS#8 PEM key (re-issuing keeps identity),
+/// valid for `validity` from now.
 pub fn reissue_self_signed(
     key_pem: &str,
     common_name: &str,
     subject_alt_names: &[String],
+    validity: std::time::Duration,
 ) -> Result<SelfSigned, CertGenError> {
     let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| CertGenError(e.to_string()))?;
-    self_signed_for_key(&key, common_name, subject_alt_names)
+    self_signed_for_key(&key, common_name, subject_alt_names, validity)
 }
 
 fn self_signed_for_key(
     key: &rcgen::KeyPair,
     common_name: &str,
     subject_alt_names: &[String],
+    validity: std::time::Duration,
 ) -> Result<SelfSigned, CertGenError> {
     let mut params = rcgen::CertificateParams::new(subject_alt_names.to_vec())
         .map_err(|e| CertGenError(e.to_string()))?;
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, common_name);
     params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    let span = |d: std::time::Duration| {
+        time::Duration::try_from(d).map_err(|e| CertGenError(format!("validity: {e}")))
+    };
+    params.not_before = now - span(BACKDATE)?;
+    params.not_after = now + span(validity)?;
     let cert = params
         .self_signed(key)
         .map_err(|e| CertGenError(e.to_string()))?;
@@ -136,9 +171,102 @@ fn self_signed_for_key(
     })
 }
 
+/// What an operator needs to know about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// The subject's common name, if any.
+    pub common_name: Option<String>,
+    /// DNS names and IP addresses (in text form) of the subject alternative names.
+    pub subject_alt_names: Vec<String>,
+    /// Subject and issuer are the same name (not issued by a CA).
+    pub self_signed: bool,
+    pub fingerprint: ClientFingerprint,
+}
+
+/// Reads a DER certificate's validity, names and issuer.
+pub fn inspect_certificate(cert_der: &[u8]) -> Result<CertInfo, FingerprintError> {
+    let bad = |e: String| FingerprintError::BadCertificate(e);
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|e| bad(e.to_string()))?;
+    let mut sans = Vec::new();
+    if let Some(ext) = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(e.to_string()))?
+    {
+        for name in &ext.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => sans.push((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => {
+                        let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
+                        sans.push(std::net::Ipv4Addr::from(a).to_string());
+                    }
+                    16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        sans.push(std::net::Ipv6Addr::from(a).to_string());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Ok(CertInfo {
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        common_name,
+        subject_alt_names: sans,
+        self_signed: cert.subject().as_raw() == cert.issuer().as_raw(),
+        fingerprint: ClientFingerprint::of_certificate(cert_der)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn generated_certificates_have_sane_validity_and_their_names() {
+        let server = generate_self_signed_for(
+            "ks.example.com",
+            &["ks.example.com".into(), "10.0.0.5".into(), "::1".into()],
+            SERVER_CERT_VALIDITY,
+        )
+        .unwrap();
+        let info = inspect_certificate(&server.cert_der).unwrap();
+        let year = 365 * 86400;
+        assert!((info.not_after - now() - year).abs() < 120, "{info:?}");
+        assert!((now() - info.not_before - 3600).abs() < 120, "{info:?}");
+        assert_eq!(
+            info.subject_alt_names,
+            vec!["ks.example.com", "10.0.0.5", "::1"]
+        );
+        assert_eq!(info.common_name.as_deref(), Some("ks.example.com"));
+        assert!(info.self_signed);
+        assert_eq!(info.fingerprint, server.fingerprint);
+        let client = generate_self_signed("c", &[]).unwrap();
+        let info = inspect_certificate(&client.cert_der).unwrap();
+        assert!((info.not_after - now() - 10 * year).abs() < 120, "{info:?}");
+        assert!(inspect_certificate(b"junk").is_err());
+    }
 
     #[test]
     fn certificate_fingerprint_is_spki_hash() {
@@ -151,7 +279,8 @@ mod tests {
     #[test]
     fn reissue_keeps_identity() {
         let id = generate_self_signed("a", &["a".into()]).unwrap();
-        let again = reissue_self_signed(&id.key_pem, "b", &["b".into()]).unwrap();
+        let again =
+            reissue_self_signed(&id.key_pem, "b", &["b".into()], SERVER_CERT_VALIDITY).unwrap();
         assert_ne!(again.cert_der, id.cert_der);
         assert_eq!(again.fingerprint, id.fingerprint);
         assert_eq!(

@@ -132,6 +132,13 @@ hostname = "{hostname}"
 # replace them with CA-issued files if you like (clients then register with --ca-cert).
 tls_cert = "tls/server.crt"
 tls_key = "tls/server.key"
+# The certificate and key are read again on SIGHUP and when either file changes (checked this
+# often; "0s" checks only on SIGHUP). Open connections keep the certificate they started with.
+tls_reload_interval = "10s"
+# A reload that finds a different key (a new fingerprint) is refused, because clients that
+# pinned the served fingerprint would refuse the server; a renewed certificate for the same key
+# is always taken. Set to true when clients trust a CA (register --ca-cert) rather than a pin.
+tls_allow_key_change = false
 # Lowest TLS version accepted: "1.2" or "1.3". TLS 1.3 is preferred whenever the client has it.
 tls_min_version = "1.2"
 # A connection that has not completed its TLS handshake within this time is dropped.
@@ -326,6 +333,9 @@ struct RawServer {
     hostname: String,
     tls_cert: PathBuf,
     tls_key: PathBuf,
+    #[serde(with = "humantime_serde")]
+    tls_reload_interval: Duration,
+    tls_allow_key_change: bool,
     tls_min_version: String,
     #[serde(with = "humantime_serde")]
     handshake_timeout: Duration,
@@ -343,6 +353,8 @@ impl Default for RawServer {
             hostname: "localhost".into(),
             tls_cert: "tls/server.crt".into(),
             tls_key: "tls/server.key".into(),
+            tls_reload_interval: Duration::from_secs(10),
+            tls_allow_key_change: false,
             tls_min_version: "1.2".into(),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
@@ -512,6 +524,10 @@ pub struct Config {
     pub hostname: String,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes; zero: only on SIGHUP.
+    pub tls_reload_interval: Duration,
+    /// Whether a reload may serve a key with another fingerprint.
+    pub tls_allow_key_change: bool,
     pub tls_min_version: TlsMinVersion,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -655,6 +671,8 @@ impl Config {
             hostname: raw.server.hostname,
             tls_cert: resolve(&raw.server.tls_cert),
             tls_key: resolve(&raw.server.tls_key),
+            tls_reload_interval: raw.server.tls_reload_interval,
+            tls_allow_key_change: raw.server.tls_allow_key_change,
             tls_min_version,
             handshake_timeout: raw.server.handshake_timeout,
             header_read_timeout: raw.server.header_read_timeout,

@@ -153,7 +153,11 @@ async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitRepor
     if !sans.contains(&ip) {
         sans.push(ip);
     }
-    let cert = keysafe_proto::identity::generate_self_signed(&opts.hostname, &sans)?;
+    let cert = keysafe_proto::identity::generate_self_signed_for(
+        &opts.hostname,
+        &sans,
+        keysafe_proto::identity::SERVER_CERT_VALIDITY,
+    )?;
     if let Some(parent) = config.tls_cert.parent() {
         create_private_dir(parent)?;
     }

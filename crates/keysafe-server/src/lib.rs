@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 mod error;
 mod extract;
+pub mod health_log;
 pub mod identity;
 pub mod init;
 pub mod metrics;

@@ -15,6 +15,9 @@ use std::sync::OnceLock;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The commit this server was built from (`build.rs`), or "unknown".
+pub const GIT_COMMIT: &str = env!("KEYSAFE_GIT_COMMIT");
+
 /// Latency buckets in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -33,7 +36,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 )
                 .ok()?;
             match builder.install_recorder() {
-                Ok(h) => Some(h),
+                Ok(h) => {
+                    describe();
+                    Some(h)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot install the metrics recorder");
                     None
@@ -43,14 +49,103 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// `# HELP` text for every series keysafe records (the exporter prints a family's HELP only
+/// once it is described). A test checks that every family rendered has one.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "keysafe_build_info",
+        "Always 1; labels carry the version and the git commit the server was built from"
+    );
+    describe_counter!(
+        "keysafe_requests_total",
+        "Requests answered, by operation (method and route template) and HTTP status"
+    );
+    describe_histogram!(
+        "keysafe_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival to its answer, by operation and HTTP status"
+    );
+    describe_counter!(
+        "keysafe_tls_handshake_failures_total",
+        "TLS handshakes that failed (reason error) or did not finish in time (reason timeout)"
+    );
+    describe_gauge!(
+        "keysafe_tls_certificate_expiry_seconds",
+        Unit::Seconds,
+        "When the TLS certificate being served expires, in Unix seconds"
+    );
+    describe_gauge!("keysafe_clients", "Registered clients by state");
+    describe_gauge!(
+        "keysafe_deposits",
+        "Stored deposits (names), deleted ones included"
+    );
+    describe_gauge!("keysafe_deposit_versions", "Stored deposit versions");
+    describe_gauge!(
+        "keysafe_sealed",
+        "1 while the keyring is sealed and deposits cannot be served, else 0"
+    );
+    describe_gauge!(
+        "keysafe_audit_queue_depth",
+        "Audit entries of reads and refusals waiting for their batch"
+    );
+    describe_gauge!(
+        "keysafe_audit_queue_capacity",
+        "How many audit entries the queue holds at most"
+    );
+    describe_counter!(
+        "keysafe_audit_failures_total",
+        "Audit trail failures by reason: store (a batch append failed), queue_full or stopped (an entry was not queued), file, syslog (a sink failed)"
+    );
+    describe_gauge!(
+        "keysafe_audit_healthy",
+        "1 while audit entries are appended, 0 while appending fails"
+    );
+    describe_gauge!(
+        "keysafe_audit_head_seq",
+        "Sequence number of the last entry in the audit chain"
+    );
+    describe_gauge!(
+        "keysafe_db_pool_connections",
+        "Database read connections by state (idle, busy)"
+    );
+    describe_gauge!(
+        "keysafe_db_up",
+        "1 when the database answered this scrape's queries, else 0"
+    );
+    describe_counter!(
+        "keysafe_identity_cache_hits_total",
+        "Client identity lookups answered from memory"
+    );
+    describe_counter!(
+        "keysafe_identity_cache_misses_total",
+        "Client identity lookups that read the database"
+    );
+    metrics_process::Collector::default().describe();
+    // Failure counters exist from the start at zero, so that an alert on their increase sees a
+    // series before the first failure rather than none (the audit trail does the same for its
+    // own when it starts).
+    for reason in ["error", "timeout"] {
+        metrics::counter!("keysafe_tls_handshake_failures_total", "reason" => reason).increment(0);
+    }
+}
+
 /// Sets the gauges read at scrape time and renders the exposition text.
 pub async fn render(state: &AppState) -> String {
     let service = &state.service;
+    metrics::gauge!(
+        "keysafe_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => GIT_COMMIT
+    )
+    .set(1.0);
+    metrics_process::Collector::default().collect();
     metrics::gauge!("keysafe_sealed").set(if service.is_sealed() { 1.0 } else { 0.0 });
     metrics::gauge!("keysafe_audit_queue_depth").set(state.audit.depth() as f64);
     metrics::gauge!("keysafe_audit_queue_capacity").set(state.audit.capacity() as f64);
     metrics::gauge!("keysafe_audit_healthy").set(if state.audit.is_healthy() { 1.0 } else { 0.0 });
     metrics::gauge!("keysafe_audit_head_seq").set(service.store().audit_head().seq as f64);
+    metrics::gauge!("keysafe_tls_certificate_expiry_seconds").set(state.tls.not_after() as f64);
     let (hits, misses) = service.identity_cache_stats();
     metrics::counter!("keysafe_identity_cache_hits_total").absolute(hits);
     metrics::counter!("keysafe_identity_cache_misses_total").absolute(misses);

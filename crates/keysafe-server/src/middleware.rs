@@ -195,6 +195,7 @@ pub async fn request_context(
         200 => "200",
         201 => "201",
         204 => "204",
+        304 => "304",
         400 => "400",
         401 => "401",
         403 => "403",
@@ -217,8 +218,15 @@ pub async fn request_context(
         .record(elapsed.as_secs_f64());
     // Successful requests log at debug: at tens of thousands of requests a second an info line
     // each would cost more than the request. The audit trail, not the log, records accesses.
+    // Health answers log their state when it changes (routes/health.rs), not per probe.
+    let logged_elsewhere = response
+        .extensions()
+        .get::<crate::health_log::LoggedOnChange>()
+        .is_some();
     span.in_scope(|| {
-        if status >= 500 {
+        if logged_elsewhere {
+            tracing::debug!(status, micros, "request");
+        } else if status >= 500 {
             tracing::warn!(status, micros, "request failed");
         } else if status >= 400 {
             tracing::info!(status, micros, "request refused");

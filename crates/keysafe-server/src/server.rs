@@ -40,14 +40,14 @@ pub struct App {
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("fingerprint", &self.state.fingerprint)
+            .field("fingerprint", &self.state.fingerprint())
             .finish_non_exhaustive()
     }
 }
 
 impl App {
-    pub fn fingerprint(&self) -> &ClientFingerprint {
-        &self.state.fingerprint
+    pub fn fingerprint(&self) -> ClientFingerprint {
+        self.state.fingerprint()
     }
 }
 
@@ -59,8 +59,8 @@ pub async fn open_app(config: &Config) -> anyhow::Result<App> {
 
 /// [`open_app`] with the secrets given at start.
 pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Result<App> {
-    let identity = tls::load_identity(&config.tls_cert, &config.tls_key)?;
-    let tls = tls::server_config(config, &identity)?;
+    let server_tls = tls::ServerTls::load(config)?;
+    let tls = server_tls.server_config(config)?;
     // The file and HSM seals are opened before the database is touched, so a wrong PIN or an
     // unreadable root key stops the start with the database untouched. The passphrase seal
     // needs its Argon2id parameters, which live with the keyring rows.
@@ -105,7 +105,8 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
         state: AppState {
             audit,
             service,
-            fingerprint: identity.fingerprint,
+            tls: server_tls,
+            health_log: Default::default(),
             registration_limiter: Arc::new(FailureLimiter::new(
                 config.registration_failure_limit,
                 config.registration_failure_window,

@@ -10,14 +10,24 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
-    /// The server's own fingerprint (SHA-256 of its certificate's public key).
-    pub fingerprint: ClientFingerprint,
+    /// The server's certificate and key as served now (reloadable); its fingerprint is the
+    /// SHA-256 of the certificate's public key.
+    pub tls: Arc<crate::tls::ServerTls>,
+    /// The last health status, so that a change is logged once rather than per probe.
+    pub health_log: Arc<crate::health_log::HealthLog>,
     /// Failed registrations per source address.
     pub registration_limiter: Arc<FailureLimiter>,
     /// The audit queue and its failure policy (issue 6).
     pub audit: Arc<crate::audit::AuditTrail>,
     /// What a backup contains besides the database (issue 5).
     pub backup: Arc<crate::backup::BackupSources>,
+}
+
+impl AppState {
+    /// The server's own fingerprint, of the key it serves now.
+    pub fn fingerprint(&self) -> ClientFingerprint {
+        self.tls.fingerprint()
+    }
 }
 
 /// Counts failures per source address in fixed windows; an address past the limit is refused

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+pub mod peek;
+
 /// Installs a test log subscriber once (respects `KEYSAFE_LOG`, default warn).
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -272,7 +274,7 @@ impl TestServer {
             data_dir: data_dir.to_owned(),
             addr,
             url: config.local_url(),
-            fingerprint: app.fingerprint().clone(),
+            fingerprint: app.fingerprint(),
             summary,
             config,
             app,

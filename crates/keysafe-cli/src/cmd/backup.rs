@@ -79,7 +79,10 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<()> {
             json,
         } => (file, identities, json),
     };
-    let v = verify(&file, &identities).await?;
+    let spinner = crate::progress::Progress::spinner("decrypting and checking the backup");
+    let v = verify(&file, &identities).await;
+    spinner.clear();
+    let v = v?;
     if json {
         return output::json(&v);
     }

@@ -47,7 +47,7 @@ pub async fn run(cmd: CacheCommand) -> anyhow::Result<()> {
                     "NAME",
                     "REQUESTED",
                     "VERSION",
-                    "BYTES",
+                    "CACHED BYTES",
                     "AGE",
                     "ENCODING",
                     "NOTE",

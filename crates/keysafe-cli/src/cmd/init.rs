@@ -94,6 +94,10 @@ pub fn print_summary(s: &InitSummary) {
     );
     println!("Server URL:         {}", s.url);
     println!("Server fingerprint: {}", s.server_fingerprint);
+    println!(
+        "Give the fingerprint to client hosts (register --server-fingerprint), or check what they pinned against it; on this host it is also: {}",
+        crate::cmd::register::pin_check_command(&s.tls_cert.display().to_string())
+    );
     match s.seal.as_str() {
         "file" => println!(
             "Keep a copy of {} somewhere safe and separate: without it nothing in the database can be decrypted.",

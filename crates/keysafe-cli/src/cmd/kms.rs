@@ -52,5 +52,16 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
         org = %me.org,
         "keysafe KMS gateway is serving"
     );
-    keysafe_kms::server::serve(listener, gw, tls, shutdown_signal()).await
+    // systemd (Type=notify): ready once bound, watchdog pings, stopping at shutdown.
+    crate::systemd::ready(&format!("serving {scheme}://{addr}/kms/v1/"));
+    let watchdog = crate::systemd::spawn_watchdog();
+    let stop = async {
+        shutdown_signal().await;
+        crate::systemd::stopping();
+    };
+    let r = keysafe_kms::server::serve(listener, gw, tls, stop).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    r
 }

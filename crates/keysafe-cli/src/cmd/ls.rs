@@ -47,11 +47,16 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
                 if d.deleted {
                     "deleted".into()
                 } else {
-                    String::new()
+                    "live".into()
                 },
             ]
         })
         .collect();
-    output::table(&["NAME", "VERSION", "SIZE", "UPDATED", ""], &rows);
+    // Sizes are of the payload as stored: ciphertext for age deposits (a 32-byte key takes
+    // about 250 bytes).
+    output::table(
+        &["NAME", "VERSION", "STORED BYTES", "UPDATED", "STATE"],
+        &rows,
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cache;
+pub mod docs;
 pub mod get;
 pub mod group;
 pub mod init;
@@ -54,6 +55,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(c) => backup::run(c).await,
         Command::Restore(a) => restore::run(a).await,
         Command::Kms(a) => kms::run(a).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(&dir),
     }
 }
 

@@ -46,7 +46,19 @@ pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
         && done.trusted_on_first_use
     {
         eprintln!("Pinned the server fingerprint on first use: {fp}");
-        eprintln!("Compare it with `GET /?a=fingerprint` on the server or with its administrator.");
+        // Asking the server itself (GET /?a=fingerprint) proves nothing: a man in the middle
+        // answers with his own. The check must come from the server host.
+        eprintln!(
+            "Check it against what the server printed at `keysafe init` (\"Server fingerprint\"), or on the server host:"
+        );
+        eprintln!(
+            "  {}    (DATA_DIR is /var/lib/keysafe for the Debian package)",
+            pin_check_command("DATA_DIR/tls/server.crt")
+        );
+        eprintln!(
+            "If they differ, someone is in the middle: delete {} and register again with --server-fingerprint.",
+            done.home.dir.display()
+        );
     }
     if let Some(fp) = &done.pinned {
         for url in &done.assumed_pins {
@@ -71,4 +83,12 @@ pub async fn run(args: RegisterArgs) -> anyhow::Result<()> {
     println!("Client fingerprint: {}", done.info.fingerprint);
     println!("Client home: {}", done.home.dir.display());
     Ok(())
+}
+
+/// The command that computes a server's fingerprint (SHA-256 of its certificate's public key)
+/// from its certificate file, with nothing but OpenSSL.
+pub fn pin_check_command(cert: &str) -> String {
+    format!(
+        "openssl x509 -in {cert} -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256"
+    )
 }

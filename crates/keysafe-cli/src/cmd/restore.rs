@@ -168,7 +168,12 @@ async fn build(
         if !sans.contains(&ip) {
             sans.push(ip);
         }
-        let cert = keysafe_proto::identity::reissue_self_signed(&key_pem, &config.hostname, &sans)?;
+        let cert = keysafe_proto::identity::reissue_self_signed(
+            &key_pem,
+            &config.hostname,
+            &sans,
+            keysafe_proto::identity::SERVER_CERT_VALIDITY,
+        )?;
         std::fs::write(&config.tls_cert, cert.cert_pem.as_bytes())?;
     }
     let identity = keysafe_server::tls::load_identity(&config.tls_cert, &config.tls_key)?;
@@ -233,7 +238,14 @@ async fn build(
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
-    let r = restore(&args).await?;
+    // A spinner while it decrypts, checks and writes (none when a passphrase prompt may come).
+    let spinner = (!secrets::may_prompt(args.secrets.passphrase_file.as_deref()))
+        .then(|| crate::progress::Progress::spinner("restoring the backup"));
+    let r = restore(&args).await;
+    if let Some(s) = &spinner {
+        s.clear();
+    }
+    let r = r?;
     if args.json {
         return output::json(&r);
     }

@@ -33,6 +33,12 @@ pub fn passphrase(
     Ok(Some(first))
 }
 
+/// Whether [`passphrase`] could prompt on the terminal (nothing else given): a progress
+/// display must stay off then, or it would draw over the prompt.
+pub fn may_prompt(file: Option<&Path>) -> bool {
+    file.is_none() && std::env::var_os(PASSPHRASE_ENV).is_none() && std::io::stdin().is_terminal()
+}
+
 /// The `[seal]` template for `init` from the command line.
 pub fn template(a: &SealArgs) -> SealTemplate {
     SealTemplate {

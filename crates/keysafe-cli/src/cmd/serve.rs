@@ -1,5 +1,8 @@
 //! `keysafe serve`: run the HTTPS server until SIGTERM or SIGINT. An empty or missing data
-//! directory is initialised first (and what was created is printed).
+//! directory is initialised first (and what was created is printed). SIGHUP reloads the TLS
+//! certificate and key (so does a change of the files, checked every
+//! `server.tls_reload_interval`). Under systemd (`Type=notify`) it reports readiness once the
+//! listener is bound and the store is open, pings the watchdog, and reports reloads and stops.
 
 use crate::cli::ServeArgs;
 use crate::cmd::init::{init_data_dir, print_summary};
@@ -17,6 +20,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dir = args
         .data_dir
         .ok_or_else(|| crate::exit::usage("--data-dir is required"))?;
+    // From here on SIGHUP no longer ends the process (its default action): a SIGHUP that
+    // arrives while the server starts is a reload once it serves.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     if is_uninitialised(&dir) {
         let listen = match args.listen {
             Some(l) => l,
@@ -103,9 +110,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let r = keysafe_server::run(listener, app, shutdown_signal()).await;
+    let tls = app.state.tls.clone();
+    let mut background = Vec::new();
+    if !config.tls_reload_interval.is_zero() {
+        background.push(tls.clone().spawn_watcher(config.tls_reload_interval));
+    }
+    #[cfg(unix)]
+    match hup {
+        Ok(hup) => background.push(tokio::spawn(reload_on_sighup(hup, tls))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate reloads only when its files change")
+        }
+    }
+    background.extend(crate::systemd::spawn_watchdog());
+    crate::systemd::ready(&format!("serving https://{addr}"));
+    let r = keysafe_server::run(listener, app, async {
+        shutdown_signal().await;
+        crate::systemd::stopping();
+    })
+    .await;
+    for task in background {
+        task.abort();
+    }
     let _ = stop_metrics.send(());
     r
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP (logrotate-style `systemctl reload`).
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    tls: std::sync::Arc<keysafe_server::tls::ServerTls>,
+) {
+    while hup.recv().await.is_some() {
+        crate::systemd::reloading();
+        let tls = tls.clone();
+        let _ = tokio::task::spawn_blocking(move || tls.reload_and_log("SIGHUP")).await;
+        crate::systemd::ready("serving (reloaded)");
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -31,9 +31,26 @@ fn print_acl(acl: &Acl) {
         output::table(&["GRANTEE", "ACCESS", "BY", "SINCE"], &rows);
     }
     println!("encrypted to {} recipient(s):", acl.recipients.len());
-    for r in &acl.recipients {
-        println!("  {r}");
-    }
+    let rows: Vec<Vec<String>> = acl
+        .recipients
+        .iter()
+        .map(|r| {
+            let whose = acl
+                .recipient_principals
+                .iter()
+                .find(|p| &p.recipient == r)
+                .map(|p| {
+                    if p.principal == acl.owner {
+                        format!("{} (owner)", p.principal)
+                    } else {
+                        p.principal.clone()
+                    }
+                })
+                .unwrap_or_else(|| "-".into());
+            vec![whose, r.clone()]
+        })
+        .collect();
+    output::table(&["PRINCIPAL", "AGE RECIPIENT"], &rows);
 }
 
 async fn change(

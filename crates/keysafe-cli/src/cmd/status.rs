@@ -30,6 +30,9 @@ struct ClientSummary {
 struct CacheSummary {
     enabled: bool,
     dir: String,
+    /// `revalidate` (every get asks a server) or `ttl`.
+    mode: &'static str,
+    /// `ttl` mode only: how long a copy answers without asking.
     ttl_s: u64,
     max_stale_s: u64,
     #[serde(flatten)]
@@ -58,6 +61,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
         cache: CacheSummary {
             enabled: config.enabled,
             dir: cache_dir.display().to_string(),
+            mode: config.mode.as_str(),
             ttl_s: config.ttl.as_secs(),
             max_stale_s: config.max_stale.as_secs(),
             stats,
@@ -140,7 +144,14 @@ fn print_human(s: &Status) {
         })
         .collect();
     output::table(
-        &["", "SERVER", "ANSWERS", "HEALTH", "LATENCY", "FINGERPRINT"],
+        &[
+            "USE",
+            "SERVER",
+            "ANSWERS",
+            "HEALTH",
+            "LATENCY",
+            "FINGERPRINT",
+        ],
         &rows,
     );
     println!();
@@ -150,15 +161,22 @@ fn print_human(s: &Status) {
     }
     let c = &s.cache;
     if c.enabled {
+        let mode = if c.mode == "ttl" {
+            format!(
+                "ttl {}",
+                humantime::format_duration(std::time::Duration::from_secs(c.ttl_s))
+            )
+        } else {
+            "revalidated on every get".to_owned()
+        };
         println!(
-            "cache        {} entries, {} bytes, oldest {} (ttl {}, max-stale {}) in {}",
+            "cache        {} entries, {} bytes (payloads as served), oldest confirmed {} ago ({mode}, max-stale {}) in {}",
             c.stats.entries,
             c.stats.bytes,
             c.stats
                 .oldest_age_s
                 .map(|a| humantime::format_duration(std::time::Duration::from_secs(a)).to_string())
                 .unwrap_or_else(|| "-".into()),
-            humantime::format_duration(std::time::Duration::from_secs(c.ttl_s)),
             humantime::format_duration(std::time::Duration::from_secs(c.max_stale_s)),
             c.dir
         );

@@ -28,7 +28,7 @@ pub async fn run(args: NameArgs) -> anyhow::Result<()> {
         })
         .collect();
     output::table(
-        &["VERSION", "SIZE", "CREATED", "CREATOR", "ENCODING"],
+        &["VERSION", "STORED BYTES", "CREATED", "CREATOR", "ENCODING"],
         &rows,
     );
     Ok(())

@@ -38,7 +38,8 @@ fn entries(home: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// Moves every entry's fetch time `secs` into the past.
+/// Moves every entry's fetch time, and the time a server last confirmed it (the file's
+/// modification time), `secs` into the past.
 fn backdate(home: &Path, secs: u64) {
     for p in entries(home) {
         let bytes = std::fs::read(&p).unwrap();
@@ -49,6 +50,13 @@ fn backdate(home: &Path, secs: u64) {
         let mut out = serde_json::to_vec(&meta).unwrap();
         out.extend_from_slice(&bytes[nl..]);
         std::fs::write(&p, out).unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t - secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
     }
 }
 
@@ -59,7 +67,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_stale() {
+async fn cache_revalidates_serves_stale_only_while_down_and_refuses_past_max_stale() {
     let ts = TestServer::start().await;
     let tc = ts.new_client("acme").await;
     let tmp = tempfile::tempdir().unwrap();
@@ -80,6 +88,7 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
     assert_eq!(meta["name"], "db/key");
     assert_eq!(meta["version"], 1);
     assert_eq!(meta["owner"], tc.fingerprint.as_str());
+    assert!(meta["etag"].as_str().unwrap().starts_with("1-"), "{meta}");
     // End-to-end encrypted: the cache holds the age file as served, never the plaintext.
     assert_eq!(meta["encoding"], "age");
     assert!(bytes[nl + 1..].starts_with(b"age-encryption.org/v1\n"));
@@ -103,10 +112,39 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
     assert_eq!(ls["entries"][0]["version"], 1);
     assert_eq!(ls["entries"][0]["current_servers"], true);
 
-    // Library users share the cache: a fresh client of the home answers from it.
+    // Library users share the cache. By default every get asks a server: a `304` confirms the
+    // cached copy (no payload travels) and restarts its age.
     let lib = KeysafeClient::from_home(&tc.home).unwrap();
+    backdate(&home, 3600);
     let f = lib.get(&name, None).await.unwrap();
-    assert!(matches!(f.source, Source::Cache { .. }), "{f:?}");
+    assert_eq!(f.source, Source::Validated, "{f:?}");
+    assert_eq!(f.acl_serial, Some(0), "a 304 carries the current headers");
+    let age = lib
+        .cache()
+        .unwrap()
+        .lookup(&keysafe_client::cache::CacheKey {
+            owner: tc.fingerprint.as_str(),
+            name: "db/key",
+            version: None,
+        })
+        .unwrap()
+        .age;
+    assert!(age < std::time::Duration::from_secs(600), "{age:?}");
+    // A damaged tag in the entry is not sent: the get is unconditional and refreshes it.
+    for p in entries(&home) {
+        let bytes = std::fs::read(&p).unwrap();
+        let nl = bytes.iter().position(|b| *b == b'\n').unwrap();
+        let mut meta: serde_json::Value = serde_json::from_slice(&bytes[..nl]).unwrap();
+        meta["etag"] = "1-\"injected".into();
+        let mut out = serde_json::to_vec(&meta).unwrap();
+        out.extend_from_slice(&bytes[nl..]);
+        std::fs::write(&p, out).unwrap();
+    }
+    assert_eq!(lib.get(&name, None).await.unwrap().source, Source::Server);
+    assert_eq!(
+        lib.get(&name, None).await.unwrap().source,
+        Source::Validated
+    );
     let uncached = KeysafeClient::from_home_with(
         &tc.home,
         &ClientOptions {
@@ -136,16 +174,21 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
         b"two"
     );
 
-    // Every server down. Within the TTL the cache answers, silently.
+    // Every server down: the copy is served, with a warning on stderr naming its age.
     ts.stop().await;
+    backdate(&home, 60);
     let o = run(client(&home, t, &["get", "db/key"])).await;
     ok(&o);
     assert_eq!(o.stdout, b"two");
+    let warn = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(warn.lines().count(), 1, "{warn}");
     assert!(
-        o.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        warn.starts_with(
+            "keysafe: warning: serving a cached copy of db/key version 2 last confirmed by a server 1m"
+        ),
+        "{warn}"
     );
+    assert!(warn.contains("cannot reach"), "{warn}");
     // --no-cache asks a server, and there is none; nor was version 1 ever cached.
     fails_with(
         &run(client(&home, t, &["get", "db/key", "--no-cache"])).await,
@@ -156,25 +199,28 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
         6,
     );
 
-    // Past the TTL but within max-stale: served, with a warning on stderr.
-    set_cache(&home, "ttl = \"0s\"\nmax_stale = \"1h\"");
-    backdate(&home, 60);
+    // The opt-in ttl mode: within the TTL the copy answers without asking, silently.
+    set_cache(&home, "mode = \"ttl\"\nttl = \"10m\"");
     let o = run(client(&home, t, &["get", "db/key"])).await;
     ok(&o);
     assert_eq!(o.stdout, b"two");
-    let warn = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(warn.lines().count(), 1, "{warn}");
     assert!(
-        warn.starts_with("keysafe: warning: serving a cached copy of db/key version 2 fetched 1m"),
-        "{warn}"
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
-    assert!(warn.contains("cannot reach"), "{warn}");
 
-    // Past max-stale: refused with the connection error.
+    // Past max-stale: refused, saying why the copy was not served.
+    set_cache(&home, "max_stale = \"1h\"");
     backdate(&home, 2 * 3600);
     let err = fails_with(&run(client(&home, t, &["get", "db/key"])).await, 6);
     assert!(err.contains("cannot reach"), "{err}");
-    set_cache(&home, "ttl = \"0s\"\nmax_stale = \"3h\"");
+    assert!(
+        err.contains("the cached copy is not served: a server last confirmed it 2h")
+            && err.contains("past the cache's max_stale (1h)"),
+        "{err}"
+    );
+    set_cache(&home, "max_stale = \"3h\"");
     ok(&run(client(&home, t, &["get", "db/key"])).await);
     // A cache that is switched off is not read.
     set_cache(&home, "enabled = false");
@@ -191,6 +237,91 @@ async fn cache_answers_within_ttl_serves_stale_while_down_and_refuses_past_max_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn another_writer_and_a_revocation_are_seen_at_the_next_get() {
+    let ts = TestServer::start().await;
+    let a = ts.new_client("acme").await;
+    let b = ts.new_client("acme").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (ha, hb) = (a.home_dir().to_owned(), b.home_dir().to_owned());
+    let fa = a.fingerprint.as_str();
+    let fb = b.fingerprint.as_str();
+
+    ok(&run_with_stdin(client(&ha, t, &["put", "db/key"]), ONE.to_vec()).await);
+    ok(&run(client(
+        &ha,
+        t,
+        &["share", "db/key", "--with", fb, "--write"],
+    ))
+    .await);
+    assert_eq!(run(client(&ha, t, &["get", "db/key"])).await.stdout, ONE);
+    assert_eq!(
+        run(client(&hb, t, &["get", "db/key", "--owner", fa]))
+            .await
+            .stdout,
+        ONE
+    );
+    assert_eq!(entries(&ha).len(), 1);
+    assert_eq!(entries(&hb).len(), 1);
+
+    // Another client stores a new version: the owner's next get returns it, not its copy.
+    ok(&run_with_stdin(
+        client(&hb, t, &["put", "db/key", "--owner", fa]),
+        b"from-b".to_vec(),
+    )
+    .await);
+    let o = run(client(&ha, t, &["get", "db/key"])).await;
+    assert_eq!(o.stdout, b"from-b");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // In the opt-in ttl mode the copy answers within the TTL: a newer version is seen late.
+    set_cache(&ha, "mode = \"ttl\"\nttl = \"1h\"");
+    ok(&run_with_stdin(
+        client(&hb, t, &["put", "db/key", "--owner", fa]),
+        b"from-b-again".to_vec(),
+    )
+    .await);
+    assert_eq!(
+        run(client(&ha, t, &["get", "db/key"])).await.stdout,
+        b"from-b"
+    );
+    set_cache(&ha, "mode = \"revalidate\"");
+    assert_eq!(
+        run(client(&ha, t, &["get", "db/key"])).await.stdout,
+        b"from-b-again"
+    );
+
+    // The owner revokes: the grantee's next get fails, and its cached copy is gone.
+    assert_eq!(
+        run(client(&hb, t, &["get", "db/key", "--owner", fa]))
+            .await
+            .stdout,
+        b"from-b-again"
+    );
+    assert_eq!(entries(&hb).len(), 1);
+    ok(&run(client(&ha, t, &["unshare", "db/key", "--with", fb])).await);
+    let err = fails_with(
+        &run(client(&hb, t, &["get", "db/key", "--owner", fa])).await,
+        3,
+    );
+    assert!(err.contains("not_found"), "{err}");
+    assert!(
+        entries(&hb).is_empty(),
+        "a revoked deposit leaves the cache"
+    );
+    // ... and with the server down afterwards, nothing is served either.
+    ts.stop().await;
+    fails_with(
+        &run(client(&hb, t, &["get", "db/key", "--owner", fa])).await,
+        6,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn status_reports_the_cache() {
     let ts = TestServer::start().await;
     let tc = ts.new_client("acme").await;
@@ -204,6 +335,7 @@ async fn status_reports_the_cache() {
     assert_eq!(st["cache"]["enabled"], true);
     assert_eq!(st["cache"]["entries"], 1);
     assert_eq!(st["cache"]["bytes"], 5);
+    assert_eq!(st["cache"]["mode"], "revalidate");
     assert_eq!(st["cache"]["ttl_s"], 600);
     assert_eq!(st["cache"]["max_stale_s"], 86400);
     assert_eq!(st["client"]["fingerprint"], tc.fingerprint.as_str());

@@ -6,8 +6,11 @@ mod audit_cmds;
 mod cache;
 mod client_cmds;
 mod failover;
+mod json_output;
 mod kms_cmd;
+mod packaging;
 mod server_cmds;
+mod service;
 mod shared_dir;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
@@ -82,7 +85,7 @@ pub fn fails_with(o: &Output, code: i32) -> String {
 }
 
 /// A `keysafe serve` child that is killed if the test fails before stopping it.
-pub struct Serve(Option<std::process::Child>);
+pub struct Serve(pub Option<std::process::Child>);
 
 impl Serve {
     pub fn signal(&self, sig: &str) {

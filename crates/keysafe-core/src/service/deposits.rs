@@ -4,6 +4,7 @@
 //! current keyring version under the same binding.
 
 use super::access::Role;
+use super::etag::{ContentTag, IfNoneMatch};
 use super::{Caller, Service};
 use crate::crypto::{self, AadBuilder, SecretKey};
 use crate::error::CoreError;
@@ -27,8 +28,24 @@ pub struct Deposit {
     pub encoding: Encoding,
     /// The ACL serial the reader saw: a writer that encrypts for this ACL names it on put.
     pub acl_serial: u64,
+    /// Names exactly these bytes and headers (see [`ContentTag`]).
+    pub etag: ContentTag,
     /// Zeroised when dropped.
     pub payload: Zeroizing<Vec<u8>>,
+}
+
+/// The outcome of a conditional read.
+#[derive(Debug)]
+pub enum DepositRead {
+    /// The version, decrypted by the server's envelope (the client's ciphertext for age).
+    Full(Deposit),
+    /// The caller already holds exactly this version as served: nothing was decrypted.
+    NotModified {
+        version: DepositVersion,
+        encoding: Encoding,
+        acl_serial: u64,
+        etag: ContentTag,
+    },
 }
 
 impl std::fmt::Debug for Deposit {
@@ -261,6 +278,30 @@ impl Service {
         name: DepositName,
         version: Option<DepositVersion>,
     ) -> Result<Deposit, CoreError> {
+        match self
+            .read_deposit(caller, owner, name, version, &IfNoneMatch::Absent)
+            .await?
+        {
+            DepositRead::Full(d) => Ok(d),
+            // Unreachable with `Absent`, which matches nothing; an error rather than a panic.
+            DepositRead::NotModified { .. } => Err(CoreError::Internal(
+                "an unconditional read answered not-modified".into(),
+            )),
+        }
+    }
+
+    /// A conditional read: like [`Self::get_deposit`], but when `known` matches the version's
+    /// tag, answers [`DepositRead::NotModified`] without decrypting anything. Every check of an
+    /// unconditional read (sealed, access, deleted, version exists) comes first, so a caller
+    /// that lost access learns it (`not_found`) instead of hearing that its copy is current.
+    pub async fn read_deposit(
+        &self,
+        caller: &Caller,
+        owner: Option<&str>,
+        name: DepositName,
+        version: Option<DepositVersion>,
+        known: &IfNoneMatch,
+    ) -> Result<DepositRead, CoreError> {
         let keyring = self.keyring()?;
         let (key, _) = self.resolve(caller, owner, name).await?;
         let (dep, ver) = self
@@ -273,6 +314,22 @@ impl Service {
         }
         let v = ver.meta.version;
         crate::audit::note(|e| e.version = Some(v.get()));
+        let etag = ContentTag::compute(
+            &key.owner,
+            &key.name,
+            v,
+            dep.acl_serial,
+            ver.meta.encoding,
+            &ver.ciphertext,
+        );
+        if known.matches(&etag) {
+            return Ok(DepositRead::NotModified {
+                version: v,
+                encoding: ver.meta.encoding,
+                acl_serial: dep.acl_serial,
+                etag,
+            });
+        }
         let dek = self
             .unwrap_dek(
                 &keyring,
@@ -293,15 +350,16 @@ impl Service {
             &ver.ciphertext,
         )
         .map_err(|_| CoreError::Integrity(format!("payload of {}@{v} does not open", key.name)))?;
-        Ok(Deposit {
+        Ok(DepositRead::Full(Deposit {
             owner: key.owner,
             name: key.name,
             version: v,
             created_at: ver.meta.created_at,
             encoding: ver.meta.encoding,
             acl_serial: dep.acl_serial,
+            etag,
             payload: Zeroizing::new(payload),
-        })
+        }))
     }
 
     pub async fn list_deposits(

@@ -8,13 +8,15 @@
 mod access;
 mod clients;
 mod deposits;
+mod etag;
 mod groups;
 mod orgs;
 mod sharing;
 mod tokens;
 
 pub use clients::{ADMIN_ORG, ClientAction};
-pub use deposits::{Deposit, Precondition, PutOptions};
+pub use deposits::{Deposit, DepositRead, Precondition, PutOptions};
+pub use etag::{ContentTag, IfNoneMatch};
 pub use tokens::IssuedToken;
 
 // Seals, rotation and re-wrap (issue 5).

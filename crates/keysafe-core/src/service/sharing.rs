@@ -90,10 +90,15 @@ impl Service {
             .ok_or(CoreError::NotFound("deposit"))?;
         let grants = self.store.get_grants(key).await?;
         let mut recipients = Vec::with_capacity(grants.len() + 1);
+        let mut recipient_principals = Vec::with_capacity(grants.len() + 1);
         for p in std::iter::once(&key.owner).chain(grants.iter().map(|g| &g.grantee)) {
             if let Some(r) = self.recipient_of(p).await?
                 && !recipients.contains(&r)
             {
+                recipient_principals.push(RecipientInfo {
+                    principal: p.wire(),
+                    recipient: r.clone(),
+                });
                 recipients.push(r);
             }
         }
@@ -104,6 +109,7 @@ impl Service {
             acl_serial: dep.acl_serial,
             grants: grants.iter().map(grant_info).collect(),
             recipients,
+            recipient_principals,
             caller_access: role.as_str().to_owned(),
         })
     }

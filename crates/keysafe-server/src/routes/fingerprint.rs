@@ -17,7 +17,7 @@ pub async fn get(
     ApiQuery(q): ApiQuery<Query>,
 ) -> Result<String, ApiError> {
     match q.a.as_deref() {
-        Some("fingerprint") => Ok(state.fingerprint.to_string()),
+        Some("fingerprint") => Ok(state.fingerprint().to_string()),
         _ => Err(ApiError::new(
             keysafe_proto::ErrorCode::NoRoute,
             "GET / answers only ?a=fingerprint; the API lives under /v1/ (see docs/api.md)",

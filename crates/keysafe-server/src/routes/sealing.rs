@@ -58,7 +58,7 @@ pub async fn backup(
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
     let bytes = crate::backup::create(
         &state.backup,
-        &state.fingerprint,
+        &state.fingerprint(),
         recipients,
         req.include_root_key,
     )

@@ -4,13 +4,16 @@
 
 mod at_rest;
 mod audit;
+mod conditional;
 mod deposits;
 mod groups;
 mod http;
 mod identity;
+mod observability;
 mod registration;
 mod sealing;
 mod sharing;
+mod tls_reload;
 mod tokens;
 
 use keysafe_client::ClientError;

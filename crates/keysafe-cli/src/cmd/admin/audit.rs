@@ -5,6 +5,7 @@
 use crate::cli::AuditCommand;
 use crate::exit::{SecurityError, usage};
 use crate::output;
+use crate::progress::Progress;
 use anyhow::Context;
 use keysafe_client::KeysafeClient;
 use keysafe_proto::audit::{AuditEntry, ChainVerifier};
@@ -58,6 +59,8 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
                 .checkpoints;
             let mut verifier = ChainVerifier::new(&checkpoints, &pk, from);
             let mut next = from.unwrap_or(1).max(1);
+            let spinner = Progress::spinner("verifying the audit trail");
+            let mut seen = 0u64;
             loop {
                 let page = client.audit_entries(next, None, PAGE).await?.entries;
                 let Some(last) = page.last().map(|e| e.seq) else {
@@ -66,12 +69,17 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
                 for e in &page {
                     verifier.feed(e);
                 }
+                seen += page.len() as u64;
+                spinner.set_message(&format!(
+                    "verifying the audit trail: {seen} entries, up to {last}"
+                ));
                 // A page that does not move forward (a tampered seq column) ends the walk.
                 if last < next || (page.len() as u32) < PAGE {
                     break;
                 }
                 next = last.saturating_add(1);
             }
+            spinner.clear();
             let report = verifier.finish();
             if json {
                 output::json(&report)?;

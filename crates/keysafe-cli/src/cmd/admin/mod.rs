@@ -8,6 +8,7 @@ mod group;
 mod org;
 // Seals, keyring rotation and backups (issue 5).
 mod sealing;
+mod tls;
 
 use crate::cli::{AdminArgs, AdminCommand};
 use crate::cmd::init::ADMIN_HOME;
@@ -23,7 +24,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         let dir = args.data_dir.ok_or_else(|| {
             usage("seal migrate works on a stopped server's data directory: pass --data-dir")
         })?;
-        return sealing::migrate(&dir, c).await;
+        return sealing::migrate(&dir, c, args.json).await;
+    }
+    if let AdminCommand::Tls(c) = args.command {
+        // Offline: files in the data directory; a running server reloads them by itself.
+        let dir = args.data_dir.ok_or_else(|| {
+            usage("tls renew works on the server's data directory: pass --data-dir")
+        })?;
+        return tls::run(&dir, c, args.json);
     }
     let client = admin_client(&args)?;
     match args.command {
@@ -35,8 +43,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             sealing::unseal(&client, passphrase_file, args.json).await
         }
         AdminCommand::Keyring(c) => sealing::keyring(&client, c, args.json).await,
-        AdminCommand::Backup(c) => sealing::backup(&client, c).await,
-        AdminCommand::Seal(_) => Ok(()),
+        AdminCommand::Backup(c) => sealing::backup(&client, c, args.json).await,
+        AdminCommand::Seal(_) | AdminCommand::Tls(_) => Ok(()),
     }
 }
 

@@ -5,6 +5,7 @@ use crate::cli::{AdminBackupCommand, KeyringCommand, MigrateTo, SealCommand, Sea
 use crate::cmd::secrets;
 use crate::exit::usage;
 use crate::output;
+use crate::progress::Progress;
 use anyhow::{Context, bail};
 use keysafe_client::KeysafeClient;
 use keysafe_core::keyring::Keyring;
@@ -62,14 +63,14 @@ fn print_status(s: &KeyringStatusInfo) {
                 if v.current {
                     "current".into()
                 } else {
-                    String::new()
+                    "older".into()
                 },
                 v.data_keys.to_string(),
                 v.created_at.to_string(),
             ]
         })
         .collect();
-    output::table(&["VERSION", "", "DATA KEYS", "CREATED"], &rows);
+    output::table(&["VERSION", "STATE", "DATA KEYS", "CREATED"], &rows);
     println!("Data keys waiting to be re-wrapped: {}", s.rewrap_pending);
 }
 
@@ -86,15 +87,25 @@ pub async fn keyring(
             }
             print_status(&s);
         }
-        KeyringCommand::Rotate => {
+        KeyringCommand::Rotate { wait } => {
             let r = client.keyring_rotate().await?;
+            if wait {
+                wait_for_rewrap(client).await?;
+            }
             if json {
                 return output::json(&r);
             }
-            println!(
-                "Keyring version {} is current; existing data keys are being re-wrapped in the background (see `keysafe admin keyring status`).",
-                r.version
-            );
+            if wait {
+                println!(
+                    "Keyring version {} is current; every data key is wrapped by it.",
+                    r.version
+                );
+            } else {
+                println!(
+                    "Keyring version {} is current; existing data keys are being re-wrapped in the background (see `keysafe admin keyring status`, or rotate --wait).",
+                    r.version
+                );
+            }
         }
         KeyringCommand::Retire { version } => {
             let s = client.keyring_retire(version).await?;
@@ -108,7 +119,27 @@ pub async fn keyring(
     Ok(())
 }
 
-pub async fn backup(client: &KeysafeClient, cmd: AdminBackupCommand) -> anyhow::Result<()> {
+/// Polls the keyring status until no data key waits for the re-wrap job, showing how far it got
+/// (a bar on a terminal; nothing otherwise).
+async fn wait_for_rewrap(client: &KeysafeClient) -> anyhow::Result<()> {
+    let first = client.keyring_status().await?.rewrap_pending;
+    let bar = Progress::bar(first, "re-wrapping data keys");
+    let mut pending = first;
+    while pending > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        pending = client.keyring_status().await?.rewrap_pending;
+        bar.set_length(first.max(pending));
+        bar.set_position(first.max(pending) - pending);
+    }
+    bar.finish(&format!("re-wrapped {first} data keys"));
+    Ok(())
+}
+
+pub async fn backup(
+    client: &KeysafeClient,
+    cmd: AdminBackupCommand,
+    json: bool,
+) -> anyhow::Result<()> {
     let AdminBackupCommand::Create {
         recipients,
         include_root_key,
@@ -121,18 +152,28 @@ pub async fn backup(client: &KeysafeClient, cmd: AdminBackupCommand) -> anyhow::
         )));
     }
     keysafe_server::backup::parse_recipients(&recipients).map_err(usage)?;
+    let spinner = Progress::spinner("the server is writing the backup");
     let bytes = client
         .backup(&BackupRequest {
             recipients,
             include_root_key,
         })
-        .await?;
+        .await;
+    spinner.clear();
+    let bytes = bytes?;
     let mut f = keysafe_core::seal::open_options_private()
         .open(&output)
         .with_context(|| format!("cannot create {}", output.display()))?;
     f.write_all(&bytes)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", output.display()))?;
+    if json {
+        return output::json(&serde_json::json!({
+            "output": output.display().to_string(),
+            "bytes": bytes.len(),
+            "root_key_included": include_root_key,
+        }));
+    }
     eprintln!(
         "Backup written to {} ({} bytes{}).",
         output.display(),
@@ -184,7 +225,7 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 /// `keysafe admin seal migrate --to ...`: opens the keyring with the current seal, wraps it
 /// under the new one next to the old rows, switches the configuration, then deletes the old rows.
 /// Interrupted before the switch, the old seal still opens the keyring; after it, the new one.
-pub async fn migrate(dir: &Path, cmd: SealCommand) -> anyhow::Result<()> {
+pub async fn migrate(dir: &Path, cmd: SealCommand, json: bool) -> anyhow::Result<()> {
     let SealCommand::Migrate {
         to,
         current_passphrase_file,
@@ -267,11 +308,15 @@ pub async fn migrate(dir: &Path, cmd: SealCommand) -> anyhow::Result<()> {
     }
 
     // Per-deposit data keys carry an HSM layer: re-wrap them when that layer changes.
+    let mut rewrapped = 0;
     if old.per_deposit() || new.per_deposit() {
         let from = ring.with_outer(Some(old.clone()));
         let to_ring = ring.with_outer(Some(new.clone()));
         let n = rewrap_all(store.as_ref(), from, to_ring).await?;
-        eprintln!("Re-wrapped {n} data keys for the new seal.");
+        rewrapped = n;
+        if !json {
+            eprintln!("Re-wrapped {n} data keys for the new seal.");
+        }
     }
     let now = keysafe_proto::Timestamp::now();
     let n = new.clone();
@@ -285,6 +330,13 @@ pub async fn migrate(dir: &Path, cmd: SealCommand) -> anyhow::Result<()> {
             keep: new.descriptor(),
         })
         .await?;
+    if json {
+        return output::json(&serde_json::json!({
+            "seal": new.kind(),
+            "summary": keysafe_core::keyring::seal_summary(&new.descriptor()),
+            "rewrapped_data_keys": rewrapped,
+        }));
+    }
     println!(
         "The keyring is now sealed by {} ({}).",
         new.kind(),
@@ -344,6 +396,7 @@ async fn rewrap_all(store: &dyn Store, from: Keyring, to: Keyring) -> anyhow::Re
     let from = Arc::new(from);
     let to = Arc::new(to);
     let mut n = 0;
+    let spinner = Progress::spinner("re-wrapping data keys for the new seal");
     for kind in WrappedKind::ALL {
         let mut after = None;
         loop {
@@ -376,7 +429,9 @@ async fn rewrap_all(store: &dyn Store, from: Keyring, to: Keyring) -> anyhow::Re
                     .await?;
                 n += 1;
             }
+            spinner.set_message(&format!("re-wrapping data keys for the new seal: {n} done"));
         }
     }
+    spinner.clear();
     Ok(n)
 }

@@ -1,22 +1,62 @@
 //! `GET /v1/deposits/{name}[?version=N][&owner=]`: the payload as stored (the client's
-//! ciphertext for age deposits), with its version in `ETag` and `X-Keysafe-Version`, its encoding
-//! in `X-Keysafe-Encoding` and the ACL serial in `X-Keysafe-Acl-Serial`.
+//! ciphertext for age deposits), with its version in `X-Keysafe-Version`, its encoding in
+//! `X-Keysafe-Encoding`, the ACL serial in `X-Keysafe-Acl-Serial` and a strong `ETag` that names
+//! exactly these bytes and headers. `If-None-Match` with that tag (or `*`) is answered
+//! `304 Not Modified` without a body and without decrypting anything, but only after every
+//! check a full read makes: a caller that lost access gets `404`, never `304`.
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keysafe_core::Caller;
+use keysafe_core::service::{ContentTag, DepositRead, IfNoneMatch};
+use keysafe_proto::api::Encoding;
 use keysafe_proto::{
     DepositName, DepositVersion, HEADER_ACL_SERIAL, HEADER_DEPOSIT_VERSION, HEADER_ENCODING,
 };
 
+/// `x-keysafe-version` on put responses.
 pub(crate) fn version_headers(headers: &mut HeaderMap, v: DepositVersion) {
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{v}\"")) {
+    headers.insert(HEADER_DEPOSIT_VERSION, HeaderValue::from(v.get()));
+}
+
+/// The headers a GET and its `304` share.
+fn read_headers(
+    headers: &mut HeaderMap,
+    v: DepositVersion,
+    encoding: Encoding,
+    acl_serial: u64,
+    etag: &ContentTag,
+) {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{etag}\"")) {
         headers.insert(header::ETAG, etag);
     }
-    headers.insert(HEADER_DEPOSIT_VERSION, HeaderValue::from(v.get()));
+    version_headers(headers, v);
+    headers.insert(HEADER_ENCODING, HeaderValue::from_static(encoding.as_str()));
+    headers.insert(HEADER_ACL_SERIAL, HeaderValue::from(acl_serial));
+}
+
+/// `If-None-Match`, parsed; a malformed one is `400`, not ignored.
+pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<IfNoneMatch, ApiError> {
+    let mut values = headers.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(IfNoneMatch::Absent);
+    }
+    let joined = values
+        .map(|v| v.to_str().map_err(|_| ()))
+        .collect::<Result<Vec<_>, ()>>()
+        .ok()
+        .map(|v| v.join(","));
+    joined
+        .as_deref()
+        .and_then(IfNoneMatch::parse)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "If-None-Match must be * or a list of entity tags from this route's ETag",
+            )
+        })
 }
 
 pub async fn get(
@@ -25,24 +65,41 @@ pub async fn get(
     owner: Option<&str>,
     name: DepositName,
     version: Option<DepositVersion>,
+    known: &IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    let mut deposit = state
+    let read = state
         .service
-        .get_deposit(caller, owner, name, version)
+        .read_deposit(caller, owner, name, version, known)
         .await?;
-    // Move the bytes out rather than copying them; the response buffer is the last copy.
-    let payload = std::mem::take(&mut *deposit.payload);
-    let mut response = Response::new(Body::from(payload));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    version_headers(headers, deposit.version);
-    headers.insert(
-        HEADER_ENCODING,
-        HeaderValue::from_static(deposit.encoding.as_str()),
-    );
-    headers.insert(HEADER_ACL_SERIAL, HeaderValue::from(deposit.acl_serial));
-    Ok(response)
+    match read {
+        DepositRead::Full(mut deposit) => {
+            // Move the bytes out rather than copying them; the response buffer is the last copy.
+            let payload = std::mem::take(&mut *deposit.payload);
+            let mut response = Response::new(Body::from(payload));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            read_headers(
+                headers,
+                deposit.version,
+                deposit.encoding,
+                deposit.acl_serial,
+                &deposit.etag,
+            );
+            Ok(response)
+        }
+        DepositRead::NotModified {
+            version,
+            encoding,
+            acl_serial,
+            etag,
+        } => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            read_headers(response.headers_mut(), version, encoding, acl_serial, &etag);
+            Ok(response)
+        }
+    }
 }

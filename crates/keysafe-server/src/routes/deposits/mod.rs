@@ -70,11 +70,15 @@ pub async fn dispatch_get(
     Authed(caller): Authed,
     Path(path): Path<String>,
     ApiQuery(params): ApiQuery<DepositParams>,
+    headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let (name, op) = parse_path(&path)?;
     let owner = params.owner.as_deref();
     match op {
-        None => get::get(&state, &caller, owner, name, params.version()?).await,
+        None => {
+            let known = get::if_none_match(&headers)?;
+            get::get(&state, &caller, owner, name, params.version()?, &known).await
+        }
         Some("versions") => {
             params.no_version()?;
             Ok(Json(state.service.list_versions(&caller, owner, name).await?).into_response())

@@ -53,6 +53,8 @@ fn parse_etag_version(v: &str) -> Option<DepositVersion> {
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .unwrap_or(v);
+    // A GET's entity tag is `VERSION-HASH`; the compare-and-set is on the version.
+    let v = v.split_once('-').map_or(v, |(version, _)| version);
     DepositVersion::parse(v).ok()
 }
 
@@ -144,6 +146,10 @@ mod tests {
         assert_eq!(parse_etag_version("\"3\"").map(|v| v.get()), Some(3));
         assert_eq!(parse_etag_version("W/\"3\"").map(|v| v.get()), Some(3));
         assert_eq!(parse_etag_version("4").map(|v| v.get()), Some(4));
+        assert_eq!(
+            parse_etag_version("\"5-00112233445566778899aabbccddeeff\"").map(|v| v.get()),
+            Some(5)
+        );
         assert_eq!(parse_etag_version("\"0\""), None);
         assert_eq!(parse_etag_version("x"), None);
     }
