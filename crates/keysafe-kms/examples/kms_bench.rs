@@ -87,12 +87,7 @@ async fn start(
     let gw = Gateway::new(home, client, &cfg).await.unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
-    tokio::spawn(keysafe_kms::server::serve(
-        l,
-        gw,
-        None,
-        std::future::pending(),
-    ));
+    tokio::spawn(keysafe_kms::server::serve(l, gw, std::future::pending()));
     format!("http://{a}/kms/v1")
 }
 

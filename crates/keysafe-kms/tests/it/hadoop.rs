@@ -300,12 +300,12 @@ async fn two_gateways(env: &Env) -> (Gw, Gw, String, keysafe_testkit::TestClient
         )
         .await
         .unwrap();
+    let pin = a.gw.group_recipient.clone();
     let b = env
-        .gateway_as(
-            &second,
-            &format!("127.0.0.2:{}", a.addr.port()),
-            harness_config,
-        )
+        .gateway_as(&second, &format!("127.0.0.2:{}", a.addr.port()), |c, d| {
+            harness_config(c, d);
+            c.keysafe.group_recipient = pin;
+        })
         .await;
     let lb = format!("kms://http@127.0.0.1;127.0.0.2:{}/kms", a.addr.port());
     (a, b, lb, second)
