@@ -69,11 +69,22 @@ pub struct Out {
 }
 
 async fn java(lib: &Path, extra: Option<&Path>, user: &str, args: &[&str]) -> Out {
+    java_with(lib, extra, &[], &[("HADOOP_USER_NAME", user)], args).await
+}
+
+async fn java_with(
+    lib: &Path,
+    extra: Option<&Path>,
+    jvm: &[String],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Out {
     let o = tokio::process::Command::new("java")
+        .args(jvm)
         .arg("-cp")
         .arg(classpath(lib, extra))
         .args(args)
-        .env("HADOOP_USER_NAME", user)
+        .envs(env.iter().copied())
         .env_remove("HADOOP_CONF_DIR")
         .stdin(std::process::Stdio::null())
         .output()
@@ -509,4 +520,162 @@ async fn keyshell_over_https() {
         all.contains("pkix") || all.contains("certificat") || all.contains("ssl"),
         "{all}"
     );
+}
+
+/// The harness with `hadoop.security.authentication=kerberos`, logged in from `keytab` as
+/// `principal` (or, with None, with no ticket at all).
+async fn krb_harness(
+    lib: &Path,
+    realm: &crate::kerberos::Realm,
+    login: Option<&str>,
+    args: &[&str],
+) -> Out {
+    let classes = harness_classes(lib);
+    let mut jvm = vec![
+        format!(
+            "-Djava.security.krb5.conf={}",
+            realm.kdc.krb5_conf.display()
+        ),
+        "-Dkms.kerberos=true".to_owned(),
+        "-Dsun.security.krb5.disableReferrals=true".to_owned(),
+    ];
+    if let Some(p) = login {
+        jvm.push(format!("-Dkms.principal={}", realm.kdc.principal(p)));
+        jvm.push(format!("-Dkms.keytab={}", realm.users_keytab.display()));
+    }
+    // No ticket cache to fall back on: a login is the keytab's or nothing.
+    let nocache = format!(
+        "FILE:{}",
+        realm.kdc.dir.path().join("no-such-ccache").display()
+    );
+    let mut a = vec!["KmsHarness"];
+    a.extend_from_slice(args);
+    java_with(
+        lib,
+        Some(&classes),
+        &jvm,
+        &[("KRB5CCNAME", &nocache), ("HADOOP_USER_NAME", "nobody")],
+        &a,
+    )
+    .await
+}
+
+/// The stock Hadoop client logged in from a keytab against a Kerberos gateway: KeyShell
+/// create/list/roll/delete, generate and decrypt EEKs, a delegation token fetched with Kerberos
+/// and used by a process that has no ticket, and a client without a ticket refused.
+#[tokio::test]
+async fn kerberos_keyshell_eeks_and_tokens() {
+    let lib = hadoop_lib();
+    let realm = crate::kerberos::Realm::start();
+    let env = Env::new().await;
+    let kt = realm.service_keytab.clone();
+    let gw = env
+        .gateway("127.0.0.1", |c, _| crate::kerberos::kerberos(c, &kt))
+        .await;
+    let p = format!("kms://http@localhost:{}/kms", gw.addr.port());
+
+    let o = krb_harness(&lib, &realm, Some("alice"), &["keyshell", &p, "ks1"]).await;
+    assert_ok(
+        &o,
+        &[
+            "logged in from the keytab as alice@KMS.TEST (KERBEROS)",
+            "keyshell create",
+            "keyshell list",
+            "keyshell roll",
+            "keyshell delete",
+        ],
+    );
+    let o = krb_harness(&lib, &realm, Some("alice"), &["eek", &p, "ez-krb"]).await;
+    assert_ok(
+        &o,
+        &[
+            "generate+decrypt x25 match DefaultCryptoExtension",
+            "reencrypt",
+            "generate after roll",
+        ],
+    );
+    let log = std::fs::read_to_string(gw.audit_log()).unwrap();
+    assert!(
+        log.contains("OK[op=CREATE_KEY, key=ks1, user=alice] UserProvidedMaterial:false Description:made over kerberos"),
+        "{log}"
+    );
+    assert!(
+        log.contains("OK[op=DELETE_KEY, key=ks1, user=alice]"),
+        "{log}"
+    );
+
+    // A token fetched with Kerberos, then used by a process without any ticket.
+    let file = gw.dir.path().join("tokens.bin");
+    let f = file.to_str().unwrap();
+    let o = krb_harness(&lib, &realm, Some("alice"), &["dt-save", &p, f]).await;
+    assert_ok(&o, &["saved token kms-dt"]);
+    let o = krb_harness(&lib, &realm, None, &["dt-use", &p, f, "ez-krb"]).await;
+    assert_ok(
+        &o,
+        &["token used without a ticket", "without the token: refused"],
+    );
+    // No ticket, no token: refused, and no key material.
+    let o = krb_harness(&lib, &realm, None, &["refused", &p, "ez-krb"]).await;
+    assert_ok(&o, &["refused"]);
+    assert!(!o.stdout.contains("material"), "{}", o.stdout);
+    // The gateway answered the handshake with the Negotiate challenge, so the client wanted a
+    // Kerberos ticket (it never fell back to naming itself).
+    assert!(
+        o.stdout.contains("Failed to find any Kerberos tgt"),
+        "{}",
+        o.stdout
+    );
+}
+
+/// `LoadBalancingKMSClientProvider` over two Kerberos gateways on 127.0.0.1 and 127.0.0.2 that
+/// share one service keytab (principal `*`: every HTTP/ principal in it).
+#[tokio::test]
+async fn kerberos_load_balancing_over_two_gateways_sharing_one_keytab() {
+    let lib = hadoop_lib();
+    let realm = crate::kerberos::Realm::start();
+    let env = Env::new().await;
+    let kt = realm.service_keytab.clone();
+    let krb_any = |c: &mut keysafe_kms::KmsConfig, kt: &Path| {
+        crate::kerberos::kerberos(c, kt);
+        c.auth.principal = Some("*".into());
+        c.auth.default_realm = Some(crate::kerberos::REALM.into());
+    };
+    let a = env
+        .gateway("127.0.0.1", |c, d| {
+            harness_config(c, d);
+            krb_any(c, &kt);
+        })
+        .await;
+    let b = env
+        .gateway(&format!("127.0.0.2:{}", a.addr.port()), |c, d| {
+            harness_config(c, d);
+            krb_any(c, &kt);
+        })
+        .await;
+    let lb = format!("kms://http@127.0.0.1;127.0.0.2:{}/kms", a.addr.port());
+    let o = krb_harness(
+        &lib,
+        &realm,
+        Some("alice"),
+        &["lb", &lb, &provider(&a), &provider(&b), "krb-lb"],
+    )
+    .await;
+    assert_ok(
+        &o,
+        &[
+            "created through one gateway, used through the other",
+            "load-balanced calls",
+            "rollover through the LB seen by both gateways",
+            "LB token honoured by both gateways",
+            "delete through the LB",
+        ],
+    );
+    for g in [&a, &b] {
+        g.gw.audit.flush();
+        let log = std::fs::read_to_string(g.audit_log()).unwrap();
+        assert!(
+            log.contains("op=GENERATE_EEK, key=krb-lb, user=alice"),
+            "{log}"
+        );
+    }
 }

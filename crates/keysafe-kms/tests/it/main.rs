@@ -6,3 +6,5 @@ mod api;
 mod auth;
 mod common;
 mod hadoop;
+mod kdc;
+mod kerberos;
