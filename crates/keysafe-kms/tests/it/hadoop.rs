@@ -679,3 +679,131 @@ async fn kerberos_load_balancing_over_two_gateways_sharing_one_keytab() {
         );
     }
 }
+
+/// `[auth] type = "certificate"`: KeyShell over `kms://https@` with a PKCS#12 keystore holding
+/// a client certificate from the configured CA. The user is the certificate's, not the one the
+/// client names itself (`HADOOP_USER_NAME`).
+#[tokio::test]
+async fn keyshell_over_https_with_a_client_certificate() {
+    let lib = hadoop_lib();
+    let env = Env::new().await;
+    let ca = crate::certificates::Ca::new("clients");
+    let gw = env
+        .gateway("127.0.0.1", |c, d| {
+            crate::certificates::certificate_auth(c, d, &env, &ca)
+        })
+        .await;
+    let conf = gw.dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let trust = conf.join("trust.p12");
+    let o = std::process::Command::new("keytool")
+        .args([
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "kms",
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            "changeit",
+            "-file",
+        ])
+        .arg(&env.server.config.tls_cert)
+        .arg("-keystore")
+        .arg(&trust)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (cert, key) = ca.client("Alice", Some("alice@hadoop.test"));
+    std::fs::write(conf.join("client.pem"), cert).unwrap();
+    std::fs::write(conf.join("client.key"), key).unwrap();
+    let keystore = conf.join("client.p12");
+    let o = std::process::Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-name",
+            "client",
+            "-passout",
+            "pass:changeit",
+            "-in",
+        ])
+        .arg(conf.join("client.pem"))
+        .arg("-inkey")
+        .arg(conf.join("client.key"))
+        .arg("-out")
+        .arg(&keystore)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ssl_client = |with_keystore: bool| {
+        let ks = if with_keystore {
+            format!(
+                "<property><name>ssl.client.keystore.location</name><value>{}</value></property>\
+                 <property><name>ssl.client.keystore.type</name><value>pkcs12</value></property>\
+                 <property><name>ssl.client.keystore.password</name><value>changeit</value></property>\
+                 <property><name>ssl.client.keystore.keypassword</name><value>changeit</value></property>",
+                keystore.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "<configuration>\
+             <property><name>ssl.client.truststore.location</name><value>{}</value></property>\
+             <property><name>ssl.client.truststore.type</name><value>pkcs12</value></property>\
+             <property><name>ssl.client.truststore.password</name><value>changeit</value></property>\
+             {ks}</configuration>",
+            trust.display()
+        )
+    };
+    std::fs::write(conf.join("ssl-client.xml"), ssl_client(true)).unwrap();
+    // Hadoop's client loads its keystore only when told that servers require certificates.
+    std::fs::write(
+        conf.join("core-site.xml"),
+        "<configuration><property><name>hadoop.ssl.require.client.cert</name><value>true</value></property></configuration>",
+    )
+    .unwrap();
+    let p = format!("kms://https@localhost:{}/kms", gw.addr.port());
+    let run = |args: Vec<String>| {
+        let lib = lib.clone();
+        let conf = conf.clone();
+        async move {
+            let mut a = vec!["org.apache.hadoop.crypto.key.KeyShell".to_string()];
+            a.extend(args);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            java(&lib, Some(&conf), "mallory", &a).await
+        }
+    };
+    let o = run(vec![
+        "create".into(),
+        "ck".into(),
+        "-provider".into(),
+        p.clone(),
+    ])
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let o = run(vec![
+        "list".into(),
+        "-metadata".into(),
+        "-provider".into(),
+        p.clone(),
+    ])
+    .await;
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("ck : cipher: AES/CTR/NoPadding"),
+        "{}",
+        o.stdout
+    );
+    let log = std::fs::read_to_string(gw.audit_log()).unwrap();
+    assert!(
+        log.contains("OK[op=CREATE_KEY, key=ck, user=alice]"),
+        "{log}"
+    );
+    assert!(!log.contains("mallory"), "{log}");
+    // Without the keystore the handshake fails.
+    std::fs::write(conf.join("ssl-client.xml"), ssl_client(false)).unwrap();
+    let o = run(vec!["list".into(), "-provider".into(), p]).await;
+    assert_ne!(o.code, 0, "{}", o.stdout);
+}

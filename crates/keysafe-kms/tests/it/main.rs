@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod certificates;
 mod common;
 mod hadoop;
 mod kdc;
