@@ -17,8 +17,8 @@
 //!   master key, per-token renewal/cancellation records under `dt/`), created with
 //!   `If-None-Match: *` and updated with `If-Match`.
 //!
-//! Trust in the group: a gateway adopts an existing group only if the group's founding (epoch
-//! 1) identity, which it unwraps itself, has the recipient its administrator pinned
+//! Trust in the group: a gateway adopts an existing group only if the group's founding
+//! identity (epoch 1), which it unwraps itself, has the recipient its administrator pinned
 //! (`[keysafe] group_recipient`), or if this gateway created the group (it records the founding
 //! recipient in its client home when it does). A group someone else created under the same
 //! name is refused. See docs/adr/0008-kms-gateway-group-pinning.md.

@@ -40,6 +40,7 @@ pub struct Gateway {
     pub limits: LimitsConfig,
     pub connections: Arc<Connections>,
     pub health: Health,
+    pub metrics: crate::metrics::GatewayMetrics,
     /// The keysafe group's founding recipient (production backend only).
     pub group_recipient: Option<String>,
     /// `auth.danger_never_set_cookie`.
@@ -171,6 +172,7 @@ impl Gateway {
             limits: cfg.limits.clone(),
             connections: Arc::new(Connections::default()),
             health,
+            metrics: Default::default(),
             group_recipient,
             never_set_cookie: cfg.auth.danger_never_set_cookie,
             config: cfg.clone(),
@@ -191,10 +193,10 @@ impl Gateway {
         if let Err(e) = self.audit.reopen() {
             errors.push(format!("audit log: {e:#}"));
         }
-        if let Some(t) = &self.tls {
-            if let Err(e) = t.reload() {
-                errors.push(format!("TLS certificate: {e:#}"));
-            }
+        if let Some(t) = &self.tls
+            && let Err(e) = t.reload()
+        {
+            errors.push(format!("TLS certificate: {e:#}"));
         }
         self.acls.reload_if_changed();
         errors

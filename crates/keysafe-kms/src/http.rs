@@ -170,9 +170,8 @@ pub(crate) fn health(gw: &Gateway) -> Response {
 
 async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
     let (label, resp) = serve_request(&gw, req).await;
-    crate::metrics::record_request(label, &method, resp.status(), started.elapsed());
+    crate::metrics::record_request(&gw, label, resp.status(), started.elapsed());
     resp
 }
 

@@ -10,32 +10,46 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use http::{Method, StatusCode};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     10.0,
 ];
 
-/// Installs the process-wide recorder once; None if another one (the keysafe server's, in a
-/// single-process setup) was installed first: the gateway's metrics then go to that one.
-pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("keysafe_kms_request_duration_seconds".into()),
-                    LATENCY_BUCKETS,
-                )
-                .ok()?;
-            builder.install_recorder().ok()
-        })
-        .as_ref()
+/// The gateway's own metrics registry. Not the process-wide recorder: a gateway running in the
+/// same process as a keysafe server (or another gateway) keeps its figures apart.
+pub struct GatewayMetrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(
+            Matcher::Full("keysafe_kms_request_duration_seconds".into()),
+            LATENCY_BUCKETS,
+        ) {
+            Ok(b) => b,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        Self { recorder, handle }
+    }
+}
+
+impl GatewayMetrics {
+    /// Runs `f` with this registry as the recorder of the `metrics` macros inside it.
+    pub fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
 }
 
 /// The operation a request names, from a fixed set (label values never come from the client).
@@ -73,11 +87,13 @@ fn status_class(s: StatusCode) -> &'static str {
     }
 }
 
-pub fn record_request(op: &'static str, _method: &Method, status: StatusCode, took: Duration) {
-    metrics::counter!("keysafe_kms_requests_total", "op" => op, "status" => status_class(status))
-        .increment(1);
-    metrics::histogram!("keysafe_kms_request_duration_seconds", "op" => op)
-        .record(took.as_secs_f64());
+pub fn record_request(gw: &Gateway, op: &'static str, status: StatusCode, took: Duration) {
+    gw.metrics.with(|| {
+        metrics::counter!("keysafe_kms_requests_total", "op" => op, "status" => status_class(status))
+            .increment(1);
+        metrics::histogram!("keysafe_kms_request_duration_seconds", "op" => op)
+            .record(took.as_secs_f64());
+    });
 }
 
 /// What the health endpoints report, updated by a background probe of keysafe.
@@ -133,13 +149,17 @@ pub fn spawn_probe(gw: &Arc<Gateway>, every: Duration) {
 /// Sets the gauges read at scrape time and renders the exposition text.
 pub fn render(gw: &Gateway) -> String {
     let h = gw.health.snapshot();
-    metrics::gauge!("keysafe_kms_keysafe_reachable").set(if h.keysafe_ok { 1.0 } else { 0.0 });
-    metrics::gauge!("keysafe_kms_acl_file_ok").set(if gw.acls.file_ok() { 1.0 } else { 0.0 });
-    if let Some(t) = &gw.tls {
-        metrics::gauge!("keysafe_kms_tls_certificate_not_after_seconds").set(t.not_after() as f64);
-    }
-    metrics::gauge!("keysafe_kms_connections").set(gw.connections.open() as f64);
-    handle().map(|h| h.render()).unwrap_or_default()
+    gw.metrics.with(|| {
+        metrics::gauge!("keysafe_kms_keysafe_reachable").set(if h.keysafe_ok { 1.0 } else { 0.0 });
+        metrics::gauge!("keysafe_kms_acl_file_ok").set(if gw.acls.file_ok() { 1.0 } else { 0.0 });
+        if let Some(t) = &gw.tls {
+            metrics::gauge!("keysafe_kms_tls_certificate_not_after_seconds")
+                .set(t.not_after() as f64);
+        }
+        metrics::gauge!("keysafe_kms_connections").set(gw.connections.open() as f64);
+    });
+    gw.metrics.handle.run_upkeep();
+    gw.metrics.handle.render()
 }
 
 async fn metrics_route(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
@@ -162,7 +182,6 @@ pub async fn serve(
     gw: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    handle();
     let app = Router::new()
         .route("/metrics", get(metrics_route))
         .route("/health", get(health_route))

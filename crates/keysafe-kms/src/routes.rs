@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// The most distinct key names one `GET /keys/metadata` may ask for.
-pub const MAX_METADATA_BATCH: usize = 10_000;
+pub const MAX_METADATA_BATCH: usize = 5_000;
 
 fn parse_body(body: &[u8]) -> KmsResult<Value> {
     serde_json::from_slice(body)

@@ -266,8 +266,10 @@ pub async fn serve(
             .connections
             .admit(remote.ip(), limits.max_connections_per_address)
         else {
-            metrics::counter!("keysafe_kms_connections_refused_total", "reason" => "per_address")
-                .increment(1);
+            gw.metrics.with(|| {
+                metrics::counter!("keysafe_kms_connections_refused_total", "reason" => "per_address")
+                    .increment(1)
+            });
             tracing::debug!(%remote, "too many connections from this address; closed");
             continue;
         };
@@ -278,6 +280,7 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = gw.tls.as_ref().map(|t| TlsAcceptor::from(t.current()));
         let watcher = graceful.watcher();
+        let gw2 = gw.clone();
         let first_deadline = accepted_at + limits.first_request_timeout;
         tokio::spawn(async move {
             let _permit = permit;
@@ -301,12 +304,12 @@ pub async fn serve(
                     let s = match tokio::time::timeout_at(deadline, acc.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            metrics::counter!("keysafe_kms_tls_handshake_failures_total", "reason" => "error").increment(1);
+                            gw2.metrics.with(|| metrics::counter!("keysafe_kms_tls_handshake_failures_total", "reason" => "error").increment(1));
                             tracing::debug!(%remote, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
-                            metrics::counter!("keysafe_kms_tls_handshake_failures_total", "reason" => "timeout").increment(1);
+                            gw2.metrics.with(|| metrics::counter!("keysafe_kms_tls_handshake_failures_total", "reason" => "timeout").increment(1));
                             return;
                         }
                     };
@@ -318,12 +321,12 @@ pub async fn serve(
                         .map(|c| PeerCertificate(Arc::new(c.clone().into_owned())));
                     let conn = builder
                         .serve_connection(TokioIo::new(s), TowerToHyperService::new(tag(peer)));
-                    run_connection(watcher.watch(conn), deadline, &seen_request).await
+                    run_connection(&gw2, watcher.watch(conn), deadline, &seen_request).await
                 }
                 None => {
                     let conn = builder
                         .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(tag(None)));
-                    run_connection(watcher.watch(conn), deadline, &seen_request).await
+                    run_connection(&gw2, watcher.watch(conn), deadline, &seen_request).await
                 }
             };
             if let Err(e) = result {
@@ -341,6 +344,7 @@ pub async fn serve(
 
 /// Drives a connection, dropping (closing) it if no request has arrived by `deadline`.
 async fn run_connection<F, E>(
+    gw: &Gateway,
     conn: F,
     deadline: tokio::time::Instant,
     seen_request: &AtomicBool,
@@ -354,8 +358,10 @@ where
         _ = tokio::time::sleep_until(deadline) => {}
     }
     if !seen_request.load(Ordering::Relaxed) {
-        metrics::counter!("keysafe_kms_connections_refused_total", "reason" => "first_request_timeout")
-            .increment(1);
+        gw.metrics.with(|| {
+            metrics::counter!("keysafe_kms_connections_refused_total", "reason" => "first_request_timeout")
+                .increment(1)
+        });
         return Ok(());
     }
     conn.await

@@ -248,8 +248,7 @@ async fn served_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let der = v.0.lock().unwrap().clone();
-    der
+    v.0.lock().unwrap().clone()
 }
 
 fn self_signed_localhost() -> (String, String) {

@@ -9,3 +9,4 @@ mod common;
 mod hadoop;
 mod kdc;
 mod kerberos;
+mod safety;
