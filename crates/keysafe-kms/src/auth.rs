@@ -166,7 +166,11 @@ impl CookieSigner {
     /// the user name itself except for Kerberos).
     pub fn issue(&self, user: &str, principal: Option<&str>, token_type: &str) -> String {
         let e = now_ms() + self.validity.as_millis() as i64;
-        let p = principal.unwrap_or(user);
+        // A principal with characters that structure the cookie is left out (the user name,
+        // already checked, stands in), so it can never forge an attribute.
+        let p = principal
+            .filter(|p| !p.contains(['&', '=', '"', ';', ',']) && !p.chars().any(char::is_control))
+            .unwrap_or(user);
         let payload = format!("u={user}&p={p}&t={token_type}&e={e}");
         let s = self.sign(&payload);
         format!("{payload}&s={s}")

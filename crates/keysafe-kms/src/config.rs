@@ -554,6 +554,26 @@ hosts = "127.0.0.1"
         assert!(KmsConfig::parse("[auth]\ntype = \"ldap\"").is_err());
     }
 
+    /// Every TOML example of docs/kms.md is a configuration the gateway accepts.
+    #[test]
+    fn the_documented_examples_parse() {
+        let doc = include_str!("../../../docs/kms.md");
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap_or(""))
+            .collect();
+        assert!(blocks.len() >= 3, "{}", blocks.len());
+        for b in &blocks {
+            let c = KmsConfig::parse(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+            if c.auth.kind == AuthType::Kerberos {
+                let r = c.name_rules().unwrap();
+                assert_eq!(r.short_name("nn/host1@EXAMPLE.COM").unwrap(), "hdfs");
+                assert_eq!(r.short_name("alice@EXAMPLE.COM").unwrap(), "alice");
+            }
+        }
+    }
+
     #[test]
     fn pseudo_only_on_loopback() {
         let c = KmsConfig::default();

@@ -10,6 +10,10 @@
 //!   every gateway refuses the token anyway, so records older than one renew interval are
 //!   pruned (delete + purge) by a background sweep.
 //! * Who may get tokens is an ACL; how many one caller gets per hour from a gateway is capped.
+//!
+//! Tokens issued before this scheme (by gateways that kept every live token in one
+//! `kms/shared/dt-state` deposit) are judged by that frozen list: a token it no longer holds
+//! (cancelled or expired) stays refused. The list is deleted once none of its tokens can live.
 
 use crate::acl::Acl;
 use crate::auth::{now_ms, shared_secret};
@@ -27,6 +31,8 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 const SLOT_DT_KEY: &str = "dt-master-key";
+/// The single token-state deposit of earlier gateways (read once, never written).
+const SLOT_LEGACY_STATE: &str = "dt-state";
 /// Token records live under `kms/shared/dt/`.
 const RECORD_PREFIX: &str = "dt/";
 /// How long a token record read from keysafe is trusted (renewals and cancellations made
@@ -52,6 +58,26 @@ pub struct TokenUser {
     pub real_user: Option<String>,
 }
 
+/// A token of the legacy state list: its current expiry and owner.
+#[derive(Debug, Clone, Deserialize)]
+struct LegacyEntry {
+    owner: String,
+    renew: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LegacyState {
+    #[serde(default)]
+    tokens: HashMap<i32, LegacyEntry>,
+}
+
+/// Tokens issued before `cutoff` (epoch ms) must be in `tokens` unless a new-style record
+/// speaks for them.
+struct Legacy {
+    cutoff: i64,
+    tokens: HashMap<i32, LegacyEntry>,
+}
+
 struct IssueCounts {
     hour: i64,
     per_user: HashMap<String, u32>,
@@ -65,6 +91,7 @@ pub struct DtManager {
     acl: Acl,
     records: Mutex<HashMap<String, (Instant, Option<TokenRecord>)>>,
     issued: Mutex<IssueCounts>,
+    legacy: Option<Legacy>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -84,9 +111,25 @@ fn record_slot(identifier: &[u8]) -> String {
 impl DtManager {
     pub async fn shared(backend: Arc<dyn KeyBackend>, cfg: DtConfig) -> KmsResult<Self> {
         let master = shared_secret(&*backend, SLOT_DT_KEY, 64).await?;
+        let legacy = match backend
+            .shared(SLOT_LEGACY_STATE)
+            .await
+            .map_err(backend_err)?
+        {
+            None => None,
+            Some(b) => {
+                let s: LegacyState = serde_json::from_slice(&b.data)
+                    .map_err(|_| KmsError::io("the legacy delegation-token state is malformed"))?;
+                Some(Legacy {
+                    cutoff: now_ms(),
+                    tokens: s.tokens,
+                })
+            }
+        };
         Ok(Self {
             backend,
             master,
+            legacy,
             acl: Acl::parse(&cfg.acl),
             cfg,
             records: Mutex::new(HashMap::new()),
@@ -179,8 +222,19 @@ impl DtManager {
         (id.master_key_id == MASTER_KEY_ID).then_some((id, t.identifier))
     }
 
-    /// The expiry a token has without any record.
+    /// The expiry a token has without any record: its issue date plus the renew interval, or
+    /// for a token issued before this scheme what the legacy list says (0: not there, so
+    /// cancelled or expired).
     fn implied_expiry(&self, id: &TokenIdent) -> i64 {
+        if let Some(l) = &self.legacy
+            && id.issue_date < l.cutoff
+        {
+            return l
+                .tokens
+                .get(&id.sequence)
+                .filter(|e| e.owner == id.owner)
+                .map_or(0, |e| e.renew.min(id.max_date));
+        }
         id.issue_date
             .saturating_add(self.renew_ms())
             .min(id.max_date)
@@ -333,7 +387,16 @@ impl DtManager {
     /// Deletes the records no token can need any more (last written more than one renew
     /// interval ago); returns how many.
     pub async fn prune(&self) -> KmsResult<usize> {
-        let cutoff = now_ms().saturating_sub(self.renew_ms());
+        let now = now_ms();
+        if let Some(l) = &self.legacy
+            && now > l.cutoff.saturating_add(self.cfg.max_lifetime.as_millis() as i64)
+        {
+            match self.backend.remove_shared(SLOT_LEGACY_STATE).await {
+                Ok(()) | Err(BackendError::NotFound) => {}
+                Err(e) => return Err(backend_err(e)),
+            }
+        }
+        let cutoff = now.saturating_sub(self.renew_ms());
         let entries = self
             .backend
             .list_shared(RECORD_PREFIX)
@@ -496,6 +559,43 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    /// Tokens of the earlier single-deposit state: one it still lists is honoured until its
+    /// listed expiry; one it dropped (cancelled) stays refused.
+    #[tokio::test]
+    async fn tokens_from_the_legacy_state_list() {
+        let backend: Arc<dyn KeyBackend> = Arc::new(MemoryBackend::default());
+        let first = mgr(backend.clone(), DtConfig::default()).await;
+        let live = first.issue("alice", &[], "yarn", None, "x").await.unwrap();
+        let gone = first.issue("bob", &[], "yarn", None, "x").await.unwrap();
+        let seq = |t: &str| {
+            TokenIdent::decode(&Token::decode_url_string(t).unwrap().identifier)
+                .unwrap()
+                .sequence
+        };
+        let state = serde_json::json!({
+            "next_seq": 7,
+            "tokens": { seq(&live).to_string(): {
+                "owner": "alice", "renewer": "yarn", "renew": now_ms() + 60_000, "max": now_ms() + 600_000
+            }}
+        });
+        backend
+            .put_shared(SLOT_LEGACY_STATE, state.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let m = mgr(backend.clone(), DtConfig::default()).await;
+        assert_eq!(m.verify(&live).await.unwrap().owner, "alice");
+        assert!(m.verify(&gone).await.is_err(), "not in the legacy list: cancelled");
+        assert!(m.renew(&gone, "yarn").await.is_err());
+        // A legacy token renewed or cancelled now gets a record like any other.
+        assert!(m.renew(&live, "yarn").await.is_ok());
+        m.cancel(&live, None).await.unwrap();
+        assert!(m.verify(&live).await.is_err());
+        // New tokens are not judged by the list.
+        let fresh = m.issue("carol", &[], "yarn", None, "x").await.unwrap();
+        assert!(m.verify(&fresh).await.is_ok());
     }
 
     #[tokio::test]

@@ -157,6 +157,18 @@ pub(crate) fn health(gw: &Gateway) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let mut warnings = Vec::new();
+    if !gw.acls.file_ok() {
+        warnings.push("the ACL file is missing or does not parse; the previous ACLs are in force".to_owned());
+    }
+    let days_left = gw.tls.as_ref().map(|t| {
+        (t.not_after() - crate::auth::now_ms() / 1000).div_euclid(86_400)
+    });
+    if let Some(d) = days_left
+        && d < 30
+    {
+        warnings.push(format!("the TLS certificate expires in {d} days"));
+    }
     json_response(
         status,
         &json!({
@@ -164,6 +176,8 @@ pub(crate) fn health(gw: &Gateway) -> Response {
             "keysafe_reachable": h.keysafe_ok,
             "last_keysafe_contact_seconds_ago": h.last_ok_secs_ago,
             "acl_file_ok": gw.acls.file_ok(),
+            "tls_certificate_days_left": days_left,
+            "warnings": warnings,
         }),
     )
 }
