@@ -177,15 +177,28 @@ async fn drive_kerberos(
 
 const REALM: &str = "BENCH.TEST";
 
-/// Size of the keysafe database (SQLite file and its write-ahead log), bytes.
-fn db_bytes(ts: &keysafe_testkit::TestServer) -> u64 {
-    let db = ts.db_path();
-    let mut wal = db.clone().into_os_string();
-    wal.push("-wal");
-    [db, std::path::PathBuf::from(wal)]
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum()
+/// The keysafe database: its size in bytes once the write-ahead log is checkpointed into it,
+/// and its rows of deposits, deposit versions and audit entries.
+async fn db_state(ts: &keysafe_testkit::TestServer) -> (u64, i64, i64, i64) {
+    use sqlx::Row;
+    let mut c = ts.raw_db().await;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let mut n = vec![];
+    for q in [
+        "SELECT count(*) FROM deposits",
+        "SELECT count(*) FROM deposit_versions",
+        "SELECT count(*) FROM audit_log",
+    ] {
+        let r = sqlx::query(q).fetch_one(&mut c).await.unwrap();
+        n.push(r.get::<i64, _>(0));
+    }
+    let bytes = std::fs::metadata(ts.db_path())
+        .map(|m| m.len())
+        .unwrap_or(0);
+    (bytes, n[0], n[1], n[2])
 }
 
 #[tokio::main]
@@ -383,7 +396,11 @@ async fn kerberos_section(
         )
         .await;
         krow("generate EEK", "kerberos", conns, &r);
-        let (b, c, body) = (pseudo.to_owned(), pseudo_cookie.to_owned(), dec_body.to_owned());
+        let (b, c, body) = (
+            pseudo.to_owned(),
+            pseudo_cookie.to_owned(),
+            dec_body.to_owned(),
+        );
         let r = drive(
             conns,
             dur,
@@ -458,7 +475,10 @@ async fn kerberos_section(
     println!("|---|---:|---:|");
     for (label, v) in [
         ("client: make the SPNEGO token (ticket cached)", &token_us),
-        ("gateway: OPTIONS with Negotiate (accept, map, cookie)", &round_us),
+        (
+            "gateway: OPTIONS with Negotiate (accept, map, cookie)",
+            &round_us,
+        ),
         ("gateway: OPTIONS with the cookie", &cookie_us),
     ] {
         println!("| {label} | {:.3} | {:.3} |", pct(v, 0.5), pct(v, 0.99));
@@ -476,7 +496,7 @@ async fn tokens_section(
     let mut tcfg = cfg.clone();
     tcfg.delegation_token.max_per_user_per_hour = u32::MAX;
     let base = start(&client.home, client.client.clone(), tcfg).await;
-    let before = db_bytes(ts);
+    let before = db_state(ts).await;
     let total = 100_000usize;
     let conns = 8;
     let issued = Arc::new(std::sync::Mutex::new(Vec::<String>::with_capacity(2000)));
@@ -488,7 +508,9 @@ async fn tokens_section(
             let c = reqwest::Client::builder().http1_only().build().unwrap();
             for i in 0..total / conns {
                 let r = c
-                    .get(format!("{b}/?op=GETDELEGATIONTOKEN&renewer=bench&user.name=bench"))
+                    .get(format!(
+                        "{b}/?op=GETDELEGATIONTOKEN&renewer=bench&user.name=bench"
+                    ))
                     .send()
                     .await
                     .unwrap();
@@ -507,20 +529,22 @@ async fn tokens_section(
         t.await.unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
-    let after_issue = db_bytes(ts);
+    let after_issue = db_state(ts).await;
     let toks = issued.lock().unwrap().clone();
     let c = reqwest::Client::builder().http1_only().build().unwrap();
     let t1 = Instant::now();
     for t in &toks[..1000.min(toks.len())] {
         let r = c
-            .put(format!("{base}/?op=RENEWDELEGATIONTOKEN&token={t}&user.name=bench"))
+            .put(format!(
+                "{base}/?op=RENEWDELEGATIONTOKEN&token={t}&user.name=bench"
+            ))
             .send()
             .await
             .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
     }
     let renew_secs = t1.elapsed().as_secs_f64();
-    let after_renew = db_bytes(ts);
+    let after_renew = db_state(ts).await;
     let t2 = Instant::now();
     for t in &toks[..1000.min(toks.len())] {
         let r = c
@@ -531,26 +555,69 @@ async fn tokens_section(
         assert!(r.status().is_success(), "{}", r.status());
     }
     let cancel_secs = t2.elapsed().as_secs_f64();
-    let after_cancel = db_bytes(ts);
+    let after_cancel = db_state(ts).await;
+    // The sweep, as if a renew interval had passed.
+    let pruner = keysafe_kms::delegation::DtManager::shared(
+        std::sync::Arc::new(
+            keysafe_kms::deposits::DepositBackend::open(
+                &client.home,
+                client.client.clone(),
+                "kms",
+                None,
+            )
+            .await
+            .unwrap(),
+        ),
+        keysafe_kms::config::DtConfig {
+            renew_interval: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let t3 = Instant::now();
+    let pruned = pruner.prune().await.unwrap();
+    let prune_secs = t3.elapsed().as_secs_f64();
+    let after_prune = db_state(ts).await;
     let n = 1000.min(toks.len());
     println!();
-    println!("| step | count | per second | keysafe database after (MB) |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| step | count | per second | database (MB, checkpointed) | deposits | versions | audit entries |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mb = |b: u64| b as f64 / 1_048_576.0;
-    println!("| before | | | {:.2} |", mb(before));
-    println!(
-        "| issue tokens (8 connections) | {total} | {:.0} | {:.2} |",
-        total as f64 / secs,
-        mb(after_issue)
+    let line = |step: &str, count: String, rate: String, s: (u64, i64, i64, i64)| {
+        println!(
+            "| {step} | {count} | {rate} | {:.2} | {} | {} | {} |",
+            mb(s.0),
+            s.1,
+            s.2,
+            s.3
+        )
+    };
+    line("before", String::new(), String::new(), before);
+    line(
+        "issue tokens (8 connections)",
+        total.to_string(),
+        format!("{:.0}", total as f64 / secs),
+        after_issue,
     );
-    println!(
-        "| renew (sequential) | {n} | {:.0} | {:.2} |",
-        n as f64 / renew_secs,
-        mb(after_renew)
+    line(
+        "renew (sequential)",
+        n.to_string(),
+        format!("{:.0}", n as f64 / renew_secs),
+        after_renew,
     );
-    println!(
-        "| cancel (sequential) | {n} | {:.0} | {:.2} |",
-        n as f64 / cancel_secs,
-        mb(after_cancel)
+    line(
+        "cancel the same tokens (sequential)",
+        n.to_string(),
+        format!("{:.0}", n as f64 / cancel_secs),
+        after_cancel,
+    );
+    line(
+        "prune the records",
+        pruned.to_string(),
+        format!("{:.0}", pruned as f64 / prune_secs),
+        after_prune,
     );
 }

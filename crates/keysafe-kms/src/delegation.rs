@@ -389,7 +389,9 @@ impl DtManager {
     pub async fn prune(&self) -> KmsResult<usize> {
         let now = now_ms();
         if let Some(l) = &self.legacy
-            && now > l.cutoff.saturating_add(self.cfg.max_lifetime.as_millis() as i64)
+            && now
+                > l.cutoff
+                    .saturating_add(self.cfg.max_lifetime.as_millis() as i64)
         {
             match self.backend.remove_shared(SLOT_LEGACY_STATE).await {
                 Ok(()) | Err(BackendError::NotFound) => {}
@@ -587,7 +589,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2)).await;
         let m = mgr(backend.clone(), DtConfig::default()).await;
         assert_eq!(m.verify(&live).await.unwrap().owner, "alice");
-        assert!(m.verify(&gone).await.is_err(), "not in the legacy list: cancelled");
+        assert!(
+            m.verify(&gone).await.is_err(),
+            "not in the legacy list: cancelled"
+        );
         assert!(m.renew(&gone, "yarn").await.is_err());
         // A legacy token renewed or cancelled now gets a record like any other.
         assert!(m.renew(&live, "yarn").await.is_ok());

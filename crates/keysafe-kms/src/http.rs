@@ -159,11 +159,14 @@ pub(crate) fn health(gw: &Gateway) -> Response {
     };
     let mut warnings = Vec::new();
     if !gw.acls.file_ok() {
-        warnings.push("the ACL file is missing or does not parse; the previous ACLs are in force".to_owned());
+        warnings.push(
+            "the ACL file is missing or does not parse; the previous ACLs are in force".to_owned(),
+        );
     }
-    let days_left = gw.tls.as_ref().map(|t| {
-        (t.not_after() - crate::auth::now_ms() / 1000).div_euclid(86_400)
-    });
+    let days_left = gw
+        .tls
+        .as_ref()
+        .map(|t| (t.not_after() - crate::auth::now_ms() / 1000).div_euclid(86_400));
     if let Some(d) = days_left
         && d < 30
     {

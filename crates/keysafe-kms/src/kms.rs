@@ -300,7 +300,8 @@ impl Kms {
     /// The key names, listed at most once per `cache.listing_timeout` (created or deleted
     /// through this gateway: at once).
     pub async fn names_snapshot(&self) -> KmsResult<Arc<HashSet<String>>> {
-        if let Some((at, l)) = lock(&self.listing).as_ref()
+        if self.cache.enable
+            && let Some((at, l)) = lock(&self.listing).as_ref()
             && at.elapsed() < self.cache.listing_timeout
         {
             return Ok(l.clone());

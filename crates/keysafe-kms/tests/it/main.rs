@@ -7,6 +7,8 @@ mod auth;
 mod certificates;
 mod common;
 mod hadoop;
+mod hadoop_secure;
 mod kdc;
 mod kerberos;
+mod limits;
 mod safety;
