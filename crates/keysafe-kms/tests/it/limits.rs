@@ -59,6 +59,24 @@ async fn listener_limits_close_idle_slow_and_excess_connections() {
         "a trickled request head must be cut off"
     );
 
+    // A request head larger than limits.max_header_bytes is refused (431) without a handler.
+    let mut big = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "GET /kms/v1/keys/names HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), big.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
     // Per address: 4 held connections from 127.0.0.1; a fifth is closed at once, while
     // another address is served.
     let mut held = vec![];
