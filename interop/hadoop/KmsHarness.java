@@ -6,7 +6,14 @@
 //   java -cp "$HADOOP_CLIENT_LIB/*:OUT" KmsHarness <scenario> <provider URI> [args...]
 //
 // Each scenario prints "OK <what>" lines and exits 0, or prints the failure and exits 1.
+//
+// Kerberos: with -Dkms.kerberos=true the client runs with hadoop.security.authentication=kerberos
+// (and -Djava.security.krb5.conf=...); with -Dkms.principal=P -Dkms.keytab=FILE it first logs in
+// from the keytab (UserGroupInformation.loginUserFromKeytab), as a Hadoop service does.
 
+import java.io.ByteArrayOutputStream;
+import java.io.File;
+import java.io.PrintStream;
 import java.net.URI;
 import java.security.PrivilegedExceptionAction;
 import java.util.ArrayList;
@@ -23,6 +30,7 @@ import org.apache.hadoop.crypto.key.KeyProviderFactory;
 import org.apache.hadoop.security.Credentials;
 import org.apache.hadoop.security.UserGroupInformation;
 import org.apache.hadoop.security.token.Token;
+import org.apache.hadoop.util.ToolRunner;
 
 public class KmsHarness {
     static Configuration conf() {
@@ -30,7 +38,21 @@ public class KmsHarness {
         c.set("hadoop.security.crypto.codec.classes.aes.ctr.nopadding",
               "org.apache.hadoop.crypto.JceAesCtrCryptoCodec");
         c.setInt("hadoop.security.kms.client.encrypted.key.cache.size", 10);
+        if (Boolean.getBoolean("kms.kerberos")) {
+            c.set("hadoop.security.authentication", "kerberos");
+        }
         return c;
+    }
+
+    static void login() throws Exception {
+        if (!Boolean.getBoolean("kms.kerberos")) return;
+        UserGroupInformation.setConfiguration(conf());
+        String keytab = System.getProperty("kms.keytab");
+        if (keytab != null) {
+            UserGroupInformation.loginUserFromKeytab(System.getProperty("kms.principal"), keytab);
+            ok("logged in from the keytab as " + UserGroupInformation.getLoginUser().getUserName()
+               + " (" + UserGroupInformation.getLoginUser().getAuthenticationMethod() + ")");
+        }
     }
 
     static KeyProvider provider(String uri) throws Exception {
@@ -56,7 +78,12 @@ public class KmsHarness {
 
     public static void main(String[] args) throws Exception {
         try {
+            login();
             switch (args[0]) {
+                case "keyshell": keyshell(args[1], args[2]); break;
+                case "dt-save": dtSave(args[1], args[2]); break;
+                case "dt-use": dtUse(args[1], args[2], args[3]); break;
+                case "refused": refused(args[1], args[2]); break;
                 case "eek": eek(args[1], args[2]); break;
                 case "dt": dt(args[1], args[2]); break;
                 case "doas": doas(args[1]); break;
@@ -70,6 +97,90 @@ public class KmsHarness {
             System.exit(1);
         }
         System.exit(0);
+    }
+
+    /** Runs KeyShell (as `hadoop key` does) in this JVM, returning its exit code and output. */
+    static String[] shell(String uri, String... args) throws Exception {
+        org.apache.hadoop.crypto.key.KeyShell ks = new org.apache.hadoop.crypto.key.KeyShell();
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ks.setOut(new PrintStream(out, true));
+        ks.setErr(new PrintStream(out, true));
+        String[] full = Arrays.copyOf(args, args.length + 2);
+        full[args.length] = "-provider";
+        full[args.length + 1] = uri;
+        int rc = ToolRunner.run(conf(), ks, full);
+        return new String[] { Integer.toString(rc), out.toString() };
+    }
+
+    /** KeyShell create / list / roll / delete. */
+    static void keyshell(String uri, String key) throws Exception {
+        String[] r = shell(uri, "create", key, "-size", "256", "-description", "made over kerberos");
+        check(r[0].equals("0") && r[1].contains(key + " has been successfully created"), "create: " + r[1]);
+        ok("keyshell create");
+        r = shell(uri, "list", "-metadata");
+        check(r[0].equals("0") && r[1].contains(key + " : cipher: AES/CTR/NoPadding, length: 256"), "list: " + r[1]);
+        ok("keyshell list");
+        r = shell(uri, "roll", key);
+        check(r[0].equals("0") && r[1].contains(key + " has been successfully rolled"), "roll: " + r[1]);
+        r = shell(uri, "list", "-metadata");
+        check(r[1].contains("version: 2"), "two versions after the roll: " + r[1]);
+        ok("keyshell roll");
+        r = shell(uri, "delete", key, "-f");
+        check(r[0].equals("0") && r[1].contains(key + " has been successfully deleted"), "delete: " + r[1]);
+        r = shell(uri, "list");
+        check(r[0].equals("0") && !r[1].contains(key), "gone: " + r[1]);
+        ok("keyshell delete");
+    }
+
+    /** Gets a delegation token (renewer yarn) and writes it to a token file, as a job client does. */
+    static void dtSave(String uri, String file) throws Exception {
+        KeyProvider kms = provider(uri);
+        Credentials creds = new Credentials();
+        Token<?>[] toks = KeyProviderDelegationTokenExtension
+            .createKeyProviderDelegationTokenExtension(kms).addDelegationTokens("yarn", creds);
+        check(toks != null && toks.length == 1, "one token");
+        creds.writeTokenStorageFile(new org.apache.hadoop.fs.Path(new File(file).toURI()), conf());
+        ok("saved token " + toks[0].getKind() + " for " + toks[0].getService());
+    }
+
+    /** A process with no Kerberos ticket uses only the token file (as a YARN task does). */
+    static void dtUse(String uri, String file, String key) throws Exception {
+        Credentials creds = Credentials.readTokenStorageFile(
+            new org.apache.hadoop.fs.Path(new File(file).toURI()), conf());
+        UserGroupInformation task = UserGroupInformation.createRemoteUser("task");
+        task.addCredentials(creds);
+        List<String> names = task.doAs((PrivilegedExceptionAction<List<String>>) () -> {
+            KeyProvider p = provider(uri);
+            KeyProviderCryptoExtension kp = KeyProviderCryptoExtension.createKeyProviderCryptoExtension(p);
+            EncryptedKeyVersion e = kp.generateEncryptedKey(key);
+            check(kp.decryptEncryptedKey(e).getMaterial().length > 0, "decrypted");
+            return p.getKeys();
+        });
+        check(names.contains(key), "listed " + names);
+        ok("token used without a ticket");
+        // The same process without the token gets nothing.
+        UserGroupInformation none = UserGroupInformation.createRemoteUser("task2");
+        try {
+            none.doAs((PrivilegedExceptionAction<List<String>>) () -> provider(uri).getKeys());
+        } catch (Exception ex) {
+            ok("without the token: refused (" + ex.getClass().getSimpleName() + ")");
+            return;
+        }
+        throw new AssertionError("FAILED: a caller without ticket or token must be refused");
+    }
+
+    /** A Kerberos client without a ticket is refused and reads no key material. */
+    static void refused(String uri, String key) throws Exception {
+        try {
+            KeyProvider p = provider(uri);
+            KeyVersion v = p.getCurrentKey(key);
+            throw new AssertionError("FAILED: got " + (v == null ? "null" : v.getVersionName()));
+        } catch (java.io.IOException | RuntimeException ex) {
+            Throwable t = ex;
+            StringBuilder all = new StringBuilder();
+            while (t != null) { all.append(t.getClass().getName()).append(": ").append(t.getMessage()).append(" | "); t = t.getCause(); }
+            ok("refused: " + all);
+        }
     }
 
     /** generate / decrypt (checked against Hadoop's DefaultCryptoExtension) / re-encrypt / batch. */

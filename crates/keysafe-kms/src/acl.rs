@@ -1,7 +1,10 @@
 //! `kms-acls.xml`, read as Hadoop's `KMSACLs` and `KeyAuthorizationKeyProvider` read it: operation
-//! ACLs (`hadoop.kms.acl.<TYPE>`, default `*`), blacklists (`hadoop.kms.blacklist.<TYPE>`),
-//! per-key ACLs (`key.acl.<name>.<OP>`), default and whitelist key ACLs. The file is re-read
-//! when its modification time changes (checked every second).
+//! ACLs (`hadoop.kms.acl.<TYPE>`), blacklists (`hadoop.kms.blacklist.<TYPE>`), per-key ACLs
+//! (`key.acl.<name>.<OP>`), default and whitelist key ACLs. One deliberate difference: an
+//! operation ACL the file does not set defaults to the gateway's key administrators
+//! (`key_admins`), not to Hadoop's `*`, and without a file every ACL is the administrators'.
+//! The file is re-read when its modification time changes (checked every second); a file that
+//! does not parse keeps the previous ACLs and is reported once per change.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -133,24 +136,31 @@ pub struct AclSet {
 }
 
 impl AclSet {
-    /// What the gateway uses without an ACL file: Hadoop's shipped `kms-acls.xml` (every
-    /// operation `*`, default key ACLs `*` for every key operation).
-    pub fn hadoop_defaults() -> AclSet {
+    /// What the gateway uses without an ACL file: every operation and every default key ACL is
+    /// the key administrators' (`admins`), so nobody else reads key material.
+    pub fn admins_only(admins: &Acl) -> AclSet {
         let mut s = AclSet::default();
+        for op in OpType::ALL {
+            s.ops.insert(op, admins.clone());
+        }
         for op in [
             KeyOp::Management,
             KeyOp::GenerateEek,
             KeyOp::DecryptEek,
             KeyOp::Read,
         ] {
-            s.defaults.insert(op, Acl::everyone());
+            s.defaults.insert(op, admins.clone());
         }
         s
     }
 
-    /// Builds from Hadoop configuration properties.
-    pub fn from_properties(props: &[(String, String)]) -> AclSet {
+    /// Builds from Hadoop configuration properties; operation ACLs they do not set are the
+    /// key administrators' (`admins`).
+    pub fn from_properties(props: &[(String, String)], admins: &Acl) -> AclSet {
         let mut s = AclSet::default();
+        for op in OpType::ALL {
+            s.ops.insert(op, admins.clone());
+        }
         for (k, v) in props {
             if let Some(t) = k.strip_prefix("hadoop.kms.acl.") {
                 if let Some(op) = OpType::ALL.iter().find(|o| o.as_str() == t) {
@@ -255,31 +265,51 @@ pub fn parse_hadoop_xml(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// What the last check of the file saw (to reload on change and report a failure once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    Loaded(SystemTime),
+    /// A version that does not parse (its modification time), or a file that is gone (None).
+    Broken(Option<SystemTime>),
+}
+
 /// The current ACLs, reloaded from the file when it changes.
 pub struct Acls {
     current: RwLock<Arc<AclSet>>,
     path: Option<PathBuf>,
-    loaded_mtime: RwLock<Option<SystemTime>>,
+    admins: Acl,
+    state: RwLock<Option<FileState>>,
 }
 
 impl Acls {
-    /// Without a file: Hadoop's shipped defaults.
+    /// A fixed set (no file).
     pub fn fixed(set: AclSet) -> Arc<Acls> {
         Arc::new(Acls {
             current: RwLock::new(Arc::new(set)),
             path: None,
-            loaded_mtime: RwLock::new(None),
+            admins: Acl::default(),
+            state: RwLock::new(None),
         })
     }
 
-    /// Loads `path` (it must exist and parse) and returns the holder.
-    pub fn from_file(path: &Path) -> anyhow::Result<Arc<Acls>> {
-        let (set, mtime) = load(path)?;
+    /// Loads `path` (it must exist and parse) and returns the holder; operation ACLs the file
+    /// does not set are `admins`.
+    pub fn from_file(path: &Path, admins: &Acl) -> anyhow::Result<Arc<Acls>> {
+        let (set, mtime) = load(path, admins)?;
         Ok(Arc::new(Acls {
             current: RwLock::new(Arc::new(set)),
             path: Some(path.to_owned()),
-            loaded_mtime: RwLock::new(Some(mtime)),
+            admins: admins.clone(),
+            state: RwLock::new(Some(FileState::Loaded(mtime))),
         }))
+    }
+
+    /// False while the file is missing or does not parse (the previous ACLs are in force).
+    pub fn file_ok(&self) -> bool {
+        !matches!(
+            *self.state.read().unwrap_or_else(|p| p.into_inner()),
+            Some(FileState::Broken(_))
+        )
     }
 
     pub fn get(&self) -> Arc<AclSet> {
@@ -289,24 +319,42 @@ impl Acls {
             .clone()
     }
 
-    /// Re-reads the file if its modification time changed. A broken file keeps the old ACLs.
-    pub fn reload_if_changed(&self) {
-        let Some(path) = &self.path else { return };
-        let Ok(mtime) = std::fs::metadata(path).and_then(|m| m.modified()) else {
-            return;
+    fn set_state(&self, s: FileState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    /// Re-reads the file if its modification time changed. A broken or missing file keeps the
+    /// old ACLs and is reported once (again only after it changes). Returns whether the ACLs
+    /// were replaced.
+    pub fn reload_if_changed(&self) -> bool {
+        let Some(path) = &self.path else {
+            return false;
         };
-        let last = *self.loaded_mtime.read().unwrap_or_else(|p| p.into_inner());
-        if last == Some(mtime) {
-            return;
+        let last = *self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mtime = match std::fs::metadata(path).and_then(|m| m.modified()) {
+            Ok(m) => m,
+            Err(e) => {
+                if last != Some(FileState::Broken(None)) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the KMS ACL file; keeping the previous ACLs");
+                    self.set_state(FileState::Broken(None));
+                }
+                return false;
+            }
+        };
+        if last == Some(FileState::Loaded(mtime)) || last == Some(FileState::Broken(Some(mtime))) {
+            return false;
         }
-        match load(path) {
+        match load(path, &self.admins) {
             Ok((set, mtime)) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
-                *self.loaded_mtime.write().unwrap_or_else(|p| p.into_inner()) = Some(mtime);
+                self.set_state(FileState::Loaded(mtime));
                 tracing::info!(path = %path.display(), "reloaded KMS ACLs");
+                true
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot reload KMS ACLs; keeping the previous ones")
+                tracing::warn!(path = %path.display(), error = %e, "cannot reload KMS ACLs; keeping the previous ones");
+                self.set_state(FileState::Broken(Some(mtime)));
+                false
             }
         }
     }
@@ -321,7 +369,9 @@ impl Acls {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 match weak.upgrade() {
-                    Some(a) => a.reload_if_changed(),
+                    Some(a) => {
+                        a.reload_if_changed();
+                    }
                     None => break,
                 }
             }
@@ -329,11 +379,11 @@ impl Acls {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<(AclSet, SystemTime)> {
+fn load(path: &Path, admins: &Acl) -> anyhow::Result<(AclSet, SystemTime)> {
     let mtime = std::fs::metadata(path)?.modified()?;
     let text = std::fs::read_to_string(path)?;
     let props = parse_hadoop_xml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok((AclSet::from_properties(&props), mtime))
+    Ok((AclSet::from_properties(&props, admins), mtime))
 }
 
 #[cfg(test)]
@@ -381,15 +431,26 @@ mod tests {
 
     #[test]
     fn op_acls_and_blacklist() {
-        let s = AclSet::from_properties(&parse_hadoop_xml(XML).unwrap());
+        let s = AclSet::from_properties(&parse_hadoop_xml(XML).unwrap(), &Acl::parse("root"));
         assert!(s.has_access(OpType::Create, "admin", &[]));
         assert!(!s.has_access(OpType::Create, "alice", &[]));
         assert!(
             !s.has_access(OpType::GetKeys, "admin", &[]),
             "blank = nobody"
         );
-        assert!(s.has_access(OpType::Delete, "anyone", &[]), "absent = *");
-        assert!(s.has_access(OpType::DecryptEek, "alice", &[]));
+        assert!(
+            !s.has_access(OpType::Delete, "anyone", &[]),
+            "absent = the key administrators, not *"
+        );
+        assert!(
+            s.has_access(OpType::Delete, "root", &[]),
+            "root administers"
+        );
+        assert!(
+            !s.has_access(OpType::DecryptEek, "alice", &[]),
+            "not set: administrators only"
+        );
+        assert!(s.has_access(OpType::DecryptEek, "root", &[]));
         assert!(
             !s.has_access(OpType::DecryptEek, "hdfs", &[]),
             "blacklisted"
@@ -398,7 +459,7 @@ mod tests {
 
     #[test]
     fn key_acls() {
-        let s = AclSet::from_properties(&parse_hadoop_xml(XML).unwrap());
+        let s = AclSet::from_properties(&parse_hadoop_xml(XML).unwrap(), &Acl::parse("root"));
         // k1 has its own entries: defaults do not apply to it.
         assert!(s.key_allowed("k1", "alice", &[], KeyOp::DecryptEek));
         assert!(!s.key_allowed("k1", "bob", &[], KeyOp::DecryptEek));
@@ -424,13 +485,21 @@ mod tests {
     }
 
     #[test]
-    fn shipped_defaults_allow_everything() {
-        let s = AclSet::hadoop_defaults();
+    fn without_a_file_only_administrators() {
+        let s = AclSet::admins_only(&Acl::parse("alice kms-admins"));
         for op in OpType::ALL {
-            assert!(s.has_access(op, "u", &[]));
+            assert!(s.has_access(op, "alice", &[]));
+            assert!(s.has_access(op, "zed", &g(&["kms-admins"])));
+            assert!(!s.has_access(op, "hdfs", &[]), "{op:?}");
         }
-        assert!(s.key_allowed("k", "u", &[], KeyOp::Management));
-        assert!(s.key_allowed("k", "u", &[], KeyOp::DecryptEek));
+        assert!(s.key_allowed("k", "alice", &[], KeyOp::Read));
+        assert!(!s.key_allowed("k", "hdfs", &[], KeyOp::Read));
+        assert!(!s.key_allowed("k", "hdfs", &[], KeyOp::DecryptEek));
+        // No administrators configured: nobody.
+        let none = AclSet::admins_only(&Acl::parse(""));
+        for op in OpType::ALL {
+            assert!(!none.has_access(op, "alice", &[]));
+        }
     }
 
     #[test]
@@ -444,7 +513,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("kms-acls.xml");
         std::fs::write(&p, XML).unwrap();
-        let a = Acls::from_file(&p).unwrap();
+        let a = Acls::from_file(&p, &Acl::parse("")).unwrap();
         assert!(!a.get().has_access(OpType::Create, "alice", &[]));
         let newer = XML.replace(
             "<value>admin</value></property>\n  <property><name>hadoop.kms.acl.GET_KEYS",
@@ -459,7 +528,22 @@ mod tests {
         std::fs::write(&p, "<configuration>").unwrap();
         f.set_modified(SystemTime::now() + Duration::from_secs(10))
             .unwrap();
-        a.reload_if_changed();
+        assert!(!a.reload_if_changed());
         assert!(a.get().has_access(OpType::Create, "alice", &[]), "kept");
+        // Reported once: the same broken version is not read (nor logged) again.
+        assert_eq!(
+            *a.state.read().unwrap(),
+            Some(FileState::Broken(Some(
+                std::fs::metadata(&p).unwrap().modified().unwrap()
+            )))
+        );
+        assert!(!a.reload_if_changed());
+        // Gone: kept, reported once; back and valid: loaded.
+        std::fs::remove_file(&p).unwrap();
+        assert!(!a.reload_if_changed());
+        assert_eq!(*a.state.read().unwrap(), Some(FileState::Broken(None)));
+        std::fs::write(&p, XML).unwrap();
+        assert!(a.reload_if_changed());
+        assert!(!a.get().has_access(OpType::Create, "alice", &[]));
     }
 }

@@ -1,11 +1,59 @@
 //! `kms-audit.log` in Hadoop's `SimpleKMSAuditLogger` format, with `KMSAudit`'s aggregation of
-//! the frequent operations (first access logged at once, later ones counted per window).
+//! the frequent operations (first access logged at once, later ones counted per window). The
+//! file is created with mode 0600, reopened on request (SIGHUP, after logrotate moved it), and
+//! never holds a credential: URLs are logged with every query value except a few known harmless
+//! ones replaced by `<redacted>` (Hadoop logs `?delegation=<token>` as it came).
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Query parameters whose values are logged; every other value is redacted.
+const LOGGED_PARAMS: &[&str] = &[
+    "op",
+    "user.name",
+    "doas",
+    "eek_op",
+    "num_keys",
+    "key",
+    "renewer",
+];
+
+/// `path?query` with the values of unknown parameters (tokens, anything else) redacted.
+pub fn redact_url(path: &str, query: Option<&str>) -> String {
+    let Some(q) = query.filter(|q| !q.is_empty()) else {
+        return path.to_owned();
+    };
+    let parts: Vec<String> = q
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let name: String = form_urlencoded::parse(format!("{k}=").as_bytes())
+                .next()
+                .map(|(n, _)| n.into_owned())
+                .unwrap_or_default();
+            if v.is_empty() || LOGGED_PARAMS.contains(&name.to_ascii_lowercase().as_str()) {
+                kv.to_owned()
+            } else {
+                format!("{k}=<redacted>")
+            }
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+fn open_log(p: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(|e| anyhow::anyhow!("cannot open the audit log {}: {e}", p.display()))?;
+    Ok(f)
+}
 
 /// `KMS.KMSOp` names used in the log.
 pub const AGGREGATED: [&str; 5] = [
@@ -18,6 +66,7 @@ pub const AGGREGATED: [&str; 5] = [
 
 pub struct Audit {
     out: Option<Mutex<std::fs::File>>,
+    path: Option<PathBuf>,
     window: Duration,
     counts: Mutex<HashMap<(String, String, String), u64>>,
 }
@@ -53,19 +102,12 @@ fn timestamp() -> String {
 impl Audit {
     pub fn open(path: Option<&Path>, window: Duration) -> anyhow::Result<Arc<Audit>> {
         let out = match path {
-            Some(p) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot open the audit log {}: {e}", p.display())
-                    })?,
-            )),
+            Some(p) => Some(Mutex::new(open_log(p)?)),
             None => None,
         };
         let a = Arc::new(Audit {
             out,
+            path: path.map(Path::to_owned),
             window,
             counts: Mutex::new(HashMap::new()),
         });
@@ -80,6 +122,18 @@ impl Audit {
             }
         });
         Ok(a)
+    }
+
+    /// Reopens the file by name (after log rotation moved it): later lines go to a new file,
+    /// created 0600. On failure the current file stays in use.
+    pub fn reopen(&self) -> anyhow::Result<()> {
+        let (Some(out), Some(p)) = (&self.out, &self.path) else {
+            return Ok(());
+        };
+        self.flush();
+        let f = open_log(p)?;
+        *out.lock().unwrap_or_else(|p| p.into_inner()) = f;
+        Ok(())
     }
 
     fn line(&self, msg: &str) {
@@ -198,5 +252,57 @@ mod tests {
             ]
         );
         assert_eq!(&text[4..5], "-");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[tokio::test]
+    async fn reopen_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kms-audit.log");
+        let a = Audit::open(Some(&p), Duration::from_secs(3600)).unwrap();
+        a.ok("GET_KEYS", None, "alice", "");
+        std::fs::rename(&p, dir.path().join("kms-audit.log.1")).unwrap();
+        a.ok("GET_KEYS", None, "bob", "");
+        a.reopen().unwrap();
+        a.ok("GET_KEYS", None, "carol", "");
+        let old = std::fs::read_to_string(dir.path().join("kms-audit.log.1")).unwrap();
+        let new = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            old.contains("user=alice") && old.contains("user=bob"),
+            "{old}"
+        );
+        assert!(
+            new.contains("user=carol") && !new.contains("user=bob"),
+            "{new}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn urls_never_carry_credentials() {
+        assert_eq!(redact_url("/kms/v1/keys", None), "/kms/v1/keys");
+        assert_eq!(
+            redact_url(
+                "/kms/v1/keys/names",
+                Some("user.name=alice&delegation=HAAEcm9v&doAs=bob")
+            ),
+            "/kms/v1/keys/names?user.name=alice&delegation=<redacted>&doAs=bob"
+        );
+        assert_eq!(
+            redact_url("/kms/v1/", Some("op=CANCELDELEGATIONTOKEN&token=SECRET&x")),
+            "/kms/v1/?op=CANCELDELEGATIONTOKEN&token=<redacted>&x"
+        );
+        assert_eq!(
+            redact_url("/kms/v1/", Some("%74oken=SECRET")),
+            "/kms/v1/?%74oken=<redacted>"
+        );
     }
 }

@@ -70,8 +70,23 @@ pub enum BackendError {
     /// The Hadoop key name cannot be stored.
     #[error("{0}")]
     InvalidName(String),
+    /// keysafe refused what was sent as too large (HTTP 413): the caller's fault, not an outage.
+    #[error("the key record is larger than keysafe accepts: {0}")]
+    TooLarge(String),
+    /// keysafe refused the request for another reason of the caller's (a 4xx other than the
+    /// ones above): retrying elsewhere would not help.
+    #[error("keysafe refused the request: {0}")]
+    Rejected(String),
     #[error("key store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// A shared blob as listed: its slot and when it was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntry {
+    pub slot: String,
+    /// Epoch milliseconds of the last write.
+    pub updated_ms: i64,
 }
 
 /// A shared blob and the version it was read at (for compare-and-set).
@@ -108,6 +123,12 @@ pub trait KeyBackend: Send + Sync + 'static {
         data: &[u8],
         expected: Option<u64>,
     ) -> Result<u64, BackendError>;
+    /// Whether the store answers (for `/health`).
+    async fn ping(&self) -> Result<(), BackendError>;
+    /// Every shared blob whose slot starts with `prefix`.
+    async fn list_shared(&self, prefix: &str) -> Result<Vec<SharedEntry>, BackendError>;
+    /// Destroys a shared blob and all its versions. `NotFound` if absent.
+    async fn remove_shared(&self, slot: &str) -> Result<(), BackendError>;
 }
 
 /// In-memory backend. **For pure unit tests only**: it is what makes the cache and queue logic
@@ -115,7 +136,20 @@ pub trait KeyBackend: Send + Sync + 'static {
 #[derive(Default)]
 pub struct MemoryBackend {
     keys: std::sync::Mutex<BTreeMap<String, Vec<KeyVersionRecord>>>,
-    shared: std::sync::Mutex<BTreeMap<String, SharedBlob>>,
+    shared: std::sync::Mutex<BTreeMap<String, (SharedBlob, i64)>>,
+}
+
+impl MemoryBackend {
+    /// The shared slots present (for unit tests of what the gateway stores).
+    pub fn shared_slots(&self) -> Vec<String> {
+        lock(&self.shared).keys().cloned().collect()
+    }
+    /// The size of a shared blob's current version (for unit tests).
+    pub fn shared_len(&self, slot: &str) -> usize {
+        lock(&self.shared)
+            .get(slot)
+            .map_or(0, |(b, _)| b.data.len())
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -159,7 +193,7 @@ impl KeyBackend for MemoryBackend {
         Ok(lock(&self.keys).keys().cloned().collect())
     }
     async fn shared(&self, slot: &str) -> Result<Option<SharedBlob>, BackendError> {
-        Ok(lock(&self.shared).get(slot).cloned())
+        Ok(lock(&self.shared).get(slot).map(|(b, _)| b.clone()))
     }
     async fn put_shared(
         &self,
@@ -168,19 +202,41 @@ impl KeyBackend for MemoryBackend {
         expected: Option<u64>,
     ) -> Result<u64, BackendError> {
         let mut s = lock(&self.shared);
-        let cur = s.get(slot).map(|b| b.version);
+        let cur = s.get(slot).map(|(b, _)| b.version);
         if cur != expected {
             return Err(BackendError::Conflict);
         }
         let v = cur.unwrap_or(0) + 1;
         s.insert(
             slot.to_owned(),
-            SharedBlob {
-                data: Zeroizing::new(data.to_vec()),
-                version: v,
-            },
+            (
+                SharedBlob {
+                    data: Zeroizing::new(data.to_vec()),
+                    version: v,
+                },
+                crate::auth::now_ms(),
+            ),
         );
         Ok(v)
+    }
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn list_shared(&self, prefix: &str) -> Result<Vec<SharedEntry>, BackendError> {
+        Ok(lock(&self.shared)
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (_, at))| SharedEntry {
+                slot: k.clone(),
+                updated_ms: *at,
+            })
+            .collect())
+    }
+    async fn remove_shared(&self, slot: &str) -> Result<(), BackendError> {
+        lock(&self.shared)
+            .remove(slot)
+            .map(|_| ())
+            .ok_or(BackendError::NotFound)
     }
 }
 

@@ -14,11 +14,22 @@
 //!   `If-Match: <n + 1>`, so two gateways rolling at once never fork a key: one wins, the other
 //!   re-reads and appends after it. Delete is delete + purge, so the name can be re-created.
 //! * `kms/shared/<slot>`: blobs shared by all gateways (cookie-signing secret, delegation-token
-//!   master key, token state), created with `If-None-Match: *` and updated with `If-Match`.
+//!   master key, per-token renewal/cancellation records under `dt/`), created with
+//!   `If-None-Match: *` and updated with `If-Match`.
+//!
+//! Trust in the group: a gateway adopts an existing group only if the group's founding
+//! identity (epoch 1), which it unwraps itself, has the recipient its administrator pinned
+//! (`[keysafe] group_recipient`), or if this gateway created the group (it records the founding
+//! recipient in its client home when it does). A group someone else created under the same
+//! name is refused. See docs/adr/0009-kms-gateway-group-pinning.md.
 
-use crate::backend::{BackendError, KeyBackend, KeyMeta, KeyVersionRecord, SharedBlob};
+use crate::backend::{
+    BackendError, KeyBackend, KeyMeta, KeyVersionRecord, SharedBlob, SharedEntry,
+};
 use crate::crypto::{b64_in, b64_out};
 use async_trait::async_trait;
+use base64::Engine;
+use keysafe_client::e2e::{AGE_KEY_FILE, Identity};
 use keysafe_client::vault::Vault;
 use keysafe_client::{CacheUse, ClientError, ClientHome, KeysafeClient, Precondition};
 use keysafe_proto::api::ListQuery;
@@ -92,16 +103,46 @@ pub struct DepositBackend {
     group: GroupName,
     /// `group:<name>`: the owner of every deposit.
     owner: String,
+    /// The group's founding recipient (what an administrator pins in other gateways).
+    founding_recipient: String,
+}
+
+/// The file in the client home where a gateway that created a group records its founding
+/// recipient (so that it trusts its own group on restart without a pin).
+fn created_marker(home: &ClientHome, group: &GroupName) -> std::path::PathBuf {
+    home.dir.join(format!("kms-group-{group}.recipient"))
+}
+
+/// The recipient of the group's epoch-1 identity, unwrapped with this gateway's own key (so
+/// neither the server nor another member can substitute it).
+async fn founding_recipient(
+    home: &ClientHome,
+    client: &KeysafeClient,
+    group: &GroupName,
+) -> anyhow::Result<Option<String>> {
+    let keys = client.group_keys(group).await?;
+    let Some(k) = keys.keys.iter().find(|k| k.epoch == 1) else {
+        return Ok(None);
+    };
+    let me = Identity::read_file(&home.dir.join(AGE_KEY_FILE))?;
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(k.wrapped.as_bytes())
+        .map_err(|_| anyhow::anyhow!("the group's epoch-1 key is not valid base64"))?;
+    let id = keysafe_client::e2e::unwrap_identity(&me, &wrapped)?;
+    Ok(Some(id.recipient()))
 }
 
 impl DepositBackend {
     /// Opens the gateway's storage as a member of `group`. The first gateway of the
-    /// organisation creates the group (with itself as the only member); a gateway that an
-    /// administrator added waits here until a running gateway has admitted it.
+    /// organisation creates the group (with itself as the only member) unless a founding
+    /// recipient is pinned (`pin`): then the group must exist and have that recipient. A
+    /// gateway that an administrator added waits here until a running gateway has admitted it,
+    /// then checks the group against its pin.
     pub async fn open(
         home: &ClientHome,
         client: KeysafeClient,
         group: &str,
+        pin: Option<&str>,
     ) -> anyhow::Result<Self> {
         let group = GroupName::parse(group)
             .map_err(|e| anyhow::anyhow!("invalid group name {group:?}: {}", e.message()))?;
@@ -119,7 +160,9 @@ impl DepositBackend {
                  (see docs/kms.md)"
             )
         };
+        let marker = created_marker(home, &group);
         let mut told = false;
+        let mut created_now: Option<String> = None;
         loop {
             match client.group(&group).await {
                 Ok(info) => match info.members.iter().find(|m| m.fingerprint == me) {
@@ -137,9 +180,25 @@ impl DepositBackend {
                     None => return Err(not_member()),
                 },
                 Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                    if let Some(p) = pin {
+                        anyhow::bail!(
+                            "the keysafe group {group} does not exist (or this gateway is not a member), \
+                             but [keysafe] group_recipient pins it to {p}: a gateway never creates a \
+                             pinned group anew. Check the organisation and group name, or remove \
+                             group_recipient to create a new group (its keys would be new ones)"
+                        );
+                    }
                     match vault.create_group(&group, &[]).await {
-                        Ok(_) => {
-                            tracing::info!(group = %group, "created the keysafe group for the KMS gateways");
+                        Ok(g) => {
+                            write_marker(&marker, &g.recipient)?;
+                            tracing::info!(
+                                group = %group,
+                                group_recipient = %g.recipient,
+                                "created the keysafe group for the KMS gateways; pin it in every other \
+                                 gateway's configuration: [keysafe] group_recipient = \"{}\"",
+                                g.recipient
+                            );
+                            created_now = Some(g.recipient);
                             break;
                         }
                         // It exists, but only its members see it: this gateway is not one.
@@ -152,12 +211,22 @@ impl DepositBackend {
                 Err(e) => return Err(e.into()),
             }
         }
+        let founding = match created_now {
+            Some(r) => r,
+            None => check_pin(home, &client, &group, pin, &marker).await?,
+        };
         Ok(Self {
             client,
             vault: Arc::new(vault),
             owner: format!("group:{group}"),
             group,
+            founding_recipient: founding,
         })
+    }
+
+    /// The group's founding recipient (the value to pin as `[keysafe] group_recipient`).
+    pub fn founding_recipient(&self) -> &str {
+        &self.founding_recipient
     }
 
     /// Admits, every `every`, gateways an administrator added to the group (they wait for it).
@@ -260,16 +329,88 @@ impl DepositBackend {
     }
 }
 
+fn write_marker(path: &std::path::Path, recipient: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("recipient.tmp");
+    std::fs::write(&tmp, format!("{recipient}\n"))
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot record the group's founding recipient in {}: {e}",
+                path.display()
+            )
+        })
+}
+
+/// Adopts an existing group only if its founding recipient is the pinned one, or the one this
+/// gateway recorded when it created the group.
+async fn check_pin(
+    home: &ClientHome,
+    client: &KeysafeClient,
+    group: &GroupName,
+    pin: Option<&str>,
+    marker: &std::path::Path,
+) -> anyhow::Result<String> {
+    let actual = founding_recipient(home, client, group).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "this gateway holds no key of the keysafe group {group}'s first epoch, so it cannot \
+             check who founded the group; a member that holds it must admit this gateway \
+             (keysafe group admit {group} FINGERPRINT)"
+        )
+    })?;
+    let recorded = std::fs::read_to_string(marker)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let expected = match (pin, recorded.as_deref()) {
+        (Some(p), _) => p.trim().to_owned(),
+        (None, Some(r)) => r.to_owned(),
+        (None, None) => anyhow::bail!(
+            "the keysafe group {group} exists but this gateway did not create it and no \
+             [keysafe] group_recipient is pinned in its configuration, so it cannot tell the \
+             gateways' group from one another client created under that name. The group's \
+             founding recipient is {actual}: if it is the value the first gateway logged when it \
+             created the group (or an administrator created the group for the gateways), add \
+             `[keysafe]` `group_recipient = \"{actual}\"` to the configuration (see docs/kms.md)"
+        ),
+    };
+    if expected != actual {
+        anyhow::bail!(
+            "the keysafe group {group} was founded with the recipient {actual}, not the \
+             {expected} this gateway trusts ({}): another client may have created a group of \
+             that name. Refusing to use it; check the group with an administrator \
+             (keysafe admin group show {group} --org ORG) and fix [keysafe] group_recipient \
+             or the group name (see docs/kms.md)",
+            if pin.is_some() {
+                "[keysafe] group_recipient"
+            } else {
+                "recorded when it created the group"
+            }
+        );
+    }
+    Ok(actual)
+}
+
 fn is_absent(e: &ClientError) -> bool {
     matches!(e.code(), Some(ErrorCode::NotFound | ErrorCode::Deleted))
 }
 
+/// The one place keysafe's answers become backend errors. A refusal of the caller's making (a
+/// 4xx) is reported as such, never as an unavailable store: Hadoop's load-balancing client
+/// fails over on the latter and would send the same request to every gateway.
 fn map(e: ClientError) -> BackendError {
     match e.code() {
         Some(ErrorCode::NotFound | ErrorCode::Deleted) => BackendError::NotFound,
         Some(ErrorCode::VersionConflict) => BackendError::Conflict,
         Some(ErrorCode::AlreadyExists) => BackendError::AlreadyExists,
-        _ => BackendError::Unavailable(e.to_string()),
+        Some(ErrorCode::PayloadTooLarge) => BackendError::TooLarge(e.to_string()),
+        Some(ErrorCode::BadRequest | ErrorCode::InvalidName) => {
+            BackendError::Rejected(e.to_string())
+        }
+        _ => match e.last() {
+            ClientError::Unexpected { status: 413, .. } => BackendError::TooLarge(e.to_string()),
+            _ => BackendError::Unavailable(e.to_string()),
+        },
     }
 }
 
@@ -390,6 +531,64 @@ impl KeyBackend for DepositBackend {
         self.write(&dn, data, pre)
             .await
             .map(|v| v.get())
+            .map_err(map)
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        match self.client.health().await {
+            Ok(h) if h.status == "ok" => Ok(()),
+            Ok(h) => Err(BackendError::Unavailable(format!(
+                "keysafe is {}",
+                h.status
+            ))),
+            Err(e) => Err(BackendError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn list_shared(&self, prefix: &str) -> Result<Vec<SharedEntry>, BackendError> {
+        let full = format!("{SHARED_PREFIX}{prefix}");
+        let mut out = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let l = self
+                .client
+                .list(&ListQuery {
+                    prefix: Some(full.clone()),
+                    limit: Some(ListQuery::MAX_LIMIT),
+                    page_token: page.take(),
+                    deleted: None,
+                    owner: Some(self.owner.clone()),
+                })
+                .await
+                .map_err(map)?;
+            out.extend(l.deposits.iter().filter(|d| !d.deleted).filter_map(|d| {
+                d.name
+                    .as_str()
+                    .strip_prefix(SHARED_PREFIX)
+                    .map(|slot| SharedEntry {
+                        slot: slot.to_owned(),
+                        updated_ms: d.updated_at.unix_millis(),
+                    })
+            }));
+            match l.next_page_token {
+                Some(t) => page = Some(t),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_shared(&self, slot: &str) -> Result<(), BackendError> {
+        let dn = Self::shared_name(slot)?;
+        match self.client.delete_of(Some(&self.owner), &dn).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::Deleted) => {}
+            Err(e) => return Err(map(e)),
+        }
+        self.client
+            .purge_of(Some(&self.owner), &dn)
+            .await
+            .map(|_| ())
             .map_err(map)
     }
 }

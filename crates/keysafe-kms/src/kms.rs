@@ -7,7 +7,7 @@ use crate::backend::{
 use crate::config::{CacheConfig, EekQueueConfig};
 use crate::crypto::{IV_LEN, eek_transform, random_bytes};
 use crate::error::{KmsError, KmsResult};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -54,6 +54,8 @@ pub struct Kms {
     metadata: Cached<Metadata>,
     queue_cfg: EekQueueConfig,
     queues: Mutex<HashMap<String, EekQueue>>,
+    /// The key names as last listed, for batch metadata requests (`cache.listing_timeout`).
+    listing: Mutex<Option<(Instant, Arc<HashSet<String>>)>>,
 }
 
 #[derive(Default)]
@@ -75,9 +77,16 @@ fn cache_get<T: Clone>(c: &Cached<T>, k: &str, ttl: Duration) -> Option<T> {
         .map(|(_, v)| v.clone())
 }
 
+/// Backend failures as Hadoop errors. What keysafe refused because of the request (too large,
+/// malformed) is a final 4xx `IllegalArgumentException`; only an unavailable store is the
+/// `IOException` (500) that makes Hadoop's load-balancing client try another gateway.
 pub fn backend_err(e: BackendError) -> KmsError {
     match e {
         BackendError::InvalidName(m) => KmsError::illegal(m),
+        e @ BackendError::TooLarge(_) => {
+            KmsError::illegal(e.to_string()).with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        e @ BackendError::Rejected(_) => KmsError::illegal(e.to_string()),
         other => KmsError::io(other.to_string()),
     }
 }
@@ -124,6 +133,7 @@ impl Kms {
             metadata: Mutex::new(HashMap::new()),
             queue_cfg,
             queues: Mutex::new(HashMap::new()),
+            listing: Mutex::new(None),
         }
     }
 
@@ -234,6 +244,7 @@ impl Kms {
 
     /// Drops every cached view of the key and its EEK queue (`_invalidatecache`, roll, delete).
     pub fn invalidate(&self, name: &str) {
+        *lock(&self.listing) = None;
         lock(&self.current).remove(name);
         lock(&self.metadata).remove(name);
         let prefix = format!("{name}@");
@@ -284,6 +295,20 @@ impl Kms {
 
     pub async fn names(&self) -> KmsResult<Vec<String>> {
         self.backend.names().await.map_err(backend_err)
+    }
+
+    /// The key names, listed at most once per `cache.listing_timeout` (created or deleted
+    /// through this gateway: at once).
+    pub async fn names_snapshot(&self) -> KmsResult<Arc<HashSet<String>>> {
+        if self.cache.enable
+            && let Some((at, l)) = lock(&self.listing).as_ref()
+            && at.elapsed() < self.cache.listing_timeout
+        {
+            return Ok(l.clone());
+        }
+        let l: Arc<HashSet<String>> = Arc::new(self.names().await?.into_iter().collect());
+        *lock(&self.listing) = Some((Instant::now(), l.clone()));
+        Ok(l)
     }
 
     /// A version by its `name@n`, or None (also for malformed version names).

@@ -36,7 +36,7 @@ async fn kms_serves_hadoop_kms_as_the_registered_client() {
     let cfg = tmp.path().join("kms.toml");
     std::fs::write(
         &cfg,
-        "audit_log = \"audit/kms-audit.log\"\n[cache]\ncurrent_key_timeout = \"5s\"\n",
+        "audit_log = \"audit/kms-audit.log\"\nkey_admins = \"alice\"\n[cache]\ncurrent_key_timeout = \"5s\"\n",
     )
     .unwrap();
     std::fs::create_dir(tmp.path().join("audit")).unwrap();
@@ -155,4 +155,167 @@ async fn kms_refuses_a_bad_config_or_home() {
     let mut c = keysafe(tmp.path());
     c.args(["kms", "--home"]).arg(&home);
     fails_with(&run(c).await, 6);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `port` answers `req` (the gateway started).
+async fn wait_for(port: u16, req: &'static str) -> String {
+    for _ in 0..200 {
+        if let Some(r) = tokio::task::spawn_blocking(move || http(port, req))
+            .await
+            .unwrap()
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing answered on {port}");
+}
+
+async fn get(port: u16, req: String) -> String {
+    tokio::task::spawn_blocking(move || http(port, &req))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Pseudo authentication on an address others can reach is refused before anything starts,
+/// unless allowed by name.
+#[tokio::test]
+async fn kms_refuses_pseudo_authentication_on_a_network_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = keysafe(tmp.path());
+    c.args(["kms", "--home"])
+        .arg(tmp.path().join("unused"))
+        .args(["--listen", "0.0.0.0:0"]);
+    let err = fails_with(&run(c).await, 2);
+    assert!(
+        err.contains("refusing to serve pseudo authentication on 0.0.0.0:0"),
+        "{err}"
+    );
+    assert!(err.contains("insecure_pseudo_on_network"), "{err}");
+}
+
+/// Operating the gateway: JSON logs, health and metrics on the local listener, SIGHUP reopens
+/// the audit log (log rotation) created 0600, and a broken ACL file is reported once per
+/// change, not every second.
+#[tokio::test]
+async fn kms_logs_json_serves_health_and_metrics_and_reopens_its_audit_log_on_sighup() {
+    let ts = TestServer::start().await;
+    let client = ts.new_client("hadoop").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let acls = tmp.path().join("kms-acls.xml");
+    std::fs::write(
+        &acls,
+        "<configuration><property><name>hadoop.kms.acl.GET_KEYS</name><value>alice</value></property></configuration>",
+    )
+    .unwrap();
+    let cfg = tmp.path().join("kms.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\nlog_format = \"json\"\nacl_file = \"kms-acls.xml\"\naudit_log = \"kms-audit.log\"\n"
+        ),
+    )
+    .unwrap();
+    let stderr = std::fs::File::create(tmp.path().join("stderr.log")).unwrap();
+    let mut c = keysafe(tmp.path());
+    c.args(["kms", "--home"])
+        .arg(client.home_dir())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    let child = Child(c.spawn().unwrap());
+    let pid = child.0.id().to_string();
+    wait_for(
+        port,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let names =
+        "GET /kms/v1/keys/names?user.name=alice HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert!(get(port, names.into()).await.starts_with("HTTP/1.1 200"));
+
+    // Health and metrics on the local listener.
+    let h = get(
+        mport,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(h.contains("\"acl_file_ok\":true"), "{h}");
+    let m = get(
+        mport,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(
+        m.contains("keysafe_kms_requests_total{op=\"get_keys\",status=\"2xx\"} 1"),
+        "{m}"
+    );
+
+    // Rotation: move the log away, SIGHUP, the next line goes to a new 0600 file.
+    let log = tmp.path().join("kms-audit.log");
+    std::fs::rename(&log, tmp.path().join("kms-audit.log.1")).unwrap();
+    let k = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let mut reopened = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if log.exists() {
+            reopened = true;
+            break;
+        }
+    }
+    assert!(reopened, "SIGHUP did not reopen the audit log");
+    let bob = names.replace("alice", "bob");
+    assert!(get(port, bob).await.starts_with("HTTP/1.1 403"));
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(new.contains("UNAUTHORIZED[op=GET_KEYS, user=bob]"), "{new}");
+    let old = std::fs::read_to_string(tmp.path().join("kms-audit.log.1")).unwrap();
+    assert!(
+        old.contains("OK[op=GET_KEYS, user=alice]") && !old.contains("bob"),
+        "{old}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A broken ACL file: reported once, the previous ACLs stay (alice still allowed).
+    std::fs::write(&acls, "<configuration>").unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(get(port, names.into()).await.starts_with("HTTP/1.1 200"));
+    let h = get(
+        mport,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(h.contains("\"acl_file_ok\":false"), "{h}");
+    drop(child);
+    let err = std::fs::read_to_string(tmp.path().join("stderr.log")).unwrap();
+    assert_eq!(
+        err.matches("cannot reload KMS ACLs").count(),
+        1,
+        "reported once per change:\n{err}"
+    );
+    // Every log line is a JSON object.
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    assert!(err.contains("SIGHUP: reopened the audit log"), "{err}");
 }

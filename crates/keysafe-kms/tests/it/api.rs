@@ -878,13 +878,39 @@ async fn a_gateway_with_its_own_identity_joins_with_one_admin_step() {
         )
         .await
         .unwrap();
-    // The new gateway waits until the running one has admitted it, then serves.
-    let b = tokio::time::timeout(
+    // Admitted but without the group pinned, it cannot tell this group from one another
+    // client made under the name: it refuses, printing the value to pin.
+    let pin = a.gw.group_recipient.clone().unwrap();
+    let err = tokio::time::timeout(
         std::time::Duration::from_secs(60),
-        env.gateway_as(&second, "127.0.0.2", |_, _| {}),
+        keysafe_kms::Gateway::new(&second.home, second.client.clone(), &Default::default()),
     )
     .await
-    .expect("the second gateway was never admitted");
+    .expect("the second gateway was never admitted")
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("group_recipient"), "{err}");
+    assert!(
+        err.contains(&pin),
+        "the error names the value to check and pin: {err}"
+    );
+    // Pinned to another value: refused.
+    let mut wrong = keysafe_kms::KmsConfig::default();
+    wrong.keysafe.group_recipient =
+        Some("age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq".into());
+    let err = keysafe_kms::Gateway::new(&second.home, second.client.clone(), &wrong)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("was founded with the recipient"), "{err}");
+    // With the pin the first gateway logged, it serves.
+    let b = env
+        .gateway_as(&second, "127.0.0.2", |c, _| {
+            c.keysafe.group_recipient = Some(pin.clone())
+        })
+        .await;
     let va = c
         .call(&a, Method::GET, "/key/k/_currentversion", None)
         .await

@@ -910,9 +910,10 @@ async fn each_key_acl_guards_exactly_its_endpoints() {
 /// the gateway's authenticator; cookies then work as for pseudo authentication.
 #[tokio::test]
 async fn a_multi_round_authenticator_plugs_in() {
-    use keysafe_kms::auth::{AuthStep, HttpAuthenticator};
+    use keysafe_kms::auth::{AuthRequest, AuthStep, HttpAuthenticator};
     use keysafe_kms::error::KmsResult;
     struct TwoRound;
+    #[async_trait::async_trait]
     impl HttpAuthenticator for TwoRound {
         fn token_type(&self) -> &'static str {
             "test-dt"
@@ -920,22 +921,25 @@ async fn a_multi_round_authenticator_plugs_in() {
         fn challenge(&self) -> &'static str {
             "Test"
         }
-        fn authenticate(
-            &self,
-            _q: &[(String, String)],
-            h: &http::HeaderMap,
-        ) -> KmsResult<AuthStep> {
+        async fn authenticate(&self, req: &AuthRequest<'_>) -> KmsResult<AuthStep> {
             let hv = |s: &str| http::HeaderValue::from_str(s).unwrap();
-            Ok(match h.get("authorization").and_then(|v| v.to_str().ok()) {
-                Some("Test round1") => AuthStep::Continue {
-                    headers: vec![(http::header::WWW_AUTHENTICATE, hv("Test round2"))],
+            Ok(
+                match req
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some("Test round1") => AuthStep::Continue {
+                        headers: vec![(http::header::WWW_AUTHENTICATE, hv("Test round2"))],
+                    },
+                    Some(s) if s.starts_with("Test final ") => AuthStep::User {
+                        user: s["Test final ".len()..].to_owned(),
+                        principal: None,
+                        headers: vec![(http::header::WWW_AUTHENTICATE, hv("Test done"))],
+                    },
+                    _ => AuthStep::None,
                 },
-                Some(s) if s.starts_with("Test final ") => AuthStep::User {
-                    user: s["Test final ".len()..].to_owned(),
-                    headers: vec![(http::header::WWW_AUTHENTICATE, hv("Test done"))],
-                },
-                _ => AuthStep::None,
-            })
+            )
         }
     }
     let env = Env::new().await;
@@ -945,12 +949,14 @@ async fn a_multi_round_authenticator_plugs_in() {
                 &env.client.home,
                 env.client.client.clone(),
                 "kms",
+                None,
             )
             .await
             .unwrap(),
         ),
         &keysafe_kms::KmsConfig {
             audit_log: None,
+            key_admins: "*".into(),
             ..Default::default()
         },
         Box::new(TwoRound),
@@ -959,12 +965,7 @@ async fn a_multi_round_authenticator_plugs_in() {
     .unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/kms/v1", l.local_addr().unwrap());
-    tokio::spawn(keysafe_kms::server::serve(
-        l,
-        gw,
-        None,
-        std::future::pending(),
-    ));
+    tokio::spawn(keysafe_kms::server::serve(l, gw, std::future::pending()));
     let h = http();
     let url = format!("{base}/keys/names");
     let r = h.request(Method::OPTIONS, &url).send().await.unwrap();

@@ -70,12 +70,23 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = KmsConfig {
             audit_log: Some(dir.path().join("kms-audit.log")),
+            // These tests exercise operations, not the defaults: everyone administers keys
+            // (what Hadoop's shipped kms-acls.xml allows). Tests of the safe defaults and of
+            // ACL files set their own.
+            key_admins: "*".into(),
             ..Default::default()
         };
         tweak(&mut cfg, dir.path());
         let gw = Gateway::new(&who.home, who.client.clone(), &cfg)
             .await
             .unwrap();
+        serve_gateway(gw, dir, ip, cfg.tls.is_some()).await
+    }
+}
+
+/// Serves `gw` on `ip` (`a.b.c.d` for port 0, or `a.b.c.d:port`).
+pub async fn serve_gateway(gw: Arc<Gateway>, dir: TempDir, ip: &str, https: bool) -> Gw {
+    {
         let bind = if ip.contains(':') {
             ip.to_owned()
         } else {
@@ -83,20 +94,11 @@ impl Env {
         };
         let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let tls = cfg
-            .tls
-            .as_ref()
-            .map(|t| keysafe_kms::server::tls_config(t).unwrap());
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let scheme = if https { "https" } else { "http" };
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(keysafe_kms::server::serve(
-            listener,
-            gw.clone(),
-            tls,
-            async {
-                let _ = rx.await;
-            },
-        ));
+        tokio::spawn(keysafe_kms::server::serve(listener, gw.clone(), async {
+            let _ = rx.await;
+        }));
         Gw {
             addr,
             base: format!("{scheme}://{addr}/kms/v1"),

@@ -27,7 +27,7 @@ fn has_jars(lib: &Path) -> bool {
 
 /// The folder with the Hadoop client jars, fetched by the repository's setup script if needed
 /// (once per test binary).
-fn hadoop_lib() -> PathBuf {
+pub(crate) fn hadoop_lib() -> PathBuf {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     let lib = LIB.get_or_init(|| {
         if let Some(lib) = std::env::var_os("HADOOP_CLIENT_LIB").map(PathBuf::from)
@@ -53,7 +53,7 @@ fn hadoop_lib() -> PathBuf {
     lib.clone()
 }
 
-fn classpath(lib: &Path, extra: Option<&Path>) -> String {
+pub(crate) fn classpath(lib: &Path, extra: Option<&Path>) -> String {
     let mut cp = format!("{}/*", lib.display());
     if let Some(e) = extra {
         cp.push(':');
@@ -62,18 +62,29 @@ fn classpath(lib: &Path, extra: Option<&Path>) -> String {
     cp
 }
 
-pub struct Out {
+pub(crate) struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-async fn java(lib: &Path, extra: Option<&Path>, user: &str, args: &[&str]) -> Out {
+pub(crate) async fn java(lib: &Path, extra: Option<&Path>, user: &str, args: &[&str]) -> Out {
+    java_with(lib, extra, &[], &[("HADOOP_USER_NAME", user)], args).await
+}
+
+pub(crate) async fn java_with(
+    lib: &Path,
+    extra: Option<&Path>,
+    jvm: &[String],
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Out {
     let o = tokio::process::Command::new("java")
+        .args(jvm)
         .arg("-cp")
         .arg(classpath(lib, extra))
         .args(args)
-        .env("HADOOP_USER_NAME", user)
+        .envs(env.iter().copied())
         .env_remove("HADOOP_CONF_DIR")
         .stdin(std::process::Stdio::null())
         .output()
@@ -94,7 +105,7 @@ async fn keyshell(lib: &Path, user: &str, provider: &str, args: &[&str]) -> Out 
 }
 
 /// Compiles interop/hadoop/KmsHarness.java once per test run.
-fn harness_classes(lib: &Path) -> PathBuf {
+pub(crate) fn harness_classes(lib: &Path) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
@@ -125,7 +136,7 @@ async fn harness(lib: &Path, user: &str, args: &[&str]) -> Out {
     java(lib, Some(&classes), user, &a).await
 }
 
-fn provider(gw: &Gw) -> String {
+pub(crate) fn provider(gw: &Gw) -> String {
     format!("kms://http@{}:{}/kms", gw.addr.ip(), gw.addr.port())
 }
 
@@ -240,7 +251,7 @@ async fn keyshell_fails_against_a_gateway_without_cookies() {
     assert!(o.stdout.contains("EXCEPTION"), "{}", o.stdout);
 }
 
-fn assert_ok(o: &Out, expect: &[&str]) {
+pub(crate) fn assert_ok(o: &Out, expect: &[&str]) {
     assert_eq!(o.code, 0, "harness failed:\n{}\n{}", o.stdout, o.stderr);
     for e in expect {
         assert!(
@@ -268,7 +279,7 @@ const HARNESS_ACLS: &str = r#"<configuration>
   <property><name>default.key.acl.READ</name><value>*</value></property>
 </configuration>"#;
 
-fn harness_config(c: &mut keysafe_kms::KmsConfig, dir: &Path) {
+pub(crate) fn harness_config(c: &mut keysafe_kms::KmsConfig, dir: &Path) {
     std::fs::write(dir.join("kms-acls.xml"), HARNESS_ACLS).unwrap();
     c.acl_file = Some(dir.join("kms-acls.xml"));
     c.proxyuser.insert(
@@ -300,12 +311,12 @@ async fn two_gateways(env: &Env) -> (Gw, Gw, String, keysafe_testkit::TestClient
         )
         .await
         .unwrap();
+    let pin = a.gw.group_recipient.clone();
     let b = env
-        .gateway_as(
-            &second,
-            &format!("127.0.0.2:{}", a.addr.port()),
-            harness_config,
-        )
+        .gateway_as(&second, &format!("127.0.0.2:{}", a.addr.port()), |c, d| {
+            harness_config(c, d);
+            c.keysafe.group_recipient = pin;
+        })
         .await;
     let lb = format!("kms://http@127.0.0.1;127.0.0.2:{}/kms", a.addr.port());
     (a, b, lb, second)

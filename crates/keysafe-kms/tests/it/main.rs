@@ -4,5 +4,11 @@
 
 mod api;
 mod auth;
+mod certificates;
 mod common;
 mod hadoop;
+mod hadoop_secure;
+mod kdc;
+mod kerberos;
+mod limits;
+mod safety;
