@@ -180,10 +180,8 @@ const REALM: &str = "BENCH.TEST";
 /// The keysafe database: its size in bytes once the write-ahead log is checkpointed into it,
 /// and its rows of deposits, deposit versions and audit entries.
 async fn db_state(ts: &keysafe_testkit::TestServer) -> (u64, i64, i64, i64) {
-    use sqlx::Row;
     let mut c = ts.raw_db().await;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut c)
+    c.execute_script("PRAGMA wal_checkpoint(TRUNCATE)")
         .await
         .unwrap();
     let mut n = vec![];
@@ -192,12 +190,15 @@ async fn db_state(ts: &keysafe_testkit::TestServer) -> (u64, i64, i64, i64) {
         "SELECT count(*) FROM deposit_versions",
         "SELECT count(*) FROM audit_log",
     ] {
-        let r = sqlx::query(q).fetch_one(&mut c).await.unwrap();
-        n.push(r.get::<i64, _>(0));
+        let r = c.scalar(q, &[]).await.unwrap();
+        n.push(r.as_int().unwrap());
     }
-    let bytes = std::fs::metadata(ts.db_path())
+    let bytes = ts
+        .files_at_rest()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
-        .unwrap_or(0);
+        .sum();
     (bytes, n[0], n[1], n[2])
 }
 
