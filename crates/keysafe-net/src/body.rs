@@ -115,17 +115,20 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
     use std::convert::Infallible;
 
-    type Frames = Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>;
+    type Frames =
+        Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>;
 
-    fn body() -> (
-        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
-        TimedBody<StreamBody<Frames>>,
-    ) {
+    type Sender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+    fn body() -> (Sender, TimedBody<StreamBody<Frames>>) {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let frames: Frames = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|f| (f, rx))
         }));
-        (tx, TimedBody::new(StreamBody::new(frames), Duration::from_secs(10)))
+        (
+            tx,
+            TimedBody::new(StreamBody::new(frames), Duration::from_secs(10)),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -133,7 +136,11 @@ mod tests {
         let (tx, mut b) = body();
         tokio::spawn(async move {
             for _ in 0..100 {
-                if tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await.is_err() {
+                if tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"x"))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(20)).await;

@@ -10,8 +10,9 @@
 //! - HTTP/2 pings every `http2_keep_alive_interval` and closes a peer that does not answer within
 //!   `http2_keep_alive_timeout`;
 //! - a request body must keep arriving ([`TimedBody`] with `body_read_timeout`);
-//! - a close asked for (idle, server shutdown) is forced after `close_grace` if the peer does not
-//!   cooperate (for example, never reads its answer);
+//! - a close asked for is forced if the peer does not cooperate (for example, never reads its
+//!   answer): after `close_grace` for an idle connection, after `shutdown_grace` (requests in
+//!   progress finish) when the server shuts down;
 //! - HTTP/1 connections end with a lingering close ([`crate::io::linger_close`]).
 //!
 //! The whole-request deadline belongs to the application, which knows how to answer it.
@@ -43,7 +44,10 @@ pub struct ConnectionSettings {
     pub http2_max_concurrent_streams: u32,
     /// Largest request head: HTTP/1 read buffer, HTTP/2 header list.
     pub max_header_bytes: usize,
+    /// An idle connection asked to close is dropped after this if the peer does not cooperate.
     pub close_grace: Duration,
+    /// On server shutdown, requests in progress get this long before the connection is dropped.
+    pub shutdown_grace: Duration,
     /// Lingering close: at most this long, and at most this many bytes discarded.
     pub linger_time: Duration,
     pub linger_bytes: u64,
@@ -61,6 +65,7 @@ impl Default for ConnectionSettings {
             http2_max_concurrent_streams: 128,
             max_header_bytes: 64 * 1024,
             close_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
             linger_time: Duration::from_secs(2),
             linger_bytes: 16 * 1024 * 1024,
         }
@@ -180,6 +185,15 @@ enum Stop {
     Shutdown,
 }
 
+impl Stop {
+    fn grace(&self, settings: &ConnectionSettings) -> Duration {
+        match self {
+            Stop::Idle => settings.close_grace,
+            Stop::Shutdown => settings.shutdown_grace,
+        }
+    }
+}
+
 /// Waits until the connection has been idle long enough, or the server shuts down.
 async fn stop_signal(
     activity: &Activity,
@@ -288,7 +302,7 @@ where
         Ok(stop) => {
             Pin::new(&mut conn).graceful_shutdown();
             let closing = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
-            if tokio::time::timeout(settings.close_grace, closing)
+            if tokio::time::timeout(stop.grace(settings), closing)
                 .await
                 .is_err()
             {
@@ -340,7 +354,7 @@ where
         stop = stop_signal(activity, settings.idle_timeout, shutdown) => stop,
     };
     conn.as_mut().graceful_shutdown();
-    if tokio::time::timeout(settings.close_grace, conn.as_mut())
+    if tokio::time::timeout(stop.grace(settings), conn.as_mut())
         .await
         .is_err()
     {

@@ -4,11 +4,19 @@
 
 mod at_rest;
 mod audit;
+mod audit_sampling;
+mod bodies;
+mod connections;
+mod corpus;
 mod deposits;
+mod group_claims;
 mod groups;
 mod http;
+mod hygiene;
 mod identity;
+mod raw;
 mod registration;
+mod registration_limits;
 mod sealing;
 mod sharing;
 mod tokens;
