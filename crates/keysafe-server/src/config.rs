@@ -890,6 +890,59 @@ mod tests {
             .is_err()
         );
         assert!(Config::parse(dir, "[metrics]\nlisten = \"nope\"").is_err());
+        for bad in [
+            "[server]\nmax_connections_per_address = 0",
+            "[server]\nfirst_byte_timeout = \"0s\"",
+            "[server]\nidle_timeout = \"0s\"",
+            "[server]\nbody_read_timeout = \"0s\"",
+            "[server]\nrequest_timeout = \"0s\"",
+            "[server]\nhttp2_keep_alive_interval = \"0s\"",
+            "[registration]\npending_limit = 0",
+            "[registration]\npending_window = \"0s\"",
+            "[audit]\nanonymous_interval = \"0s\"",
+        ] {
+            assert!(Config::parse(dir, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_reach_the_connection_settings() {
+        let dir = Path::new("/d");
+        let c = Config::parse(
+            dir,
+            "[server]\nfirst_byte_timeout = \"3s\"\nidle_timeout = \"4s\"\n\
+             body_read_timeout = \"5s\"\nrequest_timeout = \"6s\"\n\
+             http2_keep_alive_interval = \"7s\"\nhttp2_keep_alive_timeout = \"8s\"\n\
+             max_connections_per_address = 9\nshutdown_grace = \"10s\"",
+        )
+        .unwrap();
+        assert_eq!(c.connection.first_byte_timeout, Duration::from_secs(3));
+        assert_eq!(c.connection.idle_timeout, Duration::from_secs(4));
+        assert_eq!(c.connection.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.request_timeout, Duration::from_secs(6));
+        assert_eq!(
+            c.connection.http2_keep_alive_interval,
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            c.connection.http2_keep_alive_timeout,
+            Duration::from_secs(8)
+        );
+        assert_eq!(c.max_connections_per_address, 9);
+        assert_eq!(c.connection.shutdown_grace, Duration::from_secs(10));
+        // The template's values are the defaults.
+        let t = Config::parse(
+            dir,
+            &config_template(DEFAULT_LISTEN.parse().unwrap(), "localhost"),
+        )
+        .unwrap();
+        let d = Config::parse(dir, "").unwrap();
+        assert_eq!(format!("{:?}", t.connection), format!("{:?}", d.connection));
+        assert_eq!(t.request_timeout, d.request_timeout);
+        assert_eq!(t.max_connections_per_address, d.max_connections_per_address);
+        assert_eq!(t.audit.anonymous, d.audit.anonymous);
+        assert_eq!(t.registration_pending_limit, d.registration_pending_limit);
+        assert_eq!(t.registration_max_concurrent, d.registration_max_concurrent);
     }
 
     /// Every key in the template has a comment line directly above it (or above its block).

@@ -14,6 +14,7 @@ mod groups;
 mod http;
 mod hygiene;
 mod identity;
+mod oversize;
 mod raw;
 mod registration;
 mod registration_limits;
