@@ -101,6 +101,13 @@ fn request_timed_out() -> Response {
     .into_response()
 }
 
+/// Routes whose work grows with the whole database rather than with the request, so no
+/// request deadline applies: the backup (an administrator's, with a small body; its connection
+/// limits still apply).
+fn unbounded_route(route: &str) -> bool {
+    route == "/v1/admin/backup"
+}
+
 /// Routes that answer even when the audit trail refuses everything else, so that operators can
 /// see what is wrong: health, the server fingerprint and the audit public key.
 fn exempt_from_audit_refusal(path: &str) -> bool {
@@ -182,13 +189,17 @@ pub async fn request_context(
         span.in_scope(|| tracing::warn!("refused: the audit trail is not recording"));
         audit_refusal()
     } else {
-        let deadline = state.request_timeout;
         let run = scope.clone().run(next.run(req).instrument(span.clone()));
-        match tokio::time::timeout(deadline, run).await {
-            Ok(r) => r,
-            Err(_) => {
-                span.in_scope(|| tracing::info!(?deadline, "request timed out"));
-                request_timed_out()
+        if unbounded_route(&route) {
+            run.await
+        } else {
+            let deadline = state.request_timeout;
+            match tokio::time::timeout(deadline, run).await {
+                Ok(r) => r,
+                Err(_) => {
+                    span.in_scope(|| tracing::info!(?deadline, "request timed out"));
+                    request_timed_out()
+                }
             }
         }
     };
