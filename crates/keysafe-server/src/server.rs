@@ -166,7 +166,7 @@ pub async fn run(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Some(summary) = anonymous.flush(false) {
+                if let Some(summary) = anonymous.flush(true) {
                     audit.record(summary);
                 }
             }
