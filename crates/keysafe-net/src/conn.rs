@@ -67,7 +67,9 @@ impl Default for ConnectionSettings {
             close_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             linger_time: Duration::from_secs(2),
-            linger_bytes: 16 * 1024 * 1024,
+            // The largest deposit limit keysafe allows: a client that sent one over a smaller
+            // limit still reads its 413.
+            linger_bytes: 64 * 1024 * 1024,
         }
     }
 }
