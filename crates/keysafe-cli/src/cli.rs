@@ -579,11 +579,12 @@ pub enum GroupCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Create a group in this client's organisation, with this client as a member.
-    #[command(after_help = "Example:\n  keysafe group create kms --member 77ab...01")]
+    /// Create a group in this client's organisation, with this client as its member (others
+    /// join when an administrator adds them and a member admits them).
+    #[command(after_help = "Example:\n  keysafe group create kms")]
     Create {
         name: String,
-        /// Another member's fingerprint (repeatable).
+        /// Another member's fingerprint (repeatable; administrators' clients only).
         #[arg(long = "member")]
         members: Vec<String>,
         #[command(flatten)]

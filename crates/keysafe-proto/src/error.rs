@@ -48,6 +48,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Too many attempts; slow down.
     RateLimited,
+    /// The request (its body included) did not arrive, or could not be answered, in the time
+    /// the server allows.
+    RequestTimeout,
     /// Stored data failed its integrity check; nothing was returned.
     IntegrityError,
     /// The server cannot open its keyring (sealed); deposits cannot be served.
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::VersionConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimited,
+        ErrorCode::RequestTimeout,
         ErrorCode::IntegrityError,
         ErrorCode::Sealed,
         ErrorCode::Unavailable,
@@ -101,6 +105,7 @@ impl ErrorCode {
             | ErrorCode::SuspectedClone => 403,
             ErrorCode::NotFound | ErrorCode::NoRoute => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::AlreadyExists
             | ErrorCode::AlreadyRegistered
             | ErrorCode::InvalidState
@@ -136,6 +141,7 @@ impl ErrorCode {
             ErrorCode::VersionConflict => "version_conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::IntegrityError => "integrity_error",
             ErrorCode::Sealed => "sealed",
             ErrorCode::Unavailable => "unavailable",

@@ -190,12 +190,18 @@ impl DepositVersion {
         }
     }
 
+    /// The canonical decimal form only: digits, no sign, no leading zero, no spaces.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let v: u64 = s.trim().parse().map_err(|_| {
+        let bad = || {
             NameError(format!(
-                "invalid version {s:?}: expected a positive integer"
+                "invalid version {:?}: expected a positive integer such as 3",
+                s.chars().take(40).collect::<String>()
             ))
-        })?;
+        };
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.starts_with('0') {
+            return Err(bad());
+        }
+        let v: u64 = s.parse().map_err(|_| bad())?;
         Self::new(v)
     }
 
@@ -276,6 +282,9 @@ mod tests {
         assert!(DepositVersion::parse("-1").is_err());
         assert!(DepositVersion::parse("x").is_err());
         assert_eq!(DepositVersion::parse("7").unwrap().get(), 7);
+        for bad in ["+1", "01", " 1", "1 ", "", "1_0", "99999999999999999999"] {
+            assert!(DepositVersion::parse(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(DepositVersion::FIRST.next().get(), 2);
     }
 

@@ -143,10 +143,29 @@ tls_allow_key_change = false
 tls_min_version = "1.2"
 # A connection that has not completed its TLS handshake within this time is dropped.
 handshake_timeout = "10s"
-# A connection that does not send a complete request header within this time is dropped.
+# After the handshake, the first bytes of a request must arrive within this time.
+first_byte_timeout = "10s"
+# HTTP/1: a connection that does not send a complete request header within this time is dropped.
 header_read_timeout = "30s"
+# A connection with no request in progress for this long is closed (HTTP/1 keep-alive and
+# HTTP/2 alike).
+idle_timeout = "30s"
+# A request must be answered within this time, reading its body included; past it the answer
+# is 408 request_timeout.
+request_timeout = "60s"
+# A request body must keep arriving: a read that waits this long for the next bytes fails with
+# 408 request_timeout (a body trickled a byte at a time is cut).
+body_read_timeout = "10s"
+# HTTP/2: ping an idle peer this often and close the connection if the ping is not answered
+# within http2_keep_alive_timeout.
+http2_keep_alive_interval = "20s"
+http2_keep_alive_timeout = "10s"
 # Most connections served at once; more wait in the listen backlog.
 max_connections = 4096
+# Most connections from one source address (an IPv6 address counts by its /64), so that one
+# source cannot hold every slot. Connections over it are closed at once. Raise it for many
+# clients behind one NAT address.
+max_connections_per_address = 256
 # On SIGTERM or SIGINT, in-flight requests get this long to finish.
 shutdown_grace = "30s"
 
@@ -179,6 +198,15 @@ token_grace = "5m"
 # source address within failure_window; past that the address gets 429 rate_limited.
 failure_limit = 10
 failure_window = "1m"
+# Registrations into organisations that need an administrator's approval leave a pending client
+# each: at most pending_limit per source address, and pending_total from all sources together,
+# within pending_window. Past that: 429 rate_limited.
+pending_limit = 5
+pending_total = 1000
+pending_window = "1h"
+# Registrations verified at once (each Argon2id verification takes 19 MiB and tens of
+# milliseconds); more wait up to 2 s, then get 429 rate_limited. 0: the number of cores.
+max_concurrent = 0
 
 [audit]
 # Every request is recorded in a hash-chained, signed audit trail in the database (docs/audit.md).
@@ -189,6 +217,14 @@ node = ""
 # "insecure_continue" serves them anyway and only counts and logs the loss. Writes are never
 # made without their entry, whatever this says.
 on_failure = "fail_closed"
+# Requests from callers that nobody authenticated and that change nothing (health checks,
+# refusals of missing or unknown certificates, garbage paths) are counted in the metric
+# keysafe_audit_anonymous_requests_total, and only sampled into the chain: per interval, the
+# first anonymous_per_source from each source address and at most anonymous_total in all;
+# every further one is counted in one summary entry per interval (docs/audit.md).
+anonymous_interval = "1m"
+anonymous_per_source = 5
+anonymous_total = 100
 # Entries of reads and refusals wait here (in memory) to be written in batches. A full queue
 # counts as a failure.
 queue_capacity = 10000
@@ -263,6 +299,10 @@ struct RawAudit {
     file_keep: u32,
     syslog: String,
     syslog_protocol: String,
+    #[serde(with = "humantime_serde")]
+    anonymous_interval: Duration,
+    anonymous_per_source: u32,
+    anonymous_total: u32,
 }
 
 impl Default for RawAudit {
@@ -277,6 +317,9 @@ impl Default for RawAudit {
             file_keep: 5,
             syslog: String::new(),
             syslog_protocol: "udp".into(),
+            anonymous_interval: Duration::from_secs(60),
+            anonymous_per_source: 5,
+            anonymous_total: 100,
         }
     }
 }
@@ -322,6 +365,17 @@ pub struct AuditConfig {
     pub file_max_size: u64,
     pub file_keep: u32,
     pub syslog: Option<(String, SyslogProtocol)>,
+    /// Sampling of requests nobody authenticated that changed nothing.
+    pub anonymous: AnonymousSampling,
+}
+
+/// How requests from callers nobody authenticated reach the chain: counted always, recorded
+/// only up to these numbers per interval, the rest summarised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnonymousSampling {
+    pub interval: Duration,
+    pub per_source: u32,
+    pub total: u32,
 }
 
 // ---- end audit trail and metrics ----
@@ -340,8 +394,21 @@ struct RawServer {
     #[serde(with = "humantime_serde")]
     handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    first_byte_timeout: Duration,
+    #[serde(with = "humantime_serde")]
     header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    body_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    http2_keep_alive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    http2_keep_alive_timeout: Duration,
     max_connections: usize,
+    max_connections_per_address: usize,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
 }
@@ -357,8 +424,15 @@ impl Default for RawServer {
             tls_allow_key_change: false,
             tls_min_version: "1.2".into(),
             handshake_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(10),
+            http2_keep_alive_interval: Duration::from_secs(20),
+            http2_keep_alive_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            max_connections_per_address: 256,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -452,6 +526,11 @@ struct RawRegistration {
     failure_limit: u32,
     #[serde(with = "humantime_serde")]
     failure_window: Duration,
+    pending_limit: u32,
+    pending_total: u64,
+    #[serde(with = "humantime_serde")]
+    pending_window: Duration,
+    max_concurrent: usize,
 }
 
 impl Default for RawRegistration {
@@ -459,6 +538,10 @@ impl Default for RawRegistration {
         Self {
             failure_limit: 10,
             failure_window: Duration::from_secs(60),
+            pending_limit: 5,
+            pending_total: 1000,
+            pending_window: Duration::from_secs(3600),
+            max_concurrent: 0,
         }
     }
 }
@@ -530,8 +613,12 @@ pub struct Config {
     pub tls_allow_key_change: bool,
     pub tls_min_version: TlsMinVersion,
     pub handshake_timeout: Duration,
-    pub header_read_timeout: Duration,
+    /// Per-connection limits (first bytes, idle, HTTP/2 keep-alive, body reads).
+    pub connection: keysafe_net::ConnectionSettings,
+    /// Whole request, body included.
+    pub request_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub shutdown_grace: Duration,
     /// Where the state lives; only the storage factory looks inside.
     pub storage: keysafe_store::StorageConfig,
@@ -544,6 +631,11 @@ pub struct Config {
     pub token_grace: Duration,
     pub registration_failure_limit: u32,
     pub registration_failure_window: Duration,
+    pub registration_pending_limit: u32,
+    pub registration_pending_total: u64,
+    pub registration_pending_window: Duration,
+    /// 0: the number of cores.
+    pub registration_max_concurrent: usize,
     pub log_format: LogFormat,
     pub log_level: String,
     pub audit: AuditConfig,
@@ -578,8 +670,28 @@ impl Config {
             "1.3" => TlsMinVersion::Tls13,
             other => bail!("server.tls_min_version {other:?}: expected \"1.2\" or \"1.3\""),
         };
-        if raw.server.max_connections == 0 {
-            bail!("server.max_connections must be at least 1");
+        if raw.server.max_connections == 0 || raw.server.max_connections_per_address == 0 {
+            bail!("server.max_connections and max_connections_per_address must be at least 1");
+        }
+        for (name, d) in [
+            ("handshake_timeout", raw.server.handshake_timeout),
+            ("first_byte_timeout", raw.server.first_byte_timeout),
+            ("header_read_timeout", raw.server.header_read_timeout),
+            ("idle_timeout", raw.server.idle_timeout),
+            ("request_timeout", raw.server.request_timeout),
+            ("body_read_timeout", raw.server.body_read_timeout),
+            (
+                "http2_keep_alive_interval",
+                raw.server.http2_keep_alive_interval,
+            ),
+            (
+                "http2_keep_alive_timeout",
+                raw.server.http2_keep_alive_timeout,
+            ),
+        ] {
+            if d.is_zero() {
+                bail!("server.{name} must be more than zero");
+            }
         }
         let storage = keysafe_store::StorageConfig::from_settings(&raw.storage, data_dir)?;
         let seal = match raw.seal.kind.as_str() {
@@ -615,6 +727,15 @@ impl Config {
         }
         if raw.registration.failure_limit == 0 || raw.registration.failure_window.is_zero() {
             bail!("registration.failure_limit and failure_window must be positive");
+        }
+        if raw.registration.pending_limit == 0
+            || raw.registration.pending_total == 0
+            || raw.registration.pending_window.is_zero()
+        {
+            bail!("registration.pending_limit, pending_total and pending_window must be positive");
+        }
+        if raw.audit.anonymous_interval.is_zero() {
+            bail!("audit.anonymous_interval must be more than zero");
         }
         let log_format = match raw.log.format.as_str() {
             "text" => LogFormat::Text,
@@ -655,6 +776,11 @@ impl Config {
             file_max_size: raw.audit.file_max_size.max(1024),
             file_keep: raw.audit.file_keep,
             syslog,
+            anonymous: AnonymousSampling {
+                interval: raw.audit.anonymous_interval,
+                per_source: raw.audit.anonymous_per_source,
+                total: raw.audit.anonymous_total,
+            },
         };
         let metrics_listen = match raw.metrics.listen.as_str() {
             "" => None,
@@ -675,8 +801,19 @@ impl Config {
             tls_allow_key_change: raw.server.tls_allow_key_change,
             tls_min_version,
             handshake_timeout: raw.server.handshake_timeout,
-            header_read_timeout: raw.server.header_read_timeout,
+            connection: keysafe_net::ConnectionSettings {
+                first_byte_timeout: raw.server.first_byte_timeout,
+                header_read_timeout: raw.server.header_read_timeout,
+                idle_timeout: raw.server.idle_timeout,
+                body_read_timeout: raw.server.body_read_timeout,
+                http2_keep_alive_interval: raw.server.http2_keep_alive_interval,
+                http2_keep_alive_timeout: raw.server.http2_keep_alive_timeout,
+                shutdown_grace: raw.server.shutdown_grace,
+                ..keysafe_net::ConnectionSettings::default()
+            },
+            request_timeout: raw.server.request_timeout,
             max_connections: raw.server.max_connections,
+            max_connections_per_address: raw.server.max_connections_per_address,
             shutdown_grace: raw.server.shutdown_grace,
             storage,
             seal,
@@ -691,6 +828,10 @@ impl Config {
             token_grace: raw.clients.token_grace,
             registration_failure_limit: raw.registration.failure_limit,
             registration_failure_window: raw.registration.failure_window,
+            registration_pending_limit: raw.registration.pending_limit,
+            registration_pending_total: raw.registration.pending_total,
+            registration_pending_window: raw.registration.pending_window,
+            registration_max_concurrent: raw.registration.max_concurrent,
             log_format,
             log_level: raw.log.level,
         })
@@ -763,6 +904,59 @@ mod tests {
             .is_err()
         );
         assert!(Config::parse(dir, "[metrics]\nlisten = \"nope\"").is_err());
+        for bad in [
+            "[server]\nmax_connections_per_address = 0",
+            "[server]\nfirst_byte_timeout = \"0s\"",
+            "[server]\nidle_timeout = \"0s\"",
+            "[server]\nbody_read_timeout = \"0s\"",
+            "[server]\nrequest_timeout = \"0s\"",
+            "[server]\nhttp2_keep_alive_interval = \"0s\"",
+            "[registration]\npending_limit = 0",
+            "[registration]\npending_window = \"0s\"",
+            "[audit]\nanonymous_interval = \"0s\"",
+        ] {
+            assert!(Config::parse(dir, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_reach_the_connection_settings() {
+        let dir = Path::new("/d");
+        let c = Config::parse(
+            dir,
+            "[server]\nfirst_byte_timeout = \"3s\"\nidle_timeout = \"4s\"\n\
+             body_read_timeout = \"5s\"\nrequest_timeout = \"6s\"\n\
+             http2_keep_alive_interval = \"7s\"\nhttp2_keep_alive_timeout = \"8s\"\n\
+             max_connections_per_address = 9\nshutdown_grace = \"10s\"",
+        )
+        .unwrap();
+        assert_eq!(c.connection.first_byte_timeout, Duration::from_secs(3));
+        assert_eq!(c.connection.idle_timeout, Duration::from_secs(4));
+        assert_eq!(c.connection.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.request_timeout, Duration::from_secs(6));
+        assert_eq!(
+            c.connection.http2_keep_alive_interval,
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            c.connection.http2_keep_alive_timeout,
+            Duration::from_secs(8)
+        );
+        assert_eq!(c.max_connections_per_address, 9);
+        assert_eq!(c.connection.shutdown_grace, Duration::from_secs(10));
+        // The template's values are the defaults.
+        let t = Config::parse(
+            dir,
+            &config_template(DEFAULT_LISTEN.parse().unwrap(), "localhost"),
+        )
+        .unwrap();
+        let d = Config::parse(dir, "").unwrap();
+        assert_eq!(format!("{:?}", t.connection), format!("{:?}", d.connection));
+        assert_eq!(t.request_timeout, d.request_timeout);
+        assert_eq!(t.max_connections_per_address, d.max_connections_per_address);
+        assert_eq!(t.audit.anonymous, d.audit.anonymous);
+        assert_eq!(t.registration_pending_limit, d.registration_pending_limit);
+        assert_eq!(t.registration_max_concurrent, d.registration_max_concurrent);
     }
 
     /// Every key in the template has a comment line directly above it (or above its block).

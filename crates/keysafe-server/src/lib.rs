@@ -3,6 +3,8 @@
 //! `run(listener, app, shutdown)`. It holds no state of its own beyond caches; all state is in
 //! the store.
 
+mod anonymous;
+mod attempts;
 pub mod audit;
 pub mod config;
 mod error;
@@ -22,4 +24,4 @@ pub mod tls;
 
 pub use error::ApiError;
 pub use server::{App, open_app, open_app_with, run};
-pub use state::AppState;
+pub use state::{AppState, RegistrationLimits};

@@ -2,8 +2,8 @@
 //! middleware, TLS handshake failures in the accept loop, audit losses in the audit queue), and
 //! gauges read at scrape time (clients by state, deposits, seal, audit queue, database pool,
 //! identity cache). Served as plain HTTP on a separate listener (`metrics.listen`, default
-//! 127.0.0.1:11372), never on the TLS port. Labels carry route templates and states, never
-//! names, fingerprints or anything a client chose.
+//! 127.0.0.1:11372), never on the TLS port. Labels carry route templates, a fixed set of
+//! methods and states, never names, fingerprints, paths or anything else a client chose.
 
 use crate::state::AppState;
 use axum::Router;
@@ -146,6 +146,8 @@ pub async fn render(state: &AppState) -> String {
     metrics::gauge!("keysafe_audit_healthy").set(if state.audit.is_healthy() { 1.0 } else { 0.0 });
     metrics::gauge!("keysafe_audit_head_seq").set(service.store().audit_head().seq as f64);
     metrics::gauge!("keysafe_tls_certificate_expiry_seconds").set(state.tls.not_after() as f64);
+    metrics::gauge!("keysafe_connections_open").set(state.connections.active() as f64);
+    metrics::gauge!("keysafe_connection_sources").set(state.connections.sources() as f64);
     let (hits, misses) = service.identity_cache_stats();
     metrics::counter!("keysafe_identity_cache_hits_total").absolute(hits);
     metrics::counter!("keysafe_identity_cache_misses_total").absolute(misses);

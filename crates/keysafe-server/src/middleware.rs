@@ -1,7 +1,11 @@
 //! Per-request plumbing: a request id (taken from a well-formed `x-request-id` header or
-//! generated), a tracing span carrying it, one log line per request, `Cache-Control: no-store`
-//! on every answer, and the JSON rendering of errors (with the request id in the body).
+//! generated), a tracing span carrying it, the whole-request deadline, the request's audit
+//! entry (sampled for callers nobody authenticated, see `anonymous`), one log line and the
+//! metrics per request, `Cache-Control: no-store` on every answer, and the JSON rendering of
+//! errors (with the request id in the body). Metric labels are bounded: the method is one of a
+//! fixed set and the route is the matched template (`-` when none matched), never the path.
 
+use crate::anonymous::Sample;
 use crate::config::AuditFailurePolicy;
 use crate::error::ApiError;
 use crate::identity::PeerIdentity;
@@ -63,6 +67,47 @@ impl TokenSlot {
     }
 }
 
+/// The method as a metric and audit label: one of a fixed set, whatever the client sent.
+pub(crate) fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::PUT => "PUT",
+        http::Method::POST => "POST",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        _ => "OTHER",
+    }
+}
+
+/// Refusals that name a registered client: its certificate was found, so the entry is
+/// attributable and kept in full like any authenticated request's.
+fn names_a_client(code: Option<ErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            ErrorCode::ClientPending
+                | ErrorCode::ClientDisabled
+                | ErrorCode::SuspectedClone
+                | ErrorCode::TokenRequired
+        )
+    )
+}
+
+fn request_timed_out() -> Response {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        "the request was not completed within the time the server allows",
+    )
+    .into_response()
+}
+
+/// Routes whose work grows with the whole database rather than with the request, so no
+/// request deadline applies: the backup (an administrator's, with a small body; its connection
+/// limits still apply).
+fn unbounded_route(route: &str) -> bool {
+    route == "/v1/admin/backup"
+}
+
 /// Routes that answer even when the audit trail refuses everything else, so that operators can
 /// see what is wrong: health, the server fingerprint and the audit public key.
 fn exempt_from_audit_refusal(path: &str) -> bool {
@@ -120,7 +165,7 @@ pub async fn request_context(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "-".to_owned());
-    let operation = format!("{} {route}", req.method());
+    let operation = format!("{} {route}", method_label(req.method()));
     let path = req.uri().path().to_owned();
     let exempt = exempt_from_audit_refusal(&path);
     let fail_closed = state.audit.policy() == AuditFailurePolicy::FailClosed;
@@ -144,21 +189,43 @@ pub async fn request_context(
         span.in_scope(|| tracing::warn!("refused: the audit trail is not recording"));
         audit_refusal()
     } else {
-        scope
-            .clone()
-            .run(next.run(req).instrument(span.clone()))
-            .await
+        let run = scope.clone().run(next.run(req).instrument(span.clone()));
+        if unbounded_route(&route) {
+            run.await
+        } else {
+            let deadline = state.request_timeout;
+            match tokio::time::timeout(deadline, run).await {
+                Ok(r) => r,
+                Err(_) => {
+                    span.in_scope(|| tracing::info!(?deadline, "request timed out"));
+                    request_timed_out()
+                }
+            }
+        }
     };
     if !scope.is_recorded()
         && let Some(mut event) = scope.event()
     {
         let status = response.status().as_u16();
-        event.outcome = match response.extensions().get::<ApiError>() {
-            Some(e) => e.code.as_str().to_owned(),
+        let code = response.extensions().get::<ApiError>().map(|e| e.code);
+        event.outcome = match code {
+            Some(c) => c.as_str().to_owned(),
             None if status < 400 => "ok".to_owned(),
             None => format!("http_{status}"),
         };
-        if !state.audit.record(event) && fail_closed && !exempt {
+        // Nobody authenticated the caller and nothing changed: sampled, so that a caller
+        // without credentials cannot grow the chain at its request rate.
+        let anonymous = event.org.is_none() && !names_a_client(code);
+        let record = if anonymous {
+            let (sample, summary) = state.anonymous.sample(remote.map(|r| r.ip()));
+            if let Some(summary) = summary {
+                state.audit.record(summary);
+            }
+            sample == Sample::Record
+        } else {
+            true
+        };
+        if record && !state.audit.record(event) && fail_closed && !exempt {
             response = audit_refusal();
         }
     }
@@ -201,6 +268,7 @@ pub async fn request_context(
         403 => "403",
         404 => "404",
         405 => "405",
+        408 => "408",
         409 => "409",
         410 => "410",
         413 => "413",

@@ -1,25 +1,28 @@
-//! The accept loop. Each connection gets its own task: TLS handshake under a timeout, the peer's
-//! fingerprint computed once, then hyper (HTTP/1.1 or HTTP/2) serving the router with that
-//! identity attached to every request. Handshakes never serialise behind each other. Shutdown
-//! stops accepting, lets in-flight requests finish within the grace period, then returns.
+//! The accept loop. Each connection is admitted by the connection limiter (a global cap and a
+//! cap per source address; over the latter it is closed at once), then gets its own task: the
+//! TLS handshake under a timeout, the peer's fingerprint computed once, then
+//! `keysafe_net::serve_connection` (first-byte deadline, HTTP/1 or HTTP/2, idle and keep-alive
+//! limits, stalled-body timeout, lingering close) serving the router with that identity
+//! attached to every request. Handshakes never serialise behind each other. Shutdown stops
+//! accepting, asks every connection to close once its requests are answered, waits up to the
+//! grace period, then returns.
 
 use crate::config::{Config, SealConfig};
 use crate::identity::PeerIdentity;
 use crate::routes::router;
 use crate::seal::{SealInputs, open_seal};
-use crate::state::{AppState, FailureLimiter};
+use crate::state::{AppState, RegistrationLimits};
 use crate::tls;
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use keysafe_core::{Service, SystemClock};
+use keysafe_net::io::Protocol;
+use keysafe_net::{ConnectionLimiter, ConnectionSettings, TimedBody};
 use keysafe_proto::ClientFingerprint;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -29,8 +32,8 @@ pub struct App {
     pub state: AppState,
     pub tls: Arc<rustls::ServerConfig>,
     pub handshake_timeout: Duration,
-    pub header_read_timeout: Duration,
-    pub max_connections: usize,
+    /// Per-connection limits.
+    pub connection: ConnectionSettings,
     pub shutdown_grace: Duration,
     /// How often the seal's key is re-checked (issue 5).
     pub seal_check_interval: Duration,
@@ -107,16 +110,21 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
             service,
             tls: server_tls,
             health_log: Default::default(),
-            registration_limiter: Arc::new(FailureLimiter::new(
-                config.registration_failure_limit,
-                config.registration_failure_window,
+            registration: Arc::new(RegistrationLimits::from_config(config)),
+            anonymous: Arc::new(crate::anonymous::AnonymousAudit::new(
+                config.audit.anonymous,
+                config.audit.node.clone(),
             )),
             backup: Arc::new(crate::backup::BackupSources::of(config)),
+            connections: ConnectionLimiter::new(
+                config.max_connections,
+                config.max_connections_per_address,
+            ),
+            request_timeout: config.request_timeout,
         },
         tls: Arc::new(tls),
         handshake_timeout: config.handshake_timeout,
-        header_read_timeout: config.header_read_timeout,
-        max_connections: config.max_connections,
+        connection: config.connection.clone(),
         shutdown_grace: config.shutdown_grace,
         seal_check_interval: config.seal_check_interval,
         rewrap: config.rewrap.clone(),
@@ -144,26 +152,38 @@ pub async fn run(
             }
         })
     };
-    let _jobs = AbortOnDrop(vec![rewrap, checker]);
+    // Summaries of sampled anonymous requests reach the chain once per interval.
+    let summaries = {
+        let anonymous = app.state.anonymous.clone();
+        let audit = app.state.audit.clone();
+        let every = anonymous.config().interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Some(summary) = anonymous.flush(true) {
+                    audit.record(summary);
+                }
+            }
+        })
+    };
+    let _jobs = AbortOnDrop(vec![rewrap, checker, summaries]);
     let acceptor = TlsAcceptor::from(app.tls.clone());
     let router = router(app.state.clone());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(app.max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let limiter = app.state.connections.clone();
+    let settings = Arc::new(app.connection.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    metrics::counter!("keysafe_connections_refused_total", "reason" => keysafe_net::Refused::PerSource.as_str())
+        .increment(0);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             _ = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+            s = limiter.slot() => match s {
+                Some(s) => s,
+                None => break,
             },
         };
         let (tcp, remote) = tokio::select! {
@@ -178,12 +198,22 @@ pub async fn run(
                 }
             },
         };
+        let permit = match limiter.admit(slot, remote.ip()) {
+            Ok(p) => p,
+            Err(refused) => {
+                metrics::counter!("keysafe_connections_refused_total", "reason" => refused.as_str())
+                    .increment(1);
+                tracing::debug!(%remote, reason = refused.as_str(), "connection refused");
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let builder = builder.clone();
+        let settings = settings.clone();
         let timeout = app.handshake_timeout;
-        let watcher = graceful.watcher();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
@@ -201,25 +231,37 @@ pub async fn run(
                     return;
                 }
             };
-            let peer = PeerIdentity::from_certs(remote, tls.get_ref().1.peer_certificates());
+            let (_, session) = tls.get_ref();
+            let peer = PeerIdentity::from_certs(remote, session.peer_certificates());
+            let alpn = Protocol::from_alpn(session.alpn_protocol());
             let svc = router.map_request(
-                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                move |mut req: axum::extract::Request<TimedBody<hyper::body::Incoming>>| {
                     req.extensions_mut().insert(peer.clone());
                     req
                 },
             );
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
+            let end = keysafe_net::serve_connection(
+                tls,
+                alpn,
+                &settings,
+                TowerToHyperService::new(svc),
+                stop,
+            )
+            .await;
+            metrics::counter!("keysafe_connections_closed_total", "reason" => end.as_str())
+                .increment(1);
+            tracing::debug!(%remote, end = end.as_str(), "connection closed");
         });
     }
     drop(listener);
     tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = limiter.drained() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(app.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    if let Some(summary) = app.state.anonymous.flush(true) {
+        app.state.audit.record(summary);
     }
     // The last entries reach the chain, and its head is signed.
     app.state.audit.flush(Duration::from_secs(5)).await;

@@ -1,11 +1,12 @@
 //! Shared state handed to every handler.
 
+use crate::attempts::{AttemptLimiter, WindowCounter};
 use keysafe_core::Service;
+use keysafe_net::ConnectionLimiter;
 use keysafe_proto::ClientFingerprint;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -15,12 +16,19 @@ pub struct AppState {
     pub tls: Arc<crate::tls::ServerTls>,
     /// The last health status, so that a change is logged once rather than per probe.
     pub health_log: Arc<crate::health_log::HealthLog>,
-    /// Failed registrations per source address.
-    pub registration_limiter: Arc<FailureLimiter>,
-    /// The audit queue and its failure policy (issue 6).
+    /// What unauthenticated registration may cost the server.
+    pub registration: Arc<RegistrationLimits>,
+    /// The audit queue and its failure policy.
     pub audit: Arc<crate::audit::AuditTrail>,
-    /// What a backup contains besides the database (issue 5).
+    /// Entries of requests from callers nobody authenticated: counted, and only sampled into
+    /// the chain.
+    pub anonymous: Arc<crate::anonymous::AnonymousAudit>,
+    /// What a backup contains besides the database.
     pub backup: Arc<crate::backup::BackupSources>,
+    /// Open connections, in all and per source address.
+    pub connections: Arc<ConnectionLimiter>,
+    /// A request must be answered within this time.
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -30,92 +38,44 @@ impl AppState {
     }
 }
 
-/// Counts failures per source address in fixed windows; an address past the limit is refused
-/// until its window ends. Memory is bounded: when the table is full, expired windows are swept
-/// and, if that is not enough, the address is refused (fail closed) rather than tracked.
+/// The limits on registration, the one operation a caller without an identity can start that
+/// costs real work (an Argon2id verification, 19 MiB and tens of milliseconds) or leaves rows
+/// behind (a pending client).
 #[derive(Debug)]
-pub struct FailureLimiter {
-    limit: u32,
-    window: Duration,
-    max_tracked: usize,
-    table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+pub struct RegistrationLimits {
+    /// Failed registrations (`invalid_auth`) per source address and window.
+    pub failures: Arc<AttemptLimiter>,
+    /// Registrations into approval-mode organisations per source address and window.
+    pub pending: Arc<AttemptLimiter>,
+    /// ... and from all sources together.
+    pub pending_total: WindowCounter,
+    /// Registrations being verified at once (sized to the cores).
+    pub verifications: Arc<Semaphore>,
+    /// How long a registration waits for a verification slot before `429 rate_limited`.
+    pub verification_wait: Duration,
 }
 
-const MAX_TRACKED: usize = 100_000;
-
-impl FailureLimiter {
-    pub fn new(limit: u32, window: Duration) -> Self {
+impl RegistrationLimits {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        let permits = match c.registration_max_concurrent {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         Self {
-            limit,
-            window,
-            max_tracked: MAX_TRACKED,
-            table: Mutex::new(HashMap::new()),
+            failures: AttemptLimiter::new(
+                c.registration_failure_limit,
+                c.registration_failure_window,
+            ),
+            pending: AttemptLimiter::new(
+                c.registration_pending_limit,
+                c.registration_pending_window,
+            ),
+            pending_total: WindowCounter::new(
+                c.registration_pending_total,
+                c.registration_pending_window,
+            ),
+            verifications: Arc::new(Semaphore::new(permits)),
+            verification_wait: Duration::from_secs(2),
         }
-    }
-
-    /// `Err(retry_after)` when the address has used up its failures for this window.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        let Ok(table) = self.table.lock() else {
-            return Err(self.window);
-        };
-        match table.get(&ip) {
-            Some((start, n)) if *n >= self.limit && start.elapsed() < self.window => {
-                Err(self.window.saturating_sub(start.elapsed()))
-            }
-            Some(_) => Ok(()),
-            // Full of live entries (failures from very many addresses): refuse addresses it
-            // cannot track rather than grow without bound.
-            None if table.len() >= self.max_tracked => Err(self.window),
-            None => Ok(()),
-        }
-    }
-
-    /// Records one failure from the address.
-    pub fn record_failure(&self, ip: IpAddr) {
-        let Ok(mut table) = self.table.lock() else {
-            return;
-        };
-        if table.len() >= self.max_tracked && !table.contains_key(&ip) {
-            let window = self.window;
-            table.retain(|_, (start, _)| start.elapsed() < window);
-            if table.len() >= self.max_tracked {
-                return;
-            }
-        }
-        let entry = table.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= self.window {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_per_address() {
-        let l = FailureLimiter::new(2, Duration::from_secs(60));
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        assert!(l.check(a).is_ok());
-        l.record_failure(a);
-        assert!(l.check(a).is_ok());
-        l.record_failure(a);
-        assert!(l.check(a).is_err());
-        assert!(l.check(b).is_ok());
-        let expired = FailureLimiter::new(1, Duration::ZERO);
-        expired.record_failure(a);
-        assert!(expired.check(a).is_ok());
-        // Bounded: when every slot holds a live window, untracked addresses are refused.
-        let mut small = FailureLimiter::new(5, Duration::from_secs(60));
-        small.max_tracked = 2;
-        small.record_failure(a);
-        small.record_failure(b);
-        let c: IpAddr = "127.0.0.4".parse().unwrap();
-        small.record_failure(c);
-        assert!(small.check(a).is_ok());
-        assert!(small.check(c).is_err());
     }
 }

@@ -5,6 +5,8 @@
 mod audit_cmds;
 mod cache;
 mod client_cmds;
+mod crash;
+mod edges;
 mod failover;
 mod json_output;
 mod kms_cmd;

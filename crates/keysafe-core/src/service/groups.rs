@@ -4,10 +4,13 @@
 //! its public recipient and, per member, a copy wrapped (age-encrypted) to that member's own
 //! recipient.
 //!
-//! Membership is decided by administrators (or by the client that creates a group, for itself).
-//! A member added later gets no key until a current member admits it, wrapping every epoch's
-//! identity for it. Removing a member opens a new epoch: the administrator's client generates a
-//! new identity wrapped for the remaining members, and later writes use it.
+//! Membership is decided by administrators. An administrator creates a group of any members in
+//! any organisation; an ordinary client creates one only with itself as its only member (so a
+//! client can never put others in a group they did not ask for). A member added later gets no
+//! key until a current member admits it, wrapping every epoch's identity for it; a second
+//! admission that hands the same member a different key for an epoch it already holds is a
+//! conflict, never silently ignored. Removing a member opens a new epoch: the administrator's
+//! client generates a new identity wrapped for the remaining members, and later writes use it.
 
 use super::clients::{ADMIN_ORG, validate_recipient};
 use super::{Caller, Service};
@@ -34,6 +37,13 @@ fn decode_wrapped(w: &str) -> Result<Vec<u8>, CoreError> {
         )));
     }
     Ok(raw)
+}
+
+fn admission_conflict(epoch: u64) -> CoreError {
+    CoreError::Conflict(format!(
+        "the member already holds a different key for epoch {epoch}: another member admitted it \
+         first; check which identity it holds before admitting again"
+    ))
 }
 
 fn group_error(e: StoreError) -> CoreError {
@@ -100,8 +110,8 @@ impl Service {
         Ok(out)
     }
 
-    /// Creates a group. A client creates one in its own organisation and must be a member; an
-    /// administrator names the organisation.
+    /// Creates a group. An administrator names the organisation and any members; an ordinary
+    /// client creates one in its own organisation with itself as the only member.
     pub async fn create_group(
         &self,
         caller: &Caller,
@@ -131,6 +141,13 @@ impl Service {
             {
                 return Err(CoreError::InvalidInput(
                     "the creating client must be a member (wrap the identity for yourself)".into(),
+                ));
+            }
+            if !caller.is_admin() && req.members.len() != 1 {
+                return Err(CoreError::Forbidden(
+                    "a client creates a group with itself as its only member; an administrator \
+                     adds the others (keysafe admin group add-member), then a member admits them"
+                        .into(),
                 ));
             }
             caller.org.clone()
@@ -276,7 +293,11 @@ impl Service {
         if req.keys.is_empty() {
             return Err(CoreError::InvalidInput("no keys to admit with".into()));
         }
-        let mut keys = Vec::with_capacity(req.keys.len());
+        let held = self
+            .store
+            .group_keys(&caller.org, name, &req.member)
+            .await?;
+        let mut keys: Vec<WrappedKeyRecord> = Vec::with_capacity(req.keys.len());
         for k in &req.keys {
             if !mine.contains(&k.epoch) {
                 return Err(CoreError::InvalidInput(format!(
@@ -284,20 +305,50 @@ impl Service {
                     k.epoch
                 )));
             }
+            if keys.iter().any(|o| o.epoch == k.epoch) {
+                return Err(CoreError::InvalidInput(format!(
+                    "epoch {} is listed twice",
+                    k.epoch
+                )));
+            }
+            let wrapped = decode_wrapped(&k.wrapped)?;
+            match held.iter().find(|h| h.epoch == k.epoch) {
+                // The same handover again (a retry): nothing to do.
+                Some(h) if h.wrapped == wrapped => continue,
+                Some(_) => return Err(admission_conflict(k.epoch)),
+                None => {}
+            }
             keys.push(WrappedKeyRecord {
                 epoch: k.epoch,
                 member: req.member.clone(),
-                wrapped: decode_wrapped(&k.wrapped)?,
+                wrapped,
             });
+        }
+        if keys.is_empty() {
+            return self.group(caller, name).await;
         }
         self.apply_audited(Mutation::AdmitGroupMember {
             org: caller.org.clone(),
             name: name.clone(),
-            keys,
+            keys: keys.clone(),
             at: self.clock.now(),
         })
         .await
         .map_err(group_error)?;
+        // Another member may have admitted the same member at the same time: the store keeps the
+        // first key for an epoch, so a different one that lost is reported, not hidden.
+        let stored = self
+            .store
+            .group_keys(&caller.org, name, &req.member)
+            .await?;
+        for k in &keys {
+            if stored
+                .iter()
+                .any(|s| s.epoch == k.epoch && s.wrapped != k.wrapped)
+            {
+                return Err(admission_conflict(k.epoch));
+            }
+        }
         self.group(caller, name).await
     }
 

@@ -1,5 +1,6 @@
-//! Organisations: created and re-keyed by administrators. Auth secrets are generated here, shown
-//! once, and stored only as Argon2id hashes.
+//! Organisations: created and re-keyed by administrators (checked here, whatever the caller's
+//! transport already checked). Auth secrets are generated here, shown once, and stored only as
+//! Argon2id hashes.
 
 use super::{Caller, Service};
 use crate::error::CoreError;
@@ -50,9 +51,10 @@ fn validate_contacts(contacts: &[String]) -> Result<(), CoreError> {
 impl Service {
     pub async fn create_org(
         &self,
-        _admin: &Caller,
+        admin: &Caller,
         req: OrgCreateRequest,
     ) -> Result<OrgCreated, CoreError> {
+        admin.require_admin()?;
         validate_contacts(&req.contacts)?;
         let secret = secrets::generate_secret()?;
         let hash = hash_off_runtime(secret.clone()).await?;
@@ -73,16 +75,18 @@ impl Service {
         })
     }
 
-    pub async fn list_orgs(&self, _admin: &Caller) -> Result<Vec<OrgInfo>, CoreError> {
+    pub async fn list_orgs(&self, admin: &Caller) -> Result<Vec<OrgInfo>, CoreError> {
+        admin.require_admin()?;
         Ok(self.store.list_orgs().await?.iter().map(org_info).collect())
     }
 
     pub async fn set_org_auth(
         &self,
-        _admin: &Caller,
+        admin: &Caller,
         name: &OrgName,
         req: OrgSetAuthRequest,
     ) -> Result<OrgSetAuthResponse, CoreError> {
+        admin.require_admin()?;
         let (mode, hash, shown) = match req {
             OrgSetAuthRequest::Random => {
                 let s = secrets::generate_secret()?;
@@ -130,6 +134,15 @@ impl Service {
             auth_mode: mode,
             auth_secret: shown,
         })
+    }
+}
+
+impl Service {
+    /// How clients register into `name` (`None`: no such organisation). For the registration
+    /// limits, which treat registrations that would leave a pending client apart; reveals
+    /// nothing to the caller.
+    pub async fn registration_mode(&self, name: &OrgName) -> Result<Option<AuthMode>, CoreError> {
+        Ok(self.store.get_org(name).await?.map(|o| o.auth_mode))
     }
 }
 

@@ -2,11 +2,11 @@
 //! `GET /v1/groups/{name}`, `GET /v1/groups/{name}/keys`, `POST /v1/groups/{name}/admit`.
 
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::identity::Authed;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use keysafe_proto::api::{GroupAdmitRequest, GroupCreateRequest, GroupInfo, GroupKeys, GroupList};
 use keysafe_proto::{ErrorCode, GroupName};
@@ -35,7 +35,7 @@ pub async fn create(
 pub async fn show(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     Ok(Json(
         state.service.group(&caller, &group_name(&name)?).await?,
@@ -45,7 +45,7 @@ pub async fn show(
 pub async fn keys(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<GroupKeys>, ApiError> {
     Ok(Json(
         state
@@ -58,7 +58,7 @@ pub async fn keys(
 pub async fn admit(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<GroupAdmitRequest>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     let name = group_name(&name)?;

@@ -4,13 +4,22 @@
 
 mod at_rest;
 mod audit;
+mod audit_sampling;
+mod bodies;
 mod conditional;
+mod connections;
+mod corpus;
 mod deposits;
+mod group_claims;
 mod groups;
 mod http;
+mod hygiene;
 mod identity;
 mod observability;
+mod oversize;
+mod raw;
 mod registration;
+mod registration_limits;
 mod sealing;
 mod sharing;
 mod tls_reload;

@@ -3,11 +3,11 @@
 //! `POST /v1/admin/clients/disable-unactivated`.
 
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::identity::Admin;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use keysafe_core::service::ClientAction;
 use keysafe_proto::api::{ClientInfo, ClientList, ClientState};
 use keysafe_proto::{ClientFingerprint, ErrorCode, OrgName};
@@ -50,7 +50,7 @@ pub async fn list(
 pub async fn action(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((fp, action)): Path<(String, String)>,
+    ApiPath((fp, action)): ApiPath<(String, String)>,
 ) -> Result<Json<ClientInfo>, ApiError> {
     let fp = ClientFingerprint::parse(&fp).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let action = match action.as_str() {

@@ -2,11 +2,11 @@
 //! `POST /v1/admin/groups/{org}/{name}/add-member`, `.../remove-member`.
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::identity::Admin;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use keysafe_proto::api::{
     GroupAddMember, GroupCreateRequest, GroupInfo, GroupList, GroupRemoveMember,
@@ -60,7 +60,7 @@ pub async fn create(
 pub async fn show(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     let (org, name) = names(&org, &name)?;
     Ok(Json(
@@ -71,7 +71,7 @@ pub async fn show(
 pub async fn add_member(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<GroupAddMember>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     let (org, name) = names(&org, &name)?;
@@ -86,7 +86,7 @@ pub async fn add_member(
 pub async fn remove_member(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<GroupRemoveMember>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     let (org, name) = names(&org, &name)?;

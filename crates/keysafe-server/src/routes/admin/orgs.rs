@@ -1,11 +1,11 @@
 //! `GET|POST /v1/admin/orgs`, `PUT /v1/admin/orgs/{name}/auth`.
 
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::identity::Admin;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use http::StatusCode;
 use keysafe_proto::api::{
     OrgCreateRequest, OrgCreated, OrgList, OrgSetAuthRequest, OrgSetAuthResponse,
@@ -34,7 +34,7 @@ pub async fn create(
 pub async fn set_auth(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<OrgSetAuthRequest>,
 ) -> Result<Json<OrgSetAuthResponse>, ApiError> {
     let name =
@@ -48,7 +48,7 @@ pub async fn set_auth(
 pub async fn mint_token(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<keysafe_proto::api::RegistrationTokenRequest>,
 ) -> Result<(StatusCode, Json<keysafe_proto::api::RegistrationToken>), ApiError> {
     let org =

@@ -9,11 +9,11 @@ pub mod list;
 pub mod put;
 
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::identity::Authed;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use keysafe_proto::api::AclUpdate;
 use keysafe_proto::{DepositName, DepositVersion, ErrorCode};
@@ -68,7 +68,7 @@ fn unknown_op(op: &str) -> ApiError {
 pub async fn dispatch_get(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
     ApiQuery(params): ApiQuery<DepositParams>,
     headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -94,7 +94,7 @@ pub async fn dispatch_get(
 pub async fn dispatch_post(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
     ApiQuery(params): ApiQuery<DepositParams>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
@@ -139,7 +139,7 @@ pub async fn dispatch_post(
 pub async fn delete(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
     ApiQuery(params): ApiQuery<DepositParams>,
 ) -> Result<Response, ApiError> {
     let (name, op) = parse_path(&path)?;

@@ -2,52 +2,22 @@
 //! it a compare-and-set on the current version; `If-None-Match: *` creates only. Bodies past the
 //! configured limit get 413 before being read whole.
 
+pub(crate) use crate::extract::read_limited;
+
 use super::parse_path;
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::identity::Authed;
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use keysafe_core::service::{Precondition, PutOptions};
 use keysafe_proto::api::{Encoding, PutResponse};
 use keysafe_proto::{DepositVersion, ErrorCode, HEADER_ACL_SERIAL, HEADER_ENCODING};
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        format!("the payload is larger than the limit of {limit} bytes"),
-    )
-}
-
-/// Reads at most `limit` bytes of body.
-pub(crate) async fn read_limited(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
-        return Err(too_large(limit));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
-    }
-}
-
+/// `"N"`, `W/"N"` or `N`, with N in its canonical form (digits only, no sign, no leading zero).
 fn parse_etag_version(v: &str) -> Option<DepositVersion> {
-    let v = v.trim();
     let v = v.strip_prefix("W/").unwrap_or(v);
     let v = v
         .strip_prefix('"')
@@ -103,7 +73,7 @@ fn acl_serial(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 pub async fn put(
     State(state): State<AppState>,
     Authed(caller): Authed,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
     ApiQuery(params): ApiQuery<super::DepositParams>,
     req: Request,
 ) -> Result<(StatusCode, HeaderMap, Json<PutResponse>), ApiError> {
@@ -152,5 +122,10 @@ mod tests {
         );
         assert_eq!(parse_etag_version("\"0\""), None);
         assert_eq!(parse_etag_version("x"), None);
+        for bad in [
+            "\"+1\"", "+1", "\"01\"", "\" 1\"", "\"1 \"", "\"\"", "1e0", "\"-1\"",
+        ] {
+            assert_eq!(parse_etag_version(bad), None, "{bad}");
+        }
     }
 }
