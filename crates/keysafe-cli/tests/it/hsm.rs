@@ -31,6 +31,7 @@ fn private_file(path: &Path, contents: &str) {
 struct SoftHsm {
     conf: PathBuf,
     pin_file: PathBuf,
+    tokens: PathBuf,
 }
 
 impl SoftHsm {
@@ -64,7 +65,11 @@ impl SoftHsm {
         assert!(st.success(), "softhsm2-util failed");
         let pin_file = dir.join("hsm.pin");
         private_file(&pin_file, &format!("{PIN}\n"));
-        Self { conf, pin_file }
+        Self {
+            conf,
+            pin_file,
+            tokens,
+        }
     }
 
     fn cmd(&self, home: &Path) -> Command {
@@ -304,6 +309,79 @@ async fn pkcs11_seal_serves_and_destroying_the_hsm_key_seals_for_good() {
         .args(["seal", "migrate", "--to", "file"]);
     let err = fails_with(&run(m).await, 1);
     assert!(err.contains("HSM key"), "{err}");
+}
+
+/// An HSM that goes away (its token store moved aside, as when the HSM or its token restarts)
+/// and comes back is not a destroyed key: requests that need it fail with 503 meanwhile, the
+/// periodic check does not seal the server, and it serves again once the token is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_hsm_that_goes_away_and_comes_back_does_not_seal_the_server() {
+    let work = tempfile::tempdir().unwrap();
+    let hsm = SoftHsm::new(work.path(), "flaky");
+    let dir = work.path().join("data");
+    let mut c = hsm.cmd(work.path());
+    init(&mut c, &dir, free_port());
+    c.args([
+        "--seal",
+        "pkcs11",
+        "--pkcs11-token",
+        "flaky",
+        "--pkcs11-mode",
+        "per-deposit",
+        "--pkcs11-pin-file",
+    ])
+    .arg(&hsm.pin_file);
+    ok(&run(c).await);
+    set_config(
+        &dir,
+        "check_interval = \"30s\"",
+        "check_interval = \"200ms\"",
+    );
+    let srv = Server::start(hsm.cmd(work.path()), &dir);
+    wait_status(&srv.1, "ok").await;
+    let cl = client(|| hsm.cmd(work.path()), &dir, work.path(), &srv.1).await;
+    let w = put_many(&cl, "f", 5).await;
+    read_back(&cl, &w).await;
+
+    let away = work.path().join("tokens-away");
+    std::fs::rename(&hsm.tokens, &away).unwrap();
+    // Several check intervals pass while the token is away: requests that need the HSM fail
+    // as unavailable, never as sealed, and the server does not seal itself.
+    for i in 0..6 {
+        assert_code(
+            cl.get(&name(&format!("f/{}", i % 5)), None).await,
+            ErrorCode::Unavailable,
+        );
+        let h = health(&srv.1).await.unwrap();
+        assert_ne!(h.status, "sealed", "{h:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    std::fs::rename(&away, &hsm.tokens).unwrap();
+    // Back: once the seal has reconnected, everything reads and writes again.
+    let mut back = false;
+    for _ in 0..300 {
+        if cl.get(&name("f/0"), None).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "the server did not serve again after the HSM came back"
+    );
+    read_back(&cl, &w).await;
+    let more = put_many(&cl, "g", 3).await;
+    read_back(&cl, &more).await;
+    assert_eq!(
+        wait_status(&srv.1, "ok").await.seal.as_deref(),
+        Some("pkcs11")
+    );
+
+    // Deleting the key is still final.
+    hsm.destroy_key("flaky", "keysafe-seal");
+    wait_status(&srv.1, "sealed").await;
+    assert_code(cl.get(&name("f/1"), None).await, ErrorCode::Sealed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
