@@ -76,29 +76,38 @@ impl Service {
         r.map_err(|e| self.dek_error(e))
     }
 
-    /// Unwraps a data key (see [`Service::wrap_dek`]).
+    /// Unwraps a data key (see [`Service::wrap_dek`]). A keyring version this process does not
+    /// hold is first looked for in the store (another process may have rotated): only a row
+    /// that still does not unwrap after that is an integrity error, named by `what`.
     pub(super) async fn unwrap_dek(
         &self,
         ring: &Arc<Keyring>,
         kek_version: u32,
         aad: Vec<u8>,
         wrapped: &[u8],
-    ) -> Result<SecretKey, DekError> {
+        what: impl FnOnce() -> String,
+    ) -> Result<SecretKey, CoreError> {
+        let mut ring = ring.clone();
+        if !ring.has_version(kek_version) {
+            let seen = self.reloads_seen();
+            self.reload_keyring_since(seen).await?;
+            ring = self.keyring()?;
+        }
         let r = if ring.per_deposit() {
-            let ring = ring.clone();
             let wrapped = wrapped.to_vec();
             tokio::task::spawn_blocking(move || ring.unwrap_dek(kek_version, &aad, &wrapped))
                 .await
-                .map_err(|e| {
-                    DekError::Seal(crate::seal::SealError::Hsm(format!("blocking task: {e}")))
-                })?
+                .map_err(|e| CoreError::Internal(format!("blocking task: {e}")))?
         } else {
             ring.unwrap_dek(kek_version, &aad, wrapped)
         };
-        if let Err(DekError::Seal(e)) = &r {
-            self.on_seal_error(e);
-        }
-        r
+        r.map_err(|e| match e {
+            DekError::Seal(s) => {
+                self.on_seal_error(&s);
+                CoreError::from(s)
+            }
+            DekError::Crypto(_) => CoreError::Integrity(format!("{} does not unwrap", what())),
+        })
     }
 
     fn dek_error(&self, e: DekError) -> CoreError {
@@ -115,6 +124,8 @@ impl Service {
         settings: &RewrapSettings,
     ) -> Result<RewrapProgress, CoreError> {
         let mut progress = RewrapProgress::default();
+        // Another process may have rotated: re-wrap towards the version the store has now.
+        self.reload_keyring().await?;
         for kind in WrappedKind::ALL {
             let mut after: Option<WrappedId> = None;
             loop {
@@ -141,6 +152,16 @@ impl Service {
         rows: Vec<WrappedRow>,
         progress: &mut RewrapProgress,
     ) -> Result<(), CoreError> {
+        // A row on a version newer than this keyring's current one means another process
+        // rotated since the pass began: never move a row backwards; reload, and let the next
+        // batch (or pass) take it with the new keyring.
+        let current = ring.current_version();
+        let (rows, newer): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| r.kek_version < current);
+        if !newer.is_empty() {
+            progress.skipped += newer.len() as u64;
+            self.reload_keyring().await?;
+        }
         let r = ring.clone();
         // Unwrap and wrap the whole batch in one go (one blocking task when the HSM is involved).
         let prepared = tokio::task::spawn_blocking(move || {
