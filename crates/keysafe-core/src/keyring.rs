@@ -130,6 +130,16 @@ impl Keyring {
         })
     }
 
+    /// True when every version both keyrings hold has the same key in both (a seal migration
+    /// that resumes checks that the rows it wrote earlier hold this keyring).
+    pub fn agrees_with(&self, other: &Keyring) -> bool {
+        self.keks.iter().all(|(v, k)| {
+            other.keks.get(v).is_none_or(|o| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(k.expose(), o.expose()).is_ok()
+            })
+        })
+    }
+
     /// True when this keyring holds `version`.
     pub fn has_version(&self, version: u32) -> bool {
         self.keks.contains_key(&version)

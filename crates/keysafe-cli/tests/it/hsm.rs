@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const PIN: &str = "4711-0815";
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub(crate) const PIN: &str = "4711-0815";
 
-fn name(s: &str) -> DepositName {
+pub(crate) fn name(s: &str) -> DepositName {
     DepositName::parse(s).unwrap()
 }
 
@@ -28,14 +28,14 @@ fn private_file(path: &Path, contents: &str) {
 }
 
 /// A SoftHSM2 token store of its own, with one initialised token.
-struct SoftHsm {
-    conf: PathBuf,
-    pin_file: PathBuf,
-    tokens: PathBuf,
+pub(crate) struct SoftHsm {
+    pub(crate) conf: PathBuf,
+    pub(crate) pin_file: PathBuf,
+    pub(crate) tokens: PathBuf,
 }
 
 impl SoftHsm {
-    fn new(dir: &Path, token: &str) -> Self {
+    pub(crate) fn new(dir: &Path, token: &str) -> Self {
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).unwrap();
         let conf = dir.join("softhsm2.conf");
@@ -72,7 +72,7 @@ impl SoftHsm {
         }
     }
 
-    fn cmd(&self, home: &Path) -> Command {
+    pub(crate) fn cmd(&self, home: &Path) -> Command {
         let mut c = keysafe(home);
         c.env("SOFTHSM2_CONF", &self.conf);
         c
@@ -102,7 +102,7 @@ impl SoftHsm {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -111,10 +111,10 @@ fn free_port() -> u16 {
 }
 
 /// A `keysafe serve` child, killed on drop.
-struct Server(Option<Child>, String);
+pub(crate) struct Server(Option<Child>, pub(crate) String);
 
 impl Server {
-    fn start(mut c: Command, dir: &Path) -> Self {
+    pub(crate) fn start(mut c: Command, dir: &Path) -> Self {
         let cfg = keysafe_server::config::Config::load(dir).unwrap();
         // The log goes to a file next to the data directory (a pipe nobody reads would fill up).
         let log = std::fs::OpenOptions::new()
@@ -149,7 +149,7 @@ impl Drop for Server {
     }
 }
 
-async fn health(url: &str) -> Option<Health> {
+pub(crate) async fn health(url: &str) -> Option<Health> {
     let c = KeysafeClient::new(
         url,
         None,
@@ -161,7 +161,7 @@ async fn health(url: &str) -> Option<Health> {
 }
 
 /// Waits until the server answers health with `status`.
-async fn wait_status(url: &str, status: &str) -> Health {
+pub(crate) async fn wait_status(url: &str, status: &str) -> Health {
     for _ in 0..600 {
         if let Some(h) = health(url).await
             && h.status == status
@@ -173,7 +173,7 @@ async fn wait_status(url: &str, status: &str) -> Health {
     panic!("{url} never reported {status}");
 }
 
-fn init(c: &mut Command, dir: &Path, port: u16) {
+pub(crate) fn init(c: &mut Command, dir: &Path, port: u16) {
     c.args(["init", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")]);
@@ -187,7 +187,12 @@ fn set_config(dir: &Path, from: &str, to: &str) {
 }
 
 /// Creates an organisation through the admin CLI and registers a client home in it.
-async fn client(mk: impl Fn() -> Command, dir: &Path, work: &Path, url: &str) -> KeysafeClient {
+pub(crate) async fn client(
+    mk: impl Fn() -> Command,
+    dir: &Path,
+    work: &Path,
+    url: &str,
+) -> KeysafeClient {
     let org = format!("org{}", free_port());
     let mut c = mk();
     c.args(["admin", "--data-dir"])
@@ -668,7 +673,7 @@ async fn seal_migration_file_to_hsm_to_new_hsm_key_to_passphrase() {
     m.args(["admin", "--data-dir"])
         .arg(&dir)
         .args(["seal", "migrate", "--to", "passphrase"]);
-    assert!(fails_with(&run(m).await, 1).contains("stop the server"));
+    assert!(fails_with(&run(m).await, 1).contains("in use by a running keysafe server"));
     drop(srv);
 
     let migrate = |args: &[&str]| {

@@ -5,6 +5,7 @@
 mod audit_cmds;
 mod cache;
 mod client_cmds;
+mod durability;
 mod failover;
 mod kms_cmd;
 mod server_cmds;
@@ -12,6 +13,7 @@ mod shared_dir;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
 mod hsm;
+mod seal_crash;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

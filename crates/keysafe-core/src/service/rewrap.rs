@@ -240,3 +240,127 @@ impl Service {
         }
     }
 }
+
+/// What moving the per-deposit layer of every wrapped row did (see [`move_outer_layer`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerMove {
+    /// Rows rewritten under the new layer.
+    pub moved: u64,
+    /// Rows that opened under the new layer already (an earlier, interrupted run did them).
+    pub already: u64,
+    /// Rows that open under neither layer (tampered): counted, logged, left as they are.
+    pub unreadable: u64,
+    /// Rows that vanished or changed under the move (purged or rewritten meanwhile).
+    pub skipped: u64,
+}
+
+impl LayerMove {
+    /// Rows looked at so far.
+    pub fn seen(&self) -> u64 {
+        self.moved + self.already + self.unreadable + self.skipped
+    }
+}
+
+enum RowMove {
+    Already,
+    Move(Vec<u8>),
+    Unreadable,
+}
+
+/// Moves every KEK-wrapped row from the per-deposit layer of `from` to that of `to` (the same
+/// key-encryption keys, a different per-deposit seal or none), for a seal migration. Each row
+/// keeps its keyring version and is rewritten by one compare-and-set write, and a row that
+/// opens under `to` already is left alone; so at every instant each row opens under `from` or
+/// under `to`, and a run interrupted anywhere (kill -9) is finished by running it again, or
+/// undone by running it with `from` and `to` swapped. A row that opens under neither is
+/// counted and left as it is; a seal that fails (an HSM that does not answer) stops the move
+/// with the error, changing nothing more. `progress` is called after every batch. The caller
+/// makes sure nothing else writes these rows meanwhile (servers are stopped).
+pub async fn move_outer_layer(
+    store: &dyn crate::store::Store,
+    from: Arc<Keyring>,
+    to: Arc<Keyring>,
+    batch: u32,
+    mut progress: impl FnMut(&LayerMove),
+) -> Result<LayerMove, CoreError> {
+    let mut done = LayerMove::default();
+    // The cheaper layer is tried first: no HSM round trip for a row it settles.
+    let to_first = !to.per_deposit();
+    for kind in WrappedKind::ALL {
+        let mut after: Option<WrappedId> = None;
+        loop {
+            // Version 0 never exists: every row is listed.
+            let rows = store
+                .list_stale_wrapped(*kind, 0, after.as_ref(), batch.max(1))
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.id.clone());
+            let (f, t) = (from.clone(), to.clone());
+            let decided = tokio::task::spawn_blocking(move || {
+                rows.into_iter()
+                    .map(|row| {
+                        let aad = aad_for(&row.id);
+                        let v = row.kek_version;
+                        let under_to = |w: &[u8]| t.unwrap_dek(v, &aad, w).map(|_| ());
+                        let already = if to_first {
+                            under_to(&row.wrapped)
+                        } else {
+                            Err(DekError::Crypto(crate::crypto::CryptoError::Integrity))
+                        };
+                        let decision = match already {
+                            Ok(()) => Ok(RowMove::Already),
+                            Err(DekError::Seal(e)) => Err(e),
+                            Err(DekError::Crypto(_)) => match f.unwrap_dek(v, &aad, &row.wrapped) {
+                                Ok(dek) => t
+                                    .wrap_dek_with(v, &aad, &dek)
+                                    .map(RowMove::Move)
+                                    .map_err(|e| match e {
+                                        DekError::Seal(s) => s,
+                                        DekError::Crypto(_) => crate::seal::SealError::Random,
+                                    }),
+                                Err(DekError::Seal(e)) => Err(e),
+                                Err(DekError::Crypto(_)) if to_first => Ok(RowMove::Unreadable),
+                                Err(DekError::Crypto(_)) => match under_to(&row.wrapped) {
+                                    Ok(()) => Ok(RowMove::Already),
+                                    Err(DekError::Seal(e)) => Err(e),
+                                    Err(DekError::Crypto(_)) => Ok(RowMove::Unreadable),
+                                },
+                            },
+                        };
+                        (row, decision)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| CoreError::Internal(format!("blocking task: {e}")))?;
+            let mut writes = Vec::new();
+            for (row, decision) in decided {
+                match decision? {
+                    RowMove::Already => done.already += 1,
+                    RowMove::Unreadable => {
+                        tracing::error!(row = ?row.id, kek_version = row.kek_version, "seal migration: the data key opens under neither seal; left as it is");
+                        done.unreadable += 1;
+                    }
+                    RowMove::Move(wrapped) => writes.push(store.apply(Mutation::Rewrap {
+                        id: row.id,
+                        expected_kek: row.kek_version,
+                        kek_version: row.kek_version,
+                        wrapped,
+                    })),
+                }
+            }
+            // Sent together so the store commits them in one transaction.
+            for r in futures_util::future::join_all(writes).await {
+                match r {
+                    Ok(_) => done.moved += 1,
+                    Err(StoreError::NotFound | StoreError::VersionConflict { .. }) => {
+                        done.skipped += 1
+                    }
+                    Err(e) => return Err(CoreError::from_store(e, "wrapped row")),
+                }
+            }
+            progress(&done);
+        }
+    }
+    Ok(done)
+}

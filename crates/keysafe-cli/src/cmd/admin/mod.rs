@@ -5,9 +5,12 @@
 mod audit;
 mod client;
 mod group;
+mod migrate;
 mod org;
 // Seals, keyring rotation and backups (issue 5).
 mod sealing;
+
+pub use migrate::STAGED_CONFIG as STAGED_SEAL_CONFIG;
 
 use crate::cli::{AdminArgs, AdminCommand};
 use crate::cmd::init::ADMIN_HOME;
@@ -23,7 +26,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         let dir = args.data_dir.ok_or_else(|| {
             usage("seal migrate works on a stopped server's data directory: pass --data-dir")
         })?;
-        return sealing::migrate(&dir, c).await;
+        return migrate::migrate(&dir, c).await;
     }
     let client = admin_client(&args)?;
     match args.command {
