@@ -140,6 +140,33 @@ impl Keyring {
         })
     }
 
+    /// The secret part of a client's sequenced token number `counter` (ADR 0006): HMAC-SHA256
+    /// over the client's fingerprint, the counter and `salt`, under a key derived with
+    /// HKDF-SHA256 from keyring version `version` for this purpose only (the KEK itself never
+    /// signs anything). The server can compute a token again without storing it. `None` when
+    /// this keyring does not hold `version`.
+    pub fn token_secret(
+        &self,
+        version: u32,
+        fingerprint: &str,
+        counter: u64,
+        salt: &[u8],
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use aws_lc_rs::{hkdf, hmac};
+        let kek = self.keks.get(&version)?;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keysafe/token-key/v1").extract(kek.expose());
+        let info = [b"keysafe sequenced tokens".as_slice()];
+        let key = hmac::Key::from(prk.expand(&info, hmac::HMAC_SHA256).ok()?);
+        let data = AadBuilder::new("keysafe/token/v1")
+            .field(fingerprint.as_bytes())
+            .number(counter)
+            .field(salt)
+            .finish();
+        Some(zeroize::Zeroizing::new(
+            hmac::sign(&key, &data).as_ref().to_vec(),
+        ))
+    }
+
     /// True when this keyring holds `version`.
     pub fn has_version(&self, version: u32) -> bool {
         self.keks.contains_key(&version)
@@ -403,6 +430,26 @@ mod tests {
             b3.reloaded(seal.as_ref(), &[rec2, foreign]),
             Err(SealError::WrongKey)
         ));
+    }
+
+    #[test]
+    fn token_secrets_are_reproducible_and_bound_to_every_input() {
+        let seal: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), false));
+        let (ring, rec) = Keyring::generate(seal.clone(), Timestamp::now()).unwrap();
+        let again = Keyring::open(seal.clone(), std::slice::from_ref(&rec)).unwrap();
+        let t = ring.token_secret(1, "fp", 7, b"salt").unwrap();
+        assert_eq!(t.len(), 32);
+        assert_eq!(*again.token_secret(1, "fp", 7, b"salt").unwrap(), *t);
+        for other in [
+            ring.token_secret(1, "fq", 7, b"salt"),
+            ring.token_secret(1, "fp", 8, b"salt"),
+            ring.token_secret(1, "fp", 7, b"salu"),
+        ] {
+            assert_ne!(*other.unwrap(), *t);
+        }
+        assert!(ring.token_secret(2, "fp", 7, b"salt").is_none());
+        let (other, _) = Keyring::generate(seal, Timestamp::now()).unwrap();
+        assert_ne!(*other.token_secret(1, "fp", 7, b"salt").unwrap(), *t);
     }
 
     #[test]
