@@ -72,12 +72,11 @@ fn check(trace: &[String], files: &[PathBuf]) -> Vec<String> {
                 }
                 fd_path.insert(fd, p);
             }
-        } else if call.starts_with("rename") {
-            if call.contains(" = 0") {
-                if let Some(to) = paths(call).pop() {
-                    made.insert(to, n);
-                }
-            }
+        } else if call.starts_with("rename")
+            && call.contains(" = 0")
+            && let Some(to) = paths(call).pop()
+        {
+            made.insert(to, n);
         } else if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
             let fd: Option<i64> = call.split(['(', ')']).nth(1).and_then(|f| f.parse().ok());
             if let Some(p) = fd.and_then(|fd| fd_path.get(&fd)) {

@@ -160,7 +160,8 @@ impl Service {
     }
 
     /// Re-checks the seal's key (the HSM key object). If it is gone, the service seals itself for
-    /// good. Returns whether the service is unsealed afterwards.
+    /// good. While it is there, also reloads the keyring (changes made by other processes).
+    /// Returns whether the service is unsealed afterwards.
     pub async fn check_seal(&self) -> bool {
         let Ok(seal) = self.seal() else {
             return false;

@@ -2,6 +2,7 @@
 //! when the library is initialised, so every test runs its body in a child process of this test
 //! binary with a token store of its own (setting the variable in this process would need
 //! `unsafe`, and tests in one process would share one configuration).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod faults;
 
