@@ -94,14 +94,26 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
 
 /// Syncs every file and directory under `dir` (deepest first) and then `dir` itself: for a
 /// tree built in a staging directory before it is renamed into place.
+/// An entry that vanishes meanwhile (a database's journal removed as it closes) needs no sync.
 pub fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            sync_tree(&entry.path())?;
+        let kind = match entry.file_type() {
+            Ok(k) => k,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let synced = if kind.is_dir() {
+            sync_tree(&entry.path())
         } else if kind.is_file() {
-            File::open(entry.path())?.sync_all()?;
+            File::open(entry.path()).and_then(|f| f.sync_all())
+        } else {
+            Ok(())
+        };
+        match synced {
+            Err(e) if !gone(&e) => return Err(e),
+            _ => {}
         }
     }
     sync_dir(dir)

@@ -278,12 +278,20 @@ async fn seal_migration_killed_at_any_point_finishes_or_rolls_back_with_every_de
                 assert!(err.contains("seal migration"), "{err}");
             }
             let roll_back = staged && cycle % 2 == 1 && current.is_some();
+            let began = std::time::Instant::now();
             let after = if roll_back {
                 run(rollback_cmd(&hsm, w, &dir)).await
             } else {
                 run(migrate_cmd(&hsm, w, &dir, target)).await
             };
             let err = String::from_utf8_lossy(&after.stderr).into_owned();
+            // For the record (never asserted): how long the finishing run took.
+            eprintln!(
+                "cycle {cycle}: {} in {} ms: {}",
+                if roll_back { "rolled back" } else { "finished" },
+                began.elapsed().as_millis(),
+                err.lines().last().unwrap_or_default()
+            );
             assert!(!err.contains("open under neither"), "{err}");
             if staged || after.status.success() {
                 ok(&after);
