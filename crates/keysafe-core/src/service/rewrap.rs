@@ -246,7 +246,8 @@ impl Service {
 pub struct LayerMove {
     /// Rows rewritten under the new layer.
     pub moved: u64,
-    /// Rows that opened under the new layer already (an earlier, interrupted run did them).
+    /// Rows that opened under the new layer already (an earlier, interrupted run moved them,
+    /// or, when undoing a migration, they had not been moved yet).
     pub already: u64,
     /// Rows that open under neither layer (tampered): counted, logged, left as they are.
     pub unreadable: u64,

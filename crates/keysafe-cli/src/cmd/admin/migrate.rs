@@ -373,7 +373,7 @@ impl Migration<'_> {
 
 fn report(done: &LayerMove) {
     eprintln!(
-        "Data keys: {} re-wrapped, {} done by an earlier run, {} changed meanwhile.",
+        "Data keys: {} re-wrapped, {} under the target layer already, {} changed meanwhile.",
         done.moved, done.already, done.skipped
     );
     if done.unreadable > 0 {
