@@ -319,14 +319,18 @@ pub enum SealCommand {
         /// The current passphrase, when the current seal is a passphrase.
         #[arg(long)]
         current_passphrase_file: Option<PathBuf>,
+        /// Undo an interrupted migration instead of finishing it (running the same command
+        /// again finishes it).
+        #[arg(long, conflicts_with = "kind")]
+        rollback: bool,
     },
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateTo {
     /// The new seal.
-    #[arg(long = "to", value_enum)]
-    pub kind: SealKind,
+    #[arg(long = "to", value_enum, required_unless_present = "rollback")]
+    pub kind: Option<SealKind>,
     /// Read the new passphrase from this file.
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,

@@ -1,5 +1,7 @@
 //! Progress on stderr for long-running commands, shown only when stderr is a terminal (never in
-//! pipes, logs or tests, and never on stdout, which carries results).
+//! pipes, logs or tests, and never on stdout, which carries results). Without a terminal,
+//! `KEYSAFE_PROGRESS=lines` asks for plain progress lines instead (for logs of long offline runs,
+//! and for scripts that act on progress); otherwise nothing is printed.
 //!
 //! ```no_run
 //! let p = keysafe_cli::progress::Progress::bar(100, "re-encrypting");
@@ -62,6 +64,11 @@ impl Progress {
 
     pub fn is_hidden(&self) -> bool {
         self.bar.is_hidden()
+    }
+
+    /// Whether hidden progress is still wanted as plain lines on stderr (`KEYSAFE_PROGRESS=lines`).
+    pub fn wants_lines(&self) -> bool {
+        self.bar.is_hidden() && std::env::var_os("KEYSAFE_PROGRESS").is_some_and(|v| v == "lines")
     }
 
     pub fn inc(&self, n: u64) {

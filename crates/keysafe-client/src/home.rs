@@ -101,9 +101,19 @@ pub fn check_key_permissions(path: &Path) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Syncs the directory that holds `path`: a file created or renamed there survives a crash
+/// only once its directory entry is on disk too.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Replaces `path` atomically with a private file (mode 0600 from the start) holding `parts`:
-/// written to a uniquely named temporary file in the same directory, synced, then renamed into
-/// place. The temporary file is removed if anything fails.
+/// written to a uniquely named temporary file in the same directory, synced, renamed into
+/// place, and the directory synced. The temporary file is removed if anything fails.
 pub(crate) fn replace_private_file(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     let name = path
         .file_name()
@@ -133,7 +143,7 @@ pub(crate) fn replace_private_file(path: &Path, parts: &[&[u8]]) -> std::io::Res
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.and_then(|()| sync_parent(path))
 }
 
 pub(crate) fn write_file(
@@ -161,6 +171,7 @@ pub(crate) fn write_file(
         .map_err(|e| home_err("cannot create", path, e))?;
     f.write_all(contents)
         .and_then(|_| f.sync_all())
+        .and_then(|()| sync_parent(path))
         .map_err(|e| home_err("cannot write", path, e))
 }
 
@@ -173,7 +184,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ClientError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| home_err("cannot set the mode of", dir, e))?;
     }
-    Ok(())
+    sync_parent(dir).map_err(|e| home_err("cannot sync the directory holding", dir, e))
 }
 
 impl ClientHome {

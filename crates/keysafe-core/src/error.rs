@@ -101,6 +101,9 @@ impl From<SealError> for CoreError {
     fn from(e: SealError) -> Self {
         match e {
             SealError::WrongKey | SealError::HsmKeyMissing { .. } => CoreError::Sealed,
+            // An HSM that does not answer (restarting, unplugged, network) is an outage, not a
+            // destroyed key: the request fails with 503 and may be retried.
+            SealError::Hsm(m) => CoreError::Unavailable(format!("the HSM does not answer: {m}")),
             other => CoreError::Internal(other.to_string()),
         }
     }

@@ -96,17 +96,7 @@ impl Keyring {
             keks.insert(r.version, seal.unwrap(&kek_aad(r.version), &r.wrapped)?);
         }
         let Some(current) = keks.keys().next_back().copied() else {
-            let mut found: Vec<&str> = records.iter().map(|r| r.seal.as_str()).collect();
-            found.sort_unstable();
-            found.dedup();
-            return Err(SealError::NoKeyringForSeal {
-                configured: seal_summary(&descriptor),
-                found: found
-                    .iter()
-                    .map(|d| seal_summary(d))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            return Err(no_keyring_for(&descriptor, records));
         };
         let outer = seal.per_deposit().then_some(seal);
         Ok(Self {
@@ -114,6 +104,72 @@ impl Keyring {
             current,
             outer,
         })
+    }
+
+    /// The keyring as the store holds it now (another process may have rotated, retired or
+    /// re-wrapped): every version wrapped by `seal` is kept, taken from memory when this
+    /// keyring holds it already and unwrapped by `seal` otherwise; versions no longer stored
+    /// are dropped. The per-deposit layer stays as it is.
+    pub fn reloaded(&self, seal: &dyn Seal, records: &[KekRecord]) -> Result<Self, SealError> {
+        let descriptor = seal.descriptor();
+        let mut keks = BTreeMap::new();
+        for r in records.iter().filter(|r| r.seal == descriptor) {
+            let kek = match self.keks.get(&r.version) {
+                Some(k) => k.clone(),
+                None => seal.unwrap(&kek_aad(r.version), &r.wrapped)?,
+            };
+            keks.insert(r.version, kek);
+        }
+        let Some(current) = keks.keys().next_back().copied() else {
+            return Err(no_keyring_for(&descriptor, records));
+        };
+        Ok(Self {
+            keks,
+            current,
+            outer: self.outer.clone(),
+        })
+    }
+
+    /// True when every version both keyrings hold has the same key in both (a seal migration
+    /// that resumes checks that the rows it wrote earlier hold this keyring).
+    pub fn agrees_with(&self, other: &Keyring) -> bool {
+        self.keks.iter().all(|(v, k)| {
+            other.keks.get(v).is_none_or(|o| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(k.expose(), o.expose()).is_ok()
+            })
+        })
+    }
+
+    /// The secret part of a client's sequenced token number `counter` (ADR 0006): HMAC-SHA256
+    /// over the client's fingerprint, the counter and `salt`, under a key derived with
+    /// HKDF-SHA256 from keyring version `version` for this purpose only (the KEK itself never
+    /// signs anything). The server can compute a token again without storing it. `None` when
+    /// this keyring does not hold `version`.
+    pub fn token_secret(
+        &self,
+        version: u32,
+        fingerprint: &str,
+        counter: u64,
+        salt: &[u8],
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use aws_lc_rs::{hkdf, hmac};
+        let kek = self.keks.get(&version)?;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keysafe/token-key/v1").extract(kek.expose());
+        let info = [b"keysafe sequenced tokens".as_slice()];
+        let key = hmac::Key::from(prk.expand(&info, hmac::HMAC_SHA256).ok()?);
+        let data = AadBuilder::new("keysafe/token/v1")
+            .field(fingerprint.as_bytes())
+            .number(counter)
+            .field(salt)
+            .finish();
+        Some(zeroize::Zeroizing::new(
+            hmac::sign(&key, &data).as_ref().to_vec(),
+        ))
+    }
+
+    /// True when this keyring holds `version`.
+    pub fn has_version(&self, version: u32) -> bool {
+        self.keks.contains_key(&version)
     }
 
     /// A copy of this keyring with one more version, and the record to store for it.
@@ -230,6 +286,24 @@ impl Keyring {
     }
 }
 
+/// No stored version is wrapped by the seal `descriptor` names: say which seals wrap them.
+fn no_keyring_for(descriptor: &str, records: &[KekRecord]) -> SealError {
+    if records.is_empty() {
+        return SealError::EmptyKeyring;
+    }
+    let mut found: Vec<&str> = records.iter().map(|r| r.seal.as_str()).collect();
+    found.sort_unstable();
+    found.dedup();
+    SealError::NoKeyringForSeal {
+        configured: seal_summary(descriptor),
+        found: found
+            .iter()
+            .map(|d| seal_summary(d))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// A short, human description of a seal descriptor (passphrase salts elided).
 pub fn seal_summary(descriptor: &str) -> String {
     if crate::seal::KdfParams::is_descriptor(descriptor) {
@@ -320,6 +394,62 @@ mod tests {
         );
         let retired = reopened.without(1).unwrap();
         assert!(retired.unwrap_dek(1, b"a", &w1).is_err());
+    }
+
+    #[test]
+    fn reloading_follows_rotation_and_retirement_elsewhere() {
+        let seal: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), false));
+        let (a, rec1) = Keyring::generate(seal.clone(), Timestamp::now()).unwrap();
+        let b = Keyring::open(seal.clone(), std::slice::from_ref(&rec1)).unwrap();
+        // A rotates; B does not know version 2 until it reloads.
+        let (a2, rec2) = a.rotated(seal.as_ref(), Timestamp::now()).unwrap();
+        let dek = SecretKey::generate().unwrap();
+        let (v, w) = a2.wrap_dek(b"x", &dek).unwrap();
+        assert!(!b.has_version(v));
+        let b2 = b
+            .reloaded(seal.as_ref(), &[rec1.clone(), rec2.clone()])
+            .unwrap();
+        assert_eq!(b2.current_version(), 2);
+        assert_eq!(b2.unwrap_dek(v, b"x", &w).unwrap().expose(), dek.expose());
+        // A retires version 1: B drops it.
+        let b3 = b2
+            .reloaded(seal.as_ref(), std::slice::from_ref(&rec2))
+            .unwrap();
+        assert_eq!(b3.versions(), vec![2]);
+        // Rows of another seal only: this seal has no keyring there any more.
+        let mut moved = rec2.clone();
+        moved.seal = "elsewhere".into();
+        assert!(matches!(
+            b3.reloaded(seal.as_ref(), &[moved]),
+            Err(SealError::NoKeyringForSeal { .. })
+        ));
+        // A new version this seal cannot open: an error, not a silently smaller keyring.
+        let other: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), false));
+        let (_, foreign) = a2.rotated(other.as_ref(), Timestamp::now()).unwrap();
+        assert!(matches!(
+            b3.reloaded(seal.as_ref(), &[rec2, foreign]),
+            Err(SealError::WrongKey)
+        ));
+    }
+
+    #[test]
+    fn token_secrets_are_reproducible_and_bound_to_every_input() {
+        let seal: Arc<dyn Seal> = Arc::new(TestSeal(SecretKey::generate().unwrap(), false));
+        let (ring, rec) = Keyring::generate(seal.clone(), Timestamp::now()).unwrap();
+        let again = Keyring::open(seal.clone(), std::slice::from_ref(&rec)).unwrap();
+        let t = ring.token_secret(1, "fp", 7, b"salt").unwrap();
+        assert_eq!(t.len(), 32);
+        assert_eq!(*again.token_secret(1, "fp", 7, b"salt").unwrap(), *t);
+        for other in [
+            ring.token_secret(1, "fq", 7, b"salt"),
+            ring.token_secret(1, "fp", 8, b"salt"),
+            ring.token_secret(1, "fp", 7, b"salu"),
+        ] {
+            assert_ne!(*other.unwrap(), *t);
+        }
+        assert!(ring.token_secret(2, "fp", 7, b"salt").is_none());
+        let (other, _) = Keyring::generate(seal, Timestamp::now()).unwrap();
+        assert_ne!(*other.token_secret(1, "fp", 7, b"salt").unwrap(), *t);
     }
 
     #[test]

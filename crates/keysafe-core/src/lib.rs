@@ -6,6 +6,7 @@ pub mod audit;
 pub mod clock;
 pub mod crypto;
 pub mod error;
+pub mod fs;
 pub mod keyring;
 pub mod seal;
 pub mod secrets;

@@ -4,8 +4,17 @@
 //! kept in a small pool: PKCS#11 sessions are not thread-safe, so each call takes one out and
 //! puts it back.
 //!
-//! The key is looked up by label on every [`Seal::check`]; once it is gone, every operation
-//! fails with [`SealError::HsmKeyMissing`] and the server seals itself.
+//! An HSM or token restart is not key destruction. When a call fails for any reason other than
+//! a GCM tag that does not verify, the seal reconnects before it concludes anything: it
+//! initialises the library again if it has to, finds the token by label (its slot may have
+//! changed), opens a fresh session, logs in again and finds the key by label, then retries the
+//! call once. Only a reconnection that logs in successfully and then finds no key by that label,
+//! or finds a key that no longer decrypts the probe made when the seal was opened (a different
+//! key under the same label, or one no longer allowed to decrypt), reports
+//! [`SealError::HsmKeyMissing`], which seals the server for good. A reconnection that fails
+//! (token absent, device error, PIN refused) is an ordinary [`SealError::Hsm`] error: the call
+//! fails, the server stays unsealed, and the next attempt waits out an exponential backoff so a
+//! dead HSM is not hammered.
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -20,13 +29,21 @@ use keysafe_core::seal::{Seal, SealError};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
 /// Sessions kept open for reuse; more are opened under load and closed when returned.
 const POOL_SIZE: usize = 8;
+/// What the probe encrypts when the seal is opened; decrypting it later proves that the key
+/// found under the label is still the key that was opened.
+const PROBE_AAD: &[u8] = b"keysafe/seal-probe/v1";
+const PROBE_PLAINTEXT: &[u8] = b"keysafe seal probe";
+/// Backoff between reconnection attempts while the HSM does not answer.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// `keyring`: the HSM opens the keyring at start. `per-deposit`: every data key also goes
 /// through the HSM.
@@ -74,55 +91,139 @@ impl fmt::Debug for Pkcs11Settings {
     }
 }
 
-/// One initialised context per module path: PKCS#11 allows `C_Initialize` once per process, and
-/// a seal migration may open two keys through the same module.
-fn context(module: &Path) -> Result<Pkcs11, SealError> {
-    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let map = CONTEXTS.get_or_init(|| Mutex::new(HashMap::new()));
+/// A loaded module. `gate` is held (shared) around every call a seal makes and (exclusive)
+/// around finalising and initialising the library again, which PKCS#11 forbids while other
+/// calls are running.
+struct Module {
+    ctx: Pkcs11,
+    gate: RwLock<()>,
+}
+
+impl Module {
+    fn shared(&self) -> Result<RwLockReadGuard<'_, ()>, SealError> {
+        self.gate
+            .read()
+            .map_err(|_| SealError::Hsm("module lock poisoned".into()))
+    }
+
+    /// Finalises and initialises the library again: the only way some libraries (SoftHSM2
+    /// among them) notice a token that came back. Sessions of every seal on this module
+    /// become invalid; each reconnects on its next call.
+    fn restart(&self) -> Result<(), SealError> {
+        let _exclusive = self
+            .gate
+            .write()
+            .map_err(|_| SealError::Hsm("module lock poisoned".into()))?;
+        match self.ctx.clone().finalize() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
+            Err(e) => return Err(hsm("C_Finalize", e)),
+        }
+        initialize(&self.ctx)
+    }
+}
+
+/// One loaded module per path: PKCS#11 allows `C_Initialize` once per process, and a seal
+/// migration may open two keys through the same module.
+fn module(path: &Path) -> Result<Arc<Module>, SealError> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
+    let map = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = map
         .lock()
         .map_err(|_| SealError::Hsm("context lock poisoned".into()))?;
-    if let Some(ctx) = map.get(module) {
-        return Ok(ctx.clone());
+    if let Some(m) = map.get(path) {
+        return Ok(m.clone());
     }
-    let ctx = Pkcs11::new(module).map_err(|e| {
+    let ctx = Pkcs11::new(path).map_err(|e| {
         SealError::Hsm(format!(
             "cannot load the PKCS#11 module {}: {e}",
-            module.display()
+            path.display()
         ))
     })?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| SealError::Hsm(format!("C_Initialize: {e}")))?;
-    map.insert(module.to_owned(), ctx.clone());
-    Ok(ctx)
+    initialize(&ctx)?;
+    let m = Arc::new(Module {
+        ctx,
+        gate: RwLock::new(()),
+    });
+    map.insert(path.to_owned(), m.clone());
+    Ok(m)
 }
 
-fn find_slot(ctx: &Pkcs11, token: &str) -> Result<Slot, SealError> {
-    for slot in ctx
-        .get_slots_with_token()
-        .map_err(|e| SealError::Hsm(format!("cannot list slots: {e}")))?
-    {
+/// `C_Initialize`; a library that is initialised already is fine.
+fn initialize(ctx: &Pkcs11) -> Result<(), SealError> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(hsm("C_Initialize", e)),
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, token: &str) -> Result<Slot, CkError> {
+    for slot in ctx.get_slots_with_token()? {
         if let Ok(info) = ctx.get_token_info(slot)
             && info.label().trim_end() == token
         {
             return Ok(slot);
         }
     }
-    Err(SealError::Hsm(format!("no token labelled {token:?}")))
+    Err(CkError::Pkcs11(
+        RvError::TokenNotPresent,
+        cryptoki::context::Function::GetTokenInfo,
+    ))
 }
 
 fn hsm(what: &str, e: CkError) -> SealError {
     SealError::Hsm(format!("{what}: {e}"))
 }
 
-pub struct Pkcs11Seal {
-    ctx: Pkcs11,
+fn token_absent(token: &str) -> SealError {
+    SealError::Hsm(format!("no token labelled {token:?}"))
+}
+
+/// A GCM tag that does not verify: tokens report it as invalid data or, like SoftHSM2, as a
+/// general failure of the operation. Only meaningful for a decryption.
+fn is_tag_failure(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::GeneralError
+                | RvError::FunctionFailed,
+            _,
+        )
+    )
+}
+
+/// The connection the pooled sessions belong to. `generation` changes with every reconnection,
+/// so a session opened before it is never used or closed again (after a restart its handle may
+/// name somebody else's session).
+struct Live {
     slot: Slot,
+    key: ObjectHandle,
+    generation: u64,
+    /// Set once a fresh login found the key absent (or replaced): final.
+    gone: bool,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+/// What a reconnection found.
+enum Reconnected {
+    Key(Slot, ObjectHandle, Session),
+    /// Logged in, and no key by the label decrypts the probe (or none exists).
+    Absent,
+}
+
+pub struct Pkcs11Seal {
+    module: Arc<Module>,
     token: String,
     key_label: String,
+    /// Kept to log in again after a token restart.
+    pin: Zeroizing<String>,
     mode: Pkcs11Mode,
-    pool: Mutex<Vec<Session>>,
-    key: Mutex<Option<ObjectHandle>>,
+    /// The probe encrypted by the key when the seal was opened: identifies that key.
+    probe: Vec<u8>,
+    live: Mutex<Live>,
+    pool: Mutex<Vec<(u64, Session)>>,
 }
 
 impl fmt::Debug for Pkcs11Seal {
@@ -135,44 +236,142 @@ impl fmt::Debug for Pkcs11Seal {
     }
 }
 
+fn login(session: &Session, pin: &str, token: &str) -> Result<(), SealError> {
+    let pin = AuthPin::new(pin.into());
+    match session.login(UserType::User, Some(&pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+            Err(SealError::WrongPin {
+                token: token.to_owned(),
+            })
+        }
+        Err(e) => Err(hsm("C_Login", e)),
+    }
+}
+
+fn key_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+fn find_key(
+    session: &Session,
+    token: &str,
+    label: &str,
+) -> Result<Option<ObjectHandle>, SealError> {
+    let found = session
+        .find_objects(&key_template(label))
+        .map_err(|e| hsm("C_FindObjects", e))?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        _ => Err(SealError::Hsm(format!(
+            "token {token:?} holds several keys labelled {label:?}"
+        ))),
+    }
+}
+
+fn gcm_encrypt(
+    session: &Session,
+    key: ObjectHandle,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Result<Vec<u8>, CkError>, SealError> {
+    let mut iv = [0u8; IV_LEN];
+    crypto::random_bytes(&mut iv).map_err(|_| SealError::Random)?;
+    let nonce = iv;
+    let ct = GcmParams::new(&mut iv, aad, TAG_BITS.into())
+        .and_then(|params| session.encrypt(&Mechanism::AesGcm(params), key, plaintext));
+    Ok(ct.map(|ct| {
+        let mut out = Vec::with_capacity(IV_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }))
+}
+
+/// `Err(None)`: the input is too short to be ours (a wrong key, for the caller).
+fn gcm_decrypt(
+    session: &Session,
+    key: ObjectHandle,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, Option<CkError>> {
+    if sealed.len() < IV_LEN + 16 {
+        return Err(None);
+    }
+    let (iv, body) = sealed.split_at(IV_LEN);
+    let mut iv: [u8; IV_LEN] = iv.try_into().map_err(|_| None)?;
+    GcmParams::new(&mut iv, aad, TAG_BITS.into())
+        .and_then(|params| session.decrypt(&Mechanism::AesGcm(params), key, body))
+        .map_err(Some)
+}
+
 impl Pkcs11Seal {
     /// Opens the token and logs in. With `create_key`, generates the key if the token has none
     /// by that label (used by `init` and `seal migrate`); otherwise a missing key is
     /// [`SealError::HsmKeyMissing`]. A wrong PIN is [`SealError::WrongPin`].
     pub fn open(settings: &Pkcs11Settings, create_key: bool) -> Result<Self, SealError> {
-        let ctx = context(&settings.module)?;
-        let slot = find_slot(&ctx, &settings.token)?;
-        let session = ctx
-            .open_rw_session(slot)
-            .map_err(|e| hsm("C_OpenSession", e))?;
-        let pin = AuthPin::new(settings.pin.as_str().into());
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                return Err(SealError::WrongPin {
-                    token: settings.token.clone(),
-                });
+        let module = module(&settings.module)?;
+        let calls = module.shared()?;
+        let slot = match find_slot(&module.ctx, &settings.token) {
+            Ok(s) => s,
+            Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => {
+                return Err(token_absent(&settings.token));
             }
-            Err(e) => return Err(hsm("C_Login", e)),
-        }
+            Err(e) => return Err(hsm("cannot list slots", e)),
+        };
+        let session = module
+            .ctx
+            .open_rw_session_no_drop(slot)
+            .map_err(|e| hsm("C_OpenSession", e))?;
+        let missing = || SealError::HsmKeyMissing {
+            token: settings.token.clone(),
+            label: settings.key_label.clone(),
+        };
+        let opened = login(&session, &settings.pin, &settings.token)
+            .and_then(|()| find_key(&session, &settings.token, &settings.key_label))
+            .and_then(|found| match found {
+                Some(k) => Ok(k),
+                None if create_key => generate_key(&session, settings),
+                None => Err(missing()),
+            })
+            .and_then(
+                |key| match gcm_encrypt(&session, key, PROBE_AAD, PROBE_PLAINTEXT)? {
+                    Ok(probe) => Ok((key, probe)),
+                    Err(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) => Err(missing()),
+                    Err(e) => Err(hsm("AES-GCM", e)),
+                },
+            );
+        let (key, probe) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = session.close();
+                return Err(e);
+            }
+        };
+        drop(calls);
         let seal = Self {
-            ctx,
-            slot,
+            module,
             token: settings.token.clone(),
             key_label: settings.key_label.clone(),
+            pin: settings.pin.clone(),
             mode: settings.mode,
+            probe,
+            live: Mutex::new(Live {
+                slot,
+                key,
+                generation: 0,
+                gone: false,
+                backoff: Duration::ZERO,
+                retry_at: None,
+            }),
             pool: Mutex::new(Vec::new()),
-            key: Mutex::new(None),
         };
-        let key = match seal.find_key(&session)? {
-            Some(k) => k,
-            None if create_key => seal.generate_key(&session)?,
-            None => return Err(seal.missing()),
-        };
-        if let Ok(mut k) = seal.key.lock() {
-            *k = Some(key);
-        }
-        seal.put_back(session);
+        seal.put_back(0, session);
         Ok(seal)
     }
 
@@ -183,111 +382,212 @@ impl Pkcs11Seal {
         }
     }
 
-    fn key_template(&self) -> Vec<Attribute> {
-        vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Label(self.key_label.as_bytes().to_vec()),
-        ]
+    fn live(&self) -> Result<std::sync::MutexGuard<'_, Live>, SealError> {
+        self.live
+            .lock()
+            .map_err(|_| SealError::Hsm("seal state lock poisoned".into()))
     }
 
-    fn find_key(&self, session: &Session) -> Result<Option<ObjectHandle>, SealError> {
-        let found = session
-            .find_objects(&self.key_template())
-            .map_err(|e| hsm("C_FindObjects", e))?;
-        match found.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(*one)),
-            _ => Err(SealError::Hsm(format!(
-                "token {:?} holds several keys labelled {:?}",
-                self.token, self.key_label
-            ))),
+    /// The current generation, slot and key handle; [`SealError::HsmKeyMissing`] once the key
+    /// was found gone.
+    fn current(&self) -> Result<(u64, Slot, ObjectHandle), SealError> {
+        let live = self.live()?;
+        if live.gone {
+            return Err(self.missing());
         }
+        Ok((live.generation, live.slot, live.key))
     }
 
-    fn generate_key(&self, session: &Session) -> Result<ObjectHandle, SealError> {
-        let mut template = self.key_template();
-        template.extend([
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::ValueLen(32.into()),
-        ]);
-        let key = session
-            .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(|e| hsm("C_GenerateKey", e))?;
-        tracing::info!(token = %self.token, label = %self.key_label, "created a non-extractable AES-256 key in the HSM");
-        Ok(key)
-    }
-
-    fn take(&self) -> Result<Session, SealError> {
-        if let Some(s) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
-            return Ok(s);
+    /// A pooled session of `generation`, or a new one. The caller holds the module's gate.
+    fn take(&self, generation: u64, slot: Slot) -> Result<Session, CkError> {
+        if let Ok(mut pool) = self.pool.lock() {
+            while let Some((g, s)) = pool.pop() {
+                if g == generation {
+                    return Ok(s);
+                }
+                // From before a reconnection: forgotten, never closed (see `Live`).
+                drop(s);
+            }
         }
-        self.ctx
-            .open_ro_session(self.slot)
-            .map_err(|e| hsm("C_OpenSession", e))
+        self.module.ctx.open_ro_session_no_drop(slot)
     }
 
-    fn put_back(&self, session: Session) {
+    /// Returns a working session to the pool (or closes it when the pool is full). The caller
+    /// does not hold the module's gate.
+    fn put_back(&self, generation: u64, session: Session) {
+        if !self.live().is_ok_and(|l| l.generation == generation) {
+            // From before a reconnection: forgotten, never closed (see `Live`).
+            return;
+        }
         if let Ok(mut p) = self.pool.lock()
             && p.len() < POOL_SIZE
         {
-            p.push(session);
+            p.push((generation, session));
+            return;
+        }
+        if let Ok(_calls) = self.module.shared() {
+            let _ = session.close();
         }
     }
 
-    fn key(&self) -> Result<ObjectHandle, SealError> {
-        self.key
-            .lock()
-            .ok()
-            .and_then(|k| *k)
-            .ok_or_else(|| self.missing())
-    }
-
-    /// Runs `f` with a pooled session and the key; a vanished key is reported as missing.
+    /// Runs `f` with a session and the key. Any failure other than `tag_failure` (a decryption
+    /// whose tag does not verify, answered as [`SealError::WrongKey`]) makes the seal reconnect
+    /// and try once more; only a reconnection that finds the key gone answers
+    /// [`SealError::HsmKeyMissing`].
     fn with_key<T>(
         &self,
-        f: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
+        what: &str,
+        tag_failure: impl Fn(&CkError) -> bool,
+        f: impl Fn(&Session, ObjectHandle) -> Result<Result<T, CkError>, SealError>,
     ) -> Result<T, SealError> {
-        let key = self.key()?;
-        let session = self.take()?;
-        let r = f(&session, key);
-        match r {
-            Ok(v) => {
-                self.put_back(session);
-                Ok(v)
-            }
-            // Gone, or no longer allowed to encrypt/decrypt (revoked by an HSM administrator).
-            Err(CkError::Pkcs11(
-                RvError::KeyHandleInvalid
-                | RvError::ObjectHandleInvalid
-                | RvError::KeyFunctionNotPermitted,
-                _,
-            )) => {
-                if let Ok(mut k) = self.key.lock() {
-                    *k = None;
+        let mut reconnected = false;
+        loop {
+            let (generation, slot, key) = self.current()?;
+            let outcome = {
+                let _calls = self.module.shared()?;
+                match self.take(generation, slot) {
+                    Ok(session) => f(&session, key).map(|r| (Some(session), r)),
+                    Err(e) => Ok((None, Err(e))),
                 }
-                Err(self.missing())
+            };
+            let failure = match outcome? {
+                (Some(session), Ok(v)) => {
+                    self.put_back(generation, session);
+                    return Ok(v);
+                }
+                (Some(session), Err(e)) if tag_failure(&e) => {
+                    self.put_back(generation, session);
+                    return Err(SealError::WrongKey);
+                }
+                // The session may be dead: forgotten, not closed.
+                (Some(_), Err(e)) => hsm(what, e),
+                (None, Err(e)) => hsm("C_OpenSession", e),
+                (None, Ok(_)) => return Err(SealError::Hsm("no session".into())),
+            };
+            if reconnected {
+                return Err(failure);
             }
-            // A GCM tag that does not verify: tokens report it as invalid data or, like
-            // SoftHSM2, as a general failure of the operation.
-            Err(CkError::Pkcs11(
-                RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::GeneralError
-                | RvError::FunctionFailed,
-                _,
-            )) => {
-                self.put_back(session);
-                Err(SealError::WrongKey)
-            }
-            Err(e) => Err(hsm("AES-GCM", e)),
+            tracing::warn!(token = %self.token, error = %failure, "HSM call failed; reconnecting before concluding anything");
+            self.reconnect(generation)?;
+            reconnected = true;
         }
     }
+
+    /// Re-establishes the connection to the key if nobody did since `seen` (a later
+    /// generation): find the token (initialising the library again if it is not there), open a
+    /// session, log in, find the key by label and check the probe. After a failure, the next
+    /// attempt waits out an exponential backoff. The caller does not hold the module's gate.
+    fn reconnect(&self, seen: u64) -> Result<(), SealError> {
+        let mut live = self.live()?;
+        if live.gone {
+            return Err(self.missing());
+        }
+        if live.generation != seen {
+            return Ok(());
+        }
+        if let Some(at) = live.retry_at
+            && Instant::now() < at
+        {
+            return Err(SealError::Hsm(format!(
+                "the HSM token {:?} is not reachable; the next attempt is in {} ms",
+                self.token,
+                at.saturating_duration_since(Instant::now()).as_millis()
+            )));
+        }
+        // Every pooled session belongs to the old connection.
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
+        }
+        match self.connect_fresh() {
+            Ok(Reconnected::Key(slot, key, session)) => {
+                live.slot = slot;
+                live.key = key;
+                live.generation += 1;
+                live.backoff = Duration::ZERO;
+                live.retry_at = None;
+                let generation = live.generation;
+                drop(live);
+                tracing::info!(token = %self.token, label = %self.key_label, "HSM session re-established; the key is present");
+                self.put_back(generation, session);
+                Ok(())
+            }
+            Ok(Reconnected::Absent) => {
+                live.gone = true;
+                tracing::error!(token = %self.token, label = %self.key_label, "logged in to the HSM token afresh: the key is not there (destroyed, replaced or revoked)");
+                Err(self.missing())
+            }
+            Err(e) => {
+                live.backoff = (live.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                live.retry_at = Some(Instant::now() + live.backoff);
+                tracing::warn!(token = %self.token, error = %e, backoff_ms = live.backoff.as_millis() as u64, "cannot reach the HSM key; the seal stays as it is");
+                Err(e)
+            }
+        }
+    }
+
+    fn connect_fresh(&self) -> Result<Reconnected, SealError> {
+        let found = {
+            let _calls = self.module.shared()?;
+            find_slot(&self.module.ctx, &self.token)
+        };
+        let slot = match found {
+            Ok(s) => s,
+            // A library that was finalised, or one that only looks for tokens when it is
+            // initialised: start it again and look once more.
+            Err(CkError::Pkcs11(RvError::CryptokiNotInitialized | RvError::TokenNotPresent, _)) => {
+                self.module.restart()?;
+                let _calls = self.module.shared()?;
+                find_slot(&self.module.ctx, &self.token).map_err(|_| token_absent(&self.token))?
+            }
+            Err(e) => return Err(hsm("cannot list slots", e)),
+        };
+        let _calls = self.module.shared()?;
+        let session = self
+            .module
+            .ctx
+            .open_ro_session_no_drop(slot)
+            .map_err(|e| hsm("C_OpenSession", e))?;
+        let found = login(&session, &self.pin, &self.token)
+            .and_then(|()| find_key(&session, &self.token, &self.key_label));
+        let verdict = match found {
+            Ok(Some(key)) => match gcm_decrypt(&session, key, PROBE_AAD, &self.probe) {
+                Ok(_) => return Ok(Reconnected::Key(slot, key, session)),
+                // A key under the label that does not open the probe is not our key; one that
+                // may no longer decrypt has been revoked. Either way the key that sealed is gone.
+                Err(None) => Ok(Reconnected::Absent),
+                Err(Some(e))
+                    if is_tag_failure(&e)
+                        || matches!(e, CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) =>
+                {
+                    Ok(Reconnected::Absent)
+                }
+                Err(Some(e)) => Err(hsm("AES-GCM", e)),
+            },
+            // Logged in, and nothing by that label: the key is gone.
+            Ok(None) => Ok(Reconnected::Absent),
+            Err(e) => Err(e),
+        };
+        let _ = session.close();
+        verdict
+    }
+}
+
+fn generate_key(session: &Session, settings: &Pkcs11Settings) -> Result<ObjectHandle, SealError> {
+    let mut template = key_template(&settings.key_label);
+    template.extend([
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::ValueLen(32.into()),
+    ]);
+    let key = session
+        .generate_key(&Mechanism::AesKeyGen, &template)
+        .map_err(|e| hsm("C_GenerateKey", e))?;
+    tracing::info!(token = %settings.token, label = %settings.key_label, "created a non-extractable AES-256 key in the HSM");
+    Ok(key)
 }
 
 impl Seal for Pkcs11Seal {
@@ -305,49 +605,49 @@ impl Seal for Pkcs11Seal {
     }
 
     fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let mut iv = [0u8; IV_LEN];
-        crypto::random_bytes(&mut iv).map_err(|_| SealError::Random)?;
-        let nonce = iv;
-        let ct = self.with_key(|s, key| {
-            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-            s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
-        })?;
-        let mut out = Vec::with_capacity(IV_LEN + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        self.with_key(
+            "AES-GCM encrypt",
+            |_: &CkError| false,
+            |s, key| gcm_encrypt(s, key, aad, plaintext),
+        )
     }
 
     fn decrypt(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         if sealed.len() < IV_LEN + 16 {
             return Err(SealError::WrongKey);
         }
-        let (iv, body) = sealed.split_at(IV_LEN);
-        let mut iv: [u8; IV_LEN] = iv.try_into().map_err(|_| SealError::WrongKey)?;
-        self.with_key(|s, key| {
-            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-            s.decrypt(&Mechanism::AesGcm(params), key, body)
+        self.with_key("AES-GCM decrypt", is_tag_failure, |s, key| {
+            Ok(gcm_decrypt(s, key, aad, sealed).map_err(|e| {
+                e.unwrap_or(CkError::Pkcs11(
+                    RvError::EncryptedDataLenRange,
+                    cryptoki::context::Function::Decrypt,
+                ))
+            }))
         })
         .map(Zeroizing::new)
     }
 
+    /// Finds the key by label and decrypts the probe with it: present, the same key, and
+    /// usable. Anything else reconnects (fresh session and login) before it concludes.
     fn check(&self) -> Result<(), SealError> {
-        let session = self.take()?;
-        let found = self.find_key(&session);
-        self.put_back(session);
-        match found? {
-            Some(handle) if Some(handle) == self.key.lock().ok().and_then(|k| *k) => {
-                // Present; and still usable (a revoked key may stay in the token).
-                self.encrypt(b"keysafe/seal-check/v1", b"probe").map(|_| ())
+        let (generation, slot, key) = self.current()?;
+        let verified = {
+            let _calls = self.module.shared()?;
+            self.take(generation, slot).ok().filter(|session| {
+                matches!(
+                    find_key(session, &self.token, &self.key_label),
+                    Ok(Some(found)) if found == key
+                ) && gcm_decrypt(session, key, PROBE_AAD, &self.probe).is_ok()
+            })
+        };
+        match verified {
+            Some(session) => {
+                self.put_back(generation, session);
+                Ok(())
             }
-            Some(_) | None => {
-                // Gone, or replaced by a different object under the same label: either way the
-                // key that wrapped the keyring is no longer there.
-                if let Ok(mut k) = self.key.lock() {
-                    *k = None;
-                }
-                Err(self.missing())
-            }
+            // A reconnection logs in afresh, finds the key by label and checks the probe (or
+            // another thread's reconnection just did).
+            None => self.reconnect(generation),
         }
     }
 
@@ -359,10 +659,12 @@ impl Seal for Pkcs11Seal {
 /// Deletes the key object (tests, and deliberate crypto-shredding by an operator).
 pub fn destroy_key(settings: &Pkcs11Settings) -> Result<(), SealError> {
     let seal = Pkcs11Seal::open(settings, false)?;
-    let key = seal.key()?;
+    let (_, slot, key) = seal.current()?;
+    let _calls = seal.module.shared()?;
     let session = seal
+        .module
         .ctx
-        .open_rw_session(seal.slot)
+        .open_rw_session(slot)
         .map_err(|e| hsm("C_OpenSession", e))?;
     session
         .destroy_object(key)

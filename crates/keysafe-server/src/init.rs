@@ -63,31 +63,14 @@ pub fn is_uninitialised(dir: &Path) -> bool {
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
-    }
-    Ok(())
+    keysafe_core::fs::create_private_dir(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// Creates a file, synced, with its directory synced (keys 0600; the configuration and the
+/// certificate 0644).
 fn write_new(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = if private {
-        keysafe_core::seal::open_options_private()
-            .open(path)
-            .with_context(|| format!("cannot create {}", path.display()))?
-    } else {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .with_context(|| format!("cannot create {}", path.display()))?
-    };
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
+    keysafe_core::fs::write_new(path, contents, if private { 0o600 } else { 0o644 })
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -74,7 +74,10 @@ pub async fn restore(args: &RestoreArgs) -> anyhow::Result<Restored> {
             .with_context(|| format!("cannot replace the empty {}", target.display()))?;
     }
     let staged = staging.keep();
-    std::fs::rename(&staged, &target)
+    // Everything in the staging directory on disk, then the rename, then its directory.
+    keysafe_core::fs::sync_tree(&staged)
+        .with_context(|| format!("cannot sync {}", staged.display()))?;
+    keysafe_core::fs::rename(&staged, &target)
         .with_context(|| format!("cannot move the restored data into {}", target.display()))?;
     Ok(r)
 }

@@ -40,6 +40,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
         print_summary(&summary);
     }
+    // Held (shared with other servers on this directory) until the process ends: an offline
+    // command that changes what servers rely on (a seal migration) cannot run meanwhile, and
+    // this server does not start while one runs.
+    let _dir_lock = keysafe_core::fs::DataDirLock::shared(&dir)?;
+    if dir.join(crate::cmd::admin::STAGED_SEAL_CONFIG).exists() {
+        anyhow::bail!(
+            "a seal migration of {} was interrupted: finish it by running the same `keysafe admin --data-dir {} seal migrate ...` again, or undo it with `seal migrate --rollback`",
+            dir.display(),
+            dir.display()
+        );
+    }
     let mut config = Config::load(&dir)?;
     if let Some(l) = args.listen {
         config.listen = l;

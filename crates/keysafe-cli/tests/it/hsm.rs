@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const PIN: &str = "4711-0815";
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub(crate) const PIN: &str = "4711-0815";
 
-fn name(s: &str) -> DepositName {
+pub(crate) fn name(s: &str) -> DepositName {
     DepositName::parse(s).unwrap()
 }
 
@@ -28,13 +28,14 @@ fn private_file(path: &Path, contents: &str) {
 }
 
 /// A SoftHSM2 token store of its own, with one initialised token.
-struct SoftHsm {
-    conf: PathBuf,
-    pin_file: PathBuf,
+pub(crate) struct SoftHsm {
+    pub(crate) conf: PathBuf,
+    pub(crate) pin_file: PathBuf,
+    pub(crate) tokens: PathBuf,
 }
 
 impl SoftHsm {
-    fn new(dir: &Path, token: &str) -> Self {
+    pub(crate) fn new(dir: &Path, token: &str) -> Self {
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).unwrap();
         let conf = dir.join("softhsm2.conf");
@@ -64,10 +65,14 @@ impl SoftHsm {
         assert!(st.success(), "softhsm2-util failed");
         let pin_file = dir.join("hsm.pin");
         private_file(&pin_file, &format!("{PIN}\n"));
-        Self { conf, pin_file }
+        Self {
+            conf,
+            pin_file,
+            tokens,
+        }
     }
 
-    fn cmd(&self, home: &Path) -> Command {
+    pub(crate) fn cmd(&self, home: &Path) -> Command {
         let mut c = keysafe(home);
         c.env("SOFTHSM2_CONF", &self.conf);
         c
@@ -97,7 +102,7 @@ impl SoftHsm {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -106,10 +111,10 @@ fn free_port() -> u16 {
 }
 
 /// A `keysafe serve` child, killed on drop.
-struct Server(Option<Child>, String);
+pub(crate) struct Server(Option<Child>, pub(crate) String);
 
 impl Server {
-    fn start(mut c: Command, dir: &Path) -> Self {
+    pub(crate) fn start(mut c: Command, dir: &Path) -> Self {
         let cfg = keysafe_server::config::Config::load(dir).unwrap();
         // The log goes to a file next to the data directory (a pipe nobody reads would fill up).
         let log = std::fs::OpenOptions::new()
@@ -144,7 +149,7 @@ impl Drop for Server {
     }
 }
 
-async fn health(url: &str) -> Option<Health> {
+pub(crate) async fn health(url: &str) -> Option<Health> {
     let c = KeysafeClient::new(
         url,
         None,
@@ -156,7 +161,7 @@ async fn health(url: &str) -> Option<Health> {
 }
 
 /// Waits until the server answers health with `status`.
-async fn wait_status(url: &str, status: &str) -> Health {
+pub(crate) async fn wait_status(url: &str, status: &str) -> Health {
     for _ in 0..600 {
         if let Some(h) = health(url).await
             && h.status == status
@@ -168,7 +173,7 @@ async fn wait_status(url: &str, status: &str) -> Health {
     panic!("{url} never reported {status}");
 }
 
-fn init(c: &mut Command, dir: &Path, port: u16) {
+pub(crate) fn init(c: &mut Command, dir: &Path, port: u16) {
     c.args(["init", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")]);
@@ -182,7 +187,12 @@ fn set_config(dir: &Path, from: &str, to: &str) {
 }
 
 /// Creates an organisation through the admin CLI and registers a client home in it.
-async fn client(mk: impl Fn() -> Command, dir: &Path, work: &Path, url: &str) -> KeysafeClient {
+pub(crate) async fn client(
+    mk: impl Fn() -> Command,
+    dir: &Path,
+    work: &Path,
+    url: &str,
+) -> KeysafeClient {
     let org = format!("org{}", free_port());
     let mut c = mk();
     c.args(["admin", "--data-dir"])
@@ -304,6 +314,79 @@ async fn pkcs11_seal_serves_and_destroying_the_hsm_key_seals_for_good() {
         .args(["seal", "migrate", "--to", "file"]);
     let err = fails_with(&run(m).await, 1);
     assert!(err.contains("HSM key"), "{err}");
+}
+
+/// An HSM that goes away (its token store moved aside, as when the HSM or its token restarts)
+/// and comes back is not a destroyed key: requests that need it fail with 503 meanwhile, the
+/// periodic check does not seal the server, and it serves again once the token is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_hsm_that_goes_away_and_comes_back_does_not_seal_the_server() {
+    let work = tempfile::tempdir().unwrap();
+    let hsm = SoftHsm::new(work.path(), "flaky");
+    let dir = work.path().join("data");
+    let mut c = hsm.cmd(work.path());
+    init(&mut c, &dir, free_port());
+    c.args([
+        "--seal",
+        "pkcs11",
+        "--pkcs11-token",
+        "flaky",
+        "--pkcs11-mode",
+        "per-deposit",
+        "--pkcs11-pin-file",
+    ])
+    .arg(&hsm.pin_file);
+    ok(&run(c).await);
+    set_config(
+        &dir,
+        "check_interval = \"30s\"",
+        "check_interval = \"200ms\"",
+    );
+    let srv = Server::start(hsm.cmd(work.path()), &dir);
+    wait_status(&srv.1, "ok").await;
+    let cl = client(|| hsm.cmd(work.path()), &dir, work.path(), &srv.1).await;
+    let w = put_many(&cl, "f", 5).await;
+    read_back(&cl, &w).await;
+
+    let away = work.path().join("tokens-away");
+    std::fs::rename(&hsm.tokens, &away).unwrap();
+    // Several check intervals pass while the token is away: requests that need the HSM fail
+    // as unavailable, never as sealed, and the server does not seal itself.
+    for i in 0..6 {
+        assert_code(
+            cl.get(&name(&format!("f/{}", i % 5)), None).await,
+            ErrorCode::Unavailable,
+        );
+        let h = health(&srv.1).await.unwrap();
+        assert_ne!(h.status, "sealed", "{h:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    std::fs::rename(&away, &hsm.tokens).unwrap();
+    // Back: once the seal has reconnected, everything reads and writes again.
+    let mut back = false;
+    for _ in 0..300 {
+        if cl.get(&name("f/0"), None).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "the server did not serve again after the HSM came back"
+    );
+    read_back(&cl, &w).await;
+    let more = put_many(&cl, "g", 3).await;
+    read_back(&cl, &more).await;
+    assert_eq!(
+        wait_status(&srv.1, "ok").await.seal.as_deref(),
+        Some("pkcs11")
+    );
+
+    // Deleting the key is still final.
+    hsm.destroy_key("flaky", "keysafe-seal");
+    wait_status(&srv.1, "sealed").await;
+    assert_code(cl.get(&name("f/1"), None).await, ErrorCode::Sealed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -590,7 +673,7 @@ async fn seal_migration_file_to_hsm_to_new_hsm_key_to_passphrase() {
     m.args(["admin", "--data-dir"])
         .arg(&dir)
         .args(["seal", "migrate", "--to", "passphrase"]);
-    assert!(fails_with(&run(m).await, 1).contains("stop the server"));
+    assert!(fails_with(&run(m).await, 1).contains("in use by a running keysafe server"));
     drop(srv);
 
     let migrate = |args: &[&str]| {

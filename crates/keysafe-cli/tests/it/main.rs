@@ -6,6 +6,7 @@ mod audit_cmds;
 mod cache;
 mod client_cmds;
 mod crash;
+mod durability;
 mod edges;
 mod failover;
 mod json_output;
@@ -17,6 +18,7 @@ mod shared_dir;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
 mod hsm;
+mod seal_crash;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

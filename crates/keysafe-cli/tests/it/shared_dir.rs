@@ -140,3 +140,148 @@ async fn two_servers_on_one_data_dir_write_concurrently_without_a_single_failure
         "{v}"
     );
 }
+
+/// A client of the one home in `home`, talking to `url` only.
+fn client_at(home: &Path, url: &str) -> KeysafeClient {
+    let mut h = ClientHome::load(home).unwrap();
+    h.config.servers = vec![url.to_owned()];
+    KeysafeClient::from_home_with(
+        &h,
+        &ClientOptions {
+            use_cache: false,
+            failover: FailoverOptions {
+                retries: 0,
+                ..FailoverOptions::default()
+            },
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+async fn wait_rewrapped(admin: &KeysafeClient) -> keysafe_proto::api::KeyringStatusInfo {
+    for _ in 0..600 {
+        let s = admin.keyring_status().await.unwrap();
+        if s.rewrap_pending == 0 {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the re-wrap job did not finish");
+}
+
+/// Rotation, re-wrap and retirement through one server reach the other server on the same data
+/// directory: it reads every deposit (no false `integrity_error` for rows on a keyring version
+/// it did not load at start) and its writes use the version the store has now (never the
+/// retired one, which the store refuses). A rotation through the second server starts from the
+/// stored keyring too.
+#[tokio::test(flavor = "multi_thread")]
+async fn keyring_changes_through_one_server_reach_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("data");
+    let (pa, pb) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
+    let mut c = keysafe(t);
+    c.args(["init", "--data-dir"])
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.2:{pa}")]);
+    ok(&run(c).await);
+    let (_a, url_a) = spawn_serve_at(t, &dir, "127.0.0.2", pa);
+    let (_b, url_b) = spawn_serve_at(t, &dir, "127.0.0.3", pb);
+    wait_healthy(&url_a).await;
+    wait_healthy(&url_b).await;
+
+    let mut c = keysafe(t);
+    c.args(["admin", "--data-dir"])
+        .arg(&dir)
+        .args(["org", "add", "acme", "--json"]);
+    let secret = json(&ok(&run(c).await))["auth_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_file = t.join("secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let home = t.join("home");
+    register(t, &secret_file, &url_a, &home).await;
+    let (via_a, via_b) = (client_at(&home, &url_a), client_at(&home, &url_b));
+    let admin_home = dir.join("admin");
+    let (admin_a, admin_b) = (
+        client_at(&admin_home, &url_a),
+        client_at(&admin_home, &url_b),
+    );
+
+    let name = |i: usize| DepositName::parse(&format!("k{i}")).unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let v = format!("value {i}").into_bytes();
+        via_a
+            .put(&name(i), v.clone(), Precondition::None)
+            .await
+            .unwrap();
+        expected.insert(i, v);
+    }
+    // Both servers read them (both hold keyring version 1).
+    for (i, v) in &expected {
+        assert_eq!(
+            &via_b.get(&name(*i), None).await.unwrap().payload[..],
+            &v[..]
+        );
+    }
+
+    // Through A: rotate, wait for the re-wrap, retire version 1.
+    assert_eq!(admin_a.keyring_rotate().await.unwrap().version, 2);
+    wait_rewrapped(&admin_a).await;
+    admin_a.keyring_retire(1).await.unwrap();
+
+    // B reads every deposit, now on version 2 only, and its writes land.
+    for (i, v) in &expected {
+        let got = via_b.get(&name(*i), None).await;
+        assert_eq!(&got.unwrap().payload[..], &v[..], "k{i} through B");
+    }
+    for i in 40..50 {
+        let v = format!("written through B {i}").into_bytes();
+        via_b
+            .put(&name(i), v.clone(), Precondition::None)
+            .await
+            .unwrap();
+        expected.insert(i, v);
+    }
+    // A new version of an existing deposit through B too.
+    let v = b"second version through B".to_vec();
+    via_b
+        .put(&name(0), v.clone(), Precondition::None)
+        .await
+        .unwrap();
+    expected.insert(0, v);
+
+    // B rotates next: from the stored keyring (version 3, not a second version 2).
+    assert_eq!(admin_b.keyring_rotate().await.unwrap().version, 3);
+    for i in 50..55 {
+        let v = format!("on version 3 {i}").into_bytes();
+        via_b
+            .put(&name(i), v.clone(), Precondition::None)
+            .await
+            .unwrap();
+        expected.insert(i, v);
+    }
+    let s = wait_rewrapped(&admin_b).await;
+    assert_eq!(s.current, Some(3));
+    // A reads what B wrote with version 3, and everything else.
+    for (i, v) in &expected {
+        let got = via_a.get(&name(*i), None).await;
+        assert_eq!(&got.unwrap().payload[..], &v[..], "k{i} through A");
+    }
+    admin_a.keyring_retire(2).await.unwrap();
+    for (i, v) in &expected {
+        assert_eq!(
+            &via_b.get(&name(*i), None).await.unwrap().payload[..],
+            &v[..]
+        );
+        assert_eq!(
+            &via_a.get(&name(*i), None).await.unwrap().payload[..],
+            &v[..]
+        );
+    }
+    let s = admin_b.keyring_status().await.unwrap();
+    assert_eq!(s.versions.len(), 1, "{s:?}");
+}

@@ -3,7 +3,6 @@
 use super::{Seal, SealError};
 use crate::crypto::{self, CryptoError, KEY_LEN, SecretKey};
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 
 /// The default seal: a 256-bit root key in a file only its owner can read.
@@ -25,9 +24,9 @@ impl FileSeal {
             path: path.to_owned(),
             reason: e.to_string(),
         };
-        let mut f = open_options_private().open(path).map_err(err)?;
-        f.write_all(root.expose()).map_err(err)?;
-        f.sync_all().map_err(err)?;
+        // Synced, and its directory synced: a root key that a crash could lose after the
+        // keyring was wrapped with it would lose everything.
+        crate::fs::write_new(path, root.expose(), 0o600).map_err(err)?;
         Ok(Self { root })
     }
 

@@ -238,6 +238,8 @@ impl Service {
                 )
                 .await?;
             crate::audit::note(|e| e.version = Some(version.get()));
+            let wrapped_with = record.kek_version;
+            let reloads = self.reloads_seen();
             let result = self
                 .apply_audited(Mutation::PutVersion {
                     org: caller.org.clone(),
@@ -258,6 +260,13 @@ impl Service {
                 }
                 Err(crate::store::StoreError::VersionConflict { .. })
                     if pre == Precondition::None && opts.acl_serial.is_none() =>
+                {
+                    continue;
+                }
+                // The keyring version it was wrapped with was retired by another process:
+                // seal it again with the keyring the store has now.
+                Err(crate::store::StoreError::Unavailable(_))
+                    if self.kek_retired(wrapped_with, reloads).await =>
                 {
                     continue;
                 }
@@ -336,14 +345,9 @@ impl Service {
                 ver.kek_version,
                 dek_aad(&dep.org, &key.owner, &key.name, v),
                 &ver.wrapped_dek,
+                || format!("data key of {}@{v}", key.name),
             )
-            .await
-            .map_err(|e| match e {
-                crate::keyring::DekError::Seal(s) => CoreError::from(s),
-                crate::keyring::DekError::Crypto(_) => {
-                    CoreError::Integrity(format!("data key of {}@{v} does not unwrap", key.name))
-                }
-            })?;
+            .await?;
         let payload = crypto::open(
             &dek,
             &payload_aad(&dep.org, &key.owner, &key.name, v),

@@ -23,7 +23,7 @@ pub use tokens::IssuedToken;
 pub mod rewrap;
 pub mod sealing;
 pub use rewrap::RewrapProgress;
-pub use sealing::{KekVersionStatus, KeyringStatus};
+pub use sealing::{KekVersionStatus, KeyringReload, KeyringStatus};
 
 use crate::clock::Clock;
 use crate::error::CoreError;
@@ -299,13 +299,24 @@ impl Service {
         self.audit_signer
             .get_or_try_init(|| async {
                 let keyring = self.keyring()?;
-                crate::audit::AuditSigner::load_or_create(
-                    self.store.as_ref(),
-                    &keyring,
-                    self.clock.now(),
-                )
-                .await
-                .map(Arc::new)
+                let load = |keyring: Arc<Keyring>| async move {
+                    crate::audit::AuditSigner::load_or_create(
+                        self.store.as_ref(),
+                        &keyring,
+                        self.clock.now(),
+                    )
+                    .await
+                    .map(Arc::new)
+                };
+                match load(keyring).await {
+                    // Wrapped by a keyring version another process added since this one
+                    // loaded its keyring: reload, then try once more.
+                    Err(CoreError::Integrity(_)) => {
+                        self.reload_keyring().await?;
+                        load(self.keyring()?).await
+                    }
+                    other => other,
+                }
             })
             .await
             .cloned()

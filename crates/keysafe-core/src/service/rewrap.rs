@@ -76,29 +76,38 @@ impl Service {
         r.map_err(|e| self.dek_error(e))
     }
 
-    /// Unwraps a data key (see [`Service::wrap_dek`]).
+    /// Unwraps a data key (see [`Service::wrap_dek`]). A keyring version this process does not
+    /// hold is first looked for in the store (another process may have rotated): only a row
+    /// that still does not unwrap after that is an integrity error, named by `what`.
     pub(super) async fn unwrap_dek(
         &self,
         ring: &Arc<Keyring>,
         kek_version: u32,
         aad: Vec<u8>,
         wrapped: &[u8],
-    ) -> Result<SecretKey, DekError> {
+        what: impl FnOnce() -> String,
+    ) -> Result<SecretKey, CoreError> {
+        let mut ring = ring.clone();
+        if !ring.has_version(kek_version) {
+            let seen = self.reloads_seen();
+            self.reload_keyring_since(seen).await?;
+            ring = self.keyring()?;
+        }
         let r = if ring.per_deposit() {
-            let ring = ring.clone();
             let wrapped = wrapped.to_vec();
             tokio::task::spawn_blocking(move || ring.unwrap_dek(kek_version, &aad, &wrapped))
                 .await
-                .map_err(|e| {
-                    DekError::Seal(crate::seal::SealError::Hsm(format!("blocking task: {e}")))
-                })?
+                .map_err(|e| CoreError::Internal(format!("blocking task: {e}")))?
         } else {
             ring.unwrap_dek(kek_version, &aad, wrapped)
         };
-        if let Err(DekError::Seal(e)) = &r {
-            self.on_seal_error(e);
-        }
-        r
+        r.map_err(|e| match e {
+            DekError::Seal(s) => {
+                self.on_seal_error(&s);
+                CoreError::from(s)
+            }
+            DekError::Crypto(_) => CoreError::Integrity(format!("{} does not unwrap", what())),
+        })
     }
 
     fn dek_error(&self, e: DekError) -> CoreError {
@@ -115,6 +124,8 @@ impl Service {
         settings: &RewrapSettings,
     ) -> Result<RewrapProgress, CoreError> {
         let mut progress = RewrapProgress::default();
+        // Another process may have rotated: re-wrap towards the version the store has now.
+        self.reload_keyring().await?;
         for kind in WrappedKind::ALL {
             let mut after: Option<WrappedId> = None;
             loop {
@@ -141,6 +152,16 @@ impl Service {
         rows: Vec<WrappedRow>,
         progress: &mut RewrapProgress,
     ) -> Result<(), CoreError> {
+        // A row on a version newer than this keyring's current one means another process
+        // rotated since the pass began: never move a row backwards; reload, and let the next
+        // batch (or pass) take it with the new keyring.
+        let current = ring.current_version();
+        let (rows, newer): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| r.kek_version < current);
+        if !newer.is_empty() {
+            progress.skipped += newer.len() as u64;
+            self.reload_keyring().await?;
+        }
         let r = ring.clone();
         // Unwrap and wrap the whole batch in one go (one blocking task when the HSM is involved).
         let prepared = tokio::task::spawn_blocking(move || {
@@ -218,4 +239,129 @@ impl Service {
             }
         }
     }
+}
+
+/// What moving the per-deposit layer of every wrapped row did (see [`move_outer_layer`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerMove {
+    /// Rows rewritten under the new layer.
+    pub moved: u64,
+    /// Rows that opened under the new layer already (an earlier, interrupted run moved them,
+    /// or, when undoing a migration, they had not been moved yet).
+    pub already: u64,
+    /// Rows that open under neither layer (tampered): counted, logged, left as they are.
+    pub unreadable: u64,
+    /// Rows that vanished or changed under the move (purged or rewritten meanwhile).
+    pub skipped: u64,
+}
+
+impl LayerMove {
+    /// Rows looked at so far.
+    pub fn seen(&self) -> u64 {
+        self.moved + self.already + self.unreadable + self.skipped
+    }
+}
+
+enum RowMove {
+    Already,
+    Move(Vec<u8>),
+    Unreadable,
+}
+
+/// Moves every KEK-wrapped row from the per-deposit layer of `from` to that of `to` (the same
+/// key-encryption keys, a different per-deposit seal or none), for a seal migration. Each row
+/// keeps its keyring version and is rewritten by one compare-and-set write, and a row that
+/// opens under `to` already is left alone; so at every instant each row opens under `from` or
+/// under `to`, and a run interrupted anywhere (kill -9) is finished by running it again, or
+/// undone by running it with `from` and `to` swapped. A row that opens under neither is
+/// counted and left as it is; a seal that fails (an HSM that does not answer) stops the move
+/// with the error, changing nothing more. `progress` is called after every batch. The caller
+/// makes sure nothing else writes these rows meanwhile (servers are stopped).
+pub async fn move_outer_layer(
+    store: &dyn crate::store::Store,
+    from: Arc<Keyring>,
+    to: Arc<Keyring>,
+    batch: u32,
+    mut progress: impl FnMut(&LayerMove),
+) -> Result<LayerMove, CoreError> {
+    let mut done = LayerMove::default();
+    // The cheaper layer is tried first: no HSM round trip for a row it settles.
+    let to_first = !to.per_deposit();
+    for kind in WrappedKind::ALL {
+        let mut after: Option<WrappedId> = None;
+        loop {
+            // Version 0 never exists: every row is listed.
+            let rows = store
+                .list_stale_wrapped(*kind, 0, after.as_ref(), batch.max(1))
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.id.clone());
+            let (f, t) = (from.clone(), to.clone());
+            let decided = tokio::task::spawn_blocking(move || {
+                rows.into_iter()
+                    .map(|row| {
+                        let aad = aad_for(&row.id);
+                        let v = row.kek_version;
+                        let under_to = |w: &[u8]| t.unwrap_dek(v, &aad, w).map(|_| ());
+                        let already = if to_first {
+                            under_to(&row.wrapped)
+                        } else {
+                            Err(DekError::Crypto(crate::crypto::CryptoError::Integrity))
+                        };
+                        let decision = match already {
+                            Ok(()) => Ok(RowMove::Already),
+                            Err(DekError::Seal(e)) => Err(e),
+                            Err(DekError::Crypto(_)) => match f.unwrap_dek(v, &aad, &row.wrapped) {
+                                Ok(dek) => t
+                                    .wrap_dek_with(v, &aad, &dek)
+                                    .map(RowMove::Move)
+                                    .map_err(|e| match e {
+                                        DekError::Seal(s) => s,
+                                        DekError::Crypto(_) => crate::seal::SealError::Random,
+                                    }),
+                                Err(DekError::Seal(e)) => Err(e),
+                                Err(DekError::Crypto(_)) if to_first => Ok(RowMove::Unreadable),
+                                Err(DekError::Crypto(_)) => match under_to(&row.wrapped) {
+                                    Ok(()) => Ok(RowMove::Already),
+                                    Err(DekError::Seal(e)) => Err(e),
+                                    Err(DekError::Crypto(_)) => Ok(RowMove::Unreadable),
+                                },
+                            },
+                        };
+                        (row, decision)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| CoreError::Internal(format!("blocking task: {e}")))?;
+            let mut writes = Vec::new();
+            for (row, decision) in decided {
+                match decision? {
+                    RowMove::Already => done.already += 1,
+                    RowMove::Unreadable => {
+                        tracing::error!(row = ?row.id, kek_version = row.kek_version, "seal migration: the data key opens under neither seal; left as it is");
+                        done.unreadable += 1;
+                    }
+                    RowMove::Move(wrapped) => writes.push(store.apply(Mutation::Rewrap {
+                        id: row.id,
+                        expected_kek: row.kek_version,
+                        kek_version: row.kek_version,
+                        wrapped,
+                    })),
+                }
+            }
+            // Sent together so the store commits them in one transaction.
+            for r in futures_util::future::join_all(writes).await {
+                match r {
+                    Ok(_) => done.moved += 1,
+                    Err(StoreError::NotFound | StoreError::VersionConflict { .. }) => {
+                        done.skipped += 1
+                    }
+                    Err(e) => return Err(CoreError::from_store(e, "wrapped row")),
+                }
+            }
+            progress(&done);
+        }
+    }
+    Ok(done)
 }

@@ -8,7 +8,9 @@ use crate::keyring::{Keyring, seal_summary};
 use crate::seal::{KdfParams, PassphraseSeal, Seal, SealError};
 use crate::store::{KekUsage, Mutation, WrappedKind};
 use keysafe_proto::Timestamp;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// The seal in use, and why the service is sealed when it is.
 #[derive(Default)]
@@ -19,6 +21,28 @@ pub(super) struct SealState {
     shredded: std::sync::atomic::AtomicBool,
     /// Wakes the re-wrap job (after a rotation or an unseal).
     pub(super) rewrap_wake: tokio::sync::Notify,
+    /// Serialises every change of the in-memory keyring that comes from the store (reload,
+    /// rotation, retirement), so a reload never installs rows read before a local rotation;
+    /// holds when the last reload started (the rate limit).
+    changes: tokio::sync::Mutex<Option<Instant>>,
+    /// Reloads begun and the last one completed, numbered: a caller that needs a reload that
+    /// began after it looked (single flight) waits for one numbered higher than what it saw.
+    reloads_started: AtomicU64,
+    reloads_done: AtomicU64,
+}
+
+/// Reloads of the keyring are at most this frequent: a flood of rows naming unknown versions
+/// (tampered rows) costs one small read per interval, not one per request.
+const RELOAD_MIN_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What a keyring reload found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyringReload {
+    /// The current version before and after.
+    pub before: u32,
+    pub after: u32,
+    /// The set of versions changed (a rotation or a retirement elsewhere).
+    pub changed: bool,
 }
 
 /// One keyring version as `keysafe admin keyring status` shows it.
@@ -136,13 +160,24 @@ impl Service {
     }
 
     /// Re-checks the seal's key (the HSM key object). If it is gone, the service seals itself for
-    /// good. Returns whether the service is unsealed afterwards.
+    /// good. While it is there, also reloads the keyring (changes made by other processes).
+    /// Returns whether the service is unsealed afterwards.
     pub async fn check_seal(&self) -> bool {
         let Ok(seal) = self.seal() else {
             return false;
         };
         match tokio::task::spawn_blocking(move || seal.check()).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => {
+                // Follows rotations and retirements made by other processes on this store.
+                match self.reload_keyring().await {
+                    Ok(_) => true,
+                    Err(CoreError::Sealed) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reload the keyring");
+                        true
+                    }
+                }
+            }
             Ok(Err(e @ SealError::HsmKeyMissing { .. })) => {
                 self.sealing
                     .shredded
@@ -238,33 +273,46 @@ impl Service {
     }
 
     /// `keysafe admin keyring rotate`: adds a keyring version that new data keys use at once, and
-    /// wakes the re-wrap job.
+    /// wakes the re-wrap job. Starts from the keyring as the store holds it (another process
+    /// may have rotated already).
     pub async fn rotate_keyring(&self, caller: &Caller) -> Result<u32, CoreError> {
         self.require_admin(caller)?;
-        let ring = self.keyring()?;
-        let seal = self.seal()?;
-        let now = self.clock.now();
-        let r = ring.clone();
-        let (rotated, record) = tokio::task::spawn_blocking(move || r.rotated(seal.as_ref(), now))
-            .await
-            .map_err(blocking_err)??;
-        // Stored before it is used: a data key never names a version the database lacks.
-        self.store
-            .apply(Mutation::InsertKek(record))
-            .await
-            .map_err(|e| CoreError::from_store(e, "keyring version"))?;
-        let version = rotated.current_version();
-        if let Ok(mut k) = self.keyring.write() {
-            *k = Some(Arc::new(rotated));
+        let mut changes = self.sealing.changes.lock().await;
+        for attempt in 0..2 {
+            self.reload_locked(&mut changes, false).await?;
+            let ring = self.keyring()?;
+            let seal = self.seal()?;
+            let now = self.clock.now();
+            let r = ring.clone();
+            let (rotated, record) =
+                tokio::task::spawn_blocking(move || r.rotated(seal.as_ref(), now))
+                    .await
+                    .map_err(blocking_err)??;
+            // Stored before it is used: a data key never names a version the database lacks.
+            match self.store.apply(Mutation::InsertKek(record)).await {
+                Ok(_) => {}
+                // Another process stored that version between our read and this write.
+                Err(crate::store::StoreError::AlreadyExists) if attempt == 0 => continue,
+                Err(e) => return Err(CoreError::from_store(e, "keyring version")),
+            }
+            let version = rotated.current_version();
+            if let Ok(mut k) = self.keyring.write() {
+                *k = Some(Arc::new(rotated));
+            }
+            self.sealing.rewrap_wake.notify_one();
+            tracing::info!(version, admin = %caller.fingerprint, "keyring rotated");
+            return Ok(version);
         }
-        self.sealing.rewrap_wake.notify_one();
-        tracing::info!(version, admin = %caller.fingerprint, "keyring rotated");
-        Ok(version)
+        Err(CoreError::Conflict(
+            "another process is rotating the keyring; retry".into(),
+        ))
     }
 
     /// `keysafe admin keyring retire N`: deletes a version that no wrapped row uses any more.
     pub async fn retire_kek(&self, caller: &Caller, version: u32) -> Result<(), CoreError> {
         self.require_admin(caller)?;
+        let mut changes = self.sealing.changes.lock().await;
+        self.reload_locked(&mut changes, false).await?;
         let ring = self.keyring()?;
         if version == ring.current_version() {
             return Err(CoreError::InvalidState(
@@ -287,9 +335,134 @@ impl Service {
         Ok(())
     }
 
+    /// Reads the keyring rows again and installs what they hold now: versions another process
+    /// (or node) added are unwrapped with this process's seal, retired ones are dropped. This is
+    /// the entry point for a change notification from other nodes; this process also calls it
+    /// when it meets a keyring version it does not hold, when the store refuses a version it
+    /// wrapped with, and at every seal check. Single flight (concurrent callers share one
+    /// reload) and at most one reload per 200 ms.
+    ///
+    /// When the rows are no longer wrapped by this process's seal (the seal was migrated
+    /// elsewhere, or they do not open with it), the service seals itself and says why: it
+    /// answers `Sealed`, never `integrity_error`, for a keyring it cannot open.
+    pub async fn reload_keyring(&self) -> Result<KeyringReload, CoreError> {
+        let since = self.sealing.reloads_started.load(Ordering::SeqCst);
+        self.reload_keyring_since(since).await
+    }
+
+    /// Makes sure a reload that began after the caller saw `since` reloads begun has
+    /// completed; the caller takes `since` before it looks at the keyring.
+    pub(super) async fn reload_keyring_since(
+        &self,
+        since: u64,
+    ) -> Result<KeyringReload, CoreError> {
+        let mut changes = self.sealing.changes.lock().await;
+        if self.sealing.reloads_done.load(Ordering::SeqCst) > since {
+            let current = self.keyring()?.current_version();
+            return Ok(KeyringReload {
+                before: current,
+                after: current,
+                changed: false,
+            });
+        }
+        self.reload_locked(&mut changes, true).await
+    }
+
+    /// After the store refused a write naming keyring version `used` (the contract's answer to
+    /// a retired version): reloads the keyring and says whether `used` is gone, so the caller
+    /// can wrap again with the current one.
+    pub(super) async fn kek_retired(&self, used: u32, seen: u64) -> bool {
+        match self.reload_keyring_since(seen).await {
+            Ok(_) => self.keyring().is_ok_and(|r| !r.has_version(used)),
+            Err(_) => false,
+        }
+    }
+
+    /// The number to pass to [`Service::reload_keyring_since`] later.
+    pub(super) fn reloads_seen(&self) -> u64 {
+        self.sealing.reloads_started.load(Ordering::SeqCst)
+    }
+
+    /// Reloads now (the caller holds `changes`). `rate_limited` reloads (those a request or
+    /// a timer triggers) wait out [`RELOAD_MIN_INTERVAL`] since the last one began; an
+    /// administrator's operation does not wait.
+    async fn reload_locked(
+        &self,
+        last: &mut tokio::sync::MutexGuard<'_, Option<Instant>>,
+        rate_limited: bool,
+    ) -> Result<KeyringReload, CoreError> {
+        if rate_limited && let Some(at) = **last {
+            let wait = RELOAD_MIN_INTERVAL.saturating_sub(at.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let number = self.sealing.reloads_started.fetch_add(1, Ordering::SeqCst) + 1;
+        **last = Some(Instant::now());
+        let ring = self.keyring()?;
+        let seal = self.seal()?;
+        let records = self.store.load_keks().await?;
+        let (r, s) = (ring.clone(), seal.clone());
+        let reloaded = tokio::task::spawn_blocking(move || r.reloaded(s.as_ref(), &records))
+            .await
+            .map_err(blocking_err)?;
+        let fresh = match reloaded {
+            Ok(fresh) => fresh,
+            Err(e @ SealError::HsmKeyMissing { .. }) => {
+                self.on_seal_error(&e);
+                return Err(CoreError::Sealed);
+            }
+            Err(
+                e @ (SealError::NoKeyringForSeal { .. }
+                | SealError::EmptyKeyring
+                | SealError::WrongKey
+                | SealError::WrongPassphrase),
+            ) => {
+                // Only this process's view is wrong: the rows belong to a seal it cannot open
+                // (a migration or restore elsewhere). Sealed, so nothing is called tampered.
+                self.seal_now(&format!(
+                    "the stored keyring no longer opens with this process's seal ({e}); restart \
+                     with the seal the keyring now has"
+                ));
+                return Err(CoreError::Sealed);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let result = KeyringReload {
+            before: ring.current_version(),
+            after: fresh.current_version(),
+            changed: fresh.versions() != ring.versions(),
+        };
+        // Installed only if nothing replaced the keyring meanwhile (sealing does not take the
+        // lock).
+        if result.changed
+            && let Ok(mut k) = self.keyring.write()
+            && k.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &ring))
+        {
+            *k = Some(Arc::new(fresh));
+            tracing::info!(
+                before = result.before,
+                after = result.after,
+                "keyring reloaded: another process changed it"
+            );
+        }
+        if result.after != result.before {
+            // Rows this process wrote with the old version move on too.
+            self.sealing.rewrap_wake.notify_one();
+        }
+        self.sealing.reloads_done.store(number, Ordering::SeqCst);
+        Ok(result)
+    }
+
     /// `keysafe admin keyring status`.
     pub async fn keyring_status(&self, caller: &Caller) -> Result<KeyringStatus, CoreError> {
         self.require_admin(caller)?;
+        if !self.is_sealed() {
+            let mut changes = self.sealing.changes.lock().await;
+            if let Err(e) = self.reload_locked(&mut changes, false).await {
+                tracing::warn!(error = %e, "cannot reload the keyring");
+            }
+        }
         let ring = self.keyring().ok();
         let seal = self.seal().ok();
         let records = self.store.load_keks().await?;

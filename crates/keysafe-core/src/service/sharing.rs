@@ -195,52 +195,68 @@ impl Service {
                  {given:?}); read the deposit again and retry"
             )));
         }
-        let mut replace = Vec::with_capacity(update.versions.len());
-        for v in &update.versions {
-            let payload = Zeroizing::new(
-                base64::engine::general_purpose::STANDARD
-                    .decode(&v.payload)
-                    .map_err(|_| {
-                        CoreError::InvalidInput(format!(
-                            "version {}: payload is not base64",
-                            v.version
-                        ))
-                    })?,
-            );
-            if payload.len() > self.limits.max_deposit_size {
-                return Err(CoreError::PayloadTooLarge {
-                    limit: self.limits.max_deposit_size,
-                });
+        // Twice at most: a keyring version retired by another process between sealing and
+        // storing is refused by the store, and the versions are sealed again.
+        for attempt in 0..2 {
+            let mut replace = Vec::with_capacity(update.versions.len());
+            for v in &update.versions {
+                let payload = Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&v.payload)
+                        .map_err(|_| {
+                            CoreError::InvalidInput(format!(
+                                "version {}: payload is not base64",
+                                v.version
+                            ))
+                        })?,
+                );
+                if payload.len() > self.limits.max_deposit_size {
+                    return Err(CoreError::PayloadTooLarge {
+                        limit: self.limits.max_deposit_size,
+                    });
+                }
+                let Some(old) = metas.iter().find(|m| m.version == v.version) else {
+                    return Err(CoreError::NotFound("version"));
+                };
+                replace.push(
+                    self.seal_version(
+                        &dep.org,
+                        &key,
+                        VersionMeta {
+                            version: old.version,
+                            size: payload.len() as u64,
+                            created_at: old.created_at,
+                            creator: old.creator.clone(),
+                            encoding: Encoding::Age,
+                        },
+                        &payload,
+                    )
+                    .await?,
+                );
             }
-            let Some(old) = metas.iter().find(|m| m.version == v.version) else {
-                return Err(CoreError::NotFound("version"));
-            };
-            replace.push(
-                self.seal_version(
-                    &dep.org,
-                    &key,
-                    VersionMeta {
-                        version: old.version,
-                        size: payload.len() as u64,
-                        created_at: old.created_at,
-                        creator: old.creator.clone(),
-                        encoding: Encoding::Age,
-                    },
-                    &payload,
-                )
-                .await?,
-            );
+            let wrapped_with = replace.first().map(|r| r.kek_version);
+            let reloads = self.reloads_seen();
+            match self
+                .apply_audited(Mutation::SetAcl {
+                    key: key.clone(),
+                    expected_current: update.expected_version,
+                    expected_acl_serial: update.expected_acl_serial,
+                    grants: grants.clone(),
+                    replace,
+                    at: now,
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(crate::store::StoreError::Unavailable(_))
+                    if attempt == 0
+                        && match wrapped_with {
+                            Some(v) => self.kek_retired(v, reloads).await,
+                            None => false,
+                        } => {}
+                Err(e) => return Err(CoreError::from_store(e, "deposit")),
+            }
         }
-        self.apply_audited(Mutation::SetAcl {
-            key: key.clone(),
-            expected_current: update.expected_version,
-            expected_acl_serial: update.expected_acl_serial,
-            grants,
-            replace,
-            at: now,
-        })
-        .await
-        .map_err(|e| CoreError::from_store(e, "deposit"))?;
         self.acl_of(&key, role).await
     }
 

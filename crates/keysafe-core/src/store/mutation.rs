@@ -45,8 +45,10 @@ pub enum Mutation {
     /// Stores a one-time registration token. `AlreadyExists`: the hash is stored already.
     /// `NotFound`: its organisation does not exist.
     InsertRegistrationToken(RegistrationTokenRecord),
-    /// Replaces an active client's token state with `token` (rotation, or a fresh token after a
-    /// reset) and records `at` as last seen, if its counter is still `expected_counter`.
+    /// Replaces an active client's token state with `token`, every field of it (counter,
+    /// hash, replaced tokens, issue time, `confirmed`, `derivation`: a rotation, a fresh token
+    /// after a reset, or the same token marked confirmed) and records `at` as last seen, if its
+    /// counter is still `expected_counter`.
     /// `Conflict`: the counter moved (another request rotated first) or the client is not
     /// active. `NotFound`: no such client. Of many concurrent rotations from one counter
     /// exactly one succeeds.
@@ -63,8 +65,9 @@ pub enum Mutation {
         reason: String,
         at: Timestamp,
     },
-    /// Clears a client's token hash and replaced tokens (the next request is issued a fresh
-    /// token; the counter is kept) and sets `updated_at = at`. A `suspected-clone` client
+    /// Clears a client's token hash and replaced tokens, sets `confirmed` false and
+    /// `derivation` none (the next request is issued a fresh token; the counter is kept) and
+    /// sets `updated_at = at`. A `suspected-clone` client
     /// becomes `active` and loses its state reason; any other state (and its reason) is kept.
     /// `NotFound`: no such client.
     ResetToken {

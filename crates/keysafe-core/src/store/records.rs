@@ -49,6 +49,23 @@ pub struct TokenState {
     pub recent: Vec<ReplacedToken>,
     /// When the current token was issued.
     pub rotated_at: Timestamp,
+    /// The current token has been presented since it was issued, so the client is known to
+    /// hold it: a replaced token presented now is an in-flight request or a copy, never an
+    /// answer that was lost, and gets no copy of the current token.
+    pub confirmed: bool,
+    /// How the current token was derived from the keyring, so that the server can issue the
+    /// same token again to a client whose answer was lost; `None` for a token that cannot be
+    /// derived again (random: issued at registration or while sealed).
+    pub derivation: Option<TokenDerivation>,
+}
+
+/// What derived a sequenced token, besides the client's fingerprint and the counter: the
+/// keyring version whose key-encryption key the token key is derived from, and a random salt.
+/// Stored in the clear: without the keyring they reveal nothing about the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenDerivation {
+    pub kek_version: u32,
+    pub salt: Vec<u8>,
 }
 
 /// One keyring version, wrapped by the seal.

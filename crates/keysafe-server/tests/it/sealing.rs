@@ -315,3 +315,126 @@ async fn rotation_under_sharing_keeps_owner_and_grantee_reading() {
         assert_eq!(&*theirs.plaintext, &[v; 40][..]);
     }
 }
+
+/// Another process on the same store moved the keyring to a seal this server cannot open (a
+/// seal migration and a rotation elsewhere): a row on a keyring version this server does not
+/// hold makes it reload the keyring, and finding no row it can open, it seals itself and says
+/// why. Its clients get `sealed`, never a false `integrity_error`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyring_moved_to_a_seal_this_process_cannot_open_seals_it_instead_of_failing_integrity()
+{
+    use keysafe_core::keyring::Keyring;
+    use keysafe_core::seal::{FileSeal, KdfParams, PassphraseSeal, Seal};
+    use keysafe_core::store::{Mutation, WrappedKind};
+    use std::sync::Arc;
+
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    c.client
+        .put(&name("k"), b"v".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+
+    // The other process: it holds the root key, wraps the keyring under a passphrase seal of
+    // its own, rotates, re-wraps the deposit and drops the rows of the file seal.
+    let keysafe_server::config::SealConfig::File { root_key_file } = &ts.config.seal else {
+        panic!("file seal expected");
+    };
+    let store = keysafe_store::open(&ts.config.storage).await.unwrap();
+    let old: Arc<dyn Seal> = Arc::new(FileSeal::open(root_key_file).unwrap());
+    let ring = Keyring::open(old, &store.load_keks().await.unwrap()).unwrap();
+    let new: Arc<dyn Seal> = Arc::new(
+        PassphraseSeal::derive(b"elsewhere passphrase", KdfParams::generate().unwrap()).unwrap(),
+    );
+    let now = keysafe_proto::Timestamp::now();
+    let (rotated, _) = ring.rotated(new.as_ref(), now).unwrap();
+    for r in rotated.wrap_all(new.as_ref(), now).unwrap() {
+        store.apply(Mutation::InsertKek(r)).await.unwrap();
+    }
+    store
+        .apply(Mutation::KeepOnlySeal {
+            keep: new.descriptor(),
+        })
+        .await
+        .unwrap();
+    let rows = store
+        .list_stale_wrapped(WrappedKind::DepositVersion, 2, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    for row in rows {
+        let aad = keysafe_core::service::rewrap::aad_for(&row.id);
+        let dek = ring
+            .unwrap_dek(row.kek_version, &aad, &row.wrapped)
+            .unwrap();
+        let (kek_version, wrapped) = rotated.wrap_dek(&aad, &dek).unwrap();
+        store
+            .apply(Mutation::Rewrap {
+                id: row.id,
+                expected_kek: row.kek_version,
+                kek_version,
+                wrapped,
+            })
+            .await
+            .unwrap();
+    }
+
+    assert_code(c.client.get(&name("k"), None).await, ErrorCode::Sealed);
+    let h = ts.anonymous_client().health().await.unwrap();
+    assert_eq!(h.status, "sealed");
+    let reason = h.sealed_reason.unwrap();
+    assert!(reason.contains("no longer opens"), "{reason}");
+}
+
+/// A row wrapped by a keyring version another process added with a root key this process does
+/// not have (same seal kind, different key): sealed, not tampered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyring_version_this_seal_cannot_unwrap_seals_instead_of_failing_integrity() {
+    use keysafe_core::keyring::Keyring;
+    use keysafe_core::seal::{FileSeal, Seal};
+    use keysafe_core::store::{Mutation, WrappedKind};
+    use std::sync::Arc;
+
+    let ts = TestServer::start().await;
+    let c = ts.new_client("acme").await;
+    c.client
+        .put(&name("k"), b"v".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    let keysafe_server::config::SealConfig::File { root_key_file } = &ts.config.seal else {
+        panic!("file seal expected");
+    };
+    let store = keysafe_store::open(&ts.config.storage).await.unwrap();
+    let ring = Keyring::open(
+        Arc::new(FileSeal::open(root_key_file).unwrap()),
+        &store.load_keks().await.unwrap(),
+    )
+    .unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other: Arc<dyn Seal> = Arc::new(FileSeal::create(&other_dir.path().join("k")).unwrap());
+    let (rotated, record) = ring
+        .rotated(other.as_ref(), keysafe_proto::Timestamp::now())
+        .unwrap();
+    store.apply(Mutation::InsertKek(record)).await.unwrap();
+    let row = store
+        .list_stale_wrapped(WrappedKind::DepositVersion, 2, None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let aad = keysafe_core::service::rewrap::aad_for(&row.id);
+    let dek = ring
+        .unwrap_dek(row.kek_version, &aad, &row.wrapped)
+        .unwrap();
+    let (kek_version, wrapped) = rotated.wrap_dek(&aad, &dek).unwrap();
+    store
+        .apply(Mutation::Rewrap {
+            id: row.id,
+            expected_kek: row.kek_version,
+            kek_version,
+            wrapped,
+        })
+        .await
+        .unwrap();
+    assert_code(c.client.get(&name("k"), None).await, ErrorCode::Sealed);
+    assert!(ts.service().is_sealed());
+}

@@ -45,8 +45,10 @@ async fn a_copied_client_home_used_elsewhere_is_locked_out() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     a.client.whoami().await.unwrap();
     assert_eq!(a.client.token_counter().unwrap(), start + 1);
+    // The original uses its new token: the server now knows it arrived.
+    a.client.whoami().await.unwrap();
     // Within the grace window the copy's (replaced) token still passes: it could be a request
-    // that was in flight when the token rotated.
+    // that was in flight when the token rotated. It gets no copy of the current token.
     b.whoami().await.unwrap();
     assert_eq!(b.token_counter().unwrap(), start);
     // Past the grace window the copy is caught.
@@ -73,6 +75,104 @@ async fn a_copied_client_home_used_elsewhere_is_locked_out() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     a.client.whoami().await.unwrap();
     assert_code(b.whoami().await, ErrorCode::SuspectedClone);
+}
+
+/// Sends an authenticated request whose answer the client never sees (a connection reset, a
+/// crash before the token was stored): the new token it may carry is dropped. Returns it.
+async fn lost_answer(c: &KeysafeClient) -> Option<String> {
+    let r = c
+        .raw_request(http::Method::GET, "/v1/whoami")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.headers()
+        .get("x-keysafe-token")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A rotation whose answer was lost never locks the client: while the new token has not been
+/// presented, the token it replaced is answered with the same new token again, within the grace
+/// window and long after it.
+#[tokio::test]
+async fn a_lost_rotation_answer_does_not_lock_the_client() {
+    let ts = TestServer::start_with(|c| {
+        c.token_rotation = Duration::from_millis(300);
+        c.token_grace = Duration::from_millis(1000);
+    })
+    .await;
+    let a = ts.new_client("acme").await;
+    a.client.whoami().await.unwrap();
+    let start = a.client.token_counter().unwrap();
+
+    // Lost once, then asked again within the grace window.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let lost = lost_answer(&a.client).await.expect("a rotation");
+    assert_eq!(a.client.token_counter().unwrap(), start);
+    a.client.whoami().await.unwrap();
+    assert_eq!(a.client.token_counter().unwrap(), start + 1);
+    assert_eq!(
+        *a.client.current_token().unwrap(),
+        lost,
+        "the same token, issued again"
+    );
+
+    // Lost twice in a row, and the client comes back only after the grace window.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let lost = lost_answer(&a.client).await.expect("a rotation");
+    assert_eq!(lost_answer(&a.client).await.as_deref(), Some(lost.as_str()));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    a.client.whoami().await.unwrap();
+    assert_eq!(*a.client.current_token().unwrap(), lost);
+    assert_eq!(a.client.token_counter().unwrap(), start + 2);
+    assert_eq!(state_of(&ts, &a.fingerprint).await.0, ClientState::Active);
+
+    // Once the new token has been presented, the old one gets no copy of it any more: within
+    // the grace window it passes (a request in flight), after it, it is a clone's.
+    let old_home = tempfile::tempdir().unwrap();
+    copy_dir(a.home_dir(), old_home.path());
+    let old = KeysafeClient::from_home(&ClientHome::load(old_home.path()).unwrap()).unwrap();
+    // (Issued over a second ago: presenting it rotates at once.)
+    a.client.whoami().await.unwrap();
+    assert_eq!(a.client.token_counter().unwrap(), start + 3);
+    a.client.whoami().await.unwrap();
+    old.whoami().await.unwrap();
+    assert_eq!(old.token_counter().unwrap(), start + 2, "no re-issue");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_code(old.whoami().await, ErrorCode::SuspectedClone);
+}
+
+/// A copy that talks first after a rotation, before the original presented its new token,
+/// cannot be told from a lost answer and is handed the current token too; the first copy to
+/// use the token of the next rotation exposes the other once the grace window has passed.
+#[tokio::test]
+async fn a_copy_resynced_by_a_reissue_is_caught_at_the_next_rotation() {
+    let ts = TestServer::start_with(|c| {
+        c.token_rotation = Duration::from_millis(300);
+        c.token_grace = Duration::from_millis(1000);
+    })
+    .await;
+    let a = ts.new_client("acme").await;
+    a.client.whoami().await.unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(a.home_dir(), copy.path());
+    let b = KeysafeClient::from_home(&ClientHome::load(copy.path()).unwrap()).unwrap();
+    let start = a.client.token_counter().unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    a.client.whoami().await.unwrap();
+    b.whoami().await.unwrap();
+    assert_eq!(b.token_counter().unwrap(), start + 1, "resynced");
+    // The next rotation: the original gets it and uses it.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    a.client.whoami().await.unwrap();
+    a.client.whoami().await.unwrap();
+    assert_eq!(a.client.token_counter().unwrap(), start + 2);
+    // The copy's token passes only as an in-flight request would, and is caught afterwards.
+    b.whoami().await.unwrap();
+    assert_eq!(b.token_counter().unwrap(), start + 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_code(b.whoami().await, ErrorCode::SuspectedClone);
+    assert_code(a.client.whoami().await, ErrorCode::SuspectedClone);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -208,6 +208,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit",
         include_str!("../../migrations/sqlite/0005_audit.sql"),
     ),
+    (
+        6,
+        "token_reissue",
+        include_str!("../../migrations/sqlite/0006_token_reissue.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 
 use keysafe_core::store::{
     ClientRecord, DepositRecord, GrantRecord, KekRecord, OrgRecord, StoreError, StoreResult,
-    TokenState, VersionMeta, VersionRecord,
+    TokenDerivation, TokenState, VersionMeta, VersionRecord,
 };
 use keysafe_proto::api::{Access, AuthMode, ClientRole, ClientState, Encoding};
 use keysafe_proto::{
@@ -96,6 +96,22 @@ pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
             recent: serde_json::from_str(&col::<String>(row, "token_recent")?)
                 .map_err(|_| corrupt("token_recent"))?,
             rotated_at: ts(row, "token_rotated_at")?,
+            confirmed: match col::<i64>(row, "token_confirmed")? {
+                0 => false,
+                1 => true,
+                _ => return Err(corrupt("token_confirmed")),
+            },
+            derivation: match (
+                col::<Option<i64>>(row, "token_kek_version")?,
+                col::<Option<Vec<u8>>>(row, "token_salt")?,
+            ) {
+                (None, None) => None,
+                (Some(v), Some(salt)) => Some(TokenDerivation {
+                    kek_version: u32::try_from(v).map_err(|_| corrupt("token_kek_version"))?,
+                    salt,
+                }),
+                _ => return Err(corrupt("token_salt")),
+            },
         },
         last_seen_at: col::<Option<i64>>(row, "last_seen_at")?.map(Timestamp::from_unix_millis),
         state_reason: col(row, "state_reason")?,

@@ -5,10 +5,13 @@
 mod audit;
 mod client;
 mod group;
+mod migrate;
 mod org;
 // Seals, keyring rotation and backups (issue 5).
 mod sealing;
 mod tls;
+
+pub use migrate::STAGED_CONFIG as STAGED_SEAL_CONFIG;
 
 use crate::cli::{AdminArgs, AdminCommand};
 use crate::cmd::init::ADMIN_HOME;
@@ -24,7 +27,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         let dir = args.data_dir.ok_or_else(|| {
             usage("seal migrate works on a stopped server's data directory: pass --data-dir")
         })?;
-        return sealing::migrate(&dir, c, args.json).await;
+        return migrate::migrate(&dir, c, args.json).await;
     }
     if let AdminCommand::Tls(c) = args.command {
         // Offline: files in the data directory; a running server reloads them by itself.

@@ -86,8 +86,8 @@ pub(super) async fn insert_client(
     sqlx::query(
         "INSERT INTO clients (fingerprint, org, name, state, role, cert_der, recipient, \
          token_counter, token_hash, token_recent, token_rotated_at, last_seen_at, \
-         state_reason, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         state_reason, created_at, updated_at, token_confirmed, token_kek_version, token_salt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )
     .bind(c.fingerprint.as_str())
     .bind(c.org.as_str())
@@ -104,6 +104,14 @@ pub(super) async fn insert_client(
     .bind(c.state_reason.as_deref())
     .bind(c.created_at.unix_millis())
     .bind(c.updated_at.unix_millis())
+    .bind(i64::from(c.token.confirmed))
+    .bind(
+        c.token
+            .derivation
+            .as_ref()
+            .map(|d| i64::from(d.kek_version)),
+    )
+    .bind(c.token.derivation.as_ref().map(|d| d.salt.as_slice()))
     .execute(&mut *conn)
     .await
     .map_err(write_error)?;
@@ -138,7 +146,8 @@ pub(super) async fn rotate_token(
 ) -> StoreResult<Applied> {
     let r = sqlx::query(
         "UPDATE clients SET token_counter = ?3, token_hash = ?4, token_recent = ?5, \
-         token_rotated_at = ?6, last_seen_at = ?7 \
+         token_rotated_at = ?6, last_seen_at = ?7, token_confirmed = ?8, \
+         token_kek_version = ?9, token_salt = ?10 \
          WHERE fingerprint = ?1 AND token_counter = ?2 AND state = 'active'",
     )
     .bind(fingerprint.as_str())
@@ -148,6 +157,9 @@ pub(super) async fn rotate_token(
     .bind(recent_json(&token.recent)?)
     .bind(token.rotated_at.unix_millis())
     .bind(at.unix_millis())
+    .bind(i64::from(token.confirmed))
+    .bind(token.derivation.as_ref().map(|d| i64::from(d.kek_version)))
+    .bind(token.derivation.as_ref().map(|d| d.salt.as_slice()))
     .execute(&mut *conn)
     .await
     .map_err(write_error)?;
@@ -187,7 +199,8 @@ pub(super) async fn reset_token(
     at: Timestamp,
 ) -> StoreResult<Applied> {
     let r = sqlx::query(
-        "UPDATE clients SET token_hash = NULL, token_recent = '[]', \
+        "UPDATE clients SET token_hash = NULL, token_recent = '[]', token_confirmed = 0, \
+         token_kek_version = NULL, token_salt = NULL, \
          state_reason = CASE state WHEN 'suspected-clone' THEN NULL ELSE state_reason END, \
          state = CASE state WHEN 'suspected-clone' THEN 'active' ELSE state END, \
          updated_at = ?2 WHERE fingerprint = ?1",

@@ -217,6 +217,11 @@ pub async fn client_state_role_clone_marks_and_resets(b: &dyn TestBackend) {
                 replaced_at: ts(9),
             }],
             rotated_at: ts(9),
+            confirmed: true,
+            derivation: Some(TokenDerivation {
+                kek_version: 1,
+                salt: vec![7; 16],
+            }),
         },
         at: ts(9),
     })
@@ -244,6 +249,8 @@ pub async fn client_state_role_clone_marks_and_resets(b: &dyn TestBackend) {
     assert_eq!(a.token.counter, 1);
     assert_eq!(a.token.hash, None);
     assert!(a.token.recent.is_empty());
+    assert!(!a.token.confirmed);
+    assert_eq!(a.token.derivation, None);
     assert_eq!(a.updated_at, ts(11));
 
     // A reset keeps any other state, and its reason.
@@ -286,6 +293,8 @@ fn rotation(f: char, expected: u64, hash: &str, at: i64) -> Mutation {
             hash: Some(hash.into()),
             recent: vec![],
             rotated_at: ts(at),
+            confirmed: false,
+            derivation: None,
         },
         at: ts(at),
     }
@@ -325,6 +334,98 @@ pub async fn token_rotation_is_compare_and_set(b: &dyn TestBackend) {
         s.get_client(&fp('b')).await.unwrap().unwrap().token.counter,
         0
     );
+}
+
+/// The token state is stored whole: whether the current token was presented and how it was
+/// derived, at registration and with every rotation; a stale confirmation changes nothing; a
+/// reset clears both.
+pub async fn token_confirmation_and_derivation_are_stored_whole(b: &dyn TestBackend) {
+    let c = Ctx::new(b).await;
+    let s = &c.store;
+    let mut rec = client_record(fp('e'), "acme", ts(1));
+    rec.token.hash = Some("h0".into());
+    rec.token.derivation = Some(TokenDerivation {
+        kek_version: 3,
+        salt: vec![0, 1, 255],
+    });
+    s.apply(insert(rec.clone())).await.unwrap();
+    assert_eq!(
+        s.get_client(&fp('e')).await.unwrap().unwrap().token,
+        rec.token
+    );
+
+    // Rotated to a derived token, then the same token confirmed (same counter).
+    let derived = TokenState {
+        counter: 1,
+        hash: Some("h1".into()),
+        recent: vec![ReplacedToken {
+            hash: "h0".into(),
+            replaced_at: ts(2),
+        }],
+        rotated_at: ts(2),
+        confirmed: false,
+        derivation: Some(TokenDerivation {
+            kek_version: 7,
+            salt: vec![9; 16],
+        }),
+    };
+    let rotate = |expected: u64, token: TokenState, at: i64| Mutation::RotateToken {
+        fingerprint: fp('e'),
+        expected_counter: expected,
+        token,
+        at: ts(at),
+    };
+    s.apply(rotate(0, derived.clone(), 2)).await.unwrap();
+    assert_eq!(
+        s.get_client(&fp('e')).await.unwrap().unwrap().token,
+        derived
+    );
+    let confirmed = TokenState {
+        confirmed: true,
+        ..derived.clone()
+    };
+    s.apply(rotate(1, confirmed.clone(), 3)).await.unwrap();
+    let x = s.get_client(&fp('e')).await.unwrap().unwrap();
+    assert_eq!(x.token, confirmed);
+    assert_eq!(x.last_seen_at, Some(ts(3)));
+    // A confirmation decided on a stale record (the counter moved) changes nothing.
+    assert_eq!(
+        s.apply(rotate(0, confirmed.clone(), 4)).await.unwrap_err(),
+        StoreError::Conflict
+    );
+    // A random token (nothing to derive it again from) replaces a derived one.
+    let random = TokenState {
+        counter: 2,
+        hash: Some("h2".into()),
+        recent: vec![],
+        rotated_at: ts(5),
+        confirmed: false,
+        derivation: None,
+    };
+    s.apply(rotate(1, random.clone(), 5)).await.unwrap();
+    assert_eq!(s.get_client(&fp('e')).await.unwrap().unwrap().token, random);
+    // A reset clears the confirmation and the derivation with the hash.
+    s.apply(rotate(
+        2,
+        TokenState {
+            counter: 3,
+            ..confirmed
+        },
+        6,
+    ))
+    .await
+    .unwrap();
+    s.apply(Mutation::ResetToken {
+        fingerprint: fp('e'),
+        at: ts(7),
+    })
+    .await
+    .unwrap();
+    let x = s.get_client(&fp('e')).await.unwrap().unwrap();
+    assert_eq!(x.token.counter, 3);
+    assert_eq!(x.token.hash, None);
+    assert!(!x.token.confirmed);
+    assert_eq!(x.token.derivation, None);
 }
 
 pub async fn concurrent_rotations_from_one_counter_have_one_winner(b: &dyn TestBackend) {

@@ -19,7 +19,7 @@ pub use sharing::*;
 
 use keysafe_core::store::{
     Applied, ClientRecord, DepositKey, KekRecord, Mutation, OrgRecord, Store, StoreError,
-    TokenState, VersionMeta, VersionRecord,
+    TokenDerivation, TokenState, VersionMeta, VersionRecord,
 };
 use keysafe_proto::api::{AuthMode, ClientRole, ClientState, Encoding};
 use keysafe_proto::{
@@ -51,6 +51,7 @@ macro_rules! conformance {
                 registration_tokens_register_exactly_one_client,
                 client_state_role_clone_marks_and_resets,
                 token_rotation_is_compare_and_set,
+                token_confirmation_and_derivation_are_stored_whole,
                 concurrent_rotations_from_one_counter_have_one_winner,
                 disable_unactivated_touches_only_unused_clients,
                 // deposits
@@ -199,6 +200,8 @@ pub fn client_record(fingerprint: ClientFingerprint, org: &str, now: Timestamp) 
             hash: None,
             recent: vec![],
             rotated_at: now,
+            confirmed: false,
+            derivation: None,
         },
         last_seen_at: None,
         state_reason: None,
