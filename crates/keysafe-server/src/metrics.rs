@@ -75,6 +75,26 @@ fn describe() {
         Unit::Seconds,
         "When the TLS certificate being served expires, in Unix seconds"
     );
+    describe_gauge!(
+        "keysafe_connections_open",
+        "Connections open now (after the TLS handshake started)"
+    );
+    describe_gauge!(
+        "keysafe_connection_sources",
+        "Source addresses (an IPv6 address counts by its /64) holding open connections"
+    );
+    describe_counter!(
+        "keysafe_connections_refused_total",
+        "Connections closed at once, by reason (per_source: over max_connections_per_address)"
+    );
+    describe_counter!(
+        "keysafe_connections_closed_total",
+        "Connections ended, by how they ended (closed, empty, first_byte_timeout, idle_timeout, shutdown, error, forced)"
+    );
+    describe_counter!(
+        "keysafe_audit_anonymous_requests_total",
+        "Requests nobody authenticated that changed nothing: recorded in the chain or suppressed (counted in a summary entry)"
+    );
     describe_gauge!("keysafe_clients", "Registered clients by state");
     describe_gauge!(
         "keysafe_deposits",
