@@ -22,6 +22,9 @@ pub mod whoami;
 pub mod backup;
 pub mod restore;
 pub mod secrets;
+// Encrypted volumes and LUKS disks.
+pub mod luks;
+pub mod volume;
 
 use crate::cli::{Cli, ClientArgs, Command};
 use crate::exit::usage;
@@ -54,6 +57,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(c) => backup::run(c).await,
         Command::Restore(a) => restore::run(a).await,
         Command::Kms(a) => kms::run(a).await,
+        Command::Volume(c) => volume::run(c).await,
+        Command::Luks(c) => luks::run(c).await,
     }
 }
 

@@ -8,6 +8,8 @@ mod client_cmds;
 mod failover;
 mod kms_cmd;
 mod server_cmds;
+// Encrypted volumes and LUKS disks.
+mod volume;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
 mod hsm;
