@@ -10,6 +10,7 @@ mod kms_cmd;
 mod server_cmds;
 // Encrypted volumes and LUKS disks.
 mod volume;
+mod volume_acl;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
 mod hsm;
