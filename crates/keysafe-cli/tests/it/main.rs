@@ -9,6 +9,7 @@ mod failover;
 mod kms_cmd;
 mod server_cmds;
 // Encrypted volumes and LUKS disks.
+mod luks;
 mod volume;
 mod volume_acl;
 // Seals, HSM, rotation and backups (issue 5).

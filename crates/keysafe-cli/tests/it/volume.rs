@@ -391,7 +391,7 @@ async fn prepare_refuses_bad_input_and_changes_nothing() {
             ],
         ))
         .await,
-        1,
+        5,
     );
     assert!(err.contains("already"), "{err}");
     assert!(!other.exists());

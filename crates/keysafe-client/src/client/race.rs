@@ -4,9 +4,12 @@
 //! needs a key to boot (a volume or a disk to unlock) cannot wait for that: [`get_racing`] sends
 //! the same GET to every server at the same time and takes the first answer. An answer that
 //! stands (a 4xx such as `not_found` or `client_disabled`, or a server whose key does not match
-//! its pin) ends the race at once, as it ends the failover loop. The cache rules are those of
-//! [`KeysafeClient::get_of`]: a fresh entry answers without a request, and a stale one (up to
-//! `max_stale`) only when no server could answer.
+//! its pin) ends the race at once, as it ends the failover loop.
+//!
+//! A key release is always checked with a server: unlike [`KeysafeClient::get_of`], a fresh
+//! cache entry does not answer on its own, so disabling a client or unsharing a key stops the
+//! very next unlock. The cache covers outages only: when no server can answer, a copy up to
+//! `max_stale` old is served (and reported as [`Source::Stale`]); a refusal that stands drops it.
 //!
 //! [`get_racing`]: KeysafeClient::get_racing
 
@@ -17,8 +20,8 @@ use crate::error::ClientError;
 use keysafe_proto::{DepositName, DepositVersion, HEADER_ACL_SERIAL, HEADER_DEPOSIT_VERSION};
 
 impl KeysafeClient {
-    /// Like [`KeysafeClient::get_of`] with the cache used normally, but every server is asked at
-    /// once and the first answer wins.
+    /// Fetches a deposit version from every server at once (the first answer wins), falling
+    /// back to the cache only when no server can answer.
     pub async fn get_racing(
         &self,
         owner: Option<&str>,
@@ -32,12 +35,6 @@ impl KeysafeClient {
             version,
         };
         let cached = cache.and_then(|c| c.lookup(&key));
-        if let (Some(c), Some(e)) = (cache, &cached)
-            && e.age <= c.config.ttl
-            && let Some(f) = from_cache(e, Source::Cache { age: e.age })
-        {
-            return Ok(f);
-        }
         let mut path = Self::deposit_path(owner, name, "");
         if let Some(v) = version {
             path.push(if path.contains('?') { '&' } else { '?' });
