@@ -266,3 +266,26 @@ pub fn list_dir_typed(dir: BorrowedFd<'_>) -> Res<Vec<(OsString, u64, Option<Fil
     }
     Ok(out)
 }
+
+/// `chmod` of an entry that never follows a symlink planted in its place (Linux has no
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)`): the entry is opened `O_PATH | O_NOFOLLOW` and changed
+/// through its `/proc/self/fd` link. A symlink's mode cannot change (`EOPNOTSUPP`).
+pub fn chmod_in(dir: BorrowedFd<'_>, entry: &OsStr, mode: u32) -> Res<()> {
+    use std::os::fd::AsRawFd;
+    let fd = rfs::openat(
+        dir,
+        entry,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    let st = rfs::fstat(&fd).map_err(errno)?;
+    if file_type(st.st_mode) == FileType::Symlink {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    rfs::chmod(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+        Mode::from_raw_mode(mode & 0o7777),
+    )
+    .map_err(errno)
+}

@@ -213,16 +213,7 @@ impl VolumeFs {
             }
         };
         if let Some(mode) = a.mode {
-            if self.nodes.kind(ino)? == FileType::Symlink {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            rfs::chmodat(
-                dir.as_fd(),
-                &entry,
-                Mode::from_raw_mode(mode & 0o7777),
-                AtFlags::empty(),
-            )
-            .map_err(errno)?;
+            backing::chmod_in(dir.as_fd(), &entry, mode)?;
         }
         if a.uid.is_some() || a.gid.is_some() {
             rfs::chownat(
@@ -335,7 +326,7 @@ impl VolumeFs {
     /// The process umask removed bits the caller asked for: put them back.
     fn fix_mode(&self, dir: BorrowedFd<'_>, entry: &OsStr, mode: u32) -> Res<()> {
         if mode & self.umask != 0 {
-            rfs::chmodat(dir, entry, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(errno)?;
+            backing::chmod_in(dir, entry, mode)?;
         }
         Ok(())
     }
@@ -409,8 +400,7 @@ impl VolumeFs {
             match made {
                 Ok(iv) => {
                     if perm | 0o700 != perm || perm & self.umask != 0 {
-                        rfs::chmodat(dir, entry, Mode::from_raw_mode(perm), AtFlags::empty())
-                            .map_err(errno)?;
+                        backing::chmod_in(dir, entry, perm)?;
                     }
                     Ok(iv)
                 }

@@ -10,6 +10,7 @@ use crate::format::content::{
     self, CIPHER_BS, ContentCipher, FileId, HEADER_LEN, PLAIN_BS, block_cipher_off, block_of,
 };
 use fuser::Errno;
+use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, RwLock};
@@ -75,87 +76,141 @@ fn file_id(inner: &Inner, f: &File) -> Res<Option<FileId>> {
     Ok(Some(parsed))
 }
 
-/// Decrypts the whole blocks of `cipher` (starting at `first`) into `out`.
-fn decrypt_blocks(
+thread_local! {
+    /// Per-thread buffers for ciphertext and plaintext of one request, reused so that a large
+    /// read or write does not allocate (and fault in) a megabyte each time.
+    static CIPHER_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PLAIN_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a split of the work in two halves on two threads when there is enough of it.
+fn maybe_parallel<A: Send, B: Send>(
+    blocks: usize,
+    a: impl FnOnce() -> Res<A> + Send,
+    b: impl FnOnce() -> Res<B> + Send,
+) -> Res<(A, B)> {
+    if blocks < PARALLEL_BLOCKS {
+        return Ok((a()?, b()?));
+    }
+    std::thread::scope(|s| {
+        let h = s.spawn(b);
+        let ra = a();
+        let rb = h.join().unwrap_or(Err(Errno::EIO));
+        Ok((ra?, rb?))
+    })
+}
+
+/// Decrypts stored blocks (`cipher`, starting with block `first`) into `plain`, block i at
+/// `i * PLAIN_BS`; returns the plaintext length (the last block may be short).
+fn decrypt_run(
     c: &ContentCipher,
     cipher: &[u8],
     first: u64,
     id: &FileId,
-    out: &mut Vec<u8>,
-) -> Res<()> {
-    for (i, chunk) in cipher.chunks(CIPHER_BS as usize).enumerate() {
-        c.decrypt_block(chunk, first + i as u64, Some(id), out)
+    plain: &mut [u8],
+) -> Res<usize> {
+    let mut len = 0;
+    for (i, (chunk, out)) in cipher
+        .chunks(CIPHER_BS as usize)
+        .zip(plain.chunks_mut(PLAIN_BS as usize))
+        .enumerate()
+    {
+        let n = c
+            .decrypt_block_into(chunk, first + i as u64, Some(id), out)
             .map_err(eio("corrupt or tampered block"))?;
+        len = i * PLAIN_BS as usize + n;
     }
-    Ok(())
+    Ok(len)
 }
 
-/// Plaintext `[off, off+len)` (shorter at the end of the file).
-pub fn read(c: &ContentCipher, inner: &Inner, f: &File, off: u64, len: u64) -> Res<Vec<u8>> {
+/// Plaintext `[off, off+len)` (shorter at the end of the file), handed to `consume`.
+pub fn read_with<T>(
+    c: &ContentCipher,
+    inner: &Inner,
+    f: &File,
+    off: u64,
+    len: u64,
+    consume: impl FnOnce(&[u8]) -> T,
+) -> Res<T> {
     if len == 0 {
-        return Ok(Vec::new());
+        return Ok(consume(&[]));
     }
+    let Some(id) = file_id(inner, f)? else {
+        return Ok(consume(&[]));
+    };
+    let first = block_of(off);
+    let last = block_of(off + len - 1);
+    let blocks = (last - first + 1) as usize;
+    CIPHER_BUF.with_borrow_mut(|cipher| {
+        PLAIN_BUF.with_borrow_mut(|plain| {
+            cipher.resize(blocks * CIPHER_BS as usize, 0);
+            let n = read_full(f, cipher, block_cipher_off(first))?;
+            let cipher = &cipher[..n];
+            plain.resize(blocks * PLAIN_BS as usize, 0);
+            // Split at a block boundary: the first half's blocks, the second half's.
+            let half = cipher.len().div_ceil(CIPHER_BS as usize) / 2;
+            let (ca, cb) = cipher.split_at((half * CIPHER_BS as usize).min(cipher.len()));
+            let (pa, pb) = plain.split_at_mut(half * PLAIN_BS as usize);
+            let (la, lb) = maybe_parallel(
+                blocks,
+                || decrypt_run(c, ca, first, &id, pa),
+                || decrypt_run(c, cb, first + half as u64, &id, pb),
+            )?;
+            let total = if cb.is_empty() {
+                la
+            } else {
+                half * PLAIN_BS as usize + lb
+            };
+            let skip = (off - first * PLAIN_BS) as usize;
+            if total <= skip {
+                return Ok(consume(&[]));
+            }
+            let end = (skip + len as usize).min(total);
+            Ok(consume(&plain[skip..end]))
+        })
+    })
+}
+
+/// Plaintext `[off, off+len)` as an owned buffer (for read-modify-write of one block).
+pub fn read(c: &ContentCipher, inner: &Inner, f: &File, off: u64, len: u64) -> Res<Vec<u8>> {
+    // Not through the thread-local buffers: a write holds them while it reads an old block.
     let Some(id) = file_id(inner, f)? else {
         return Ok(Vec::new());
     };
     let first = block_of(off);
-    let last = block_of(off + len - 1);
-    let blocks = last - first + 1;
-    let mut cipher = vec![0u8; (blocks * CIPHER_BS) as usize];
+    let last = block_of(off + len.max(1) - 1);
+    let blocks = (last - first + 1) as usize;
+    let mut cipher = vec![0u8; blocks * CIPHER_BS as usize];
     let n = read_full(f, &mut cipher, block_cipher_off(first))?;
-    cipher.truncate(n);
-    let mut plain = Vec::with_capacity((blocks * PLAIN_BS) as usize);
-    if cipher.len() >= PARALLEL_BLOCKS * CIPHER_BS as usize {
-        // Two halves on two threads, each into its own buffer, joined in order.
-        let split = (cipher.len() / CIPHER_BS as usize / 2) * CIPHER_BS as usize;
-        let (a, b) = cipher.split_at(split);
-        let second_first = first + (split as u64 / CIPHER_BS);
-        let mut tail = Vec::with_capacity(b.len());
-        let (ra, rb) = std::thread::scope(|s| {
-            let h = s.spawn(|| decrypt_blocks(c, b, second_first, &id, &mut tail));
-            let ra = decrypt_blocks(c, a, first, &id, &mut plain);
-            (ra, h.join().unwrap_or(Err(Errno::EIO)))
-        });
-        ra?;
-        rb?;
-        plain.extend_from_slice(&tail);
-    } else {
-        decrypt_blocks(c, &cipher, first, &id, &mut plain)?;
-    }
+    let mut plain = vec![0u8; blocks * PLAIN_BS as usize];
+    let total = decrypt_run(c, &cipher[..n], first, &id, &mut plain)?;
     let skip = (off - first * PLAIN_BS) as usize;
-    if plain.len() <= skip {
+    if total <= skip || len == 0 {
         return Ok(Vec::new());
     }
-    let end = (skip + len as usize).min(plain.len());
-    plain.truncate(end);
+    plain.truncate((skip + len as usize).min(total));
     plain.drain(..skip);
     Ok(plain)
 }
 
-fn encrypt_run(c: &ContentCipher, blocks: &[Vec<u8>], first: u64, id: &FileId) -> Res<Vec<u8>> {
-    let mut out = Vec::with_capacity(blocks.len() * CIPHER_BS as usize);
+/// Encrypts consecutive plaintext blocks (whole, except possibly the first and last) starting
+/// at block `first` into `out`, laid out exactly as on disk.
+fn encrypt_run(
+    c: &ContentCipher,
+    blocks: &[std::borrow::Cow<'_, [u8]>],
+    first: u64,
+    id: &FileId,
+    out: &mut [u8],
+) -> Res<()> {
+    let mut pos = 0;
     for (i, b) in blocks.iter().enumerate() {
-        c.encrypt_block(b, first + i as u64, Some(id), &mut out)
+        let n = b.len() + content::OVERHEAD as usize;
+        let dst = out.get_mut(pos..pos + n).ok_or(Errno::EIO)?;
+        c.encrypt_block_into(b, first + i as u64, Some(id), dst)
             .map_err(eio("encryption failed"))?;
+        pos += n;
     }
-    Ok(out)
-}
-
-/// Encrypts consecutive whole-or-partial plaintext blocks starting at block `first`.
-fn encrypt_blocks(c: &ContentCipher, blocks: &[Vec<u8>], first: u64, id: &FileId) -> Res<Vec<u8>> {
-    if blocks.len() < PARALLEL_BLOCKS {
-        return encrypt_run(c, blocks, first, id);
-    }
-    let half = blocks.len() / 2;
-    let (a, b) = blocks.split_at(half);
-    let (ra, rb) = std::thread::scope(|s| {
-        let h = s.spawn(|| encrypt_run(c, b, first + half as u64, id));
-        let ra = encrypt_run(c, a, first, id);
-        (ra, h.join().unwrap_or(Err(Errno::EIO)))
-    });
-    let mut out = ra?;
-    out.extend_from_slice(&rb?);
-    Ok(out)
+    Ok(())
 }
 
 /// Writes `data` at plaintext offset `off`. The caller holds the state's lock exclusively.
@@ -205,7 +260,7 @@ fn do_write(c: &ContentCipher, inner: &mut Inner, f: &File, off: u64, data: &[u8
     };
     let first = block_of(off);
     let last = block_of(off + data.len() as u64 - 1);
-    let mut blocks: Vec<Vec<u8>> = Vec::with_capacity((last - first + 1) as usize);
+    let mut blocks: Vec<Cow<'_, [u8]>> = Vec::with_capacity((last - first + 1) as usize);
     let mut pos = 0usize;
     for b in first..=last {
         let start = if b == first {
@@ -217,7 +272,7 @@ fn do_write(c: &ContentCipher, inner: &mut Inner, f: &File, off: u64, data: &[u8
         let piece = &data[pos..pos + take];
         pos += take;
         if start == 0 && take == PLAIN_BS as usize {
-            blocks.push(piece.to_vec());
+            blocks.push(Cow::Borrowed(piece));
             continue;
         }
         // Partial block: read-modify-write.
@@ -227,11 +282,25 @@ fn do_write(c: &ContentCipher, inner: &mut Inner, f: &File, off: u64, data: &[u8
             old.resize(end, 0);
         }
         old[start..end].copy_from_slice(piece);
-        blocks.push(old);
+        blocks.push(Cow::Owned(old));
     }
-    let cipher = encrypt_blocks(c, &blocks, first, &id)?;
-    f.write_all_at(&cipher, block_cipher_off(first))
-        .map_err(|e| io_errno(&e))
+    let total: usize = blocks
+        .iter()
+        .map(|b| b.len() + content::OVERHEAD as usize)
+        .sum();
+    CIPHER_BUF.with_borrow_mut(|out| {
+        out.resize(total, 0);
+        let half = blocks.len() / 2;
+        let (ba, bb) = blocks.split_at(half);
+        let (oa, ob) = out.split_at_mut(half * CIPHER_BS as usize);
+        maybe_parallel(
+            blocks.len(),
+            || encrypt_run(c, ba, first, &id, oa),
+            || encrypt_run(c, bb, first + half as u64, &id, ob),
+        )?;
+        f.write_all_at(out, block_cipher_off(first))
+            .map_err(|e| io_errno(&e))
+    })
 }
 
 /// Sets the plaintext size of the file. The caller holds the state's lock exclusively.

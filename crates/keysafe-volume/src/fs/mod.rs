@@ -237,10 +237,31 @@ impl VolumeFs {
         }
     }
 
-    fn read(&self, fh: FileHandle, off: u64, size: u32) -> Res<Vec<u8>> {
-        let f = self.file_handle(fh)?;
-        let inner = f.state.lock.read().map_err(|_| Errno::EIO)?;
-        files::read(&self.keys.content, &inner, &f.file, off, u64::from(size))
+    fn read(&self, fh: FileHandle, off: u64, size: u32, reply: ReplyData) {
+        let f = match self.file_handle(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        let Ok(inner) = f.state.lock.read() else {
+            return reply.error(Errno::EIO);
+        };
+        // The reply is sent from the thread-local buffer, without another copy.
+        let mut reply = Some(reply);
+        let r = files::read_with(
+            &self.keys.content,
+            &inner,
+            &f.file,
+            off,
+            u64::from(size),
+            |data| {
+                if let Some(r) = reply.take() {
+                    r.data(data);
+                }
+            },
+        );
+        if let (Err(e), Some(r)) = (r, reply.take()) {
+            r.error(e);
+        }
     }
 
     fn write(&self, fh: FileHandle, off: u64, data: &[u8]) -> Res<u32> {
@@ -532,10 +553,7 @@ impl Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match VolumeFs::read(self, fh, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(e),
-        }
+        VolumeFs::read(self, fh, offset, size, reply);
     }
 
     fn write(

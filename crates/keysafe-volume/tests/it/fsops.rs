@@ -39,7 +39,12 @@ fn writes_at_offsets_and_truncation_match_a_model() {
         match next(10) {
             0..=6 => {
                 let off = next(70_000);
-                let len = 1 + next(9_000) as usize;
+                // Now and then a write large enough to be encrypted on two threads.
+                let len = if step % 17 == 0 {
+                    1 + next(400_000) as usize
+                } else {
+                    1 + next(9_000) as usize
+                };
                 let data = bytes(step, len);
                 f.write_all_at(&data, off).unwrap();
                 let end = off as usize + len;

@@ -197,10 +197,10 @@ fn launch(t: &Target, a: &MountArgs, home: &ClientHome, table: &VolumeTable) -> 
     }
     let status = child.wait().context("mount process")?;
     let mut text = String::new();
-    if log.seek(std::io::SeekFrom::Start(start)).is_ok() {
-        let mut f = std::fs::File::open(&log_path).context("log file")?;
-        f.seek(std::io::SeekFrom::Start(start)).ok();
-        f.read_to_string(&mut text).ok();
+    if let Ok(mut f) = std::fs::File::open(&log_path)
+        && f.seek(std::io::SeekFrom::Start(start)).is_ok()
+    {
+        let _ = f.read_to_string(&mut text);
     }
     let last = text
         .lines()
@@ -270,10 +270,25 @@ async fn serve(
             mp.display()
         ))));
     }
+    // One serving process per volume of this table, even when two mounts race.
+    let dir = table.ensure_volumes_dir().map_err(verr)?;
+    let lock_path = dir.join(format!("{name}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Err(verr(VolumeError::Conflict(format!(
+            "volume {name} is being mounted by another process"
+        ))));
+    }
+    raise_open_file_limit();
     let vault = vault_for(home, client)?;
     let opened = manage::open(&vault, &t.entry).await.map_err(verr)?;
     warn_stale(&format!("volume {name}"), &opened.source);
-    let dir = table.ensure_volumes_dir().map_err(verr)?;
     let gate = RuleGate::new(
         name.as_str(),
         manage::rules_path(table, &name),
@@ -342,8 +357,22 @@ async fn serve(
     signals.abort();
     RunState::remove(&dir, &name);
     tracing::info!(volume = %name, "unmounted");
+    drop(lock);
     r.context("the file system thread failed")?
         .context("the FUSE session ended with an error")
+}
+
+/// Every open file of the clear view holds a backing descriptor: allow as many as the hard
+/// limit does (gocryptfs does the same).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::debug!(error = %e, "cannot raise the open file limit");
+        }
+    }
 }
 
 fn fusermount_u(mp: &Path) -> anyhow::Result<()> {
