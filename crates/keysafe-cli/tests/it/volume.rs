@@ -546,3 +546,40 @@ async fn status_integrity_checks_each_volume() {
     assert!(!is_mounted(&d.mnt));
     let _ = std::fs::set_permissions(&d.mnt, std::fs::Permissions::from_mode(0o755));
 }
+
+/// `mount --all` mounts the volumes marked for boot and leaves the others; `umount --all`
+/// unmounts what it mounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_all_mounts_the_boot_volumes() {
+    let ts = TestServer::start().await;
+    let tc = ts.new_client("acme").await;
+    let home = tc.home_dir().to_owned();
+    let a = Dirs::new();
+    let b = Dirs::new();
+    let prep = |d: &Dirs, name: &str, auto: bool| {
+        let mut args = vec![
+            "volume".to_owned(),
+            "prepare".into(),
+            d.cipher.to_str().unwrap().into(),
+            d.mnt.to_str().unwrap().into(),
+            "--name".into(),
+            name.into(),
+        ];
+        if !auto {
+            args.push("--no-auto".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ks(&home, a.path(), &refs)
+    };
+    ok(&run(prep(&a, "boot", true)).await);
+    ok(&run(prep(&b, "manual", false)).await);
+    let _ga = Unmount(a.mnt.clone());
+    let _gb = Unmount(b.mnt.clone());
+    ok(&run(ks(&home, a.path(), &["volume", "mount", "--all"])).await);
+    assert!(is_mounted(&a.mnt));
+    assert!(!is_mounted(&b.mnt));
+    // Mounting again is not an error: it is mounted already.
+    ok(&run(ks(&home, a.path(), &["volume", "mount", "--all"])).await);
+    ok(&run(ks(&home, a.path(), &["volume", "umount", "--all"])).await);
+    assert!(!is_mounted(&a.mnt));
+}
