@@ -233,6 +233,22 @@ async fn disabling_the_client_or_unsharing_stops_unlocks() {
     // The rescuer unlocks with the owner named in the device's token.
     ok(&unlock_test(&rhome, t, &img).await);
 
+    // Every release is in the audit trail (entries of reads are appended in batches).
+    let mut found = false;
+    for _ in 0..100 {
+        let page = ts.admin.audit_entries(0, None, 1000).await.unwrap();
+        found = page.entries.iter().any(|e| {
+            e.event.target.contains("luks/disk1")
+                && e.event.client.as_deref() == Some(host.fingerprint.as_str())
+                && e.event.operation.starts_with("GET /v1/deposits")
+                && e.event.outcome == "ok"
+        });
+        if found {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(found, "no audit entry for the key release");
     ts.admin
         .client_action(&host.fingerprint, "disable")
         .await

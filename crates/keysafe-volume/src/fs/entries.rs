@@ -14,7 +14,10 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The longest piece of a cipher path opened at once (PATH_MAX is 4096).
+const PATH_CHUNK: usize = 3072;
 
 /// The attribute changes of one setattr.
 pub struct SetAttr {
@@ -70,10 +73,27 @@ fn timespec(t: Option<TimeOrNow>) -> rfs::Timespec {
 }
 
 impl VolumeFs {
-    /// The directory (as an `O_PATH` descriptor) backing inode `ino`.
+    /// The directory (as an `O_PATH` descriptor) backing inode `ino`. Encrypted names are
+    /// longer than clear ones, so a clear path under PATH_MAX can be over it in the cipher
+    /// directory: the path is opened in pieces of at most [`PATH_CHUNK`] bytes, each below
+    /// the last (one piece for ordinary depths).
     pub(super) fn open_dir_of(&self, ino: u64) -> Res<OwnedFd> {
-        let rel = self.nodes.stored_path(ino)?;
-        backing::open_dir(self.root.as_fd(), &rel)
+        let parts = self.nodes.stored_components(ino)?;
+        let mut cur: Option<OwnedFd> = None;
+        let mut chunk = PathBuf::new();
+        for p in parts {
+            if !chunk.as_os_str().is_empty() && chunk.as_os_str().len() + p.len() + 1 > PATH_CHUNK {
+                let base = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root.as_fd());
+                cur = Some(backing::open_dir(base, &chunk)?);
+                chunk.clear();
+            }
+            chunk.push(p);
+        }
+        if chunk.as_os_str().is_empty() {
+            chunk.push(".");
+        }
+        let base = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root.as_fd());
+        backing::open_dir(base, &chunk)
     }
 
     pub(super) fn dir_iv_of(&self, ino: u64, dir: BorrowedFd<'_>) -> Res<DirIv> {

@@ -218,9 +218,22 @@ impl Nodes {
         node.aliases.first().cloned().ok_or(Errno::ENOENT)
     }
 
-    /// The stored path of `ino` relative to the cipher directory ("." for the root).
-    pub fn stored_path(&self, ino: u64) -> Res<PathBuf> {
-        self.path_of(ino, |a| &a.entry)
+    /// The stored names from the root down to `ino` (empty for the root).
+    pub fn stored_components(&self, ino: u64) -> Res<Vec<OsString>> {
+        let t = self.table.read().map_err(poisoned)?;
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let node = t.nodes.get(&cur).ok_or(Errno::ENOENT)?;
+            let alias = node.aliases.first().ok_or(Errno::ENOENT)?;
+            parts.push(alias.entry.clone());
+            cur = alias.parent;
+            if parts.len() > MAX_DEPTH {
+                return Err(Errno::ELOOP);
+            }
+        }
+        parts.reverse();
+        Ok(parts)
     }
 
     /// The plaintext path of `ino` inside the volume, starting with '/'.

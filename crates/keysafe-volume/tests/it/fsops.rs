@@ -318,3 +318,34 @@ fn thousands_of_entries_and_long_names() {
         "only the config and the root IV remain: {left:?}"
     );
 }
+
+/// A clear path near PATH_MAX is longer than PATH_MAX in the cipher directory (encrypted names
+/// grow): it still works (pjdfstest's `enametoolong_path` cases build such paths).
+#[test]
+fn clear_paths_near_path_max() {
+    let (d, m, _pw) = mounted();
+    let mut p = m.mnt.clone();
+    let mut clear_len = p.as_os_str().len();
+    // 170 bytes encrypt to 235 characters: not hashed as a long name, longer than in clear.
+    let comp = "d".repeat(170);
+    while clear_len + comp.len() + 1 < 3900 {
+        p.push(&comp);
+        clear_len += comp.len() + 1;
+        std::fs::create_dir(&p).unwrap();
+    }
+    std::fs::write(p.join("leaf"), b"deep").unwrap();
+    assert_eq!(std::fs::read(p.join("leaf")).unwrap(), b"deep");
+    // find(1) walks with directory descriptors, so it can list paths over PATH_MAX.
+    let out = Command::new("find").arg(&d.cipher).output().unwrap();
+    let deepest = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap();
+    assert!(
+        deepest > 4096,
+        "the cipher path is longer than PATH_MAX: {deepest}"
+    );
+    std::fs::remove_file(p.join("leaf")).unwrap();
+}

@@ -248,21 +248,31 @@ async fn serve(
 ) -> anyhow::Result<()> {
     crate::logging::init(crate::logging::Format::Text, "info");
     let name = t.entry.name.clone();
+    if let Some(m) = mounts::is_mount_point(&t.mountpoint)
+        && m.fstype.starts_with("fuse")
+    {
+        let hint = if m.source == mounts::source_of(&name)
+            && mounts::mounted_at(&table.volumes_dir(), &name).is_none()
+        {
+            format!(
+                "; its serving process is gone: run `keysafe volume umount {}` first",
+                t.mountpoint.display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(verr(VolumeError::Conflict(format!(
+            "{} is a mount point already ({} {}){hint}",
+            t.mountpoint.display(),
+            m.fstype,
+            m.source
+        ))));
+    }
     if !t.mountpoint.is_dir() {
         return Err(usage(format!(
             "mount point {} is not a directory",
             t.mountpoint.display()
         )));
-    }
-    if let Some(m) = mounts::is_mount_point(&t.mountpoint)
-        && m.fstype.starts_with("fuse")
-    {
-        return Err(verr(VolumeError::Conflict(format!(
-            "{} is a mount point already ({} {})",
-            t.mountpoint.display(),
-            m.fstype,
-            m.source
-        ))));
     }
     if let Some(mp) = mounts::mounted_at(&table.volumes_dir(), &name) {
         return Err(verr(VolumeError::Conflict(format!(

@@ -43,6 +43,9 @@ struct VolumeStatus {
     mounted: bool,
     mounted_at: Option<PathBuf>,
     pid: Option<u32>,
+    /// The volume is mounted at its mount point but no process serves it any more (killed):
+    /// `keysafe volume umount` clears it.
+    dead_mount: bool,
     mode: String,
     rules: Vec<Rule>,
     rules_file: PathBuf,
@@ -170,6 +173,11 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
             recovery: e.recovery.clone(),
             auto: e.auto,
             mounted: mounted_at.is_some(),
+            dead_mount: mounted_at.is_none()
+                && e.mountpoint.as_deref().is_some_and(|mp| {
+                    mounts::is_mount_point(mp)
+                        .is_some_and(|m| m.source == mounts::source_of(&e.name))
+                }),
             mounted_at,
             pid,
             mode: rules
@@ -200,10 +208,11 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
             .map(|s| {
                 vec![
                     s.name.clone(),
-                    s.mounted_at
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "-".into()),
+                    match (&s.mounted_at, &s.mountpoint) {
+                        (Some(p), _) => p.display().to_string(),
+                        (None, Some(mp)) if s.dead_mount => format!("{} (dead)", mp.display()),
+                        _ => "-".into(),
+                    },
                     s.key_deposit.clone(),
                     format!("{} ({} rules)", s.mode, s.rules.len()),
                     s.cipherdir.display().to_string(),
