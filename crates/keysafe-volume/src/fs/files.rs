@@ -15,8 +15,11 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, RwLock};
 
-/// Blocks from this many up are encrypted on two threads (as gocryptfs does for 32 and more).
-const PARALLEL_BLOCKS: usize = 32;
+/// Writes of this many blocks and more (256 KiB; the kernel sends up to 1 MiB) are encrypted
+/// on two threads: one file's writes arrive one after the other, so a second core helps. Reads
+/// are not split: readahead already sends several at once, served by several FUSE threads,
+/// and a helper thread per read only adds scheduling on a busy machine.
+const PARALLEL_BLOCKS: usize = 64;
 
 /// Shared per-inode state.
 #[derive(Debug, Default)]
@@ -147,20 +150,7 @@ pub fn read_with<T>(
             let n = read_full(f, cipher, block_cipher_off(first))?;
             let cipher = &cipher[..n];
             plain.resize(blocks * PLAIN_BS as usize, 0);
-            // Split at a block boundary: the first half's blocks, the second half's.
-            let half = cipher.len().div_ceil(CIPHER_BS as usize) / 2;
-            let (ca, cb) = cipher.split_at((half * CIPHER_BS as usize).min(cipher.len()));
-            let (pa, pb) = plain.split_at_mut(half * PLAIN_BS as usize);
-            let (la, lb) = maybe_parallel(
-                blocks,
-                || decrypt_run(c, ca, first, &id, pa),
-                || decrypt_run(c, cb, first + half as u64, &id, pb),
-            )?;
-            let total = if cb.is_empty() {
-                la
-            } else {
-                half * PLAIN_BS as usize + lb
-            };
+            let total = decrypt_run(c, cipher, first, &id, plain)?;
             let skip = (off - first * PLAIN_BS) as usize;
             if total <= skip {
                 return Ok(consume(&[]));
