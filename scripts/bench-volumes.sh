@@ -10,11 +10,14 @@
 #   - sequential read of it (dd; the file system's own cache is empty after a remount, the
 #     backing file may be in the host page cache: this measures FUSE and crypto, not the disk),
 #   - 10,000 files of 4 KiB: create and write each, then read each back (python3).
-# Prints one line per measurement and a table of ratios.
+# Each measurement is repeated ROUNDS times (default 3), the targets in a rotated order each
+# round, and the median is reported: the machines are shared and a single figure is noise.
+# Prints one line per measurement and a table of medians and ratios.
 set -euo pipefail
 KS=${1:-target/release/keysafe}
 W=${2:-/tmp/keysafe-volume-bench}
 PORT=${PORT:-24381}
+ROUNDS=${ROUNDS:-3}
 KS=$(readlink -f "$KS")
 
 cleanup() {
@@ -98,32 +101,39 @@ EOF
 }
 
 declare -A R
-for t in plain gocryptfs keysafe; do
-    mount_target $t
-    d=$(dir_of $t)
-    R[$t,write]=$(secs dd if=/dev/zero of="$d/big" bs=1M count=1024 conv=fsync status=none)
-    umount_target $t
-    mount_target $t
-    R[$t,read]=$(secs dd if="$d/big" of=/dev/null bs=1M status=none)
-    rm -f "$d/big"
-    R[$t,small_write]=$(secs small_files "$d" write)
-    umount_target $t
-    mount_target $t
-    R[$t,small_read]=$(secs small_files "$d" read)
-    rm -rf "$d/small"
-    umount_target $t
-    for k in write read small_write small_read; do
-        echo "$t $k ${R[$t,$k]} s"
+targets=(plain gocryptfs keysafe)
+for round in $(seq 1 "$ROUNDS"); do
+    for i in 0 1 2; do
+        t=${targets[$(( (i + round) % 3 ))]}
+        mount_target $t
+        d=$(dir_of $t)
+        w=$(secs dd if=/dev/zero of="$d/big" bs=1M count=1024 conv=fsync status=none)
+        umount_target $t
+        mount_target $t
+        r=$(secs dd if="$d/big" of=/dev/null bs=1M status=none)
+        rm -f "$d/big"
+        sw=$(secs small_files "$d" write)
+        umount_target $t
+        mount_target $t
+        sr=$(secs small_files "$d" read)
+        rm -rf "$d/small"
+        umount_target $t
+        echo "round $round $t: write $w s, read $r s, small_write $sw s, small_read $sr s"
+        R[$t,write]+="$w "
+        R[$t,read]+="$r "
+        R[$t,small_write]+="$sw "
+        R[$t,small_read]+="$sr "
     done
 done
 
 echo
+echo "median of $ROUNDS rounds; ratios are speed (reference time / keysafe time): above 1 is faster"
 printf '%-12s %10s %10s %10s %16s %16s\n' test plain gocryptfs keysafe "keysafe/gocrypt" "keysafe/plain"
 for k in write read small_write small_read; do
     python3 - "$k" "${R[plain,$k]}" "${R[gocryptfs,$k]}" "${R[keysafe,$k]}" <<'EOF'
-import sys
-k, p, g, s = sys.argv[1], *map(float, sys.argv[2:])
-# Ratios of speed (time of the reference over time of keysafe): above 1 is faster.
+import statistics, sys
+k = sys.argv[1]
+p, g, s = (statistics.median(map(float, a.split())) for a in sys.argv[2:])
 print(f"{k:<12} {p:>9.2f}s {g:>9.2f}s {s:>9.2f}s {g/s:>15.2f}x {p/s:>15.2f}x")
 EOF
 done
