@@ -33,9 +33,29 @@ impl std::fmt::Debug for FetchedKey {
     }
 }
 
+/// Checks the form of a principal given on the command line: a client fingerprint or
+/// `group:NAME` (the server resolves the group in the caller's organisation).
+pub fn check_principal(p: &str) -> Result<(), VolumeError> {
+    let ok = match p.strip_prefix("group:") {
+        Some(g) => keysafe_proto::GroupName::parse(g).is_ok(),
+        None => keysafe_proto::ClientFingerprint::parse(p).is_ok(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(VolumeError::Invalid(format!(
+            "invalid principal {:?}: a client fingerprint (64 hex characters) or group:NAME",
+            p.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
 /// Checks that every recovery principal exists and can be encrypted to, before anything is
 /// created (bad input changes nothing).
 pub async fn check_recovery(vault: &Vault, recovery: &[String]) -> Result<(), VolumeError> {
+    for r in recovery {
+        check_principal(r)?;
+    }
     for r in recovery {
         vault.client().recipient(r).await.map_err(|e| {
             VolumeError::Invalid(format!(
@@ -90,6 +110,9 @@ pub async fn deposit_key(
 
 /// Fetches a key from every configured server at once (or the cache when none answers).
 pub async fn fetch_key(vault: &Vault, key: &KeyRef) -> Result<FetchedKey, VolumeError> {
+    if let Some(o) = &key.owner {
+        check_principal(o)?;
+    }
     let f = vault
         .client()
         .get_racing(key.owner.as_deref(), &key.deposit, None)
@@ -107,4 +130,18 @@ pub async fn fetch_key(vault: &Vault, key: &KeyRef) -> Result<FetchedKey, Volume
         secret,
         source: f.source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_are_checked_locally() {
+        assert!(check_principal("group:recovery").is_ok());
+        assert!(check_principal(&"ab".repeat(32)).is_ok());
+        for bad in ["", "group:", "group:a b", "recovery", "ab12", "group:x/y"] {
+            assert!(check_principal(bad).is_err(), "{bad}");
+        }
+    }
 }

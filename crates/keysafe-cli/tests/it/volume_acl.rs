@@ -83,6 +83,11 @@ async fn rules_let_only_the_listed_executable_in_and_log_denials() {
     assert!(try_run(Path::new("/usr/bin/touch"), &[&m.join("db/new")]).is_err());
     let e = std::fs::read(&secret).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+    // No way around by a new name outside the covered path, nor by moving it out.
+    let e = std::fs::hard_link(&secret, m.join("public-link")).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+    let e = std::fs::rename(&secret, m.join("moved")).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
     let l = log(&home, "data");
     assert!(l.contains("access denied"), "{l}");
     assert!(l.contains("other-cat"), "the process is logged: {l}");

@@ -461,6 +461,9 @@ impl VolumeFs {
         newparent: u64,
         newname: &OsStr,
     ) -> Res<FileAttr> {
+        // A new name for a covered file would be a way around the rules: the caller must be
+        // allowed the file where it is, as well as the new name.
+        self.check_ino(req, Access::Read, ino)?;
         let (src_dir, src_entry) = self.parent_and_entry(ino)?;
         let (attr, ()) = self.create_entry(req, newparent, newname, false, |dir, entry| {
             rfs::linkat(src_dir.as_fd(), &src_entry, dir, entry, AtFlags::empty()).map_err(errno)
