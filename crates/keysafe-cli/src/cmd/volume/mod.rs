@@ -118,7 +118,7 @@ pub struct MountArgs {
     #[arg(long)]
     pub read_only: bool,
     /// Recovery: the deposit holding the password when the volume is not in the table.
-    #[arg(long, requires = "owner")]
+    #[arg(long)]
     pub key: Option<String>,
     /// Recovery: the deposit's owner (the lost host's fingerprint) when it is not this client.
     #[arg(long)]
