@@ -137,6 +137,19 @@ pub enum Command {
         /// The directory to write `keysafe.1`, `keysafe-init.1`, ... into (created if missing).
         dir: PathBuf,
     },
+    /// Encrypted directories (gocryptfs format) whose keys live in keysafe: prepare, mount,
+    /// process access rules.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe volume prepare /srv/db.enc /srv/db --recovery group:recovery\n  keysafe volume mount /srv/db.enc /srv/db\n  keysafe volume status --json"
+    )]
+    Volume(crate::cmd::volume::VolumeCommand),
+    /// LUKS2 disks with a key slot whose key lives in keysafe: bind, unlock, unbind.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe luks bind /dev/sdb1 --name data --recovery group:recovery\n  keysafe luks unlock /dev/sdb1 data"
+    )]
+    Luks(crate::cmd::luks::LuksCommand),
 }
 
 #[derive(Debug, Args)]

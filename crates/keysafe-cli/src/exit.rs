@@ -24,6 +24,19 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     {
         return SECURITY;
     }
+    if let Some(ve) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<keysafe_volume::VolumeError>())
+    {
+        use keysafe_volume::VolumeError as V;
+        match ve {
+            V::Invalid(_) => return USAGE,
+            V::NotFound(_) => return NOT_FOUND,
+            V::Conflict(_) => return CONFLICT,
+            V::Tampered(_) => return SECURITY,
+            _ => {}
+        }
+    }
     let Some(ce) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) else {
         return if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
             USAGE

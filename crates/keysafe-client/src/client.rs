@@ -59,6 +59,9 @@ use std::time::{Duration, Instant};
 
 pub use keysafe_proto::HEADER_ENCODING;
 
+/// Fetching from every server at once (`get_racing`).
+mod race;
+
 /// A write precondition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {

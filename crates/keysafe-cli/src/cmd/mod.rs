@@ -23,6 +23,9 @@ pub mod whoami;
 pub mod backup;
 pub mod restore;
 pub mod secrets;
+// Encrypted volumes and LUKS disks.
+pub mod luks;
+pub mod volume;
 
 use crate::cli::{Cli, ClientArgs, Command};
 use crate::exit::usage;
@@ -57,6 +60,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Kms(a) => kms::run(a).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
+        Command::Volume(c) => volume::run(c).await,
+        Command::Luks(c) => luks::run(c).await,
     }
 }
 

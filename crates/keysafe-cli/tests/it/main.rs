@@ -15,6 +15,10 @@ mod packaging;
 mod server_cmds;
 mod service;
 mod shared_dir;
+// Encrypted volumes and LUKS disks.
+mod luks;
+mod volume;
+mod volume_acl;
 // Seals, HSM, rotation and backups (issue 5).
 mod backup;
 mod hsm;
