@@ -13,6 +13,10 @@ use keysafe_proto::{
 use keysafe_store::SqliteStore;
 use std::sync::Arc;
 
+mod cases;
+mod postgres;
+mod sqlite_cases;
+
 fn fp(c: char) -> ClientFingerprint {
     ClientFingerprint::parse(&c.to_string().repeat(64)).unwrap()
 }
