@@ -139,6 +139,8 @@ impl SslMode {
 
 /// Connections a store opens at most (reads plus the writer's one), unless set otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// How long a write waits for a lock, unless set otherwise.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one host may take to accept a connection before the next host is tried, unless
 /// the URL sets `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,6 +153,7 @@ pub struct PgConfig {
     pub(crate) root_certs: Vec<CertificateDer<'static>>,
     root_cert_path: Option<PathBuf>,
     pub(crate) pool_size: usize,
+    pub(crate) lock_timeout: Duration,
     target: String,
 }
 
@@ -232,6 +235,7 @@ impl PgConfig {
             root_certs,
             root_cert_path,
             pool_size: DEFAULT_POOL_SIZE,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             target,
         })
     }
@@ -239,6 +243,15 @@ impl PgConfig {
     /// At most `n` connections (at least 2: the writer keeps one while readers use others).
     pub fn with_pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(2);
+        self
+    }
+
+    /// How long a write transaction waits for a lock (the audit chain's head, a row) before
+    /// it fails with `Unavailable`. A session holding one that long is stuck (a hung node, a
+    /// commit waiting for an absent synchronous standby); the caller is better told so than
+    /// left waiting. At least 1 ms.
+    pub fn with_lock_timeout(mut self, t: Duration) -> Self {
+        self.lock_timeout = t.max(Duration::from_millis(1));
         self
     }
 
@@ -266,6 +279,7 @@ impl fmt::Debug for PgConfig {
             .field("sslrootcert", &self.root_cert_path)
             .field("target_session_attrs", &self.pg.get_target_session_attrs())
             .field("pool_size", &self.pool_size)
+            .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
 }

@@ -38,6 +38,11 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> Class {
     if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
         return Class::ReadOnly;
     }
+    // lock_timeout expired: another session held a lock too long (a hung node, a commit
+    // waiting for a missing synchronous standby). Busy, not broken.
+    if *code == SqlState::LOCK_NOT_AVAILABLE {
+        return Class::Connection;
+    }
     let class = &code.code()[..2];
     match class {
         // 08 connection exception, 57 operator intervention (shutdown, cannot connect now,
@@ -97,5 +102,102 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
             StoreError::Unavailable("no database connection became available in time".into())
         }
         other => StoreError::Unavailable(format!("database connection pool: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real errors from a real server, each mapped by its SQLSTATE.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use tokio_postgres::{Client, NoTls};
+
+    async fn connect(url: &str) -> Client {
+        let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    #[tokio::test]
+    async fn sqlstates_map_to_store_errors() {
+        let cluster = keysafe_testpg::shared().unwrap();
+        let db = cluster.create_database("").unwrap();
+        let url = cluster.url(&db);
+        let a = connect(&url).await;
+        let b = connect(&url).await;
+        a.batch_execute(
+            "CREATE TABLE parent (id int PRIMARY KEY); \
+             CREATE TABLE child (id int REFERENCES parent(id)); \
+             CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); \
+             INSERT INTO parent VALUES (1); INSERT INTO t VALUES (1, 0), (2, 0);",
+        )
+        .await
+        .unwrap();
+        let err = |r: Result<u64, tokio_postgres::Error>| r.unwrap_err();
+
+        let dup = err(a.execute("INSERT INTO parent VALUES (1)", &[]).await);
+        assert_eq!(classify(&dup), Class::Statement);
+        assert_eq!(store_error(dup), StoreError::AlreadyExists);
+        let orphan = err(a.execute("INSERT INTO child VALUES (2)", &[]).await);
+        assert_eq!(store_error(orphan), StoreError::NotFound);
+
+        a.batch_execute("BEGIN READ ONLY").await.unwrap();
+        let ro = err(a.execute("INSERT INTO parent VALUES (3)", &[]).await);
+        assert_eq!(classify(&ro), Class::ReadOnly);
+        assert_eq!(store_error(ro), StoreError::ReadOnly);
+        a.batch_execute("ROLLBACK").await.unwrap();
+
+        // A serialization failure: two SERIALIZABLE transactions that each read what the
+        // other writes (write skew).
+        for c in [&a, &b] {
+            c.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT sum(v) FROM t")
+                .await
+                .unwrap();
+        }
+        a.execute("UPDATE t SET v = 1 WHERE id = 1", &[])
+            .await
+            .unwrap();
+        b.execute("UPDATE t SET v = 1 WHERE id = 2", &[])
+            .await
+            .unwrap();
+        a.batch_execute("COMMIT").await.unwrap();
+        let ser = b.batch_execute("COMMIT").await.unwrap_err();
+        assert_eq!(ser.code(), Some(&SqlState::T_R_SERIALIZATION_FAILURE));
+        assert_eq!(classify(&ser), Class::Retry);
+        assert!(matches!(store_error(ser), StoreError::Unavailable(_)));
+
+        // A deadlock: each holds the row the other wants.
+        a.batch_execute("BEGIN; UPDATE t SET v = 2 WHERE id = 1")
+            .await
+            .unwrap();
+        b.batch_execute("BEGIN; UPDATE t SET v = 2 WHERE id = 2")
+            .await
+            .unwrap();
+        let (ra, rb) = tokio::join!(
+            a.execute("UPDATE t SET v = 3 WHERE id = 2", &[]),
+            b.execute("UPDATE t SET v = 3 WHERE id = 1", &[]),
+        );
+        let dead = match (ra, rb) {
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+            other => panic!("expected one deadlock victim: {other:?}"),
+        };
+        assert_eq!(dead.code(), Some(&SqlState::T_R_DEADLOCK_DETECTED));
+        assert_eq!(classify(&dead), Class::Retry);
+        for c in [&a, &b] {
+            c.batch_execute("ROLLBACK").await.unwrap();
+        }
+
+        // A connection the server closed.
+        let pid: i32 = b
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        a.execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        let gone = err(b.execute("SELECT 1", &[]).await);
+        assert_eq!(classify(&gone), Class::Connection);
+        assert!(matches!(store_error(gone), StoreError::Unavailable(_)));
     }
 }

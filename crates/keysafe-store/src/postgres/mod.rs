@@ -16,7 +16,9 @@ mod rows;
 mod tls;
 mod writer;
 
-pub use config::{PgConfig, PgConfigError, PgPassword, SslMode};
+pub use config::{
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_POOL_SIZE, PgConfig, PgConfigError, PgPassword, SslMode,
+};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -125,6 +127,7 @@ impl PostgresStore {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let w = writer::Writer {
             pool: pool.clone(),
+            set_lock_timeout: format!("SET LOCAL lock_timeout = {}", cfg.lock_timeout.as_millis()),
             head,
             shared: audit_head.clone(),
             counters: counters.clone(),

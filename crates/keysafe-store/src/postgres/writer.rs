@@ -87,6 +87,8 @@ pub(crate) struct Counters {
 
 pub(crate) struct Writer {
     pub pool: Pool,
+    /// `SET LOCAL lock_timeout = ...` (see `PgConfig::with_lock_timeout`).
+    pub set_lock_timeout: String,
     pub head: Head,
     pub shared: SharedHead,
     pub counters: Arc<Counters>,
@@ -172,7 +174,7 @@ impl Writer {
             .get()
             .await
             .map_err(|e| Abort::Fail(pool_error(e)))?;
-        let r = run_transaction(&mut conn, batch, &mut self.head).await;
+        let r = run_transaction(&mut conn, &self.set_lock_timeout, batch, &mut self.head).await;
         if let Err(Abort::Fail(StoreError::Unavailable(_) | StoreError::ReadOnly)) = &r {
             drop(deadpool_postgres::Object::take(conn));
         }
@@ -195,6 +197,7 @@ fn backoff(attempt: u32) -> Duration {
 
 async fn run_transaction(
     conn: &mut deadpool_postgres::Object,
+    set_lock_timeout: &str,
     batch: &[Job],
     head: &mut Head,
 ) -> Result<Vec<StoreResult<Applied>>, Abort> {
@@ -206,6 +209,7 @@ async fn run_transaction(
         .start()
         .await
         .map_err(abort)?;
+    tx.batch_execute(set_lock_timeout).await.map_err(abort)?;
     let diverged = reconcile_head(&tx, head).await?;
     let batch_start = head.clone();
     let mut results = Vec::with_capacity(batch.len());

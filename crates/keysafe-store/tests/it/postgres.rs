@@ -376,6 +376,42 @@ async fn deadlocks_are_retried_and_the_batch_applies_once() {
     assert_eq!(report.broken, None, "{report:?}");
 }
 
+/// Every write takes the audit chain's head lock first, so a session holding it stops all
+/// writers; a writer gives up after its lock timeout with `Unavailable` (not a hang, not a
+/// 500), and writes again once the lock is free.
+#[tokio::test]
+async fn a_held_chain_head_stops_writes_until_the_lock_timeout() {
+    let c = cluster();
+    let db = c.create_database("").unwrap();
+    let cfg = config(&c.url(&db)).with_lock_timeout(std::time::Duration::from_millis(200));
+    let store = PostgresStore::create(&cfg).await.unwrap();
+    seed(&store).await;
+    let (other, conn) = tokio_postgres::connect(&c.url(&db), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    other
+        .batch_execute("BEGIN; SELECT seq FROM audit_head FOR UPDATE")
+        .await
+        .unwrap();
+    // Not audited and touching no row the other session holds: only the head lock is in
+    // the way.
+    let e = rotate(&store, 0).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert_eq!(
+        store
+            .get_client(&fp('a'))
+            .await
+            .unwrap()
+            .unwrap()
+            .token
+            .counter,
+        0
+    );
+    other.batch_execute("COMMIT").await.unwrap();
+    rotate(&store, 0).await.unwrap();
+}
+
 fn audit_event(target: &str) -> keysafe_proto::audit::AuditEvent {
     keysafe_proto::audit::AuditEvent {
         time: 1,
