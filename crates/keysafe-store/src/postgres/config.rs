@@ -169,6 +169,13 @@ impl PgConfig {
             Some((b, q)) => (b, Some(q)),
             None => (rest, None),
         };
+        // `user:password@`, checked before anything else so no later error can quote it.
+        let authority = base.split('/').next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && userinfo.contains(':')
+        {
+            return Err(PgConfigError::PasswordInUrl);
+        }
         let mut ssl_mode = SslMode::Prefer;
         let mut root_cert_path = None;
         let mut kept: Vec<&str> = Vec::new();
@@ -194,8 +201,12 @@ impl PgConfig {
             rebuilt.push_str(&kept.join("&"));
         }
         // tokio-postgres' parse errors name the offending option, never echo the URL.
-        let mut pg = tokio_postgres::Config::from_str(&rebuilt)
-            .map_err(|e| PgConfigError::Invalid(e.to_string()))?;
+        let mut pg = tokio_postgres::Config::from_str(&rebuilt).map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            PgConfigError::Invalid(format!("{e}{cause}"))
+        })?;
         if pg.get_password().is_some() {
             return Err(PgConfigError::PasswordInUrl);
         }
@@ -382,6 +393,7 @@ mod tests {
             "postgres://keysafe:hunter2@db/keysafe",
             "postgres://keysafe@db/keysafe?password=hunter2",
             "postgresql://keysafe@db/keysafe?sslmode=disable&password=hunter2",
+            "postgres://keysafe:hunter2@db1,db2:bad-port/keysafe",
         ] {
             let e = PgConfig::parse(url, None).unwrap_err();
             assert_eq!(e, PgConfigError::PasswordInUrl, "{url}");
@@ -401,7 +413,7 @@ mod tests {
         ));
         assert!(matches!(
             err("postgres://u@db/x?no_such_option=1"),
-            PgConfigError::Invalid(_)
+            PgConfigError::Invalid(m) if m.contains("no_such_option")
         ));
         assert_eq!(
             err("postgres://u@db/x?sslmode=verify-full"),

@@ -16,6 +16,9 @@ pub(crate) enum Class {
     /// The connection or the server is gone or going: the whole batch fails, the connection is
     /// dropped from the pool.
     Connection,
+    /// The server is fine but could not do it now (a lock not granted within `lock_timeout`, a
+    /// statement cancelled): the whole batch fails as `Unavailable`; the connection is kept.
+    Busy,
     /// A failure of one statement, caused by what it tried to do (uniqueness, reference,
     /// check constraint, a trigger): that change fails alone.
     Statement,
@@ -39,9 +42,9 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> Class {
         return Class::ReadOnly;
     }
     // lock_timeout expired: another session held a lock too long (a hung node, a commit
-    // waiting for a missing synchronous standby). Busy, not broken.
-    if *code == SqlState::LOCK_NOT_AVAILABLE {
-        return Class::Connection;
+    // waiting for a missing synchronous standby); or the statement was cancelled.
+    if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED {
+        return Class::Busy;
     }
     let class = &code.code()[..2];
     match class {
@@ -78,7 +81,7 @@ pub(crate) fn store_error(e: tokio_postgres::Error) -> StoreError {
             message()
         )),
         Class::ReadOnly => StoreError::ReadOnly,
-        Class::Connection => StoreError::Unavailable(message()),
+        Class::Connection | Class::Busy => StoreError::Unavailable(message()),
         Class::Statement => match e.code() {
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::AlreadyExists,
             Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound,

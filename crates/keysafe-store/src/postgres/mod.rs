@@ -37,8 +37,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How many queued writes one transaction may take.
-const MAX_BATCH: usize = 512;
+/// How many queued writes one transaction may take. Each runs in a savepoint, and a
+/// transaction with more than 64 subtransactions that wrote overflows PostgreSQL's per-backend
+/// subtransaction cache, which slows snapshots for every session (and standbys' replay) while
+/// it is open.
+const MAX_BATCH: usize = 60;
 /// How long a request waits for a free connection before it answers `Unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 

@@ -42,6 +42,22 @@ macro_rules! deposit_cols {
     };
 }
 
+/// Columns are always named, never `*`: a statement prepared by a node of an older version
+/// would fail ("cached plan must not change result type") once a newer node's migration adds a
+/// column.
+macro_rules! org_cols {
+    () => {
+        "name, contacts, auth_mode, auth_hash, created_at, updated_at"
+    };
+}
+
+macro_rules! client_cols {
+    () => {
+        "fingerprint, org, name, state, role, cert_der, recipient, token_counter, token_hash, \
+         token_recent, token_rotated_at, last_seen_at, state_reason, created_at, updated_at"
+    };
+}
+
 /// One past the largest character a deposit name may contain ('z' is 0x7a), so that
 /// `name >= p AND name < p || '{'` selects the names starting with `p` through the primary
 /// key's index; `starts_with` then makes the match exact whatever the prefix holds.
@@ -62,7 +78,7 @@ pub(crate) async fn load_keks(pool: &Pool) -> StoreResult<Vec<KekRecord>> {
 pub(crate) async fn get_org(pool: &Pool, name: &OrgName) -> StoreResult<Option<OrgRecord>> {
     query_opt(
         pool,
-        "SELECT * FROM orgs WHERE name = $1",
+        concat!("SELECT ", org_cols!(), " FROM orgs WHERE name = $1"),
         &[&name.as_str()],
     )
     .await?
@@ -72,11 +88,15 @@ pub(crate) async fn get_org(pool: &Pool, name: &OrgName) -> StoreResult<Option<O
 }
 
 pub(crate) async fn list_orgs(pool: &Pool) -> StoreResult<Vec<OrgRecord>> {
-    query(pool, "SELECT * FROM orgs ORDER BY name", &[])
-        .await?
-        .iter()
-        .map(rows::org)
-        .collect()
+    query(
+        pool,
+        concat!("SELECT ", org_cols!(), " FROM orgs ORDER BY name"),
+        &[],
+    )
+    .await?
+    .iter()
+    .map(rows::org)
+    .collect()
 }
 
 pub(crate) async fn get_client(
@@ -85,7 +105,11 @@ pub(crate) async fn get_client(
 ) -> StoreResult<Option<ClientRecord>> {
     query_opt(
         pool,
-        "SELECT * FROM clients WHERE fingerprint = $1",
+        concat!(
+            "SELECT ",
+            client_cols!(),
+            " FROM clients WHERE fingerprint = $1"
+        ),
         &[&fp.as_str()],
     )
     .await?
@@ -101,9 +125,13 @@ pub(crate) async fn list_clients(
 ) -> StoreResult<Vec<ClientRecord>> {
     query(
         pool,
-        "SELECT * FROM clients WHERE ($1::text IS NULL OR org = $1) \
-           AND ($2::text IS NULL OR state = $2) \
-         ORDER BY org, created_at, fingerprint",
+        concat!(
+            "SELECT ",
+            client_cols!(),
+            " FROM clients WHERE ($1::text IS NULL OR org = $1) \
+               AND ($2::text IS NULL OR state = $2) \
+             ORDER BY org, created_at, fingerprint"
+        ),
         &[&org.map(|o| o.as_str()), &state.map(|s| s.as_str())],
     )
     .await?
@@ -316,7 +344,7 @@ async fn groups_where(
         .map_err(store_error)?;
     let st = tx
         .prepare_cached(
-            "SELECT g.* FROM groups g WHERE ($1::text IS NULL OR g.org = $1) \
+            "SELECT g.org, g.name, g.epoch, g.created_at, g.updated_at FROM groups g WHERE ($1::text IS NULL OR g.org = $1) \
                AND ($2::text IS NULL OR g.name = $2) \
                AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM group_members m \
                      WHERE m.org = g.org AND m.name = g.name AND m.member = $3)) \

@@ -100,12 +100,17 @@ enum Abort {
     Retry(tokio_postgres::Error),
     /// Every job of the batch fails with this.
     Fail(StoreError),
+    /// Every job fails with this, and the pool's connections are suspect: the server went away
+    /// or stopped accepting writes (a failover), so they are dropped and the next write
+    /// connects afresh.
+    Broken(StoreError),
 }
 
 fn abort(e: tokio_postgres::Error) -> Abort {
     match classify(&e) {
         Class::Retry => Abort::Retry(e),
-        _ => Abort::Fail(store_error(e)),
+        Class::ReadOnly | Class::Connection => Abort::Broken(store_error(e)),
+        Class::Busy | Class::Statement => Abort::Fail(store_error(e)),
     }
 }
 
@@ -146,7 +151,7 @@ impl Writer {
                     attempt += 1;
                 }
                 Err(Abort::Retry(e)) => break Err(store_error(e)),
-                Err(Abort::Fail(e)) => break Err(e),
+                Err(Abort::Fail(e) | Abort::Broken(e)) => break Err(e),
             }
         };
         match outcome {
@@ -247,7 +252,7 @@ async fn run_transaction(
     }
     tx.commit().await.map_err(|e| match classify(&e) {
         Class::Retry => Abort::Retry(e),
-        _ => Abort::Fail(StoreError::Unavailable(format!(
+        _ => Abort::Broken(StoreError::Unavailable(format!(
             "the commit failed and its outcome is unknown: {}",
             store_error(e)
         ))),

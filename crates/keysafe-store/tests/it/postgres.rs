@@ -142,6 +142,20 @@ async fn a_dead_first_host_is_skipped() {
     assert!(store.target().contains(&format!("127.0.0.1:{dead},")));
 }
 
+/// A host given as a unix socket directory (percent-encoded, as libpq writes it).
+#[tokio::test]
+async fn a_unix_socket_host_works() {
+    let c = cluster();
+    let db = c.create_database("").unwrap();
+    let dir = c.socket_dir().display().to_string().replace('/', "%2F");
+    let url = format!("postgres://postgres@{dir}:{}/{db}", c.port());
+    let store = PostgresStore::create(&config(&url)).await.unwrap();
+    seed(&store).await;
+    let info = store.session_info().await.unwrap();
+    assert_eq!(info.server_addr, None, "not over TCP");
+    assert!(store.get_client(&fp('b')).await.unwrap().is_some());
+}
+
 /// keysafe does not weaken durability: its sessions commit with the server's
 /// `synchronous_commit` (on).
 #[tokio::test]
@@ -158,8 +172,8 @@ async fn sessions_keep_synchronous_commit_on() {
 
 /// A primary and a streaming standby. `target_session_attrs=read-write` with the standby
 /// listed first finds the primary; a store on the standby alone reads and answers `ReadOnly`
-/// to writes; a stopped primary makes writes `Unavailable` until it is back, without a restart
-/// of the store.
+/// to writes; a stopped primary makes writes `Unavailable` until it is back, and after a
+/// promotion the same store writes to the new primary, without a restart.
 #[tokio::test]
 async fn target_session_attrs_find_the_primary_and_standbys_refuse_writes() {
     let primary = TestCluster::start(ClusterOptions::default()).unwrap();
@@ -168,7 +182,13 @@ async fn target_session_attrs_find_the_primary_and_standbys_refuse_writes() {
         .await
         .unwrap();
     seed(&writer).await;
-    let standby = primary.start_standby(ClusterOptions::default()).unwrap();
+    // Reconnect to the primary quickly after it restarts (the default waits 5 s).
+    let standby = primary
+        .start_standby(ClusterOptions {
+            settings: vec![("wal_retrieve_retry_interval".into(), "'100ms'".into())],
+            ..ClusterOptions::default()
+        })
+        .unwrap();
     // Wait until the standby replayed the seeded rows.
     let mut replayed = false;
     for _ in 0..100 {
@@ -218,15 +238,45 @@ async fn target_session_attrs_find_the_primary_and_standbys_refuse_writes() {
     assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
     primary.restart().unwrap();
     rotate(&node, 1).await.unwrap();
-    assert_eq!(
-        node.get_client(&fp('a'))
-            .await
-            .unwrap()
-            .unwrap()
-            .token
-            .counter,
-        2
-    );
+    assert_eq!(counter(&node).await, 2);
+
+    // Failover: once the standby has replayed everything, the primary dies and the standby is
+    // promoted. The same store finds the new primary by itself (the write that meets the dead
+    // connection fails; the pool is emptied and the next one connects afresh).
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let q = format!(
+            "SELECT token_counter FROM clients WHERE fingerprint = '{}'",
+            fp('a').as_str()
+        );
+        if standby.psql(&db, &q).is_ok_and(|n| n == "2") {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(caught_up, "the standby did not replay the last write");
+    primary.stop_immediate().unwrap();
+    standby.promote().unwrap();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match rotate(&node, 2).await {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(_) | StoreError::ReadOnly) if attempts < 20 => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no write after the promotion: {e:?}"),
+        }
+    }
+    let info = node.session_info().await.unwrap();
+    assert_eq!(info.server_port, Some(standby.port()));
+    assert!(!info.in_recovery);
+    assert_eq!(counter(&node).await, 3);
+}
+
+async fn counter(s: &PostgresStore) -> u64 {
+    s.get_client(&fp('a')).await.unwrap().unwrap().token.counter
 }
 
 async fn rotate(s: &PostgresStore, expected: u64) -> Result<(), StoreError> {
