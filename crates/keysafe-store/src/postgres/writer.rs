@@ -9,8 +9,8 @@
 //! granted): the audit chain's next seq is read under the lock, and the compare-and-set checks
 //! of the changes (token counters, deposit versions, ACL serials, group epochs, keyring rows)
 //! see the latest committed state, as SQLite's single exclusive writer does. The statements also
-//! lock what they check (conditional UPDATEs, `FOR UPDATE` reads), so they stay correct without
-//! the head lock too.
+//! lock the rows they check (conditional UPDATEs, `FOR UPDATE` reads), a second line of defence
+//! should a statement ever run outside the head lock.
 //!
 //! A serialization failure or deadlock (SQLSTATE 40001 / 40P01, never recognised by message)
 //! rolls the whole transaction back, so the batch is run again from the start, a bounded number

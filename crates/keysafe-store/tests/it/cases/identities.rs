@@ -213,6 +213,93 @@ pub async fn concurrent_rotations_from_two_handles_exactly_one_wins(f: &dyn Fixt
     assert_eq!(c.token.hash, Some(format!("winner{}", winners[0])));
 }
 
+/// One-time tokens, ACL swaps and group epochs are compare-and-set too: of several changes
+/// from the same state, through two handles at once, exactly one applies.
+pub async fn concurrent_registrations_acl_swaps_and_member_removals_exactly_one_wins(
+    f: &dyn Fixture,
+) {
+    let handles = [f.store(), f.open_again().await];
+    let s = &handles[0];
+    s.apply(Mutation::InsertRegistrationToken(RegistrationTokenRecord {
+        hash: "t-race".into(),
+        org: org(),
+        created_by: fp('a'),
+        created_at: ts(1),
+        expires_at: ts(1_000),
+    }))
+    .await
+    .unwrap();
+    let candidates = ['1', '2', '3', '4', '5', '6', '7', '8'];
+    let results = race(&handles, 8, |i| Mutation::InsertClient {
+        client: client_record(fp(candidates[i]), ts(10)),
+        consume_token: Some("t-race".into()),
+    })
+    .await;
+    let won = one_winner(&results, &StoreError::NotFound);
+    for (i, c) in candidates.iter().enumerate() {
+        assert_eq!(s.get_client(&fp(*c)).await.unwrap().is_some(), i == won);
+    }
+
+    let k = key('a', "acl-race");
+    put(&**s, &k, None, 1, b"x").await.unwrap();
+    let results = race(&handles, 8, |i| Mutation::SetAcl {
+        key: k.clone(),
+        expected_current: ver(1),
+        expected_acl_serial: 0,
+        grants: vec![GrantRecord {
+            grantee: Principal::Client(fp(candidates[i])),
+            access: Access::Read,
+            granted_by: fp('a'),
+            granted_at: ts(20),
+        }],
+        replace: vec![],
+        at: ts(20),
+    })
+    .await;
+    let won = one_winner(&results, &StoreError::Conflict);
+    assert_eq!(s.get_deposit(&k).await.unwrap().unwrap().acl_serial, 1);
+    let grants = s.get_grants(&k).await.unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].grantee, Principal::Client(fp(candidates[won])));
+
+    let g = GroupName::parse("race").unwrap();
+    s.apply(Mutation::CreateGroup {
+        org: org(),
+        name: g.clone(),
+        recipient: "age1one".into(),
+        keys: vec![
+            WrappedKeyRecord {
+                epoch: 1,
+                member: fp('a'),
+                wrapped: vec![1],
+            },
+            WrappedKeyRecord {
+                epoch: 1,
+                member: fp('b'),
+                wrapped: vec![2],
+            },
+        ],
+        at: ts(30),
+    })
+    .await
+    .unwrap();
+    let results = race(&handles, 8, |i| Mutation::RemoveGroupMember {
+        org: org(),
+        name: g.clone(),
+        member: fp(if i % 2 == 0 { 'a' } else { 'b' }),
+        expected_epoch: 1,
+        recipient: format!("age1two-{i}"),
+        keys: vec![],
+        at: ts(31),
+    })
+    .await;
+    let won = one_winner(&results, &StoreError::Conflict);
+    let group = s.get_group(&org(), &g).await.unwrap().unwrap();
+    assert_eq!(group.epoch, 2);
+    assert_eq!(group.epochs[1].1, format!("age1two-{won}"));
+    assert_eq!(group.members.len(), 1);
+}
+
 pub async fn registration_tokens_are_single_use_unexpired_and_per_org(f: &dyn Fixture) {
     let s = f.store();
     s.apply(Mutation::CreateOrg(org_record("other", AuthMode::Approval)))

@@ -58,6 +58,7 @@ macro_rules! conformance_suite {
             audit_entries_commit_with_their_writes_and_failures_leave_no_hole,
             token_rotation_is_compare_and_set_for_active_clients,
             concurrent_rotations_from_two_handles_exactly_one_wins,
+            concurrent_registrations_acl_swaps_and_member_removals_exactly_one_wins,
             concurrent_puts_with_the_same_expectation_exactly_one_wins,
             registration_tokens_are_single_use_unexpired_and_per_org,
             disable_unactivated_selects_never_seen_ordinary_clients,
@@ -219,6 +220,37 @@ fn event(target: &str) -> AuditEvent {
         version: None,
         outcome: "ok".into(),
     }
+}
+
+/// Applies `n` changes at once, alternating between the handles, and answers their results in
+/// order.
+async fn race(
+    handles: &[Arc<dyn Store>],
+    n: usize,
+    make: impl Fn(usize) -> Mutation,
+) -> Vec<Result<Applied, StoreError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let s = handles[i % handles.len()].clone();
+            let m = make(i);
+            tokio::spawn(async move { s.apply(m).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// The index of the one success; every other result must be `loser`.
+fn one_winner(results: &[Result<Applied, StoreError>], loser: &StoreError) -> usize {
+    let winners: Vec<usize> = (0..results.len()).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one wins: {results:?}");
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert_eq!(r.as_ref().unwrap_err(), loser);
+    }
+    winners[0]
 }
 
 fn names(rows: Vec<DepositRecord>) -> Vec<String> {
