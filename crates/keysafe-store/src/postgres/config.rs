@@ -141,6 +141,13 @@ impl SslMode {
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long a write waits for a lock, unless set otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP keepalive and user timeout, unless the URL sets them: a database host that vanished
+/// without closing its connections (power loss, a partition) is noticed in about half a
+/// minute, not after the kernel's two hours, so a failover is not held up by dead sockets.
+const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_KEEPALIVE_RETRIES: u32 = 3;
+const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one host may take to accept a connection before the next host is tried, unless
 /// the URL sets `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,6 +228,22 @@ impl PgConfig {
         }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        let given = |name: &str| {
+            kept.iter()
+                .any(|p| p.split('=').next().is_some_and(|k| k == name))
+        };
+        if !given("keepalives_idle") {
+            pg.keepalives_idle(DEFAULT_KEEPALIVE_IDLE);
+        }
+        if !given("keepalives_interval") {
+            pg.keepalives_interval(DEFAULT_KEEPALIVE_INTERVAL);
+        }
+        if !given("keepalives_retries") {
+            pg.keepalives_retries(DEFAULT_KEEPALIVE_RETRIES);
+        }
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
         }
         if pg.get_application_name().is_none() {
             pg.application_name("keysafe");
@@ -385,6 +408,22 @@ mod tests {
         assert!(!debug.contains("s3cret"), "{debug}");
         assert!(debug.contains("[redacted]"));
         assert!(!format!("{:?}", PgPassword::new("s3cret-pw".into())).contains("s3cret"));
+    }
+
+    #[test]
+    fn dead_hosts_are_noticed_in_seconds_unless_the_url_says_otherwise() {
+        let c = PgConfig::parse("postgres://u@db/x", None).unwrap();
+        assert_eq!(c.pg.get_keepalives_idle(), DEFAULT_KEEPALIVE_IDLE);
+        assert_eq!(c.pg.get_tcp_user_timeout(), Some(&DEFAULT_TCP_USER_TIMEOUT));
+        assert_eq!(c.pg.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        let c = PgConfig::parse(
+            "postgres://u@db/x?keepalives_idle=600&tcp_user_timeout=90&connect_timeout=3",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.pg.get_keepalives_idle(), Duration::from_secs(600));
+        assert_eq!(c.pg.get_tcp_user_timeout(), Some(&Duration::from_secs(90)));
+        assert_eq!(c.pg.get_connect_timeout(), Some(&Duration::from_secs(3)));
     }
 
     #[test]
