@@ -93,7 +93,8 @@ pub fn bindir() -> Result<PathBuf> {
         } else {
             Err(err(format!(
                 "KEYSAFE_PG_BINDIR={} lacks the PostgreSQL server binaries \
-                 (initdb, pg_ctl, postgres, psql, pg_basebackup)",
+                 (initdb, pg_ctl, postgres, psql, pg_basebackup): install postgresql-15 \
+                 (apt-get install -y postgresql-15) or point it at their directory",
                 dir.display()
             )))
         };

@@ -139,3 +139,21 @@ fn the_shared_cluster_does_not_outlive_a_killed_test_process() {
         dir.display()
     );
 }
+
+/// Without the server binaries a test fails (never skips) and says what to install.
+#[test]
+fn missing_binaries_fail_the_test_with_what_to_install() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "shared_cluster_answers", "--nocapture"])
+        .env("KEYSAFE_PG_BINDIR", "/nonexistent/postgresql/bin")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("install postgresql-15"), "{text}");
+    assert!(text.contains("1 failed"), "{text}");
+}
