@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 /// The PostgreSQL settings of a validated URL, with the password read now from where the
 /// configuration says (it is never kept in the configuration itself).
-fn pg_config(url: &str, password: &PasswordSource) -> StoreResult<postgres::PgConfig> {
+pub(crate) fn pg_config(url: &str, password: &PasswordSource) -> StoreResult<postgres::PgConfig> {
     let password = password
         .read()
         .map_err(|e| StoreError::Unavailable(e.to_string()))?

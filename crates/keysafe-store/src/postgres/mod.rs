@@ -186,6 +186,22 @@ impl PostgresStore {
 
 }
 
+/// One connection outside any pool, with the store's TLS settings (raw access for tests).
+#[cfg(feature = "testing")]
+pub(crate) async fn connect_raw(cfg: &PgConfig) -> StoreResult<tokio_postgres::Client> {
+    let (client, connection) = cfg
+        .pg
+        .connect(tls::connector(cfg)?)
+        .await
+        .map_err(store_error)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "raw PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
 fn writer_stopped() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
