@@ -420,7 +420,10 @@ mod tests {
             ("postgres://ks@db", "names no database"),
             ("postgres://ks@db/keysafe?sslmode=allow", "sslmode=allow"),
             ("postgres://ks@db/keysafe?colour=red", "colour"),
-            ("postgres://ks@db/keysafe?sslmode=verify-full", "sslrootcert"),
+            (
+                "postgres://ks@db/keysafe?sslmode=verify-full",
+                "sslrootcert",
+            ),
             ("postgres://ks@db/keysafe?sslcert=c.pem", "not supported"),
         ] {
             let e = parse(&format!("url = {url:?}")).unwrap_err().to_string();

@@ -146,7 +146,10 @@ impl RawDb {
         match &mut self.conn {
             Conn::Sqlite(conn) => {
                 let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params);
-                Ok(q.execute(&mut *conn).await.map_err(raw_error)?.rows_affected())
+                Ok(q.execute(&mut *conn)
+                    .await
+                    .map_err(raw_error)?
+                    .rows_affected())
             }
             Conn::Postgres(client) => {
                 let st = client
@@ -220,7 +223,9 @@ impl RawDb {
 
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
+        Some(db) => {
+            StoreError::Backend(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
+        }
         None => StoreError::Backend(e.to_string()),
     }
 }
@@ -252,7 +257,9 @@ fn dollar_placeholders(sql: &str) -> String {
 type PgArg = Box<dyn ToSql + Sync + Send>;
 
 fn refs(args: &[PgArg]) -> Vec<&(dyn ToSql + Sync)> {
-    args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect()
+    args.iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 /// Converts each value to what its parameter's type takes.
@@ -328,14 +335,26 @@ fn decode_pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<RawValue> {
             .try_get::<_, Option<i32>>(i)
             .map_err(err)?
             .map(|n| RawValue::Int(i64::from(n))),
-        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(err)?.map(RawValue::Int),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(err)?
+            .map(RawValue::Int),
         Type::FLOAT4 => row
             .try_get::<_, Option<f32>>(i)
             .map_err(err)?
             .map(|f| RawValue::Real(f64::from(f))),
-        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(err)?.map(RawValue::Real),
-        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(err)?.map(RawValue::Blob),
-        _ => row.try_get::<_, Option<String>>(i).map_err(err)?.map(RawValue::Text),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map_err(err)?
+            .map(RawValue::Real),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(err)?
+            .map(RawValue::Blob),
+        _ => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(err)?
+            .map(RawValue::Text),
     };
     Ok(v.unwrap_or(RawValue::Null))
 }
@@ -378,6 +397,9 @@ mod tests {
             dollar_placeholders("UPDATE t SET a = ?1, b = '?2' WHERE \"c?3\" = ?10 AND d = ?"),
             "UPDATE t SET a = $1, b = '?2' WHERE \"c?3\" = $10 AND d = ?"
         );
-        assert_eq!(dollar_placeholders("x = 'it''s ?1' OR y = ?2"), "x = 'it''s ?1' OR y = $2");
+        assert_eq!(
+            dollar_placeholders("x = 'it''s ?1' OR y = ?2"),
+            "x = 'it''s ?1' OR y = $2"
+        );
     }
 }

@@ -183,7 +183,6 @@ impl PostgresStore {
             server_version: rows::col(&row, "server_version")?,
         })
     }
-
 }
 
 /// One connection outside any pool, with the store's TLS settings (raw access for tests).

@@ -1,121 +1,99 @@
-//! The PostgreSQL store against a real PostgreSQL (keysafe-testpg: one throwaway cluster for
-//! this test binary, a database per test, extra clusters where a test needs TLS, passwords or a
-//! standby): the conformance cases, then what only PostgreSQL has: multi-host URLs and
-//! `target_session_attrs`, byte-wise names on an ICU database, retried deadlocks, TLS modes,
-//! passwords kept out of URLs and logs, migrations under concurrency.
+//! What only the PostgreSQL backend has, against real PostgreSQL (keysafe-testpg: the cluster
+//! this test binary shares, a database per test, extra clusters where a test needs TLS,
+//! passwords or a standby): byte-wise names on an ICU database, multi-host URLs and
+//! `target_session_attrs`, standbys and promotion, retried deadlocks, the chain head's lock
+//! timeout, concurrent migrations, TLS modes, passwords kept out of URLs and logs, and the
+//! refusal of file snapshots. The conformance suite runs on PostgreSQL from `main.rs`.
 
-use crate::cases::{self, Fixture, conformance_suite, fp, key, org, seed};
-use async_trait::async_trait;
-use keysafe_core::store::{Mutation, Store, StoreError, TokenState};
+use crate::backends::{Postgres, cluster};
+use crate::suite::{self, TestBackend, client_record, create_org, fp, insert, kek, key, org, ver};
+use keysafe_core::store::{
+    AuditStore, DepositStore, IdentityStore, Mutation, Store, StoreError, TokenState,
+};
 use keysafe_proto::Timestamp;
 use keysafe_store::postgres::{PgConfig, PgConfigError, PgPassword, PostgresStore};
+use keysafe_store::{StorageConfig, snapshot};
 use keysafe_testpg::{ClusterOptions, TestCluster};
 use std::sync::Arc;
-
-fn cluster() -> &'static TestCluster {
-    keysafe_testpg::shared()
-        .unwrap_or_else(|e| panic!("the PostgreSQL suite needs a PostgreSQL server: {e}"))
-}
-
-async fn psql(cluster: &'static TestCluster, db: String, sql: String) -> String {
-    tokio::task::spawn_blocking(move || cluster.psql(&db, &sql))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn config(url: &str) -> PgConfig {
     PgConfig::parse(url, None).unwrap()
 }
 
-struct PgFixture {
-    cluster: &'static TestCluster,
-    db: String,
-    store: Arc<PostgresStore>,
+/// Organisation `acme`, active clients `a` and `b`, keyring version 1 (as `suite::Ctx::new`).
+async fn seed(s: &dyn Store) {
+    s.apply(create_org("acme")).await.unwrap();
+    for f in ['a', 'b'] {
+        s.apply(insert(client_record(
+            fp(f),
+            "acme",
+            Timestamp::from_unix_millis(1),
+        )))
+        .await
+        .unwrap();
+    }
+    s.apply(kek(1, "test-fixture")).await.unwrap();
 }
 
-#[async_trait(?Send)]
-impl Fixture for PgFixture {
-    fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
-    }
-
-    async fn open_again(&self) -> Arc<dyn Store> {
-        Arc::new(
-            PostgresStore::open(&config(&self.cluster.url(&self.db)))
-                .await
-                .unwrap(),
-        )
-    }
-
-    async fn write_bad_deposit_name(&self) {
-        psql(
-            self.cluster,
-            self.db.clone(),
-            format!(
-                "INSERT INTO deposits (owner, name, org, current_version, current_size, \
-                 created_at, updated_at) VALUES ('{}', 'bad/../name', 'acme', 1, 1, 1, 1)",
-                fp('a').as_str()
-            ),
-        )
-        .await;
-    }
-
-    async fn refuse_audit_target(&self, target: &str) {
-        psql(
-            self.cluster,
-            self.db.clone(),
-            format!(
-                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN IF NEW.target = '{target}' THEN RAISE EXCEPTION 'refused'; END IF; \
-                 RETURN NEW; END $$; \
-                 CREATE TRIGGER refuse BEFORE INSERT ON audit_log FOR EACH ROW \
-                 EXECUTE FUNCTION refuse_audit();"
-            ),
-        )
-        .await;
-    }
-}
-
-/// A fresh database (created with `options`), initialised and seeded.
-async fn fixture_with(options: &str) -> PgFixture {
-    let cluster = cluster();
-    let db = cluster.create_database(options).unwrap();
+/// A fresh database on the shared cluster, initialised and seeded.
+async fn seeded(cluster: &TestCluster) -> (String, PostgresStore) {
+    let db = cluster.create_database("").unwrap();
     let store = PostgresStore::create(&config(&cluster.url(&db)))
         .await
         .unwrap();
     seed(&store).await;
-    PgFixture {
-        cluster,
-        db,
-        store: Arc::new(store),
-    }
+    (db, store)
 }
-
-async fn fixture() -> Box<dyn Fixture> {
-    Box::new(fixture_with("").await)
-}
-
-conformance_suite!(fixture);
-
-const ICU_EN_US: &str = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'";
 
 /// On a database whose default collation is ICU's en-US (which orders `aB` before `a_b`, and
-/// `A` after `a`), names still compare as bytes and prefixes match literally.
+/// `A` after `a`), names still compare as bytes and prefixes match literally: the listing
+/// cases of the suite, and the organisation listing, on such a database.
 #[tokio::test]
 async fn listing_compares_bytes_on_an_icu_database() {
-    let f = fixture_with(ICU_EN_US).await;
+    let c = cluster();
+    let db = c.create_database(Postgres::ICU_EN_US.options).unwrap();
     // The database really collates differently from bytes: otherwise this test proves nothing.
-    let natural = psql(
-        f.cluster,
-        f.db.clone(),
-        "SELECT string_agg(x, ' ' ORDER BY x) FROM unnest(ARRAY['a_b', 'aB', 'ab', 'A', 'a-b']) x"
-            .into(),
-    )
-    .await;
+    let natural = c
+        .psql(
+            &db,
+            "SELECT string_agg(x, ' ' ORDER BY x) FROM unnest(ARRAY['a_b', 'aB', 'ab', 'A', 'a-b']) x",
+        )
+        .unwrap();
     assert_ne!(natural, "A a-b aB a_b ab", "ICU en-US orders like bytes?");
-    cases::listing_is_byte_ordered_with_exact_prefixes_and_pages(&f).await;
-    cases::org_auth_roles_and_client_listing(&f).await;
+    let icu: &dyn TestBackend = &Postgres::ICU_EN_US;
+    suite::listing_orders_by_bytes_not_by_locale(icu).await;
+    suite::listing_respects_prefix_boundaries_order_and_pages(icu).await;
+    suite::orgs_are_unique_and_take_auth_changes(icu).await;
+    suite::groups_are_created_with_members_and_keys(icu).await;
+    suite::shared_listing_finds_grants_to_any_grantee(icu).await;
+    suite::stale_rows_page_and_usage_counts(icu).await;
+}
+
+/// File snapshots are SQLite's; a PostgreSQL store refuses them clearly (its backups are the
+/// server's own tools until the logical export exists).
+#[tokio::test]
+async fn file_snapshots_are_refused() {
+    let c = cluster();
+    let db = c.create_database("").unwrap();
+    let settings: keysafe_store::StorageSettings =
+        toml::from_str(&format!("url = {:?}", c.url(&db))).unwrap();
+    let cfg = StorageConfig::from_settings(&settings, std::path::Path::new("/")).unwrap();
+    keysafe_store::create(&cfg).await.unwrap().close().await;
+    let dir = tempfile::tempdir().unwrap();
+    for e in [
+        snapshot::take(&cfg, &dir.path().join("s"))
+            .await
+            .unwrap_err(),
+        snapshot::install(&cfg, b"SQLite format 3\0")
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, StoreError::Unsupported(m) if m.contains("SQLite")),
+            "{e:?}"
+        );
+    }
+    assert!(!dir.path().join("s").exists());
 }
 
 /// A libpq multi-host URL whose first host refuses connections: the store connects to the
@@ -160,8 +138,8 @@ async fn a_unix_socket_host_works() {
 /// `synchronous_commit` (on).
 #[tokio::test]
 async fn sessions_keep_synchronous_commit_on() {
-    let f = fixture_with("").await;
-    let info = f.store.session_info().await.unwrap();
+    let (_, store) = seeded(cluster()).await;
+    let info = store.session_info().await.unwrap();
     assert_eq!(info.synchronous_commit, "on");
     assert!(
         info.server_version.starts_with("15"),
@@ -310,7 +288,7 @@ async fn deadlocks_are_retried_and_the_batch_applies_once() {
     )
     .unwrap();
     let store = Arc::new(PostgresStore::create(&config(&c.url(&db))).await.unwrap());
-    seed(&*store).await;
+    seed(store.as_ref()).await;
     let (other, conn) = tokio_postgres::connect(&c.url(&db), tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -339,7 +317,7 @@ async fn deadlocks_are_retried_and_the_batch_applies_once() {
                     expected_acl_serial: None,
                     version: keysafe_core::store::VersionRecord {
                         meta: keysafe_core::store::VersionMeta {
-                            version: cases::ver(1),
+                            version: ver(1),
                             size: 1,
                             created_at: Timestamp::from_unix_millis(3),
                             creator: fp('b'),
@@ -693,7 +671,8 @@ async fn passwords_come_from_outside_the_url_and_are_never_printed() {
     let e = PostgresStore::create(&wrong).await.unwrap_err();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
     assert!(!e.to_string().contains("wrong"));
-    // From a private file: accepted.
+    // From a private file, named in the storage configuration as a user writes it: accepted,
+    // through the factory.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pgpass");
     std::fs::write(&file, "correct-horse-battery\n").unwrap();
@@ -701,16 +680,40 @@ async fn passwords_come_from_outside_the_url_and_are_never_printed() {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let cfg = PgConfig::parse(&url, Some(PgPassword::from_file(&file).unwrap())).unwrap();
-    let store = PostgresStore::create(&cfg).await.unwrap();
-    seed(&store).await;
+    let settings: keysafe_store::StorageSettings =
+        toml::from_str(&format!("url = {url:?}\npassword_file = \"pgpass\"")).unwrap();
+    let storage = StorageConfig::from_settings(&settings, dir.path()).unwrap();
+    let store = keysafe_store::create(&storage).await.unwrap();
+    seed(store.as_ref()).await;
+    assert!(store.get_client(&fp('a')).await.unwrap().is_some());
+    // Raw access for tamper tests connects the same way.
+    let mut raw = keysafe_store::testing::RawDb::connect(&storage)
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.scalar("SELECT count(*) FROM clients", &[])
+            .await
+            .unwrap(),
+        2.into()
+    );
+    let cfg = PgConfig::parse(&url, Some(PgPassword::new("correct-horse-battery".into()))).unwrap();
     for shown in [
         format!("{cfg:?}"),
         format!("{cfg}"),
-        format!("{store:?}"),
-        store.target().to_owned(),
+        format!("{storage:?}"),
+        format!("{storage}"),
     ] {
         assert!(!shown.contains("correct-horse"), "{shown}");
     }
     assert!(format!("{cfg:?}").contains("[redacted]"));
+    // A password file others can read is refused, and so is an empty one; neither is quoted.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let e = keysafe_store::open(&storage).await.err().unwrap();
+    assert!(
+        matches!(&e, StoreError::Unavailable(m) if m.contains("chmod 600") && !m.contains("correct")),
+        "{e:?}"
+    );
 }
