@@ -210,6 +210,40 @@ impl RawDb {
         }
     }
 
+    /// Makes every later INSERT into `table` fail, behind the store's back (a trigger named
+    /// `name`), as a broken database would; [`RawDb::allow_inserts`] removes it. Names are
+    /// letters, digits and `_` only.
+    pub async fn fail_inserts(&mut self, name: &str, table: &str) -> StoreResult<()> {
+        check_identifier(name)?;
+        check_identifier(table)?;
+        let sql = match self.conn {
+            Conn::Sqlite(_) => format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON {table} \
+                 BEGIN SELECT RAISE(ABORT, '{name}'); END"
+            ),
+            Conn::Postgres(_) => format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION '{name}'; END $$; \
+                 CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW \
+                 EXECUTE FUNCTION {name}();"
+            ),
+        };
+        self.execute_script(&sql).await
+    }
+
+    /// Removes a trigger [`RawDb::fail_inserts`] made.
+    pub async fn allow_inserts(&mut self, name: &str, table: &str) -> StoreResult<()> {
+        check_identifier(name)?;
+        check_identifier(table)?;
+        let sql = match self.conn {
+            Conn::Sqlite(_) => format!("DROP TRIGGER {name}"),
+            Conn::Postgres(_) => {
+                format!("DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();")
+            }
+        };
+        self.execute_script(&sql).await
+    }
+
     /// The first column of the first row; `NotFound` when there is no row.
     pub async fn scalar(&mut self, sql: &str, params: &[RawValue]) -> StoreResult<RawValue> {
         self.query(sql, params)
@@ -218,6 +252,14 @@ impl RawDb {
             .next()
             .and_then(|r| r.into_iter().next())
             .ok_or(StoreError::NotFound)
+    }
+}
+
+fn check_identifier(s: &str) -> StoreResult<()> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!("not a plain SQL name: {s:?}")))
     }
 }
 

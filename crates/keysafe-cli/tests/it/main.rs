@@ -7,6 +7,7 @@ mod cache;
 mod client_cmds;
 mod failover;
 mod kms_cmd;
+mod postgres;
 mod server_cmds;
 mod shared_dir;
 // Seals, HSM, rotation and backups (issue 5).
