@@ -68,11 +68,24 @@ pub struct TestCluster {
 
 static SHARED: OnceLock<std::result::Result<TestCluster, HarnessError>> = OnceLock::new();
 
+/// Connections the shared cluster accepts: every test of a binary may run at once (one per
+/// core), each with a store's pool (up to 16) and a raw connection or two; initdb's default
+/// (100, or less on a small machine) runs out on a many-core machine.
+const SHARED_MAX_CONNECTIONS: u32 = 400;
+
 /// The cluster shared by every test of this test binary, started on first use. It is never
 /// dropped; its watchdog stops it when the test process exits.
 pub fn shared() -> Result<&'static TestCluster> {
     SHARED
-        .get_or_init(|| TestCluster::start(ClusterOptions::default()))
+        .get_or_init(|| {
+            TestCluster::start(ClusterOptions {
+                settings: vec![(
+                    "max_connections".into(),
+                    SHARED_MAX_CONNECTIONS.to_string(),
+                )],
+                ..ClusterOptions::default()
+            })
+        })
         .as_ref()
         .map_err(Clone::clone)
 }

@@ -86,6 +86,8 @@ fn a_stopped_cluster_restarts_on_the_same_port() {
 fn shared_cluster_answers() {
     let c = keysafe_testpg::shared().unwrap();
     assert_eq!(c.psql("postgres", "SELECT 1").unwrap(), "1");
+    // Room for every test of a binary at once, each with a store's pool.
+    assert_eq!(c.psql("postgres", "SHOW max_connections").unwrap(), "400");
     if std::env::var_os("KEYSAFE_TESTPG_PROBE").is_some() {
         println!(
             "probe {} {}",
