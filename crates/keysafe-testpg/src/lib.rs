@@ -79,10 +79,7 @@ pub fn shared() -> Result<&'static TestCluster> {
     SHARED
         .get_or_init(|| {
             TestCluster::start(ClusterOptions {
-                settings: vec![(
-                    "max_connections".into(),
-                    SHARED_MAX_CONNECTIONS.to_string(),
-                )],
+                settings: vec![("max_connections".into(), SHARED_MAX_CONNECTIONS.to_string())],
                 ..ClusterOptions::default()
             })
         })
