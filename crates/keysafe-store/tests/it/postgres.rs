@@ -717,3 +717,35 @@ async fn passwords_come_from_outside_the_url_and_are_never_printed() {
         "{e:?}"
     );
 }
+
+/// The database drops every idle connection of the store (a restart, an idle-session killer):
+/// the next read and the next write connect afresh instead of failing on a dead connection.
+#[tokio::test]
+async fn connections_the_server_dropped_are_replaced_not_reported() {
+    let c = cluster();
+    let (db, store) = seeded(c).await;
+    // Use several pooled connections at once, so there are idle ones to kill.
+    let (fa, fb) = (fp('a'), fp('b'));
+    let (a, b, c2, d) = tokio::join!(
+        store.get_client(&fa),
+        store.get_client(&fa),
+        store.get_client(&fb),
+        store.get_client(&fb),
+    );
+    for r in [a, b, c2, d] {
+        assert!(r.unwrap().is_some());
+    }
+    let killed = c
+        .psql(
+            &db,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'keysafe' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    assert_ne!(killed, "0", "no connection of the store was open");
+    // The connections notice the end of their sockets.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(store.get_client(&fp('b')).await.unwrap().is_some());
+    rotate(&store, 0).await.unwrap();
+    assert_eq!(counter(&store).await, 1);
+}
