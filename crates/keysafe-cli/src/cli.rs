@@ -176,7 +176,7 @@ pub struct InitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// The storage: a database file path (relative to the data directory) or a URL
-    /// (sqlite:PATH; postgres://USER@HOST[,HOST2...]/DATABASE once PostgreSQL is built in).
+    /// (sqlite:PATH, or postgres://USER@HOST[,HOST2...]/DATABASE?... for a database keysafe owns).
     /// Never put a password in it: use --storage-password-file or KEYSAFE_STORAGE_PASSWORD.
     #[arg(long, value_name = "URL", default_value = keysafe_store::config::DEFAULT_URL)]
     pub storage: String,

@@ -74,6 +74,9 @@ impl CoreError {
             )),
             StoreError::Deleted => CoreError::Deleted,
             StoreError::Unavailable(m) => CoreError::Unavailable(m),
+            StoreError::ReadOnly => {
+                CoreError::Unavailable("the database accepts no writes at the moment".into())
+            }
             StoreError::Corrupt(m) => CoreError::Integrity(m),
             StoreError::Backend(m) => CoreError::Internal(m),
             StoreError::InUse(m) => CoreError::InvalidState(format!("{what} is still in use: {m}")),

@@ -46,7 +46,11 @@ impl PasswordSource {
     /// Reads the password; `None` when none is configured.
     pub fn read(&self) -> Result<Option<Zeroizing<String>>, StorageConfigError> {
         match self {
-            PasswordSource::Environment => Ok(std::env::var(PASSWORD_ENV).ok().map(Zeroizing::new)),
+            // Set but empty counts as unset, as libpq's PGPASSWORD does.
+            PasswordSource::Environment => Ok(std::env::var(PASSWORD_ENV)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(Zeroizing::new)),
             PasswordSource::File(path) => {
                 if let Err(e) = keysafe_core::seal::check_private_file(path) {
                     return Err(StorageConfigError(match e {
@@ -64,6 +68,12 @@ impl PasswordSource {
                     StorageConfigError(format!("cannot read {}: {e}", path.display()))
                 })?);
                 let line = text.lines().next().unwrap_or_default();
+                if line.is_empty() {
+                    return Err(StorageConfigError(format!(
+                        "the storage password file {} is empty",
+                        path.display()
+                    )));
+                }
                 Ok(Some(Zeroizing::new(line.to_owned())))
             }
         }
@@ -208,6 +218,11 @@ fn parse_url(
             "storage.url {url:?} names no host"
         )));
     }
+    // Everything else about the URL (hosts, ports, sslmode, target_session_attrs, ...) is
+    // checked by the backend's own parser now, so a bad URL stops `init` or `serve` before
+    // anything is written.
+    crate::postgres::PgConfig::parse(url, None)
+        .map_err(|e| StorageConfigError(format!("storage.url: {e}")))?;
     Ok(Backend::Postgres {
         url: url.to_owned(),
         password,
@@ -261,8 +276,8 @@ pub fn storage_section(url: &str, password_file: Option<&Path>) -> String {
 #   "sqlite:PATH"  one embedded database file (WAL, synchronous=FULL); a relative PATH is
 #                  inside the data directory. The default.
 #   "postgres://USER@HOST[,HOST2...]/DATABASE?target_session_attrs=read-write"
-#                  PostgreSQL, for several keysafe nodes over one database (not built into
-#                  this version yet). Never put the password in the URL.
+#                  PostgreSQL, for several keysafe nodes over one database
+#                  (docs/postgresql.md). Never put the password in the URL.
 url = {url:?}
 # PostgreSQL: a file holding the database password (mode 0600). Without it,
 # KEYSAFE_STORAGE_PASSWORD is used.
@@ -386,5 +401,39 @@ mod tests {
                 .map(String::as_str),
             Some("s3cret")
         );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let e = PasswordSource::File(empty).read().unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+    }
+
+    /// PostgreSQL URLs are checked in full when the configuration is read, so `init` and
+    /// `serve` stop before touching anything.
+    #[test]
+    fn postgres_urls_are_checked_when_read() {
+        for (url, needle) in [
+            ("postgres://ks@db", "names no database"),
+            ("postgres://ks@db/keysafe?sslmode=allow", "sslmode=allow"),
+            ("postgres://ks@db/keysafe?colour=red", "colour"),
+            (
+                "postgres://ks@db/keysafe?sslmode=verify-full",
+                "sslrootcert",
+            ),
+            ("postgres://ks@db/keysafe?sslcert=c.pem", "not supported"),
+        ] {
+            let e = parse(&format!("url = {url:?}")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+        for url in [
+            "postgres://ks@db1:5432,db2:5433/keysafe?target_session_attrs=read-write",
+            "postgresql://ks@127.0.0.1/keysafe?sslmode=disable&connect_timeout=3",
+        ] {
+            parse(&format!("url = {url:?}")).unwrap();
+        }
     }
 }

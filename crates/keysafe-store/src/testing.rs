@@ -2,13 +2,17 @@
 //! (tampering with rows, reading what is at rest), without naming the backend. Behind the
 //! `testing` feature: never in a server build.
 //!
-//! SQL is the backend's own dialect; placeholders are written `?1`, `?2`, ... and each backend's
-//! connection translates them if it needs another form. Values travel as [`RawValue`].
+//! SQL is written so that both dialects take it where a test needs both (plain INSERT, UPDATE,
+//! DELETE and SELECT of the shared schema); placeholders are written `?1`, `?2`, ... and the
+//! PostgreSQL connection turns them into `$1`, `$2`, .... Values travel as [`RawValue`]: an
+//! `Int` binds to an integer or boolean column (0 is false), and booleans read back as `Int`
+//! (0 or 1) on both backends, as SQLite stores them.
 
 use crate::config::{Backend, StorageConfig};
 use keysafe_core::store::{StoreError, StoreResult};
 use sqlx::{ConnectOptions, Row, TypeInfo, ValueRef};
 use std::path::PathBuf;
+use tokio_postgres::types::{ToSql, Type};
 
 /// One value bound to or read from a raw statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +79,12 @@ impl From<&[u8]> for RawValue {
 
 /// A read-write connection to the store's database that bypasses the store.
 pub struct RawDb {
-    conn: sqlx::SqliteConnection,
+    conn: Conn,
+}
+
+enum Conn {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(tokio_postgres::Client),
 }
 
 impl std::fmt::Debug for RawDb {
@@ -104,40 +113,65 @@ fn bind_all<'q>(mut q: Query<'q>, params: &[RawValue]) -> Query<'q> {
 }
 
 impl RawDb {
-    /// Connects to the database `cfg` names.
+    /// Connects to the database `cfg` names (with its password, for PostgreSQL).
     pub async fn connect(cfg: &StorageConfig) -> StoreResult<Self> {
-        match &cfg.backend {
-            Backend::Sqlite { path } => {
-                let conn = sqlx::sqlite::SqliteConnectOptions::new()
+        let conn = match &cfg.backend {
+            Backend::Sqlite { path } => Conn::Sqlite(
+                sqlx::sqlite::SqliteConnectOptions::new()
                     .filename(path)
                     .busy_timeout(std::time::Duration::from_secs(10))
                     .connect()
                     .await
-                    .map_err(raw_error)?;
-                Ok(Self { conn })
+                    .map_err(raw_error)?,
+            ),
+            Backend::Postgres { url, password } => {
+                let pg = crate::pg_config(url, password)?;
+                Conn::Postgres(crate::postgres::connect_raw(&pg).await?)
             }
-            Backend::Postgres { .. } => Err(StoreError::Unsupported(
-                "raw access to PostgreSQL is not built into this keysafe yet".into(),
-            )),
+        };
+        Ok(Self { conn })
+    }
+
+    /// Which backend this connection talks to: `"sqlite"` or `"postgres"`, for the few tests
+    /// whose SQL must differ (triggers, blob literals).
+    pub fn dialect(&self) -> &'static str {
+        match self.conn {
+            Conn::Sqlite(_) => "sqlite",
+            Conn::Postgres(_) => "postgres",
         }
     }
 
     /// Runs one statement; answers how many rows it changed.
     pub async fn execute(&mut self, sql: &str, params: &[RawValue]) -> StoreResult<u64> {
-        let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params);
-        Ok(q.execute(&mut self.conn)
-            .await
-            .map_err(raw_error)?
-            .rows_affected())
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params);
+                Ok(q.execute(&mut *conn)
+                    .await
+                    .map_err(raw_error)?
+                    .rows_affected())
+            }
+            Conn::Postgres(client) => {
+                let st = client
+                    .prepare(&dollar_placeholders(sql))
+                    .await
+                    .map_err(pg_error)?;
+                let args = pg_args(st.params(), params)?;
+                client.execute(&st, &refs(&args)).await.map_err(pg_error)
+            }
+        }
     }
 
     /// Runs several statements (no parameters), for example a trigger definition.
     pub async fn execute_script(&mut self, sql: &str) -> StoreResult<()> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut self.conn)
-            .await
-            .map(|_| ())
-            .map_err(raw_error)
+        match &mut self.conn {
+            Conn::Sqlite(conn) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+                .map_err(raw_error),
+            Conn::Postgres(client) => client.batch_execute(sql).await.map_err(pg_error),
+        }
     }
 
     /// Every row a query returns, each as its columns' values.
@@ -146,15 +180,68 @@ impl RawDb {
         sql: &str,
         params: &[RawValue],
     ) -> StoreResult<Vec<Vec<RawValue>>> {
-        let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params);
-        let rows = q.fetch_all(&mut self.conn).await.map_err(raw_error)?;
-        rows.iter()
-            .map(|row| {
-                (0..row.columns().len())
-                    .map(|i| decode(row, i))
-                    .collect::<StoreResult<Vec<_>>>()
-            })
-            .collect()
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params);
+                let rows = q.fetch_all(&mut *conn).await.map_err(raw_error)?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.columns().len())
+                            .map(|i| decode(row, i))
+                            .collect::<StoreResult<Vec<_>>>()
+                    })
+                    .collect()
+            }
+            Conn::Postgres(client) => {
+                let st = client
+                    .prepare(&dollar_placeholders(sql))
+                    .await
+                    .map_err(pg_error)?;
+                let args = pg_args(st.params(), params)?;
+                let rows = client.query(&st, &refs(&args)).await.map_err(pg_error)?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.columns().len())
+                            .map(|i| decode_pg(row, i))
+                            .collect::<StoreResult<Vec<_>>>()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Makes every later INSERT into `table` fail, behind the store's back (a trigger named
+    /// `name`), as a broken database would; [`RawDb::allow_inserts`] removes it. Names are
+    /// letters, digits and `_` only.
+    pub async fn fail_inserts(&mut self, name: &str, table: &str) -> StoreResult<()> {
+        check_identifier(name)?;
+        check_identifier(table)?;
+        let sql = match self.conn {
+            Conn::Sqlite(_) => format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON {table} \
+                 BEGIN SELECT RAISE(ABORT, '{name}'); END"
+            ),
+            Conn::Postgres(_) => format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION '{name}'; END $$; \
+                 CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW \
+                 EXECUTE FUNCTION {name}();"
+            ),
+        };
+        self.execute_script(&sql).await
+    }
+
+    /// Removes a trigger [`RawDb::fail_inserts`] made.
+    pub async fn allow_inserts(&mut self, name: &str, table: &str) -> StoreResult<()> {
+        check_identifier(name)?;
+        check_identifier(table)?;
+        let sql = match self.conn {
+            Conn::Sqlite(_) => format!("DROP TRIGGER {name}"),
+            Conn::Postgres(_) => {
+                format!("DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();")
+            }
+        };
+        self.execute_script(&sql).await
     }
 
     /// The first column of the first row; `NotFound` when there is no row.
@@ -166,6 +253,152 @@ impl RawDb {
             .and_then(|r| r.into_iter().next())
             .ok_or(StoreError::NotFound)
     }
+}
+
+fn check_identifier(s: &str) -> StoreResult<()> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(StoreError::Backend(format!("not a plain SQL name: {s:?}")))
+    }
+}
+
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => {
+            StoreError::Backend(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
+        }
+        None => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// `?N` placeholders as PostgreSQL's `$N`, outside string literals and quoted names.
+fn dollar_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                if c == q {
+                    quote = None;
+                }
+                out.push(c);
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            None if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) => out.push('$'),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+type PgArg = Box<dyn ToSql + Sync + Send>;
+
+fn refs(args: &[PgArg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Converts each value to what its parameter's type takes.
+fn pg_args(types: &[Type], params: &[RawValue]) -> StoreResult<Vec<PgArg>> {
+    if types.len() != params.len() {
+        return Err(StoreError::Backend(format!(
+            "the statement takes {} parameters, {} given",
+            types.len(),
+            params.len()
+        )));
+    }
+    types
+        .iter()
+        .zip(params)
+        .map(|(ty, v)| pg_arg(ty, v))
+        .collect()
+}
+
+fn pg_arg(ty: &Type, v: &RawValue) -> StoreResult<PgArg> {
+    let mismatch = || StoreError::Backend(format!("cannot bind {v:?} to a parameter of type {ty}"));
+    let int = |n: i64| -> StoreResult<PgArg> {
+        Ok(match *ty {
+            Type::BOOL => Box::new(n != 0),
+            Type::INT2 => Box::new(i16::try_from(n).map_err(|_| mismatch())?),
+            Type::INT4 => Box::new(i32::try_from(n).map_err(|_| mismatch())?),
+            Type::INT8 => Box::new(n),
+            Type::TEXT | Type::VARCHAR => Box::new(n.to_string()),
+            _ => return Err(mismatch()),
+        })
+    };
+    Ok(match v {
+        RawValue::Null => match *ty {
+            Type::BOOL => Box::new(None::<bool>),
+            Type::INT2 => Box::new(None::<i16>),
+            Type::INT4 => Box::new(None::<i32>),
+            Type::INT8 => Box::new(None::<i64>),
+            Type::FLOAT4 | Type::FLOAT8 => Box::new(None::<f64>),
+            Type::BYTEA => Box::new(None::<Vec<u8>>),
+            _ => Box::new(None::<String>),
+        },
+        RawValue::Int(n) => int(*n)?,
+        RawValue::Real(f) => match *ty {
+            Type::FLOAT8 => Box::new(*f),
+            // The narrowing a FLOAT4 column does itself.
+            #[allow(clippy::cast_possible_truncation)]
+            Type::FLOAT4 => Box::new(*f as f32),
+            _ => return Err(mismatch()),
+        },
+        RawValue::Text(t) => match *ty {
+            Type::BYTEA => return Err(mismatch()),
+            _ => Box::new(t.clone()),
+        },
+        RawValue::Blob(b) => match *ty {
+            Type::BYTEA => Box::new(b.clone()),
+            _ => return Err(mismatch()),
+        },
+    })
+}
+
+fn decode_pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<RawValue> {
+    let err = |e: tokio_postgres::Error| StoreError::Backend(format!("column {i}: {e}"));
+    let ty = row.columns()[i].type_().clone();
+    let v = match ty {
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(err)?
+            .map(|b| RawValue::Int(i64::from(b))),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map_err(err)?
+            .map(|n| RawValue::Int(i64::from(n))),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map_err(err)?
+            .map(|n| RawValue::Int(i64::from(n))),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(err)?
+            .map(RawValue::Int),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map_err(err)?
+            .map(|f| RawValue::Real(f64::from(f))),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map_err(err)?
+            .map(RawValue::Real),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(err)?
+            .map(RawValue::Blob),
+        _ => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(err)?
+            .map(RawValue::Text),
+    };
+    Ok(v.unwrap_or(RawValue::Null))
 }
 
 fn decode(row: &sqlx::sqlite::SqliteRow, i: usize) -> StoreResult<RawValue> {
@@ -184,7 +417,8 @@ fn decode(row: &sqlx::sqlite::SqliteRow, i: usize) -> StoreResult<RawValue> {
 
 /// The files on disk that hold the store's data (whether or not each exists right now), for
 /// tests that search what is at rest: for SQLite the database, its write-ahead log and its
-/// shared-memory index.
+/// shared-memory index. None for PostgreSQL: its files belong to the server, wherever that
+/// runs (a test that started the server knows its data directory).
 pub fn files_at_rest(cfg: &StorageConfig) -> Vec<PathBuf> {
     match &cfg.backend {
         Backend::Sqlite { path } => ["", "-wal", "-shm"]
@@ -192,5 +426,22 @@ pub fn files_at_rest(cfg: &StorageConfig) -> Vec<PathBuf> {
             .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
             .collect(),
         Backend::Postgres { .. } => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dollar_placeholders;
+
+    #[test]
+    fn placeholders_become_dollars_outside_quotes() {
+        assert_eq!(
+            dollar_placeholders("UPDATE t SET a = ?1, b = '?2' WHERE \"c?3\" = ?10 AND d = ?"),
+            "UPDATE t SET a = $1, b = '?2' WHERE \"c?3\" = $10 AND d = ?"
+        );
+        assert_eq!(
+            dollar_placeholders("x = 'it''s ?1' OR y = ?2"),
+            "x = 'it''s ?1' OR y = $2"
+        );
     }
 }

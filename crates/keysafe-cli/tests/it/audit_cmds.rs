@@ -5,7 +5,7 @@
 use crate::{fails_with, free_port, keysafe, ok, run, run_with_stdin, wait_healthy};
 use keysafe_client::Precondition;
 use keysafe_proto::DepositName;
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -42,9 +42,8 @@ fn python(script: &Path, export: &Path) -> std::process::Output {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn verify_export_and_the_documented_independent_check() {
-    let ts = TestServer::start().await;
+async fn verify_export_and_the_documented_independent_check(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let tmp = tempfile::tempdir().unwrap();
     let c = ts.new_client("acme").await;
     let n = DepositName::parse("db/key").unwrap();
@@ -386,3 +385,6 @@ async fn no_secret_reaches_logs_audit_entries_or_metrics() {
         }
     }
 }
+
+// `audit verify`, the export and a tampered row, on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(multi_thread: verify_export_and_the_documented_independent_check);

@@ -4,11 +4,13 @@
 
 use crate::{fails_with, keysafe, ok, run};
 use age::secrecy::ExposeSecret;
+use keysafe_client::ClientError;
 use keysafe_client::client::Precondition;
 use keysafe_client::{ClientHome, KeysafeClient};
+use keysafe_proto::ErrorCode;
 use keysafe_proto::api::BackupRequest;
 use keysafe_proto::{DepositName, DepositVersion};
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -380,4 +382,53 @@ impl<T: serde::Serialize> Erased for T {
     fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap()
     }
+}
+
+/// Backups carry a SQLite file snapshot until they become a logical export of the store; a
+/// server on PostgreSQL refuses them with a clear error (400, exit 2 from the CLI) and leaves no
+/// file behind, neither in its data directory nor where the output was to go.
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_are_refused_on_postgresql_until_they_are_logical_exports() {
+    let work = tempfile::tempdir().unwrap();
+    let (_, recipient) = identity(work.path());
+    let ts = TestServer::start_on(TestStorage::Postgres).await;
+    let c = ts.new_client("acme").await;
+    c.client
+        .put(&name("k"), b"v".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    match ts
+        .admin
+        .backup(&BackupRequest {
+            recipients: vec![recipient.clone()],
+            include_root_key: true,
+        })
+        .await
+    {
+        Err(ClientError::Api { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("SQLite"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let out = work.path().join("b.age");
+    let mut b = keysafe(work.path());
+    b.args(["admin", "--data-dir"])
+        .arg(&ts.data_dir)
+        .args(["backup", "create", "--recipient", &recipient, "-o"])
+        .arg(&out);
+    let err = fails_with(&run(b).await, 2);
+    assert!(err.contains("SQLite"), "{err}");
+    assert!(!out.exists(), "a refused backup wrote {}", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(&ts.data_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".backup-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The server serves on.
+    assert_eq!(
+        &c.client.get(&name("k"), None).await.unwrap().payload[..],
+        b"v"
+    );
 }

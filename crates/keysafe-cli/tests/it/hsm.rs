@@ -7,6 +7,7 @@ use keysafe_client::client::Precondition;
 use keysafe_client::{ClientError, KeysafeClient, RegisterOptions, register};
 use keysafe_proto::api::Health;
 use keysafe_proto::{DepositName, ErrorCode, OrgName};
+use keysafe_testkit::TestStorage;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,6 +180,13 @@ pub(crate) fn init(c: &mut Command, dir: &Path, port: u16) {
         .args(["--listen", &format!("127.0.0.1:{port}")]);
 }
 
+/// `init` on `storage`: for PostgreSQL, `--storage` names a fresh database of the shared
+/// cluster.
+fn init_on(c: &mut Command, dir: &Path, port: u16, storage: TestStorage) {
+    init(c, dir, port);
+    c.arg("--storage").arg(storage.template().url);
+}
+
 fn set_config(dir: &Path, from: &str, to: &str) {
     let p = dir.join("keysafe.toml");
     let t = std::fs::read_to_string(&p).unwrap();
@@ -253,14 +261,13 @@ async fn read_back(c: &KeysafeClient, w: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pkcs11_seal_serves_and_destroying_the_hsm_key_seals_for_good() {
+async fn pkcs11_seal_serves_and_destroying_the_hsm_key_seals_for_good(storage: TestStorage) {
     let work = tempfile::tempdir().unwrap();
     let hsm = SoftHsm::new(work.path(), "ks-token");
     let dir = work.path().join("data");
     let port = free_port();
     let mut c = hsm.cmd(work.path());
-    init(&mut c, &dir, port);
+    init_on(&mut c, &dir, port, storage);
     c.args([
         "--seal",
         "pkcs11",
@@ -588,12 +595,11 @@ async fn passphrase_seal_through_the_binary() {
     read_back(&cl, &w).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_in_the_middle_of_rewrapping_loses_nothing() {
+async fn kill_9_in_the_middle_of_rewrapping_loses_nothing(storage: TestStorage) {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("data");
     let mut c = keysafe(work.path());
-    init(&mut c, &dir, free_port());
+    init_on(&mut c, &dir, free_port(), storage);
     ok(&run(c).await);
     set_config(&dir, "rewrap_batch = 256", "rewrap_batch = 3");
     set_config(&dir, "rewrap_pause = \"0s\"", "rewrap_pause = \"40ms\"");
@@ -860,3 +866,9 @@ async fn hsm_sealed_backup_restores_only_where_the_key_is() {
     let _ = cl;
     drop(srv);
 }
+
+// The HSM seal and a crash in the middle of re-wrapping, on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(multi_thread:
+    pkcs11_seal_serves_and_destroying_the_hsm_key_seals_for_good,
+    kill_9_in_the_middle_of_rewrapping_loses_nothing,
+);

@@ -12,6 +12,7 @@ mod failover;
 mod json_output;
 mod kms_cmd;
 mod packaging;
+mod postgres;
 mod server_cmds;
 mod service;
 mod shared_dir;

@@ -73,9 +73,10 @@ async fn init_creates_everything_privately_and_refuses_to_overwrite() {
     assert!(fails_with(&run(c).await, 1).contains("not empty"));
 }
 
-/// `--storage` takes a database path (relative to the data directory) or a URL; a URL this
-/// build cannot use, or one carrying a password, stops init with a clear one-line error and
-/// leaves nothing behind (and never repeats the password).
+/// `--storage` takes a database path (relative to the data directory) or a URL; a URL init
+/// cannot use (a database that does not answer, a bad parameter, another scheme) or one
+/// carrying a password stops init with a clear one-line error and leaves nothing behind (and
+/// never repeats the password).
 #[tokio::test(flavor = "multi_thread")]
 async fn init_storage_takes_a_path_or_url_and_refuses_what_it_cannot_use() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,10 +108,16 @@ async fn init_storage_takes_a_path_or_url_and_refuses_what_it_cannot_use() {
     ok(&run(c).await);
     assert!(abs.exists());
 
+    // A PostgreSQL server that is not there (nothing listens on the port).
+    let unreachable = format!(
+        "postgres://keysafe@127.0.0.1:{}/keysafe?target_session_attrs=read-write",
+        crate::free_port("127.0.0.1")
+    );
     for (url, needle) in [
+        (unreachable.as_str(), "cannot connect to the database"),
         (
-            "postgres://keysafe@127.0.0.1:5432/keysafe?target_session_attrs=read-write",
-            "not built into this keysafe yet",
+            "postgres://keysafe@127.0.0.1/keysafe?sslmode=allow",
+            "sslmode=allow",
         ),
         (
             "postgres://keysafe:hunter2@127.0.0.1/keysafe",

@@ -37,9 +37,13 @@ pub enum StoreError {
     /// The deposit is soft-deleted and cannot take a new version.
     #[error("deposit is deleted")]
     Deleted,
-    /// The database cannot be reached or refuses writes (for example, a read-only standby).
+    /// The database cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database answers but refuses writes: only a read-only standby is reachable (or the
+    /// primary is being demoted). Reads may still work; writes can be retried later.
+    #[error("storage is read-only")]
+    ReadOnly,
     /// A stored row does not decode (bad enum text, negative size): treated as tampering.
     #[error("corrupt row: {0}")]
     Corrupt(String),

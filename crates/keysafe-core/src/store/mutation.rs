@@ -4,9 +4,9 @@
 //!
 //! Common to all: a change is atomic on its own (it happens entirely or not at all); a failed
 //! change leaves nothing behind, also when it was committed in one transaction with others
-//! (group commit); `Unavailable` (the database cannot be reached or refuses writes) and
-//! `Backend` (anything else the database reports) can answer any of them and mean the change
-//! did not happen. "NotFound" always means a row the change names does not exist (the
+//! (group commit); `Unavailable` (the database cannot be reached), `ReadOnly` (it answers but
+//! refuses writes: a standby) and `Backend` (anything else the database reports) can answer any
+//! of them and mean the change did not happen. "NotFound" always means a row the change names does not exist (the
 //! organisation of a new client, the client of a group member, ...).
 
 use super::records::{
@@ -90,7 +90,8 @@ pub enum Mutation {
     /// Disables every client of role `client`, `pending` or `active`, registered strictly
     /// before `registered_before`, that never made an authenticated request (no last seen),
     /// with the reason "never used its registration". Never fails for want of matches:
-    /// answers `Applied::Clients` with the clients it disabled (possibly none).
+    /// answers `Applied::Clients` with the clients it disabled (possibly none), ordered by
+    /// fingerprint.
     DisableUnactivated {
         registered_before: Timestamp,
         at: Timestamp,

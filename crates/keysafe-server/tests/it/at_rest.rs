@@ -4,7 +4,7 @@
 use crate::assert_code;
 use keysafe_client::Precondition;
 use keysafe_proto::{DepositName, ErrorCode};
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 
 fn name(s: &str) -> DepositName {
     DepositName::parse(s).unwrap()
@@ -14,9 +14,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test]
-async fn database_and_wal_never_hold_plaintext() {
-    let ts = TestServer::start().await;
+async fn database_and_wal_never_hold_plaintext(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let marker = b"PLAINTEXT-MARKER-7f3a9c-keysafe";
     let mut payload = Vec::new();
@@ -57,9 +56,34 @@ async fn database_and_wal_never_hold_plaintext() {
         );
     }
     assert!(checked > 0, "no database file was read");
-    // The marker must be present somewhere the test can see it, or the search proves nothing:
-    // it is in the payload we sent.
+    // The search must see what the store wrote, or it proves nothing: the sealed payload is
+    // there, byte for byte.
+    let sealed = blob(
+        &ts,
+        "SELECT ciphertext FROM deposit_versions WHERE name = 'secret/0'",
+    )
+    .await;
+    assert!(
+        contains(&ts.bytes_at_rest(), &sealed),
+        "the stored ciphertext is not in the files searched"
+    );
     assert!(contains(&payload, marker));
+}
+
+/// Overwrites one stored blob of deposit `k` with zeros of the same length.
+async fn zero_blob(ts: &TestServer, col: &str) {
+    let len = blob(
+        ts,
+        &format!("SELECT {col} FROM deposit_versions WHERE name = 'k'"),
+    )
+    .await
+    .len();
+    set_blob(
+        ts,
+        &format!("UPDATE deposit_versions SET {col} = ?1 WHERE name = 'k'"),
+        vec![0; len],
+    )
+    .await;
 }
 
 async fn exec(ts: &TestServer, sql: &str) {
@@ -82,9 +106,8 @@ async fn set_blob(ts: &TestServer, sql: &str, value: Vec<u8>) {
     assert_eq!(changed, 1, "tampering statement changed nothing: {sql}");
 }
 
-#[tokio::test]
-async fn tampered_ciphertext_is_an_integrity_error() {
-    let ts = TestServer::start().await;
+async fn tampered_ciphertext_is_an_integrity_error(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("k"), b"the real key".to_vec(), Precondition::None)
@@ -110,28 +133,22 @@ async fn tampered_ciphertext_is_an_integrity_error() {
     );
 }
 
-#[tokio::test]
-async fn tampered_wrapped_key_is_an_integrity_error() {
-    let ts = TestServer::start().await;
+async fn tampered_wrapped_key_is_an_integrity_error(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("k"), b"the real key".to_vec(), Precondition::None)
         .await
         .unwrap();
-    exec(
-        &ts,
-        "UPDATE deposit_versions SET wrapped_dek = zeroblob(length(wrapped_dek)) WHERE name = 'k'",
-    )
-    .await;
+    zero_blob(&ts, "wrapped_dek").await;
     assert_code(
         c.client.get(&name("k"), None).await,
         ErrorCode::IntegrityError,
     );
 }
 
-#[tokio::test]
-async fn swapped_rows_do_not_open() {
-    let ts = TestServer::start().await;
+async fn swapped_rows_do_not_open(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("a"), b"payload of a".to_vec(), Precondition::None)
@@ -176,9 +193,8 @@ async fn swapped_rows_do_not_open() {
     );
 }
 
-#[tokio::test]
-async fn swapped_versions_and_stolen_rows_do_not_open() {
-    let ts = TestServer::start().await;
+async fn swapped_versions_and_stolen_rows_do_not_open(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let victim = ts.new_client("acme").await;
     let thief = ts.new_client("acme").await;
     victim
@@ -243,19 +259,14 @@ async fn swapped_versions_and_stolen_rows_do_not_open() {
     );
 }
 
-#[tokio::test]
-async fn integrity_errors_reveal_nothing() {
-    let ts = TestServer::start().await;
+async fn integrity_errors_reveal_nothing(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("k"), b"SECRET-BYTES".to_vec(), Precondition::None)
         .await
         .unwrap();
-    exec(
-        &ts,
-        "UPDATE deposit_versions SET ciphertext = zeroblob(length(ciphertext)) WHERE name = 'k'",
-    )
-    .await;
+    zero_blob(&ts, "ciphertext").await;
     match c.client.get(&name("k"), None).await {
         Err(keysafe_client::ClientError::Api {
             message,
@@ -269,3 +280,13 @@ async fn integrity_errors_reveal_nothing() {
         other => panic!("{other:?}"),
     }
 }
+
+// Every test above runs on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(
+    database_and_wal_never_hold_plaintext,
+    tampered_ciphertext_is_an_integrity_error,
+    tampered_wrapped_key_is_an_integrity_error,
+    swapped_rows_do_not_open,
+    swapped_versions_and_stolen_rows_do_not_open,
+    integrity_errors_reveal_nothing,
+);

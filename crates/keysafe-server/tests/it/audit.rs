@@ -8,7 +8,7 @@ use keysafe_client::{KeysafeClient, Precondition};
 use keysafe_proto::audit::{AuditEntry, AuditReport, verify};
 use keysafe_proto::{DepositName, ErrorCode};
 use keysafe_store::testing::{RawDb, RawValue};
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 use std::time::Duration;
 
 fn name(s: &str) -> DepositName {
@@ -54,9 +54,8 @@ async fn traffic(ts: &TestServer) -> u64 {
     cp.seq
 }
 
-#[tokio::test]
-async fn every_request_is_recorded_once_and_the_untouched_chain_verifies() {
-    let ts = TestServer::start().await;
+async fn every_request_is_recorded_once_and_the_untouched_chain_verifies(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let put = c
         .client
@@ -126,9 +125,8 @@ async fn every_request_is_recorded_once_and_the_untouched_chain_verifies() {
     assert!(report.checkpoints >= 1);
 }
 
-#[tokio::test]
-async fn the_audit_log_holds_no_payload_token_or_secret() {
-    let ts = TestServer::start().await;
+async fn the_audit_log_holds_no_payload_token_or_secret(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let secret = ts.create_org("acme").await;
     let c = ts.register("acme", Some(secret.clone())).await.unwrap();
     let payload = b"TOP-SECRET-PAYLOAD-5c1e".to_vec();
@@ -157,8 +155,8 @@ async fn the_audit_log_holds_no_payload_token_or_secret() {
 mod tampering {
     use super::*;
 
-    async fn setup() -> (TestServer, u64, RawDb) {
-        let ts = TestServer::start().await;
+    async fn setup(storage: TestStorage) -> (TestServer, u64, RawDb) {
+        let ts = TestServer::start_on(storage).await;
         let head = traffic(&ts).await;
         assert_eq!(verify_remote(&ts).await.broken, None);
         let db = ts.raw_db().await;
@@ -177,9 +175,8 @@ mod tampering {
         (b.seq, b.kind)
     }
 
-    #[tokio::test]
-    async fn an_edited_entry() {
-        let (ts, _, mut db) = setup().await;
+    async fn an_edited_entry(storage: TestStorage) {
+        let (ts, _, mut db) = setup(storage).await;
         exec(
             &mut db,
             "UPDATE audit_log SET outcome = 'forbidden', target = '/v1/forged' WHERE seq = 7",
@@ -188,25 +185,22 @@ mod tampering {
         assert_eq!(broken(&ts).await, (7, "edited"));
     }
 
-    #[tokio::test]
-    async fn a_deleted_entry() {
-        let (ts, _, mut db) = setup().await;
+    async fn a_deleted_entry(storage: TestStorage) {
+        let (ts, _, mut db) = setup(storage).await;
         exec(&mut db, "DELETE FROM audit_log WHERE seq = 6").await;
         assert_eq!(broken(&ts).await, (6, "deleted"));
     }
 
-    #[tokio::test]
-    async fn a_reordered_pair() {
-        let (ts, _, mut db) = setup().await;
+    async fn a_reordered_pair(storage: TestStorage) {
+        let (ts, _, mut db) = setup(storage).await;
         exec(&mut db, "UPDATE audit_log SET seq = 1000000 WHERE seq = 5").await;
         exec(&mut db, "UPDATE audit_log SET seq = 5 WHERE seq = 6").await;
         exec(&mut db, "UPDATE audit_log SET seq = 6 WHERE seq = 1000000").await;
         assert_eq!(broken(&ts).await, (5, "reordered"));
     }
 
-    #[tokio::test]
-    async fn an_inserted_entry_even_one_chained_correctly() {
-        let (ts, _, mut db) = setup().await;
+    async fn an_inserted_entry_even_one_chained_correctly(storage: TestStorage) {
+        let (ts, _, mut db) = setup(storage).await;
         // On a live node, the shifted rows collide with the next entry the writer appends, so
         // the trail soon fails closed: take everything but the entries before tampering.
         let cps = ts.admin.audit_checkpoints(0).await.unwrap().checkpoints;
@@ -266,9 +260,8 @@ mod tampering {
         assert_eq!((b.seq, b.kind), (4, "inserted"));
     }
 
-    #[tokio::test]
-    async fn a_truncated_tail_past_the_last_checkpoint() {
-        let (ts, head, mut db) = setup().await;
+    async fn a_truncated_tail_past_the_last_checkpoint(storage: TestStorage) {
+        let (ts, head, mut db) = setup(storage).await;
         // The live node notices too (its next append refuses to chain onto the cut log), so
         // take the key and the checkpoints first.
         let cps = ts.admin.audit_checkpoints(0).await.unwrap().checkpoints;
@@ -289,9 +282,8 @@ mod tampering {
         assert_code(ts.admin.list_orgs().await, ErrorCode::Unavailable);
     }
 
-    #[tokio::test]
-    async fn a_rewritten_chain_fails_its_signed_checkpoint() {
-        let (ts, head, mut db) = setup().await;
+    async fn a_rewritten_chain_fails_its_signed_checkpoint(storage: TestStorage) {
+        let (ts, head, mut db) = setup(storage).await;
         // Edit entry 5 and recompute every hash after it: the chain is consistent again, but
         // the signed head no longer matches.
         exec(
@@ -318,9 +310,8 @@ mod tampering {
         assert_eq!(broken(&ts).await, (head, "checkpoint_mismatch"));
     }
 
-    #[tokio::test]
-    async fn a_forged_checkpoint() {
-        let (ts, head, mut db) = setup().await;
+    async fn a_forged_checkpoint(storage: TestStorage) {
+        let (ts, head, mut db) = setup(storage).await;
         exec(
             &mut db,
             &format!("UPDATE audit_checkpoints SET signed_at = signed_at + 1 WHERE seq = {head}"),
@@ -328,16 +319,23 @@ mod tampering {
         .await;
         assert_eq!(broken(&ts).await, (head, "bad_signature"));
     }
+
+    keysafe_testkit::storage_tests!(
+        an_edited_entry,
+        a_deleted_entry,
+        a_reordered_pair,
+        an_inserted_entry_even_one_chained_correctly,
+        a_truncated_tail_past_the_last_checkpoint,
+        a_rewritten_chain_fails_its_signed_checkpoint,
+        a_forged_checkpoint,
+    );
 }
 
 /// A trigger that makes every insert into the audit log fail: the audit store is broken.
 async fn break_audit_store(ts: &TestServer) {
     ts.raw_db()
         .await
-        .execute_script(
-            "CREATE TRIGGER audit_broken BEFORE INSERT ON audit_log \
-             BEGIN SELECT RAISE(ABORT, 'audit store broken'); END",
-        )
+        .fail_inserts("audit_broken", "audit_log")
         .await
         .unwrap();
 }
@@ -345,7 +343,7 @@ async fn break_audit_store(ts: &TestServer) {
 async fn repair_audit_store(ts: &TestServer) {
     ts.raw_db()
         .await
-        .execute_script("DROP TRIGGER audit_broken")
+        .allow_inserts("audit_broken", "audit_log")
         .await
         .unwrap();
 }
@@ -369,9 +367,10 @@ async fn wait_audit_state(ts: &TestServer, want: &str) {
     panic!("the audit trail never became {want}");
 }
 
-#[tokio::test]
-async fn a_write_whose_audit_insert_fails_is_rolled_back_and_requests_fail_closed() {
-    let ts = TestServer::start().await;
+async fn a_write_whose_audit_insert_fails_is_rolled_back_and_requests_fail_closed(
+    storage: TestStorage,
+) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("kept"), b"v1".to_vec(), Precondition::None)
@@ -445,9 +444,8 @@ async fn a_write_whose_audit_insert_fails_is_rolled_back_and_requests_fail_close
     assert_eq!(verify_remote(&ts).await.broken, None);
 }
 
-#[tokio::test]
-async fn insecure_continue_serves_reads_while_the_audit_store_fails() {
-    let ts = TestServer::start_with(|c| {
+async fn insecure_continue_serves_reads_while_the_audit_store_fails(storage: TestStorage) {
+    let ts = TestServer::start_on_with(storage, |c| {
         c.audit.on_failure = keysafe_server::config::AuditFailurePolicy::InsecureContinue
     })
     .await;
@@ -475,9 +473,8 @@ async fn insecure_continue_serves_reads_while_the_audit_store_fails() {
     wait_audit_state(&ts, "ok").await;
 }
 
-#[tokio::test]
-async fn the_public_key_is_published_and_its_key_stored_wrapped() {
-    let ts = TestServer::start().await;
+async fn the_public_key_is_published_and_its_key_stored_wrapped(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let k = ts.anonymous_client().audit_public_key().await.unwrap();
     assert_eq!(k.algorithm, "ed25519");
     assert_eq!(k.public_key.len(), 64);
@@ -612,9 +609,8 @@ async fn syslog_over_tcp_uses_octet_counted_frames() {
     }
 }
 
-#[tokio::test]
-async fn metrics_expose_the_named_series_after_traffic() {
-    let ts = TestServer::start().await;
+async fn metrics_expose_the_named_series_after_traffic(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     traffic(&ts).await;
     // A TLS handshake that fails.
     {
@@ -663,3 +659,13 @@ async fn metrics_expose_the_named_series_after_traffic() {
         assert!(text.contains(series), "missing {series} in:\n{text}");
     }
 }
+
+// These run on SQLite and on PostgreSQL (the sinks do not depend on the storage).
+keysafe_testkit::storage_tests!(
+    every_request_is_recorded_once_and_the_untouched_chain_verifies,
+    the_audit_log_holds_no_payload_token_or_secret,
+    a_write_whose_audit_insert_fails_is_rolled_back_and_requests_fail_closed,
+    insecure_continue_serves_reads_while_the_audit_store_fails,
+    the_public_key_is_published_and_its_key_stored_wrapped,
+    metrics_expose_the_named_series_after_traffic,
+);

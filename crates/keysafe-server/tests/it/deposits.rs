@@ -5,7 +5,7 @@ use keysafe_client::Precondition;
 use keysafe_client::reqwest::Method;
 use keysafe_proto::api::ListQuery;
 use keysafe_proto::{DepositName, DepositVersion, ErrorCode};
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 
 fn name(s: &str) -> DepositName {
     DepositName::parse(s).unwrap()
@@ -15,9 +15,8 @@ fn v(n: u64) -> DepositVersion {
     DepositVersion::new(n).unwrap()
 }
 
-#[tokio::test]
-async fn put_get_versions_round_trip() {
-    let ts = TestServer::start().await;
+async fn put_get_versions_round_trip(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let n = name("db/master-key");
     let r1 = c
@@ -62,9 +61,8 @@ async fn put_get_versions_round_trip() {
     );
 }
 
-#[tokio::test]
-async fn another_clients_deposit_is_indistinguishable_from_none() {
-    let ts = TestServer::start().await;
+async fn another_clients_deposit_is_indistinguishable_from_none(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let owner = ts.new_client("acme").await;
     let peer = ts.new_client("acme").await;
     let outsider = ts.new_client("other").await;
@@ -129,9 +127,8 @@ async fn another_clients_deposit_is_indistinguishable_from_none() {
     assert_eq!(owner.client.versions(&n).await.unwrap().versions.len(), 1);
 }
 
-#[tokio::test]
-async fn if_match_is_compare_and_set() {
-    let ts = TestServer::start().await;
+async fn if_match_is_compare_and_set(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let n = name("cas");
     c.client
@@ -175,9 +172,8 @@ async fn if_match_is_compare_and_set() {
     assert_eq!(c.client.versions(&n).await.unwrap().versions.len(), 2);
 }
 
-#[tokio::test]
-async fn concurrent_writers_without_precondition_all_land() {
-    let ts = TestServer::start().await;
+async fn concurrent_writers_without_precondition_all_land(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let n = name("busy");
     let mut tasks = Vec::new();
@@ -203,9 +199,8 @@ async fn concurrent_writers_without_precondition_all_land() {
     );
 }
 
-#[tokio::test]
-async fn oversized_payload_is_413_and_stores_nothing() {
-    let ts = TestServer::start_with(|c| c.max_deposit_size = 1024).await;
+async fn oversized_payload_is_413_and_stores_nothing(storage: TestStorage) {
+    let ts = TestServer::start_on_with(storage, |c| c.max_deposit_size = 1024).await;
     let c = ts.new_client("acme").await;
     let n = name("big");
     c.client
@@ -231,9 +226,8 @@ async fn oversized_payload_is_413_and_stores_nothing() {
     assert_eq!(vs.versions.len(), 1, "nothing stored by refused puts");
 }
 
-#[tokio::test]
-async fn default_limit_is_one_mebibyte() {
-    let ts = TestServer::start().await;
+async fn default_limit_is_one_mebibyte(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("mib"), vec![1u8; 1024 * 1024], Precondition::None)
@@ -247,9 +241,8 @@ async fn default_limit_is_one_mebibyte() {
     );
 }
 
-#[tokio::test]
-async fn bad_names_are_400_naming_the_rule() {
-    let ts = TestServer::start().await;
+async fn bad_names_are_400_naming_the_rule(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let long = format!("/v1/deposits/{}", "a".repeat(257));
     // ('.' and '..' segments cannot be sent through an HTTP client library, which normalises
@@ -297,9 +290,8 @@ async fn bad_names_are_400_naming_the_rule() {
     assert_eq!(r.status().as_u16(), 400);
 }
 
-#[tokio::test]
-async fn listing_by_prefix_with_pagination() {
-    let ts = TestServer::start().await;
+async fn listing_by_prefix_with_pagination(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     for i in 0..25 {
         c.client
@@ -355,9 +347,8 @@ async fn listing_by_prefix_with_pagination() {
     assert_eq!(r.status().as_u16(), 400);
 }
 
-#[tokio::test]
-async fn soft_delete_undelete_and_purge() {
-    let ts = TestServer::start().await;
+async fn soft_delete_undelete_and_purge(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let n = name("temp");
     c.client
@@ -430,3 +421,16 @@ async fn soft_delete_undelete_and_purge() {
         v(1)
     );
 }
+
+// Every test above runs on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(
+    put_get_versions_round_trip,
+    another_clients_deposit_is_indistinguishable_from_none,
+    if_match_is_compare_and_set,
+    concurrent_writers_without_precondition_all_land,
+    oversized_payload_is_413_and_stores_nothing,
+    default_limit_is_one_mebibyte,
+    bad_names_are_400_naming_the_rule,
+    listing_by_prefix_with_pagination,
+    soft_delete_undelete_and_purge,
+);

@@ -6,7 +6,7 @@ use keysafe_client::vault::{admin_create_group, admin_remove_member};
 use keysafe_client::{CacheUse, Precondition};
 use keysafe_proto::api::{Access, AclChange};
 use keysafe_proto::{DepositName, ErrorCode, GroupName, OrgName};
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 
 fn name(s: &str) -> DepositName {
     DepositName::parse(s).unwrap()
@@ -14,9 +14,8 @@ fn name(s: &str) -> DepositName {
 
 fn no_progress(_: usize, _: usize) {}
 
-#[tokio::test]
-async fn group_sharing_admission_and_rotation() {
-    let ts = TestServer::start().await;
+async fn group_sharing_admission_and_rotation(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let owner = ts.new_client("acme").await;
     let gw1 = ts.new_client("acme").await;
     let gw2 = ts.new_client("acme").await;
@@ -186,9 +185,8 @@ async fn group_sharing_admission_and_rotation() {
     assert!(v2.decrypt(&held).await.is_err());
 }
 
-#[tokio::test]
-async fn group_rules() {
-    let ts = TestServer::start().await;
+async fn group_rules(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let a = ts.new_client("acme").await;
     let b = ts.new_client("acme").await;
     let outsider = ts.new_client("globex").await;
@@ -238,3 +236,6 @@ async fn group_rules() {
     assert_code(b.client.group(&g).await, ErrorCode::NotFound);
     assert!(b.client.groups().await.unwrap().groups.is_empty());
 }
+
+// Every test above runs on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(group_sharing_admission_and_rotation, group_rules,);

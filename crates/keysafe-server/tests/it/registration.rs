@@ -4,15 +4,14 @@ use crate::assert_code;
 use keysafe_client::Precondition;
 use keysafe_proto::api::{AuthMode, AuthSecret, ClientState, ListQuery, OrgSetAuthRequest};
 use keysafe_proto::{DepositName, ErrorCode, OrgName};
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 
 fn org(s: &str) -> OrgName {
     OrgName::parse(s).unwrap()
 }
 
-#[tokio::test]
-async fn register_with_secret_is_active() {
-    let ts = TestServer::start().await;
+async fn register_with_secret_is_active(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     let me = c.client.whoami().await.unwrap();
     assert_eq!(me.state, ClientState::Active);
@@ -28,9 +27,8 @@ async fn register_with_secret_is_active() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn wrong_secret_or_unknown_org_registers_nothing() {
-    let ts = TestServer::start().await;
+async fn wrong_secret_or_unknown_org_registers_nothing(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let _right = ts.create_org("acme").await;
     let before = ts
         .admin
@@ -68,9 +66,8 @@ async fn wrong_secret_or_unknown_org_registers_nothing() {
     );
 }
 
-#[tokio::test]
-async fn approval_mode_pending_then_approved_then_disabled_then_enabled() {
-    let ts = TestServer::start().await;
+async fn approval_mode_pending_then_approved_then_disabled_then_enabled(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     ts.create_org("acme").await;
     let r = ts
         .admin
@@ -133,9 +130,8 @@ async fn approval_mode_pending_then_approved_then_disabled_then_enabled() {
     assert_eq!(&c.client.get(&name, None).await.unwrap().payload[..], b"v");
 }
 
-#[tokio::test]
-async fn rotating_the_secret_invalidates_the_old_one() {
-    let ts = TestServer::start().await;
+async fn rotating_the_secret_invalidates_the_old_one(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let old = ts.create_org("acme").await;
     let r = ts
         .admin
@@ -174,9 +170,8 @@ async fn rotating_the_secret_invalidates_the_old_one() {
     );
 }
 
-#[tokio::test]
-async fn secrets_are_stored_only_as_argon2id_hashes() {
-    let ts = TestServer::start().await;
+async fn secrets_are_stored_only_as_argon2id_hashes(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let secret = ts.create_org("acme").await;
     let mut db = ts.raw_db().await;
     let hash = db
@@ -190,9 +185,8 @@ async fn secrets_are_stored_only_as_argon2id_hashes() {
     assert!(!format!("{listed:?}").contains(secret.expose()));
 }
 
-#[tokio::test]
-async fn duplicate_org_and_double_registration_conflict() {
-    let ts = TestServer::start().await;
+async fn duplicate_org_and_double_registration_conflict(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     assert_code(
         ts.admin
@@ -215,9 +209,8 @@ async fn duplicate_org_and_double_registration_conflict() {
     assert_code(again, ErrorCode::AlreadyRegistered);
 }
 
-#[tokio::test]
-async fn admin_operations_need_an_admin() {
-    let ts = TestServer::start().await;
+async fn admin_operations_need_an_admin(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     assert_code(c.client.list_orgs().await, ErrorCode::Forbidden);
     assert_code(
@@ -248,9 +241,8 @@ async fn admin_operations_need_an_admin() {
     );
 }
 
-#[tokio::test]
-async fn admin_org_listing_and_bad_org_names() {
-    let ts = TestServer::start().await;
+async fn admin_org_listing_and_bad_org_names(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     ts.admin
         .create_org(&keysafe_proto::api::OrgCreateRequest {
             name: org("acme"),
@@ -291,9 +283,8 @@ async fn admin_org_listing_and_bad_org_names() {
     );
 }
 
-#[tokio::test]
-async fn administrators_are_promoted_not_registered() {
-    let ts = TestServer::start().await;
+async fn administrators_are_promoted_not_registered(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     // Nobody registers into the administrators' organisation, with or without a secret.
     assert_code(
         ts.register(keysafe_core::service::ADMIN_ORG, None)
@@ -342,3 +333,16 @@ async fn administrators_are_promoted_not_registered() {
         ErrorCode::InvalidState,
     );
 }
+
+// Every test above runs on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(
+    register_with_secret_is_active,
+    wrong_secret_or_unknown_org_registers_nothing,
+    approval_mode_pending_then_approved_then_disabled_then_enabled,
+    rotating_the_secret_invalidates_the_old_one,
+    secrets_are_stored_only_as_argon2id_hashes,
+    duplicate_org_and_double_registration_conflict,
+    admin_operations_need_an_admin,
+    admin_org_listing_and_bad_org_names,
+    administrators_are_promoted_not_registered,
+);

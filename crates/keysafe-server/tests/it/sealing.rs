@@ -6,7 +6,7 @@ use crate::assert_code;
 use keysafe_client::client::Precondition;
 use keysafe_core::service::rewrap::RewrapSettings;
 use keysafe_proto::{DepositName, ErrorCode};
-use keysafe_testkit::TestServer;
+use keysafe_testkit::{TestServer, TestStorage};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,9 +16,9 @@ fn name(s: &str) -> DepositName {
     DepositName::parse(s).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn passphrase_seal_starts_sealed_and_unseals_over_the_api() {
-    let ts = TestServer::start_with_init(
+async fn passphrase_seal_starts_sealed_and_unseals_over_the_api(storage: TestStorage) {
+    let ts = TestServer::start_on_with_init(
+        storage,
         |o| {
             o.seal.kind = "passphrase".into();
             o.passphrase = Some(zeroize::Zeroizing::new(PASSPHRASE.into()));
@@ -100,9 +100,8 @@ async fn wait_rewrapped(ts: &TestServer) -> keysafe_proto::api::KeyringStatusInf
     panic!("the re-wrap job never finished");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rotation_keeps_every_deposit_readable_before_during_and_after() {
-    let ts = TestServer::start_with(|c| {
+async fn rotation_keeps_every_deposit_readable_before_during_and_after(storage: TestStorage) {
+    let ts = TestServer::start_on_with(storage, |c| {
         // Small, slow batches, so that writes and reads happen while the job is half-way.
         c.rewrap = RewrapSettings {
             batch: 5,
@@ -223,9 +222,10 @@ async fn rotation_keeps_every_deposit_readable_before_during_and_after() {
     drop(root);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement() {
-    let ts = TestServer::start().await;
+async fn a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement(
+    storage: TestStorage,
+) {
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     for i in 0..3 {
         c.client
@@ -235,8 +235,8 @@ async fn a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement()
     }
     let mut db = ts.raw_db().await;
     db.execute(
-        "UPDATE deposit_versions SET wrapped_dek = zeroblob(60) WHERE name = 'k1'",
-        &[],
+        "UPDATE deposit_versions SET wrapped_dek = ?1 WHERE name = 'k1'",
+        &[vec![0u8; 60].into()],
     )
     .await
     .unwrap();
@@ -262,11 +262,10 @@ async fn a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement()
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rotation_under_sharing_keeps_owner_and_grantee_reading() {
+async fn rotation_under_sharing_keeps_owner_and_grantee_reading(storage: TestStorage) {
     use keysafe_client::CacheUse;
     use keysafe_proto::api::{Access, AclChange};
-    let ts = TestServer::start().await;
+    let ts = TestServer::start_on(storage).await;
     let owner = ts.new_client("acme").await;
     let reader = ts.new_client("acme").await;
     let vo = owner.vault();
@@ -320,15 +319,15 @@ async fn rotation_under_sharing_keeps_owner_and_grantee_reading() {
 /// seal migration and a rotation elsewhere): a row on a keyring version this server does not
 /// hold makes it reload the keyring, and finding no row it can open, it seals itself and says
 /// why. Its clients get `sealed`, never a false `integrity_error`.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_keyring_moved_to_a_seal_this_process_cannot_open_seals_it_instead_of_failing_integrity()
-{
+async fn a_keyring_moved_to_a_seal_this_process_cannot_open_seals_it_instead_of_failing_integrity(
+    storage: TestStorage,
+) {
     use keysafe_core::keyring::Keyring;
     use keysafe_core::seal::{FileSeal, KdfParams, PassphraseSeal, Seal};
     use keysafe_core::store::{Mutation, WrappedKind};
     use std::sync::Arc;
 
-    let ts = TestServer::start().await;
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("k"), b"v".to_vec(), Precondition::None)
@@ -388,14 +387,15 @@ async fn a_keyring_moved_to_a_seal_this_process_cannot_open_seals_it_instead_of_
 
 /// A row wrapped by a keyring version another process added with a root key this process does
 /// not have (same seal kind, different key): sealed, not tampered.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_keyring_version_this_seal_cannot_unwrap_seals_instead_of_failing_integrity() {
+async fn a_keyring_version_this_seal_cannot_unwrap_seals_instead_of_failing_integrity(
+    storage: TestStorage,
+) {
     use keysafe_core::keyring::Keyring;
     use keysafe_core::seal::{FileSeal, Seal};
     use keysafe_core::store::{Mutation, WrappedKind};
     use std::sync::Arc;
 
-    let ts = TestServer::start().await;
+    let ts = TestServer::start_on(storage).await;
     let c = ts.new_client("acme").await;
     c.client
         .put(&name("k"), b"v".to_vec(), Precondition::None)
@@ -438,3 +438,12 @@ async fn a_keyring_version_this_seal_cannot_unwrap_seals_instead_of_failing_inte
     assert_code(c.client.get(&name("k"), None).await, ErrorCode::Sealed);
     assert!(ts.service().is_sealed());
 }
+// Every test above runs on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(multi_thread:
+    passphrase_seal_starts_sealed_and_unseals_over_the_api,
+    rotation_keeps_every_deposit_readable_before_during_and_after,
+    a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement,
+    rotation_under_sharing_keeps_owner_and_grantee_reading,
+    a_keyring_moved_to_a_seal_this_process_cannot_open_seals_it_instead_of_failing_integrity,
+    a_keyring_version_this_seal_cannot_unwrap_seals_instead_of_failing_integrity,
+);

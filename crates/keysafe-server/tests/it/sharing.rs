@@ -6,7 +6,7 @@ use keysafe_client::vault::Vault;
 use keysafe_client::{CacheUse, Precondition};
 use keysafe_proto::api::{Access, AclChange, Encoding};
 use keysafe_proto::{DepositName, ErrorCode};
-use keysafe_testkit::{TestClient, TestServer};
+use keysafe_testkit::{TestClient, TestServer, TestStorage};
 
 fn name(s: &str) -> DepositName {
     DepositName::parse(s).unwrap()
@@ -59,9 +59,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test]
-async fn the_server_only_ever_sees_ciphertext() {
-    let ts = TestServer::start().await;
+async fn the_server_only_ever_sees_ciphertext(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let a = ts.new_client("acme").await;
     let va = a.vault();
     va.put(None, &name("db/key"), SECRET, Precondition::None)
@@ -85,9 +84,8 @@ async fn the_server_only_ever_sees_ciphertext() {
     assert_eq!(versions.versions[0].encoding, Encoding::Age);
 }
 
-#[tokio::test]
-async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access() {
-    let ts = TestServer::start().await;
+async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let owner = ts.new_client("acme").await;
     let reader = ts.new_client("acme").await;
     let stranger = ts.new_client("acme").await;
@@ -198,9 +196,8 @@ async fn a_grantee_decrypts_others_get_404_and_revocation_ends_access() {
     assert_eq!(&*vo.decrypt(&held).await.unwrap(), V3);
 }
 
-#[tokio::test]
-async fn a_writer_adds_versions_for_every_recipient() {
-    let ts = TestServer::start().await;
+async fn a_writer_adds_versions_for_every_recipient(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let owner = ts.new_client("acme").await;
     let writer = ts.new_client("acme").await;
     let vo = owner.vault();
@@ -224,9 +221,8 @@ async fn a_writer_adds_versions_for_every_recipient() {
     );
 }
 
-#[tokio::test]
-async fn acl_changes_are_compare_and_set() {
-    let ts = TestServer::start().await;
+async fn acl_changes_are_compare_and_set(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
     let owner = ts.new_client("acme").await;
     let other = ts.new_client("acme").await;
     let vo = owner.vault();
@@ -274,3 +270,11 @@ async fn acl_changes_are_compare_and_set() {
         .await;
     assert_code(r, ErrorCode::VersionConflict);
 }
+
+// Every test above runs on SQLite and on PostgreSQL.
+keysafe_testkit::storage_tests!(
+    the_server_only_ever_sees_ciphertext,
+    a_grantee_decrypts_others_get_404_and_revocation_ends_access,
+    a_writer_adds_versions_for_every_recipient,
+    acl_changes_are_compare_and_set,
+);

@@ -1,11 +1,15 @@
 //! The storage tests: the conformance suite (`suite`), written once against the store traits
-//! and instantiated for every backend below, and the SQLite backend's own tests (`sqlite`).
+//! and instantiated for every backend below, and what only one backend has (`sqlite`,
+//! `postgres`: durability settings, file snapshots, ICU collations, multi-host URLs, standbys,
+//! TLS, passwords, retried deadlocks, concurrent migrations).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[macro_use]
 mod suite;
 mod backends;
+mod postgres;
 mod sqlite;
 
 // One line per backend: every case of the suite runs against it.
 conformance!(on_sqlite, crate::backends::Sqlite);
+conformance!(on_postgres, crate::backends::Postgres::DEFAULT);

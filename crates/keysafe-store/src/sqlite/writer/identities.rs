@@ -261,11 +261,13 @@ pub(super) async fn disable_unactivated(
     .fetch_all(&mut *conn)
     .await
     .map_err(write_error)?;
-    let fps = rows
+    let mut fps = rows
         .into_iter()
         .map(|(f,)| {
             ClientFingerprint::parse(&f).map_err(|_| StoreError::Corrupt("fingerprint".into()))
         })
         .collect::<StoreResult<Vec<_>>>()?;
+    // RETURNING has no order of its own; the contract's is the fingerprint's.
+    fps.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     Ok(Applied::Clients(fps))
 }

@@ -247,6 +247,26 @@ pub async fn audit_signing_key_and_checkpoints(b: &dyn TestBackend) {
     assert!(s.audit_checkpoints(8).await.unwrap().is_empty());
 }
 
+/// `open` finds only a store `create` made; `create` refuses one that exists and leaves it as
+/// it was.
+pub async fn create_and_open_guard_existence(b: &dyn TestBackend) {
+    let (config, _guard) = b.fresh_config().await;
+    assert_eq!(
+        keysafe_store::open(&config).await.err(),
+        Some(StoreError::NotFound),
+        "nothing to open yet"
+    );
+    let s = keysafe_store::create(&config).await.unwrap();
+    s.apply(create_org("acme")).await.unwrap();
+    assert_eq!(
+        keysafe_store::create(&config).await.err(),
+        Some(StoreError::AlreadyExists)
+    );
+    let again = keysafe_store::open(&config).await.unwrap();
+    again.ping().await.unwrap();
+    assert!(again.get_org(&org()).await.unwrap().is_some());
+}
+
 pub async fn ping_and_stats(b: &dyn TestBackend) {
     let c = Ctx::new(b).await;
     let s = &c.store;
@@ -271,4 +291,93 @@ pub async fn ping_and_stats(b: &dyn TestBackend) {
     );
     assert_eq!((st.deposits, st.deposit_versions), (2, 3));
     assert!(st.pool_idle <= st.pool_size);
+}
+
+/// Two handles on one database (two `keysafe serve` processes over one data directory, or two
+/// nodes over one PostgreSQL), each with concurrent writers that append to the audit chain with
+/// their changes and in batches: nothing fails (each writer reads the chain's head under the
+/// right to append, so two writers never give two entries one sequence number) and the one
+/// chain both wrote verifies.
+pub async fn two_handles_append_to_one_chain_without_failures(b: &dyn TestBackend) {
+    const WRITERS: usize = 6;
+    const ROUNDS: usize = 40;
+    let c = Ctx::new(b).await;
+    let stores: [Arc<dyn Store>; 2] = [c.store.clone(), c.open_again().await];
+    let mut tasks = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        for w in 0..WRITERS {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for i in 0..ROUNDS {
+                    let name = format!("s{n}/w{w}/k{i}");
+                    let put = s
+                        .apply_audited(
+                            Mutation::PutVersion {
+                                org: org(),
+                                key: key('a', &name),
+                                expected_current: None,
+                                expected_acl_serial: None,
+                                version: version(1, name.as_bytes()),
+                            },
+                            Some(event(&format!("/put/{name}"), 1)),
+                        )
+                        .await;
+                    if let Err(e) = put {
+                        failures.push(format!("put {name}: {e}"));
+                    }
+                    let reads = vec![
+                        event(&format!("/get/{name}"), 1),
+                        event(&format!("/ls/{name}"), 1),
+                    ];
+                    if let Err(e) = s.append_audit(reads).await {
+                        failures.push(format!("append {name}: {}", e.error));
+                    }
+                }
+                failures
+            }));
+        }
+    }
+    let failures: Vec<String> = join_all(tasks).await.into_iter().flatten().collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let total = (2 * WRITERS * ROUNDS * 3) as u64;
+    let entries = stores[0].audit_entries(1, None, 100_000).await.unwrap();
+    assert_eq!(entries.len() as u64, total);
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>(),
+        "numbered without gaps"
+    );
+    let report = keysafe_proto::audit::verify(&entries, &[], &[0u8; 32], None);
+    assert_eq!(report.broken, None, "{report:?}");
+    // Each handle's head is one the chain went through, and the later one is the last entry.
+    let heads = [stores[0].audit_head(), stores[1].audit_head()];
+    for h in &heads {
+        assert_eq!(entries[h.seq as usize - 1].hash, h.hash);
+    }
+    assert_eq!(heads.iter().map(|h| h.seq).max(), Some(total));
+    // After one more append each, both heads are the chain's end as it was then.
+    for s in &stores {
+        s.append_audit(vec![event("/last", 2)]).await.unwrap();
+    }
+    let last = stores[0].audit_entries(total + 2, None, 10).await.unwrap();
+    assert_eq!(stores[1].audit_head().hash, last[0].hash);
+    assert_eq!(stores[0].audit_head().seq, total + 1);
+    let owner = Principal::Client(fp('a'));
+    let listed = stores[1]
+        .list_deposits(keysafe_core::store::DepositListing {
+            owner: &owner,
+            prefix: "s",
+            after: None,
+            limit: 10_000,
+            include_deleted: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2 * WRITERS * ROUNDS);
 }

@@ -139,6 +139,7 @@ pub async fn deleted_deposits_refuse_versions_and_purge_removes_everything(b: &d
     assert!(s.get_deposit(&k).await.unwrap().is_none());
     assert!(s.get_version(&k, Some(ver(1))).await.unwrap().is_none());
     assert!(s.list_versions(&k).await.unwrap().is_empty());
+    assert!(s.get_grants(&k).await.unwrap().is_empty());
     assert_eq!(
         s.apply(Mutation::Purge { key: k.clone() })
             .await
@@ -247,6 +248,14 @@ pub async fn listing_respects_prefix_boundaries_order_and_pages(b: &dyn TestBack
     );
     assert!(list(&c, 'a', "nothing", None, 100, true).await.is_empty());
     assert!(list(&c, 'a', "", Some("zzz"), 100, true).await.is_empty());
+    // `_` and `%` in a prefix are characters, not LIKE's wildcards.
+    assert_eq!(list(&c, 'a', "a_", None, 100, true).await, ["a_z"]);
+    for prefix in ["a%", "%", "_", "a_b"] {
+        assert!(
+            list(&c, 'a', prefix, None, 100, true).await.is_empty(),
+            "{prefix}"
+        );
+    }
     assert_eq!(
         all_pages(&c, "", 2).await,
         list(&c, 'a', "", None, 100, false).await,
@@ -311,6 +320,21 @@ pub async fn many_concurrent_writes_commit_and_survive_reopening(b: &dyn TestBac
         }
     }
     assert_eq!(ok, 270);
+    // Seen at once by another handle (another node), and after reopening.
+    let other = c.open_again().await;
+    let owner = Principal::Client(fp('a'));
+    let rows = other
+        .list_deposits(DepositListing {
+            owner: &owner,
+            prefix: "k",
+            after: None,
+            limit: 1000,
+            include_deleted: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 270);
+    other.close().await;
     c.reopen().await;
     assert_eq!(list(&c, 'a', "k", None, 1000, true).await.len(), 270);
     let (_, v) = c
@@ -320,4 +344,50 @@ pub async fn many_concurrent_writes_commit_and_survive_reopening(b: &dyn TestBac
         .unwrap()
         .unwrap();
     assert_eq!(v.ciphertext, 299u32.to_be_bytes());
+}
+
+/// Rows that break the naming and format rules (a name with `..`, a fingerprint that is not
+/// one, a token list that is not JSON), written behind the store's back: reads report them as
+/// `Corrupt`, never guess at them.
+pub async fn corrupt_rows_are_reported_not_decoded(b: &dyn TestBackend) {
+    let c = Ctx::new(b).await;
+    let mut raw = c.raw().await;
+    raw.execute(
+        "INSERT INTO deposits (owner, name, org, current_version, current_size, created_at, \
+         updated_at) VALUES (?1, 'bad/../name', 'acme', 1, 1, 1, 1)",
+        &[fp('a').as_str().into()],
+    )
+    .await
+    .unwrap();
+    raw.execute(
+        "INSERT INTO clients (fingerprint, org, state, role, cert_der, token_recent, \
+         created_at, updated_at) VALUES (?1, 'acme', 'active', 'client', ?2, '[{\"h\":', 1, 1)",
+        &[fp('c').as_str().into(), vec![0u8].into()],
+    )
+    .await
+    .unwrap();
+    raw.execute(
+        "INSERT INTO clients (fingerprint, org, state, role, cert_der, created_at, updated_at) \
+         VALUES (?1, 'acme', 'active', 'client', ?2, 1, 1)",
+        &["not-a-fingerprint".into(), vec![0u8].into()],
+    )
+    .await
+    .unwrap();
+    drop(raw);
+    let owner = Principal::Client(fp('a'));
+    let r = c
+        .store
+        .list_deposits(DepositListing {
+            owner: &owner,
+            prefix: "",
+            after: None,
+            limit: 10,
+            include_deleted: true,
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    let r = c.store.get_client(&fp('c')).await;
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
+    let r = c.store.list_clients(None, None).await;
+    assert!(matches!(r, Err(StoreError::Corrupt(_))), "{r:?}");
 }

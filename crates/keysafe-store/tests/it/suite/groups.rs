@@ -154,6 +154,21 @@ pub async fn groups_are_created_with_members_and_keys(b: &dyn TestBackend) {
     assert!(s.member_groups(&org(), &fp('f')).await.unwrap().is_empty());
     let beta = OrgName::parse("beta").unwrap();
     assert_eq!(s.list_groups(Some(&beta), None).await.unwrap().len(), 1);
+    // A deposit the group owns is keyed by its stored principal, apart from a client's
+    // deposit of the same name.
+    let owned = DepositKey {
+        owner: Principal::Group {
+            org: org(),
+            name: group("ops"),
+        },
+        name: DepositName::parse("shared").unwrap(),
+    };
+    c.put(&owned, None, 1, b"g").await.unwrap();
+    c.put(&key('a', "shared"), None, 1, b"a").await.unwrap();
+    let d = s.get_deposit(&owned).await.unwrap().unwrap();
+    assert_eq!(d.owner, owned.owner);
+    let (_, v) = s.get_version(&owned, None).await.unwrap().unwrap();
+    assert_eq!(v.ciphertext, b"g");
 }
 
 pub async fn group_members_are_added_and_admitted(b: &dyn TestBackend) {

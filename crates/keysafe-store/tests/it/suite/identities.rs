@@ -334,6 +334,42 @@ pub async fn token_rotation_is_compare_and_set(b: &dyn TestBackend) {
         s.get_client(&fp('b')).await.unwrap().unwrap().token.counter,
         0
     );
+    // A suspected clone gets no rotation until an administrator resets its token; then the
+    // counter it kept goes on.
+    s.apply(Mutation::MarkSuspectedClone {
+        fingerprint: fp('a'),
+        reason: "token reuse".into(),
+        at: ts(23),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.apply(rotation('a', 1, "h2", 24)).await.unwrap_err(),
+        StoreError::Conflict,
+        "a suspected clone does not rotate"
+    );
+    s.apply(Mutation::ResetToken {
+        fingerprint: fp('a'),
+        at: ts(25),
+    })
+    .await
+    .unwrap();
+    s.apply(rotation('a', 1, "h2", 26)).await.unwrap();
+    // A reset does not revive a disabled client, which still does not rotate.
+    s.apply(Mutation::ResetToken {
+        fingerprint: fp('b'),
+        at: ts(27),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_client(&fp('b')).await.unwrap().unwrap().state,
+        ClientState::Disabled
+    );
+    assert_eq!(
+        s.apply(rotation('b', 0, "h", 28)).await.unwrap_err(),
+        StoreError::Conflict
+    );
 }
 
 /// The token state is stored whole: whether the current token was presented and how it was
@@ -428,12 +464,15 @@ pub async fn token_confirmation_and_derivation_are_stored_whole(b: &dyn TestBack
     assert_eq!(x.token.derivation, None);
 }
 
-pub async fn concurrent_rotations_from_one_counter_have_one_winner(b: &dyn TestBackend) {
+/// Many rotations from one counter at once, through two handles on one database (two nodes):
+/// exactly one applies, every other is `Conflict`.
+pub async fn concurrent_rotations_from_two_handles_have_one_winner(b: &dyn TestBackend) {
     let c = Ctx::new(b).await;
+    let handles = [c.store.clone(), c.open_again().await];
     const N: usize = 32;
     let mut tasks = Vec::new();
     for i in 0..N {
-        let s = c.store.clone();
+        let s = handles[i % 2].clone();
         tasks.push(tokio::spawn(async move {
             s.apply(rotation('a', 0, &format!("h{i}"), 30)).await
         }));
@@ -452,16 +491,18 @@ pub async fn concurrent_rotations_from_one_counter_have_one_winner(b: &dyn TestB
             .all(|r| r.is_ok() || r == &Err(StoreError::Conflict)),
         "{results:?}"
     );
-    let a = c.store.get_client(&fp('a')).await.unwrap().unwrap();
-    assert_eq!(a.token.counter, 1);
-    assert_eq!(a.token.hash, Some(format!("h{}", winners[0])));
+    for s in &handles {
+        let a = s.get_client(&fp('a')).await.unwrap().unwrap();
+        assert_eq!(a.token.counter, 1);
+        assert_eq!(a.token.hash, Some(format!("h{}", winners[0])));
+    }
 }
 
 pub async fn disable_unactivated_touches_only_unused_clients(b: &dyn TestBackend) {
     let c = Ctx::new(b).await;
     let s = &c.store;
     // a: seen (rotated once); b: never seen; c: admin, never seen; d: registered late;
-    // e: pending, never seen; g: already disabled.
+    // 9: pending, never seen (registered after b, sorts before it); 0: already disabled.
     s.apply(rotation('a', 0, "h", 3)).await.unwrap();
     let mut admin = client_record(fp('c'), "acme", ts(1));
     admin.role = ClientRole::Admin;
@@ -469,12 +510,16 @@ pub async fn disable_unactivated_touches_only_unused_clients(b: &dyn TestBackend
     s.apply(insert(client_record(fp('d'), "acme", ts(100))))
         .await
         .unwrap();
-    let mut pending = client_record(fp('e'), "acme", ts(1));
+    let mut pending = client_record(fp('9'), "acme", ts(1));
     pending.state = ClientState::Pending;
     s.apply(insert(pending)).await.unwrap();
     let mut disabled = client_record(fp('0'), "acme", ts(1));
     disabled.state = ClientState::Disabled;
     s.apply(insert(disabled)).await.unwrap();
+    // Seen at registration already (a last-seen time recorded with the record).
+    let mut seen = client_record(fp('1'), "acme", ts(1));
+    seen.last_seen_at = Some(ts(2));
+    s.apply(insert(seen)).await.unwrap();
     let r = s
         .apply(Mutation::DisableUnactivated {
             registered_before: ts(50),
@@ -482,12 +527,11 @@ pub async fn disable_unactivated_touches_only_unused_clients(b: &dyn TestBackend
         })
         .await
         .unwrap();
-    let Applied::Clients(mut touched) = r else {
+    let Applied::Clients(touched) = r else {
         panic!("{r:?}")
     };
-    touched.sort_by(|x, y| x.as_str().cmp(y.as_str()));
-    assert_eq!(touched, [fp('b'), fp('e')]);
-    for f in ['b', 'e'] {
+    assert_eq!(touched, [fp('9'), fp('b')], "by fingerprint");
+    for f in ['9', 'b'] {
         let rec = s.get_client(&fp(f)).await.unwrap().unwrap();
         assert_eq!(rec.state, ClientState::Disabled);
         assert_eq!(
@@ -496,7 +540,7 @@ pub async fn disable_unactivated_touches_only_unused_clients(b: &dyn TestBackend
         );
         assert_eq!(rec.updated_at, ts(60));
     }
-    for f in ['a', 'c', 'd'] {
+    for f in ['a', 'c', 'd', '1'] {
         assert_ne!(
             s.get_client(&fp(f)).await.unwrap().unwrap().state,
             ClientState::Disabled

@@ -1,13 +1,15 @@
 //! The conformance suite: every mutation's success and failure contract, every read, listing
-//! and pagination, the audit chain, the keyring, token rotation under concurrency. Written once
-//! against `keysafe_core::store` through the factory; `conformance!(module, Backend)` runs every
-//! case against one [`TestBackend`].
+//! and pagination, the audit chain, the keyring, and the compare-and-set changes raced from two
+//! handles on one database (two nodes, or two processes). Written once against
+//! `keysafe_core::store` through the factory; `conformance!(module, Backend)` runs every case
+//! against one [`TestBackend`].
 
 mod audit;
 mod deposits;
 mod groups;
 mod identities;
 mod keyring;
+mod races;
 mod sharing;
 
 pub use audit::*;
@@ -15,6 +17,7 @@ pub use deposits::*;
 pub use groups::*;
 pub use identities::*;
 pub use keyring::*;
+pub use races::*;
 pub use sharing::*;
 
 use keysafe_core::store::{
@@ -45,6 +48,8 @@ macro_rules! conformance {
     ($module:ident, $backend:expr) => {
         mod $module {
             conformance!(@cases $backend;
+                // opening and creating
+                create_and_open_guard_existence,
                 // identities
                 orgs_are_unique_and_take_auth_changes,
                 clients_are_unique_and_need_their_organisation,
@@ -52,7 +57,7 @@ macro_rules! conformance {
                 client_state_role_clone_marks_and_resets,
                 token_rotation_is_compare_and_set,
                 token_confirmation_and_derivation_are_stored_whole,
-                concurrent_rotations_from_one_counter_have_one_winner,
+                concurrent_rotations_from_two_handles_have_one_winner,
                 disable_unactivated_touches_only_unused_clients,
                 // deposits
                 put_is_compare_and_set,
@@ -62,6 +67,7 @@ macro_rules! conformance {
                 listing_respects_prefix_boundaries_order_and_pages,
                 listing_orders_by_bytes_not_by_locale,
                 many_concurrent_writes_commit_and_survive_reopening,
+                corrupt_rows_are_reported_not_decoded,
                 // sharing
                 acl_swap_replaces_grants_and_versions_together,
                 acl_swap_refusals,
@@ -76,8 +82,12 @@ macro_rules! conformance {
                 stale_rows_page_and_usage_counts,
                 retire_refuses_used_current_and_unknown_versions,
                 keep_only_seal_never_loses_a_version,
+                // races between two handles
+                concurrent_puts_with_the_same_expectation_have_one_winner,
+                concurrent_registrations_acl_swaps_and_member_removals_have_one_winner,
                 // audit
                 audit_appends_chain_and_verify,
+                two_handles_append_to_one_chain_without_failures,
                 audit_entries_commit_with_their_writes_and_failures_leave_no_hole,
                 audit_append_failure_hands_the_entries_back,
                 audit_signing_key_and_checkpoints,
@@ -126,6 +136,11 @@ impl Ctx {
         }
         c.store.apply(kek(1, "test-fixture")).await.unwrap();
         c
+    }
+
+    /// Another handle on the same database, as a second node (or process) opens it.
+    pub async fn open_again(&self) -> Arc<dyn Store> {
+        keysafe_store::open(&self.config).await.unwrap()
     }
 
     /// The same store opened again (after the current handle is dropped).
