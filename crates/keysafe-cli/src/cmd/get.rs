@@ -166,7 +166,26 @@ async fn with_shared_hint(
     }
 }
 
+/// Writes the plaintext to `path`: a new or regular file is replaced atomically (a temporary file
+/// with mode 0600, synced, then renamed over it), so a reader never sees half a key. Anything else
+/// that already exists there (`/dev/null`, `/dev/stdout`, a pipe, a terminal) is written into
+/// directly: renaming over it would replace a device node with a regular file.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        if meta.is_dir() {
+            anyhow::bail!("{} is a directory", path.display());
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        return f
+            .write_all(bytes)
+            .and_then(|_| f.flush())
+            .with_context(|| format!("cannot write {}", path.display()));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

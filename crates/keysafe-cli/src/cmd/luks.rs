@@ -269,6 +269,11 @@ async fn unlock(a: UnlockArgs) -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok());
     if a.test {
         luks::test_key(&a.device, &key.secret, slot).map_err(verr)?;
+        if a.client.json {
+            return output::json(&serde_json::json!({
+                "device": a.device, "deposit": deposit.to_string(), "keyslot": slot, "opens": true,
+            }));
+        }
         println!(
             "The key in {deposit} opens {} (key slot {}).",
             a.device.display(),
@@ -279,6 +284,11 @@ async fn unlock(a: UnlockArgs) -> anyhow::Result<()> {
     }
     let mapping = a.mapping.as_deref().unwrap_or_default();
     luks::open(&a.device, mapping, &key.secret).map_err(verr)?;
+    if a.client.json {
+        return output::json(&serde_json::json!({
+            "device": a.device, "deposit": deposit.to_string(), "mapping": format!("/dev/mapper/{mapping}"),
+        }));
+    }
     println!("Opened {} as /dev/mapper/{mapping}.", a.device.display());
     Ok(())
 }
@@ -300,6 +310,11 @@ async fn unbind(a: UnbindArgs) -> anyhow::Result<()> {
     if !a.keep_deposit {
         let (_, client) = client_for(&a.client)?;
         client.delete(&deposit).await?;
+    }
+    if a.client.json {
+        return output::json(&serde_json::json!({
+            "device": a.device, "deposit": deposit.to_string(), "deposit_deleted": !a.keep_deposit,
+        }));
     }
     println!(
         "Unbound {} from {deposit}{}.",

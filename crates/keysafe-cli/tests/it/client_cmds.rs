@@ -148,6 +148,24 @@ async fn full_client_workflow() {
             std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        // -o into something that is not a regular file (a pipe here, /dev/null or /dev/stdout
+        // in practice) writes into it and leaves it what it was, never renames a file over it.
+        use std::os::unix::fs::FileTypeExt;
+        let fifo = env.tmp.path().join("out.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let mut c = env.client(&home, &["get", "db/key", "--version", "1", "-o"]);
+        c.arg(&fifo);
+        ok(&run(c).await);
+        assert_eq!(reader.join().unwrap(), b"first-secret");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     }
 
     // ls and versions

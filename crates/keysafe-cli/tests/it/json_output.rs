@@ -426,6 +426,129 @@ async fn every_command_that_accepts_json_prints_json() {
     .await;
     drop(server);
 
+    // Volumes (a real FUSE mount) and LUKS2 image files, as client a.
+    let cipher = w.path("vol-cipher");
+    let mnt = w.path("vol-mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let (c_s, m_s) = (cipher.to_str().unwrap(), mnt.to_str().unwrap());
+    let guard = crate::volume::Unmount(mnt.clone());
+    let v = w
+        .json(
+            "volume prepare",
+            w.cmd(
+                a,
+                &["volume", "prepare", c_s, m_s, "--name", "v1", "--json"],
+            ),
+        )
+        .await;
+    assert_eq!(v["key_deposit"], "volume/v1", "{v}");
+    w.json(
+        "volume mount",
+        w.cmd(a, &["volume", "mount", c_s, m_s, "--json"]),
+    )
+    .await;
+    assert!(crate::volume::is_mounted(&mnt));
+    let v = w
+        .json("volume status", w.cmd(a, &["volume", "status", "--json"]))
+        .await;
+    assert!(v.to_string().contains("volume/v1"), "{v}");
+    w.json(
+        "volume acl add",
+        w.cmd(
+            a,
+            &[
+                "volume", "acl", "add", "v1", "--allow", "/", "--exe", "/bin/cat", "--json",
+            ],
+        ),
+    )
+    .await;
+    w.json(
+        "volume acl list",
+        w.cmd(a, &["volume", "acl", "list", "v1", "--json"]),
+    )
+    .await;
+    w.json(
+        "volume acl mode",
+        w.cmd(a, &["volume", "acl", "mode", "v1", "permissive", "--json"]),
+    )
+    .await;
+    w.json(
+        "volume acl rm",
+        w.cmd(a, &["volume", "acl", "rm", "v1", "1", "--json"]),
+    )
+    .await;
+    w.json(
+        "volume umount",
+        w.cmd(a, &["volume", "umount", m_s, "--json"]),
+    )
+    .await;
+    assert!(!crate::volume::is_mounted(&mnt));
+    drop(guard);
+    w.json(
+        "volume forget",
+        w.cmd(a, &["volume", "forget", "v1", "--json"]),
+    )
+    .await;
+    // A directory the stock gocryptfs made, adopted.
+    let theirs = w.path("gocryptfs-dir");
+    std::fs::create_dir(&theirs).unwrap();
+    let passfile = w.path("gocryptfs.pass");
+    std::fs::write(&passfile, "old gocryptfs password\n").unwrap();
+    let init = Command::new("gocryptfs")
+        .args(["-init", "-q", "-passfile"])
+        .arg(&passfile)
+        .arg(&theirs)
+        .output()
+        .expect("gocryptfs is not installed (Debian package gocryptfs)");
+    assert!(init.status.success(), "{init:?}");
+    w.json(
+        "volume adopt",
+        w.cmd(
+            a,
+            &[
+                "volume",
+                "adopt",
+                theirs.to_str().unwrap(),
+                m_s,
+                "--name",
+                "v2",
+                "--password-file",
+                passfile.to_str().unwrap(),
+                "--json",
+            ],
+        ),
+    )
+    .await;
+    // LUKS2: bind, status, unlock --test, unbind on an image file.
+    let (img, pass) = crate::luks::luks_image(w.tmp.path());
+    let (i_s, p_s) = (img.to_str().unwrap(), pass.to_str().unwrap());
+    w.json(
+        "luks bind",
+        w.cmd(
+            a,
+            &[
+                "luks",
+                "bind",
+                i_s,
+                "--name",
+                "d1",
+                "--existing-key-file",
+                p_s,
+                "--json",
+            ],
+        ),
+    )
+    .await;
+    w.json("luks status", w.cmd(a, &["luks", "status", i_s, "--json"]))
+        .await;
+    w.json(
+        "luks unlock",
+        w.cmd(a, &["luks", "unlock", i_s, "--test", "--json"]),
+    )
+    .await;
+    w.json("luks unbind", w.cmd(a, &["luks", "unbind", i_s, "--json"]))
+        .await;
+
     // The load generator, briefly.
     w.json(
         "bench",

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 const INITIAL: &[u8] = b"initial-passphrase";
 
 /// A 32 MiB LUKS2 image with one key slot (the operator's passphrase, in a file).
-fn luks_image(dir: &Path) -> (PathBuf, PathBuf) {
+pub fn luks_image(dir: &Path) -> (PathBuf, PathBuf) {
     let img = dir.join("disk.img");
     let pass = dir.join("initial.pass");
     std::fs::write(&pass, INITIAL).unwrap();

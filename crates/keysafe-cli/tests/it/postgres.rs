@@ -117,10 +117,16 @@ async fn a_new_user_runs_keysafe_on_postgresql_with_the_binary() {
     );
     assert!(!toml.contains(PASSWORD));
     // init made keysafe's schema in the database, and no database file.
+    let migrations = std::fs::read_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../keysafe-store/migrations/postgres"),
+    )
+    .unwrap()
+    .count();
     assert_eq!(
         c.psql("keysafe", "SELECT count(*) FROM keysafe_migrations")
             .unwrap(),
-        "1"
+        migrations.to_string(),
+        "every migration applied once"
     );
     assert!(!dir.join("keysafe.db").exists());
 

@@ -238,6 +238,13 @@ pub async fn run(cmd: VolumeCommand) -> anyhow::Result<()> {
             let table = table_of(&home, &a.table);
             let name = keysafe_volume::table::VolumeName::parse(&a.name).map_err(verr)?;
             let e = table.remove(&name).map_err(verr)?;
+            if a.table.client.json {
+                return crate::output::json(&serde_json::json!({
+                    "forgotten": e.name.to_string(),
+                    "cipherdir": e.cipherdir,
+                    "key_deposit": e.key_deposit.to_string(),
+                }));
+            }
             eprintln!(
                 "Forgot volume {} ({}); its files and its key deposit {} are unchanged.",
                 e.name,

@@ -100,35 +100,43 @@ pub async fn mount(a: MountArgs) -> anyhow::Result<()> {
             .map_err(|_| usage("--foreground serves exactly one volume"))?;
         return serve(t, &a, &home, client, &table).await;
     }
-    if targets.is_empty() {
+    let json = a.table.client.json;
+    if targets.is_empty() && !json {
         eprintln!("No volume to mount.");
-        return Ok(());
     }
     let mut failed = None;
+    let mut report = Vec::new();
     for t in targets {
+        let (name, mountpoint) = (t.entry.name.to_string(), t.mountpoint.clone());
         if let Some(mp) = mounts::mounted_at(&table.volumes_dir(), &t.entry.name) {
-            eprintln!(
-                "Volume {} is mounted at {} already.",
-                t.entry.name,
-                mp.display()
+            if !json {
+                eprintln!(
+                    "Volume {} is mounted at {} already.",
+                    t.entry.name,
+                    mp.display()
+                );
+            }
+            report.push(
+                serde_json::json!({"volume": name, "mountpoint": mp, "state": "already_mounted"}),
             );
             continue;
         }
         match launch(&t, &a, &home, &table) {
-            Ok(()) => println!(
-                "Mounted volume {} at {}.",
-                t.entry.name,
-                t.mountpoint.display()
-            ),
+            Ok(()) => {
+                if !json {
+                    println!("Mounted volume {name} at {}.", mountpoint.display());
+                }
+                report.push(serde_json::json!({"volume": name, "mountpoint": mountpoint, "state": "mounted"}));
+            }
             Err(e) => {
-                eprintln!(
-                    "keysafe: volume {}: {}",
-                    t.entry.name,
-                    crate::exit::render(&e)
-                );
+                eprintln!("keysafe: volume {name}: {}", crate::exit::render(&e));
+                report.push(serde_json::json!({"volume": name, "mountpoint": mountpoint, "state": "failed"}));
                 failed = Some(e);
             }
         }
+    }
+    if json {
+        crate::output::json(&report)?;
     }
     match failed {
         Some(e) => Err(e),
@@ -451,6 +459,7 @@ pub async fn umount(a: UmountArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let mut unmounted = Vec::new();
     for (name, mp) in targets {
         let state = name.as_ref().and_then(|n| RunState::read(&dir, n));
         fusermount_u(&mp)?;
@@ -466,7 +475,14 @@ pub async fn umount(a: UmountArgs) -> anyhow::Result<()> {
                 RunState::remove(&dir, &s.name);
             }
         }
-        println!("Unmounted {}.", mp.display());
+        if !a.table.client.json {
+            println!("Unmounted {}.", mp.display());
+        }
+        unmounted
+            .push(serde_json::json!({"volume": name.map(|n| n.to_string()), "mountpoint": mp}));
+    }
+    if a.table.client.json {
+        crate::output::json(&unmounted)?;
     }
     Ok(())
 }
