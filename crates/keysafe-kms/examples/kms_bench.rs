@@ -92,6 +92,9 @@ async fn start(
     client: keysafe_client::KeysafeClient,
     cfg: KmsConfig,
 ) -> String {
+    // As `keysafe kms` runs it: the same identity, without the home's local deposit cache.
+    drop(client);
+    let client = Gateway::client_for(home).unwrap();
     let gw = Gateway::new(home, client, &cfg).await.unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();

@@ -68,6 +68,20 @@ pub fn authenticator(cfg: &KmsConfig) -> anyhow::Result<Box<dyn HttpAuthenticato
 }
 
 impl Gateway {
+    /// The keysafe client a gateway runs with: the home's identity, servers and pins, without
+    /// the home's local deposit cache. The gateway asks a server on every read and keeps its own
+    /// caches with Hadoop's timeouts, so a local cache would only ever be written (a file and two
+    /// fsyncs per key read, the bulk of a key-cache miss) and never read.
+    pub fn client_for(home: &ClientHome) -> Result<KeysafeClient, keysafe_client::ClientError> {
+        KeysafeClient::from_home_with(
+            home,
+            &keysafe_client::ClientOptions {
+                use_cache: false,
+                ..Default::default()
+            },
+        )
+    }
+
     /// The production gateway: keys in keysafe deposits owned by the group `cfg.group`,
     /// encrypted on this host to the group. `home` is the gateway client's home (its age
     /// identity).

@@ -472,11 +472,20 @@ impl TestCluster {
 
     /// Stops the server at once, as a crash would (`pg_ctl -m immediate stop`).
     pub fn stop_immediate(&self) -> Result<()> {
+        let pid = self.postmaster_pid();
         self.run_checked(
             "pg_ctl",
             &["-D", path_str(&self.data)?, "-m", "immediate", "stop"],
-        )
-        .map(|_| ())
+        )?;
+        // pg_ctl returns once the pid file is gone, which the postmaster removes just before it
+        // exits: wait for the process itself, so "stopped" means no process is left.
+        if let Some(pid) = pid {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while running(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        Ok(())
     }
 
     /// Starts a stopped server again on the same port.
@@ -486,6 +495,15 @@ impl TestCluster {
         }
         self.start_server(false)
     }
+}
+
+/// Whether a process exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 fn path_str(p: &Path) -> Result<&str> {

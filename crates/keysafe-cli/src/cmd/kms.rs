@@ -6,7 +6,7 @@ use crate::cli::KmsArgs;
 use crate::cmd::serve::shutdown_signal;
 use crate::logging::{self, Format};
 use anyhow::Context;
-use keysafe_client::{ClientHome, KeysafeClient};
+use keysafe_client::ClientHome;
 use keysafe_kms::config::LogFormat;
 use keysafe_kms::{Gateway, KmsConfig};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
         .map_err(|e| crate::exit::usage(format!("{e:#}")))?;
     let dir = ClientHome::resolve_dir(args.home.as_deref())?;
     let home = ClientHome::load(&dir)?;
-    let client = KeysafeClient::from_home(&home)?;
+    let client = Gateway::client_for(&home)?;
     // The default audit log lives in the client home.
     config.resolve_paths(&home.dir);
     let me = client

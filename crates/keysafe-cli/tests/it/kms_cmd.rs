@@ -120,6 +120,27 @@ async fn kms_serves_hadoop_kms_as_the_registered_client() {
             .iter()
             .any(|d| d.name.as_str() == "kms/keys/k1")
     );
+    // A miss: the gateway drops its cached k1 and reads it from keysafe again.
+    for req in [
+        format!(
+            "POST /kms/v1/key/k1/_invalidatecache HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET /kms/v1/key/k1/_currentversion HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        ),
+    ] {
+        let r = tokio::task::spawn_blocking(move || http(port, &req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    // The gateway reads keysafe on every miss and caches with Hadoop's timeouts itself: it
+    // leaves nothing in the home's local deposit cache (which would cost a file and two fsyncs
+    // per read).
+    let home = keysafe_client::ClientHome::load(client.home_dir()).unwrap();
+    let cache = home.cache().expect("the home's cache is on by default");
+    assert_eq!(cache.entries().unwrap().len(), 0);
     // Audit log where the config file said (relative to the file).
     let log = std::fs::read_to_string(tmp.path().join("audit/kms-audit.log")).unwrap();
     assert!(

@@ -77,7 +77,7 @@ impl Env {
             ..Default::default()
         };
         tweak(&mut cfg, dir.path());
-        let gw = Gateway::new(&who.home, who.client.clone(), &cfg)
+        let gw = Gateway::new(&who.home, Gateway::client_for(&who.home).unwrap(), &cfg)
             .await
             .unwrap();
         serve_gateway(gw, dir, ip, cfg.tls.is_some()).await

@@ -746,8 +746,10 @@ async fn connections_the_server_dropped_are_replaced_not_reported() {
     let killed = c
         .psql(
             &db,
+            // Only this test's database: the cluster is shared by the tests running beside it.
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'keysafe' AND pid <> pg_backend_pid()",
+             WHERE application_name = 'keysafe' AND datname = current_database() \
+             AND pid <> pg_backend_pid()",
         )
         .unwrap();
     assert_ne!(killed, "0", "no connection of the store was open");
