@@ -92,9 +92,6 @@ async fn start(
     client: keysafe_client::KeysafeClient,
     cfg: KmsConfig,
 ) -> String {
-    // As `keysafe kms` runs it: the same identity, without the home's local deposit cache.
-    drop(client);
-    let client = Gateway::client_for(home).unwrap();
     let gw = Gateway::new(home, client, &cfg).await.unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
@@ -222,10 +219,14 @@ async fn main() {
         key_admins: "*".into(),
         ..Default::default()
     };
-    let base = start(&client.home, client.client.clone(), cfg.clone()).await;
     let mut nocache = cfg.clone();
     nocache.cache.enable = false;
-    let base_nc = start(&client.home, client.client.clone(), nocache).await;
+    // As `keysafe kms` runs it: the home's identity without its local deposit cache.
+    let gw_client = || Gateway::client_for(&client.home).unwrap();
+    let base = start(&client.home, gw_client(), cfg.clone()).await;
+    let base_nc = start(&client.home, gw_client(), nocache.clone()).await;
+    // For comparison: a client that also writes the home's local deposit cache on every read.
+    let base_nc_local = start(&client.home, client.client.clone(), nocache).await;
 
     let h = reqwest::Client::new();
     let r = h
@@ -265,7 +266,7 @@ async fn main() {
     let dec_body = serde_json::json!({"name":"bench","iv":e["iv"],"material":e["encryptedKeyVersion"]["material"]}).to_string();
 
     if want("eek") {
-        eek_section(dur, &base, &base_nc, &cookie, &dec_body).await;
+        eek_section(dur, &base, &base_nc, &base_nc_local, &cookie, &dec_body).await;
     }
     if want("kerberos") {
         kerberos_section(dur, &client, &cfg, &base, &cookie, &dec_body).await;
@@ -275,8 +276,19 @@ async fn main() {
     }
 }
 
-async fn eek_section(dur: Duration, base: &str, base_nc: &str, cookie: &str, dec_body: &str) {
-    let (base, base_nc) = (base.to_owned(), base_nc.to_owned());
+async fn eek_section(
+    dur: Duration,
+    base: &str,
+    base_nc: &str,
+    base_nc_local: &str,
+    cookie: &str,
+    dec_body: &str,
+) {
+    let (base, base_nc, base_nc_local) = (
+        base.to_owned(),
+        base_nc.to_owned(),
+        base_nc_local.to_owned(),
+    );
     let (cookie, dec_body) = (cookie.to_owned(), dec_body.to_owned());
     println!("| op | connections | requests/s | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -313,6 +325,10 @@ async fn eek_section(dur: Duration, base: &str, base_nc: &str, cookie: &str, dec
     for (label, b) in [
         ("current version, cache hit", &base),
         ("current version, cache miss", &base_nc),
+        (
+            "current version, cache miss, writing the home's local cache",
+            &base_nc_local,
+        ),
     ] {
         let (b, c) = (b.clone(), cookie.clone());
         let r = drive(
