@@ -13,6 +13,32 @@ use std::io::Write;
 
 const PAGE: u32 = 10_000;
 
+/// `--since`: a date (`2026-12-01`, midnight UTC) or an RFC 3339 time, as the RFC 3339 time the
+/// server takes.
+fn parse_since(s: &str) -> anyhow::Result<String> {
+    let bad = || {
+        usage(format!(
+            "--since: {s:?} is neither a date (2026-12-01) nor an RFC 3339 time \
+             (2026-12-01T08:00:00Z)"
+        ))
+    };
+    let is_date = s.len() == 10
+        && s.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    let rfc3339 = if is_date {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    keysafe_proto::Timestamp::parse_rfc3339(&rfc3339).map_err(|_| bad())?;
+    Ok(rfc3339)
+}
+
 /// Every entry from `from` on (and not older than `since`), page by page.
 async fn fetch(
     client: &KeysafeClient,
@@ -111,15 +137,22 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
             Ok(())
         }
         AuditCommand::Export { since, output } => {
-            keysafe_proto::Timestamp::parse_rfc3339(&since)
-                .map_err(|e| usage(format!("--since: not an RFC 3339 time: {e}")))?;
+            let since = since.as_deref().map(parse_since).transpose()?;
             let key = client.audit_public_key().await?;
-            // From the first entry at or after `since`, every later entry: times are arrival
-            // times and a slow request may commit after a later one, so filtering each entry
-            // by time would leave gaps in the chain.
-            let first = client.audit_entries(1, Some(&since), 1).await?.entries;
-            let entries = match first.first() {
-                Some(e) => fetch(client, e.seq, None).await?,
+            // From the first entry at or after `since` (the first entry of all without it),
+            // every later entry: times are arrival times and a slow request may commit after a
+            // later one, so filtering each entry by time would leave gaps in the chain.
+            let start = match &since {
+                Some(since) => client
+                    .audit_entries(1, Some(since), 1)
+                    .await?
+                    .entries
+                    .first()
+                    .map(|e| e.seq),
+                None => Some(1),
+            };
+            let entries = match start {
+                Some(seq) => fetch(client, seq, None).await?,
                 None => Vec::new(),
             };
             let first = entries.first().map_or(u64::MAX, |e| e.seq);
@@ -147,6 +180,30 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
                 );
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_a_date_or_an_rfc3339_time() {
+        assert_eq!(parse_since("2026-12-01").unwrap(), "2026-12-01T00:00:00Z");
+        assert_eq!(
+            parse_since("2026-12-01T08:30:00Z").unwrap(),
+            "2026-12-01T08:30:00Z"
+        );
+        for bad in [
+            "2026-13-01",
+            "2026-12-32",
+            "yesterday",
+            "2026-1-01",
+            "",
+            "20261201",
+        ] {
+            assert!(parse_since(bad).is_err(), "{bad}");
         }
     }
 }

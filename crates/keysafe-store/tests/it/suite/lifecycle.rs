@@ -559,9 +559,7 @@ pub async fn clients_page_through_in_listing_order(b: &dyn TestBackend) {
             fp('d'),
             fp('e')
         ]
-        .iter()
-        .cloned()
-        .collect::<Vec<_>>()
+        .to_vec()
     );
     for limit in [1, 2, 3, 7, 100] {
         let mut paged = Vec::new();
