@@ -315,6 +315,16 @@ async fn tokens_listing_preview_and_audit_export(storage: TestStorage) {
     );
     assert!(err.contains("2026-12-01"), "{err}");
     ok(&run(admin(t, d, &["audit", "verify"])).await);
+    // An export that fails part way (here: a client that is not an administrator; the public
+    // key is public, the entries are not) leaves no partial file behind.
+    let partial = t.join("partial.jsonl");
+    let mut c = keysafe(t);
+    c.args(["admin", "--home"])
+        .arg(unused.home_dir())
+        .args(["audit", "export", "--output"])
+        .arg(&partial);
+    fails_with(&run(c).await, 4);
+    assert!(!partial.exists());
 }
 
 /// Locks the administrator out as a clone detection would, by editing its row: what

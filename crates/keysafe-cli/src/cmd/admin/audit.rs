@@ -8,7 +8,7 @@ use crate::output;
 use crate::progress::Progress;
 use anyhow::Context;
 use keysafe_client::KeysafeClient;
-use keysafe_proto::audit::{AuditEntry, ChainVerifier};
+use keysafe_proto::audit::ChainVerifier;
 use std::io::Write;
 
 const PAGE: u32 = 10_000;
@@ -39,32 +39,47 @@ fn parse_since(s: &str) -> anyhow::Result<String> {
     Ok(rfc3339)
 }
 
-/// Every entry from `from` on (and not older than `since`), page by page.
-async fn fetch(
+/// Writes the export's JSON lines: the public key, every entry from `start` on (none when
+/// `None`), then every checkpoint from the first written entry on. Answers how many entries and
+/// checkpoints it wrote.
+async fn export(
     client: &KeysafeClient,
-    from: u64,
-    since: Option<&str>,
-) -> anyhow::Result<Vec<AuditEntry>> {
-    let mut out: Vec<AuditEntry> = Vec::new();
-    let mut next = from.max(1);
-    loop {
-        let page = client.audit_entries(next, since, PAGE).await?;
-        let Some(last) = page.entries.last() else {
-            break;
-        };
-        // A page that does not move forward would loop for ever (a tampered seq column).
-        if last.seq < next {
-            out.extend(page.entries);
-            break;
-        }
-        next = last.seq.saturating_add(1);
-        let full = page.entries.len() as u32 >= PAGE;
-        out.extend(page.entries);
-        if !full {
-            break;
+    out: &mut (dyn Write + Send),
+    key: &impl serde::Serialize,
+    start: Option<u64>,
+) -> anyhow::Result<(u64, usize)> {
+    writeln!(out, "{}", serde_json::json!({ "public_key": key }))?;
+    let mut first: Option<u64> = None;
+    let mut entries = 0u64;
+    if let Some(start) = start {
+        let mut next = start.max(1);
+        loop {
+            let page = client.audit_entries(next, None, PAGE).await?;
+            let Some(last) = page.entries.last().map(|e| e.seq) else {
+                break;
+            };
+            first.get_or_insert(page.entries[0].seq);
+            for e in &page.entries {
+                writeln!(out, "{}", serde_json::json!({ "entry": e }))?;
+            }
+            entries += page.entries.len() as u64;
+            // A short page is the last; one that does not move forward would loop for ever (a
+            // tampered seq column).
+            if (page.entries.len() as u32) < PAGE || last < next {
+                break;
+            }
+            next = last.saturating_add(1);
         }
     }
-    Ok(out)
+    let checkpoints = client
+        .audit_checkpoints(first.unwrap_or(u64::MAX))
+        .await?
+        .checkpoints;
+    for c in &checkpoints {
+        writeln!(out, "{}", serde_json::json!({ "checkpoint": c }))?;
+    }
+    out.flush()?;
+    Ok((entries, checkpoints.len()))
 }
 
 pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyhow::Result<()> {
@@ -151,33 +166,32 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
                     .map(|e| e.seq),
                 None => Some(1),
             };
-            let entries = match start {
-                Some(seq) => fetch(client, seq, None).await?,
-                None => Vec::new(),
-            };
-            let first = entries.first().map_or(u64::MAX, |e| e.seq);
-            let checkpoints = client.audit_checkpoints(first).await?.checkpoints;
-            let mut out: Box<dyn Write> = match &output {
+            let mut out: Box<dyn Write + Send> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
                         .with_context(|| format!("cannot create {}", p.display()))?,
                 )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
             };
-            writeln!(out, "{}", serde_json::json!({ "public_key": key }))?;
-            for e in &entries {
-                writeln!(out, "{}", serde_json::json!({ "entry": e }))?;
-            }
-            for c in &checkpoints {
-                writeln!(out, "{}", serde_json::json!({ "checkpoint": c }))?;
-            }
-            out.flush()?;
+            // Page by page, straight to the output: an export of everything never holds the
+            // whole trail in memory.
+            let written = export(client, &mut out, &key, start).await;
+            let (entries, checkpoints) = match written {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(out);
+                    // A partial export would pass for a shorter trail: leave none behind (only
+                    // a regular file is removed, never a device such as /dev/null).
+                    if let Some(p) = &output
+                        && std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+                    {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(e);
+                }
+            };
             if output.is_some() && !json {
-                eprintln!(
-                    "Exported {} entries and {} checkpoints.",
-                    entries.len(),
-                    checkpoints.len()
-                );
+                eprintln!("Exported {entries} entries and {checkpoints} checkpoints.");
             }
             Ok(())
         }
