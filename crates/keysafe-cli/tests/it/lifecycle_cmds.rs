@@ -400,6 +400,32 @@ async fn recover_admin_offline(storage: TestStorage) {
         2,
     );
 
+    // A certificate that cannot be read: refused before anything is registered, and no
+    // half-made home is left.
+    let cert = d.join("tls/server.crt");
+    let aside = d.join("tls/server.crt.aside");
+    std::fs::rename(&cert, &aside).unwrap();
+    let o = run(admin(
+        t,
+        d,
+        &["recover-admin", "--new-home", new_home, "--force"],
+    ))
+    .await;
+    std::fs::rename(&aside, &cert).unwrap();
+    let err = fails_with(&o, 8);
+    assert!(err.contains("server.crt"), "{err}");
+    assert!(!home.exists());
+    let admins = ts
+        .admin
+        .list_clients(None, None)
+        .await
+        .unwrap()
+        .clients
+        .iter()
+        .filter(|c| c.role == ClientRole::Admin)
+        .count();
+    assert_eq!(admins, 1);
+
     // Locked out: the administrator is refused.
     lock_out(&ts, &fa).await;
     assert_eq!(api_code(ts.admin.whoami().await), ErrorCode::SuspectedClone);

@@ -115,7 +115,14 @@ pub async fn run(dir: &Path, args: RecoverAdminArgs, json: bool) -> anyhow::Resu
                 home: None,
             }
         }
-        (None, Some(home)) => new_admin(&config, &service, home, name).await?,
+        (None, Some(home)) => match new_admin(&config, &service, home, name).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The directory did not exist before: a half-made home is no use to anyone.
+                let _ = std::fs::remove_dir_all(home);
+                return Err(e);
+            }
+        },
         (None, None) => return Err(usage("pass --reset FINGERPRINT or --new-home DIR")),
     };
     service.store().close().await;
@@ -157,6 +164,12 @@ async fn new_admin(
     home_dir: &Path,
     name: ClientName,
 ) -> anyhow::Result<Recovered> {
+    // The certificate the new home will pin, read before anything is registered.
+    let certs = keysafe_client::home::load_ca(&config.tls_cert)?;
+    let der = certs
+        .first()
+        .with_context(|| format!("no certificate in {}", config.tls_cert.display()))?;
+    let server_fingerprint = ClientFingerprint::of_certificate(der)?;
     let identity = ClientHome::ensure_identity(home_dir, name.as_str())?;
     let age = keysafe_client::e2e::Identity::generate();
     age.write_new_file(&home_dir.join(keysafe_client::e2e::AGE_KEY_FILE))?;
@@ -170,15 +183,11 @@ async fn new_admin(
         ))
         .await?;
     keysafe_client::token::TokenKeeper::in_home(home_dir).offer(&token.0)?;
-    let certs = keysafe_client::home::load_ca(&config.tls_cert)?;
-    let der = certs
-        .first()
-        .with_context(|| format!("no certificate in {}", config.tls_cert.display()))?;
     let home = ClientHome {
         dir: home_dir.to_owned(),
         config: HomeConfig {
             servers: vec![config.local_url()],
-            server_fingerprint: Some(ClientFingerprint::of_certificate(der)?),
+            server_fingerprint: Some(server_fingerprint),
             ca_cert: None,
             org: OrgName::parse(ADMIN_ORG)?,
             fingerprint: info.fingerprint.clone(),
