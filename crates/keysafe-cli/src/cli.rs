@@ -487,6 +487,42 @@ pub enum AdminCommand {
         after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit verify\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01T00:00:00Z --output audit.jsonl"
     )]
     Audit(AuditCommand),
+    /// Recover from a locked last administrator, offline, on the server's data directory (no
+    /// API call, no administrator identity needed: holding the data directory is the proof).
+    /// Either restores an existing administrator client (active, token cleared) or issues a
+    /// new administrator identity into a new client home. Refused while an active
+    /// administrator exists, unless --force. Audited in the chain.
+    #[command(
+        name = "recover-admin",
+        after_help = "Examples:
+  keysafe admin --data-dir /var/lib/keysafe recover-admin --new-home /root/keysafe-admin
+  keysafe admin --data-dir /var/lib/keysafe recover-admin --reset 3f1c...e9 --force"
+    )]
+    RecoverAdmin(RecoverAdminArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "recover_target")]
+pub struct RecoverTarget {
+    /// Issue a new administrator identity into this new client home (must not exist).
+    #[arg(long = "new-home", value_name = "DIR")]
+    pub new_home: Option<PathBuf>,
+    /// Make this existing client an active administrator again, its token cleared (its next
+    /// request is issued a fresh one).
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub reset: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverAdminArgs {
+    #[command(flatten)]
+    pub target: RecoverTarget,
+    /// A name for the new identity (with --new-home).
+    #[arg(long, default_value = "recovered-admin", requires = "new_home")]
+    pub name: String,
+    /// Proceed although an active administrator exists (its home is lost, say).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -528,12 +564,13 @@ pub enum AuditCommand {
     /// Write entries (and every checkpoint after the first of them) as JSON lines, with their
     /// chain fields, for independent verification (docs/audit.md).
     #[command(
-        after_help = "Example:\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01T00:00:00Z --output audit.jsonl"
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit export --output audit.jsonl\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01 --output audit.jsonl"
     )]
     Export {
-        /// Only entries at or after this time (RFC 3339).
+        /// Only from the first entry at or after this time: a date (2026-12-01, midnight UTC)
+        /// or an RFC 3339 time (2026-12-01T08:00:00Z). Without it, everything.
         #[arg(long)]
-        since: String,
+        since: Option<String>,
         /// Write here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -581,6 +618,19 @@ pub enum AdminGroupCommand {
     List {
         #[arg(long)]
         org: Option<String>,
+    },
+    /// Delete a group with its epochs and wrapped keys (its members stay). Refused while it
+    /// owns deposits or a deposit is shared with it. Without --yes, only says what it would
+    /// delete (exit 2).
+    #[command(after_help = "Example:
+  keysafe admin --data-dir ./keysafe-data group delete kms --org acme --yes")]
+    Delete {
+        name: String,
+        #[arg(long)]
+        org: String,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -680,6 +730,36 @@ pub enum OrgCommand {
         #[command(flatten)]
         mode: SetAuthMode,
     },
+    /// Delete an organisation that has no clients and no groups left, with its registration
+    /// tokens. Without --yes, only says what it would delete (exit 2).
+    #[command(after_help = "Example:
+  keysafe admin --data-dir ./keysafe-data org delete acme
+  keysafe admin --data-dir ./keysafe-data org delete acme --yes")]
+    Delete {
+        name: String,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List an organisation's registration tokens that were never used (ids, creation,
+    /// expiry; never the tokens).
+    #[command(after_help = "Example:
+  keysafe admin --data-dir ./keysafe-data org tokens acme")]
+    Tokens { name: String },
+    /// Revoke an unused registration token by its id (or an unambiguous prefix of at least 6
+    /// characters), or all of them.
+    #[command(after_help = "Examples:
+  keysafe admin --data-dir ./keysafe-data org token-revoke acme 3fa9c2
+  keysafe admin --data-dir ./keysafe-data org token-revoke acme --all")]
+    TokenRevoke {
+        name: String,
+        /// The token's id as `org tokens` lists it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every unused token of the organisation.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -711,6 +791,13 @@ pub enum ClientCommand {
         /// pending, active, disabled or suspected-clone.
         #[arg(long)]
         state: Option<String>,
+        /// Show one page of at most this many (the command says how to get the next one);
+        /// without it, every client, page after page.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start after this cursor (the `next_after` a page printed).
+        #[arg(long, requires = "limit")]
+        after: Option<String>,
     },
     /// Approve a pending client.
     #[command(
@@ -749,6 +836,21 @@ pub enum ClientCommand {
     DisableUnactivated {
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: std::time::Duration,
+        /// Only list the clients it would disable.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete a client, with its grants, group memberships and wrapped group keys. Refused
+    /// while it owns deposits, is the only member holding a group's current key, or is the
+    /// last active administrator. Without --yes, only says what it would delete (exit 2).
+    #[command(after_help = "Example:
+  keysafe admin --data-dir ./keysafe-data client delete 3f1c...e9
+  keysafe admin --data-dir ./keysafe-data client delete 3f1c...e9 --yes")]
+    Delete {
+        fingerprint: String,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

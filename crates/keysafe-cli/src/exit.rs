@@ -37,6 +37,9 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             _ => {}
         }
     }
+    if let Some(r) = e.chain().find_map(|c| c.downcast_ref::<Refused>()) {
+        return code_of(r.code);
+    }
     let Some(ce) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) else {
         return if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
             USAGE
@@ -45,30 +48,7 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         };
     };
     match ce.last() {
-        ClientError::Api { code, .. } => match code {
-            ErrorCode::BadRequest
-            | ErrorCode::InvalidName
-            | ErrorCode::PayloadTooLarge
-            | ErrorCode::MethodNotAllowed => USAGE,
-            ErrorCode::NotFound | ErrorCode::NoRoute => NOT_FOUND,
-            ErrorCode::ClientCertificateRequired
-            | ErrorCode::UnknownClient
-            | ErrorCode::InvalidAuth
-            | ErrorCode::ClientPending
-            | ErrorCode::ClientDisabled
-            | ErrorCode::Forbidden
-            | ErrorCode::TokenRequired
-            | ErrorCode::RateLimited => DENIED,
-            ErrorCode::SuspectedClone => SECURITY,
-            ErrorCode::AlreadyExists
-            | ErrorCode::AlreadyRegistered
-            | ErrorCode::InvalidState
-            | ErrorCode::VersionConflict
-            | ErrorCode::Deleted => CONFLICT,
-            ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::RequestTimeout => UNAVAILABLE,
-            ErrorCode::IntegrityError => SECURITY,
-            ErrorCode::Internal => GENERAL,
-        },
+        ClientError::Api { code, .. } => code_of(*code),
         ClientError::Connect { .. } | ClientError::Unexpected { .. } => UNAVAILABLE,
         ClientError::FingerprintMismatch { .. } => SECURITY,
         ClientError::InsecureKeyFile { .. } | ClientError::Home(_) => LOCAL,
@@ -79,6 +59,51 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
         ClientError::AllServersFailed { .. } | ClientError::CacheTooOld { .. } => UNAVAILABLE,
     }
 }
+
+/// The exit code of an API error code (and of the same refusal made offline).
+fn code_of(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::InvalidName
+        | ErrorCode::PayloadTooLarge
+        | ErrorCode::MethodNotAllowed => USAGE,
+        ErrorCode::NotFound | ErrorCode::NoRoute => NOT_FOUND,
+        ErrorCode::ClientCertificateRequired
+        | ErrorCode::UnknownClient
+        | ErrorCode::InvalidAuth
+        | ErrorCode::ClientPending
+        | ErrorCode::ClientDisabled
+        | ErrorCode::Forbidden
+        | ErrorCode::TokenRequired
+        | ErrorCode::RateLimited => DENIED,
+        ErrorCode::SuspectedClone => SECURITY,
+        ErrorCode::AlreadyExists
+        | ErrorCode::AlreadyRegistered
+        | ErrorCode::InvalidState
+        | ErrorCode::InUse
+        | ErrorCode::VersionConflict
+        | ErrorCode::Deleted => CONFLICT,
+        ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::RequestTimeout => UNAVAILABLE,
+        ErrorCode::IntegrityError => SECURITY,
+        ErrorCode::Internal => GENERAL,
+    }
+}
+
+/// A refusal an offline command makes itself, as the server would answer it: the same exit
+/// code as that API error.
+#[derive(Debug)]
+pub struct Refused {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// A security check made by the CLI itself failed (a broken audit trail).
 #[derive(Debug)]

@@ -36,12 +36,11 @@ use crate::tls::{Observed, ServerTrust, client_config};
 use bytes::Bytes;
 use keysafe_proto::GroupName;
 use keysafe_proto::api::{
-    Acl, AclUpdate, ClientInfo, ClientList, ClientState, DepositInfo, DepositList,
-    DisableUnactivatedRequest, Encoding, GroupAddMember, GroupAdmitRequest, GroupCreateRequest,
-    GroupInfo, GroupKeys, GroupList, GroupRemoveMember, Health, ListQuery, OrgCreateRequest,
-    OrgCreated, OrgList, OrgSetAuthRequest, OrgSetAuthResponse, PurgeResponse, PutResponse,
-    RecipientInfo, RegisterRequest, RegistrationToken, RegistrationTokenRequest, SharedList,
-    VersionList,
+    Acl, AclUpdate, ClientInfo, ClientList, DepositInfo, DepositList, DisableUnactivatedRequest,
+    Encoding, GroupAddMember, GroupAdmitRequest, GroupCreateRequest, GroupInfo, GroupKeys,
+    GroupList, GroupRemoveMember, Health, ListQuery, OrgCreateRequest, OrgCreated, OrgList,
+    OrgSetAuthRequest, OrgSetAuthResponse, PurgeResponse, PutResponse, RecipientInfo,
+    RegisterRequest, RegistrationToken, RegistrationTokenRequest, SharedList, VersionList,
 };
 use keysafe_proto::{
     ClientFingerprint, DepositName, DepositVersion, ErrorBody, HEADER_ACL_SERIAL,
@@ -60,6 +59,7 @@ use std::time::{Duration, Instant};
 pub use keysafe_proto::HEADER_ENCODING;
 
 /// Fetching from every server at once (`get_racing`).
+mod lifecycle;
 mod race;
 
 /// A write precondition.
@@ -1427,10 +1427,12 @@ impl KeysafeClient {
         &self,
         older_than_seconds: u64,
     ) -> Result<ClientList, ClientError> {
-        self.json(
-            Req::post("/v1/admin/clients/disable-unactivated")
-                .json(&DisableUnactivatedRequest { older_than_seconds })?,
-        )
+        self.json(Req::post("/v1/admin/clients/disable-unactivated").json(
+            &DisableUnactivatedRequest {
+                older_than_seconds,
+                dry_run: false,
+            },
+        )?)
         .await
     }
 
@@ -1449,21 +1451,6 @@ impl KeysafeClient {
     ) -> Result<OrgSetAuthResponse, ClientError> {
         self.json(Req::new(Method::PUT, format!("/v1/admin/orgs/{org}/auth")).json(req)?)
             .await
-    }
-
-    pub async fn list_clients(
-        &self,
-        org: Option<&OrgName>,
-        state: Option<ClientState>,
-    ) -> Result<ClientList, ClientError> {
-        let mut q: Vec<(&str, &str)> = Vec::new();
-        if let Some(o) = org {
-            q.push(("org", o.as_str()));
-        }
-        if let Some(s) = state {
-            q.push(("state", s.as_str()));
-        }
-        self.json(Req::get("/v1/admin/clients").query(&q)?).await
     }
 
     // ---- audit trail (issue 6) ----

@@ -41,6 +41,9 @@ pub enum CoreError {
     AlreadyRegistered,
     #[error("{0}")]
     InvalidState(String),
+    /// Something still depends on the object (a deletion refused); the message names it.
+    #[error("{0}")]
+    InUse(String),
     #[error("{}", match .current {
         Some(v) => format!("version conflict: the current version is {v}"),
         None => "version conflict: the deposit does not exist".to_owned(),
@@ -81,6 +84,7 @@ impl CoreError {
             StoreError::Backend(m) => CoreError::Internal(m),
             StoreError::InUse(m) => CoreError::InvalidState(format!("{what} is still in use: {m}")),
             StoreError::Unsupported(m) => CoreError::InvalidState(m),
+            e @ StoreError::SchemaTooNew { .. } => CoreError::Unavailable(e.to_string()),
         }
     }
 }

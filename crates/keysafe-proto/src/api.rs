@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use zeroize::Zeroizing;
 
+pub use crate::lifecycle::*;
+
 /// An organisation auth secret (or any other bearer secret) in transit. Zeroised on drop; its
 /// `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +174,10 @@ pub struct ClientInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientList {
     pub clients: Vec<ClientInfo>,
+    /// More clients follow: pass this as `after` for the next page. Absent on the last page
+    /// (and in answers that are not pages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// How an organisation admits new clients.
@@ -587,6 +593,9 @@ pub struct RegistrationToken {
 pub struct DisableUnactivatedRequest {
     /// Clients registered longer ago than this and never used since are disabled.
     pub older_than_seconds: u64,
+    /// `true`: answer the clients that would be disabled, disable none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// The answer to a purge.

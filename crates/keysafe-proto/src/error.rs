@@ -42,6 +42,8 @@ pub enum ErrorCode {
     AlreadyRegistered,
     /// The object is not in a state that allows this (for example, approving an active client).
     InvalidState,
+    /// Something still depends on the object, so it cannot be deleted; the message names what.
+    InUse,
     /// If-Match / If-None-Match did not hold: somebody else wrote first.
     VersionConflict,
     /// The request body is larger than the configured limit.
@@ -81,6 +83,7 @@ impl ErrorCode {
         ErrorCode::AlreadyExists,
         ErrorCode::AlreadyRegistered,
         ErrorCode::InvalidState,
+        ErrorCode::InUse,
         ErrorCode::VersionConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimited,
@@ -109,6 +112,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists
             | ErrorCode::AlreadyRegistered
             | ErrorCode::InvalidState
+            | ErrorCode::InUse
             | ErrorCode::VersionConflict
             | ErrorCode::Deleted => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -138,6 +142,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::AlreadyRegistered => "already_registered",
             ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::InUse => "in_use",
             ErrorCode::VersionConflict => "version_conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",

@@ -6,6 +6,7 @@ pub mod api;
 pub mod audit;
 pub mod error;
 pub mod identity;
+pub mod lifecycle;
 pub mod names;
 pub mod principal;
 pub mod time;

@@ -51,6 +51,7 @@ impl From<CoreError> for ApiError {
             CoreError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             CoreError::AlreadyRegistered => ErrorCode::AlreadyRegistered,
             CoreError::InvalidState(_) => ErrorCode::InvalidState,
+            CoreError::InUse(_) => ErrorCode::InUse,
             CoreError::VersionConflict { .. } => ErrorCode::VersionConflict,
             CoreError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             CoreError::Integrity(_) => ErrorCode::IntegrityError,

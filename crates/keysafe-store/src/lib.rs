@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod postgres;
+mod schema;
 pub mod snapshot;
 pub mod sqlite;
 #[cfg(feature = "testing")]

@@ -283,6 +283,57 @@ async fn every_command_that_accepts_json_prints_json() {
     assert_eq!(v["state"], "pending");
     admin!(w, "admin client approve", "client", "approve", &fc);
 
+    // Lifecycle: a page of clients, the unactivated preview, unused tokens, deletions, and the
+    // offline administrator recovery.
+    let v = admin!(w, "admin client list", "client", "list", "--limit", "1");
+    assert!(v["next_after"].is_string(), "{v}");
+    let v = admin!(
+        w,
+        "admin client disable-unactivated",
+        "client",
+        "disable-unactivated",
+        "--older-than",
+        "100days",
+        "--dry-run"
+    );
+    assert!(v["clients"].is_array(), "{v}");
+    let v = admin!(w, "admin org tokens", "org", "tokens", "acme");
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 1, "{v}");
+    let v = admin!(
+        w,
+        "admin org token-revoke",
+        "org",
+        "token-revoke",
+        "acme",
+        "--all"
+    );
+    assert_eq!(v["revoked"], 1);
+    let v = admin!(
+        w,
+        "admin group delete",
+        "group",
+        "delete",
+        "g2",
+        "--org",
+        "acme",
+        "--yes"
+    );
+    assert_eq!(v["dry_run"], false);
+    let v = admin!(w, "admin client delete", "client", "delete", &fc, "--yes");
+    assert_eq!(v["fingerprint"], fc.as_str());
+    let v = admin!(w, "admin org delete", "org", "delete", "beta", "--yes");
+    assert_eq!(v["name"], "beta");
+    let recovered = w.path("recovered-admin");
+    let v = admin!(
+        w,
+        "admin recover-admin",
+        "recover-admin",
+        "--new-home",
+        recovered.to_str().unwrap(),
+        "--force"
+    );
+    assert_eq!(v["client"]["role"], "admin");
+
     // Keyring, audit, backup.
     admin!(w, "admin keyring status", "keyring", "status");
     admin!(w, "admin keyring rotate", "keyring", "rotate", "--wait");

@@ -11,6 +11,7 @@ mod edges;
 mod failover;
 mod json_output;
 mod kms_cmd;
+mod lifecycle_cmds;
 mod packaging;
 mod postgres;
 mod server_cmds;

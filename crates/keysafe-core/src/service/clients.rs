@@ -65,6 +65,17 @@ pub(crate) fn client_info(r: &ClientRecord) -> ClientInfo {
     }
 }
 
+/// Clients registered before this, `older_than` before `now`, count as never activated.
+pub(crate) fn unactivated_cutoff(
+    now: keysafe_proto::Timestamp,
+    older_than: Duration,
+) -> keysafe_proto::Timestamp {
+    keysafe_proto::Timestamp::from_unix_millis(
+        now.unix_millis()
+            .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX)),
+    )
+}
+
 /// The organisation that holds server administrators created by `init`.
 pub const ADMIN_ORG: &str = "keysafe-admins";
 
@@ -189,10 +200,7 @@ impl Service {
     ) -> Result<Vec<ClientInfo>, CoreError> {
         admin.require_admin()?;
         let now = self.clock.now();
-        let cutoff = keysafe_proto::Timestamp::from_unix_millis(
-            now.unix_millis()
-                .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX)),
-        );
+        let cutoff = unactivated_cutoff(now, older_than);
         let applied = self
             .apply_audited(Mutation::DisableUnactivated {
                 registered_before: cutoff,

@@ -10,6 +10,7 @@ mod clients;
 mod deposits;
 mod etag;
 mod groups;
+mod lifecycle;
 mod orgs;
 mod sharing;
 mod tokens;
@@ -17,6 +18,7 @@ mod tokens;
 pub use clients::{ADMIN_ORG, ClientAction};
 pub use deposits::{Deposit, DepositRead, Precondition, PutOptions};
 pub use etag::{ContentTag, IfNoneMatch};
+pub use lifecycle::TokenSelector;
 pub use tokens::IssuedToken;
 
 // Seals, rotation and re-wrap (issue 5).

@@ -1,7 +1,7 @@
 //! The storage interface. A store keeps records; it does no cryptography and makes no policy
 //! decisions beyond the atomic checks a write needs (uniqueness, compare-and-set). It is split by
-//! role: [`IdentityStore`], [`DepositStore`], [`GroupStore`], [`KeyringStore`], [`AuditStore`]
-//! and [`AdminStore`] for reads and upkeep, and [`Store`], which combines them and adds the one
+//! role: [`IdentityStore`], [`DepositStore`], [`GroupStore`], [`KeyringStore`], [`AuditStore`],
+//! [`AdminStore`] and [`LifecycleStore`] for reads and upkeep, and [`Store`], which combines them and adds the one
 //! write path, [`Store::apply`]: every change is a [`Mutation`], so a backend can commit many in
 //! one durable transaction (group commit) together with their audit entries.
 //!
@@ -9,10 +9,15 @@
 //! conformance suite in `keysafe-store` pins it. Nothing here names a backend, a table or a
 //! connection. Orderings are by bytes (never by a database's collation).
 
+mod lifecycle;
 mod mutation;
 mod records;
 
 pub use keysafe_proto::api::WrappedKind;
+pub use lifecycle::{
+    ClientCursor, ClientDependents, ClientListing, Counted, GroupDependents, GroupRef,
+    LifecycleStore, OrgDependents, refusal,
+};
 pub use mutation::{Applied, Mutation};
 pub use records::*;
 
@@ -49,9 +54,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage error: {0}")]
     Backend(String),
-    /// The object is still referenced (a keyring version that data keys still use).
+    /// The object is still referenced (a keyring version that data keys still use; a client,
+    /// group or organisation something still depends on). The message says what.
     #[error("still in use: {0}")]
     InUse(String),
+    /// The database's schema has a migration newer than this binary knows: another node was
+    /// upgraded and migrated it. This node must not serve on it (it refuses to open it, and
+    /// refuses writes once it finds the schema moved on while it runs) until it is upgraded.
+    #[error(
+        "the database schema is at migration {database}, newer than this keysafe knows (up to \
+         migration {known}): upgrade keysafe on this node (docs/operations.md, Upgrades)"
+    )]
+    SchemaTooNew { database: i64, known: i64 },
     /// This store cannot do that (a backend not built into this binary, or an operation only
     /// some backends have). The message says what instead.
     #[error("{0}")]
@@ -203,7 +217,14 @@ pub trait AdminStore: Send + Sync {
 /// A whole store: every role, and the write path.
 #[async_trait]
 pub trait Store:
-    IdentityStore + DepositStore + GroupStore + KeyringStore + AuditStore + AdminStore + 'static
+    IdentityStore
+    + DepositStore
+    + GroupStore
+    + KeyringStore
+    + AuditStore
+    + AdminStore
+    + LifecycleStore
+    + 'static
 {
     /// Applies one change durably: when this returns `Ok`, the change survives a crash. Each
     /// mutation's contract is on its [`Mutation`] variant.

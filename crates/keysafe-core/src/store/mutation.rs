@@ -214,6 +214,41 @@ pub enum Mutation {
     /// Stores a signed checkpoint of the audit chain. A checkpoint already stored at the same
     /// `seq` is kept and this one dropped, successfully (two nodes may sign the same head).
     InsertAuditCheckpoint(AuditCheckpoint),
+
+    // ---- end of life (rules in `lifecycle`) ----
+    /// Deletes an organisation with every registration token minted for it (used ones name
+    /// clients that no longer exist; unused ones could register nobody). `NotFound`: no such organisation. `InUse` (naming them,
+    /// see `OrgDependents::blockers`): it still has clients, groups or deposits.
+    DeleteOrg { name: OrgName },
+    /// Deletes a client with what only it held, in one transaction: every grant to it as a
+    /// grantee (each such deposit's ACL serial goes up by one and its `updated_at = at`), its
+    /// group memberships and the identities wrapped for it (each such group's
+    /// `updated_at = at`; its epoch is kept). Registration tokens it used, versions it wrote
+    /// and grants it made keep naming it. `NotFound`: no such client. `InUse` (naming them,
+    /// see `ClientDependents::blockers`): it owns deposits, is the only member of a group
+    /// holding the current epoch's identity, or is an administrator and no other active
+    /// administrator exists.
+    DeleteClient {
+        fingerprint: ClientFingerprint,
+        at: Timestamp,
+    },
+    /// Deletes a group with its epochs, members and wrapped identities. `NotFound`: no such
+    /// group. `InUse` (naming them, see `GroupDependents::blockers`): it owns deposits or a
+    /// deposit grants it access.
+    DeleteGroup { org: OrgName, name: GroupName },
+    /// Deletes each registration token in `hashes` that belongs to `org` and was never used
+    /// (expired or not); answers `Applied::Revoked(n)` with how many it deleted. Tokens that
+    /// are unknown, used, or of another organisation are left alone (never an error).
+    /// `NotFound`: no such organisation.
+    RevokeRegistrationTokens { org: OrgName, hashes: Vec<String> },
+    /// Makes a client an active administrator again whatever its state and role (the offline
+    /// recovery of a locked administrator): state `active` without a reason, role `admin`,
+    /// token cleared as by `ResetToken` (the next request is issued a fresh one; the counter
+    /// is kept), `updated_at = at`. `NotFound`: no such client.
+    RecoverAdmin {
+        fingerprint: ClientFingerprint,
+        at: Timestamp,
+    },
 }
 
 /// What a successful change reports.
@@ -224,4 +259,6 @@ pub enum Applied {
     Purged(u64),
     /// The clients a bulk change touched.
     Clients(Vec<ClientFingerprint>),
+    /// How many registration tokens a revocation deleted.
+    Revoked(u64),
 }

@@ -24,7 +24,7 @@ use crate::state::AppState;
 use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use keysafe_proto::ErrorCode;
 
 /// Registration: an organisation, a name, a secret and a recipient fit in far less.
@@ -75,10 +75,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/orgs/{name}/auth", put(admin::orgs::set_auth))
         .route(
+            "/v1/admin/orgs/{name}",
+            delete(admin::lifecycle::delete_org),
+        )
+        .route(
             "/v1/admin/orgs/{name}/tokens",
-            post(admin::orgs::mint_token),
+            post(admin::orgs::mint_token)
+                .get(admin::lifecycle::list_tokens)
+                .delete(admin::lifecycle::revoke_all_tokens),
+        )
+        .route(
+            "/v1/admin/orgs/{name}/tokens/{id}",
+            delete(admin::lifecycle::revoke_token),
         )
         .route("/v1/admin/clients", get(admin::clients::list))
+        .route(
+            "/v1/admin/clients/{fingerprint}",
+            delete(admin::lifecycle::delete_client),
+        )
         .route(
             "/v1/admin/clients/disable-unactivated",
             post(admin::clients::disable_unactivated),
@@ -89,7 +103,10 @@ pub fn router(state: AppState) -> Router {
                 .post(admin::groups::create)
                 .layer(group_body()),
         )
-        .route("/v1/admin/groups/{org}/{name}", get(admin::groups::show))
+        .route(
+            "/v1/admin/groups/{org}/{name}",
+            get(admin::groups::show).delete(admin::lifecycle::delete_group),
+        )
         .route(
             "/v1/admin/groups/{org}/{name}/add-member",
             post(admin::groups::add_member),

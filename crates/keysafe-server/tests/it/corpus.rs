@@ -147,6 +147,17 @@ fn corpus() -> Vec<Case> {
             ("PUT", format!("/v1/admin/orgs/{n}/auth"), Who::Admin),
             ("POST", format!("/v1/admin/orgs/{n}/tokens"), Who::Admin),
             ("POST", format!("/v1/admin/clients/{n}/approve"), Who::Admin),
+            ("DELETE", format!("/v1/admin/orgs/{n}"), Who::Admin),
+            ("GET", format!("/v1/admin/orgs/{n}/tokens"), Who::Admin),
+            ("DELETE", format!("/v1/admin/orgs/{n}/tokens"), Who::Admin),
+            (
+                "DELETE",
+                format!("/v1/admin/orgs/acme/tokens/{n}"),
+                Who::Admin,
+            ),
+            ("DELETE", format!("/v1/admin/clients/{n}"), Who::Admin),
+            ("DELETE", format!("/v1/admin/groups/acme/{n}"), Who::Admin),
+            ("DELETE", format!("/v1/admin/groups/{n}/g"), Who::Admin),
         ] {
             let body: &[u8] = if m == "GET" || m == "DELETE" {
                 b""
@@ -213,6 +224,12 @@ fn corpus() -> Vec<Case> {
         ("/v1/admin/clients?org=%ff", Who::Admin),
         ("/v1/admin/clients?org=-bad", Who::Admin),
         ("/v1/admin/groups?org=%00", Who::Admin),
+        ("/v1/admin/clients?limit=abc", Who::Admin),
+        ("/v1/admin/clients?limit=-1", Who::Admin),
+        ("/v1/admin/clients?limit=0", Who::Admin),
+        ("/v1/admin/clients?limit=99999999999999999999", Who::Admin),
+        ("/v1/admin/clients?limit=2&after=%ff", Who::Admin),
+        ("/v1/admin/clients?after=acme/1/zz", Who::Admin),
         ("/v1/admin/audit/entries?from=abc", Who::Admin),
         ("/v1/admin/audit/entries?since=yesterday", Who::Admin),
         ("/v1/admin/audit/entries?limit=-1", Who::Admin),
@@ -225,6 +242,19 @@ fn corpus() -> Vec<Case> {
         ("/?a=%ff", Who::Nobody),
     ] {
         http(format!("query {t}"), who, request("GET", t, &[], b""));
+    }
+
+    for t in [
+        "/v1/admin/orgs/acme?dry_run=maybe",
+        "/v1/admin/orgs/acme?force=1",
+        "/v1/admin/clients/00?dry_run=1",
+        "/v1/admin/groups/acme/g?dry_run=%ff",
+    ] {
+        http(
+            format!("query DELETE {t}"),
+            Who::Admin,
+            request("DELETE", t, &[], b""),
+        );
     }
 
     // ---- bad headers on a put ----

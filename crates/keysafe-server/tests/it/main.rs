@@ -15,6 +15,7 @@ mod groups;
 mod http;
 mod hygiene;
 mod identity;
+mod lifecycle;
 mod observability;
 mod oversize;
 mod raw;

@@ -2,17 +2,15 @@
 //! are recorded with a SHA-256 of their SQL in `keysafe_migrations`. Applying happens in one
 //! transaction under a transaction-scoped advisory lock, so two nodes starting at once do not
 //! race: the second waits, then finds the work done. A database that is already up to date is
-//! only read (no lock, no write), so a node can open a read-only standby.
+//! only read (no lock, no write), so a node can open a read-only standby. The rule for
+//! migrations this binary does not know is `crate::schema`'s. Applying also locks the audit
+//! chain's head row, which every write transaction locks first: a write of any node commits
+//! before the migration or sees it (and then refuses, when the node is older).
 
 use super::errors::store_error;
+use crate::schema::{self, Migration};
 use keysafe_core::store::{StoreError, StoreResult};
 use keysafe_proto::audit::GENESIS_HASH;
-
-struct Migration {
-    version: i64,
-    name: &'static str,
-    sql: &'static str,
-}
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -24,6 +22,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "token_reissue",
         sql: include_str!("../../migrations/postgres/0002_token_reissue.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "lifecycle",
+        sql: include_str!("../../migrations/postgres/0004_lifecycle.sql"),
     },
 ];
 
@@ -75,26 +78,30 @@ async fn applied(
         .map(Some)
 }
 
-/// Checks the recorded migrations against the embedded ones: each must be known and unchanged.
+/// Checks the recorded migrations against the embedded ones (`crate::schema`'s rule).
 /// Answers whether some embedded migration is still to apply.
 fn check(applied: &[(i64, String)]) -> StoreResult<bool> {
-    for (version, sum) in applied {
-        let Some(m) = MIGRATIONS.iter().find(|m| m.version == *version) else {
-            let newest = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
-            return Err(StoreError::Backend(format!(
-                "the database has schema migration {version}, newer than this keysafe knows \
-                 (up to {newest}); upgrade keysafe"
-            )));
-        };
-        if checksum(m.sql) != *sum {
-            return Err(StoreError::Corrupt(format!(
-                "schema migration {version} ({}) was applied with different SQL than this \
-                 keysafe carries",
-                m.name
-            )));
-        }
-    }
-    Ok(applied.len() < MIGRATIONS.len())
+    schema::check(applied, MIGRATIONS, checksum)
+}
+
+/// The newest migration the database has applied, read in `tx` (the writer's transaction,
+/// after the audit head lock; or by `ping`).
+pub(crate) async fn database_version(
+    client: &impl tokio_postgres::GenericClient,
+) -> StoreResult<Option<i64>> {
+    client
+        .query_one("SELECT max(version) FROM keysafe_migrations", &[])
+        .await
+        .map_err(store_error)?
+        .try_get(0)
+        .map_err(store_error)
+}
+
+/// Refuses to go on when the database's schema moved past this binary's.
+pub(crate) async fn check_not_newer(
+    client: &impl tokio_postgres::GenericClient,
+) -> StoreResult<()> {
+    schema::not_newer(database_version(client).await?, schema::newest(MIGRATIONS))
 }
 
 /// Brings the schema up to date. `Expect::Empty` refuses a database keysafe already
@@ -130,6 +137,19 @@ pub(crate) async fn run(client: &mut tokio_postgres::Client, expect: Expect) -> 
     )
     .await
     .map_err(store_error)?;
+    // Every write transaction locks the audit head first: holding it, no write of another
+    // node runs while the schema changes, and each one after sees the new schema.
+    if tx
+        .query_one("SELECT to_regclass('audit_head') IS NOT NULL", &[])
+        .await
+        .map_err(store_error)?
+        .try_get::<_, bool>(0)
+        .map_err(store_error)?
+    {
+        tx.query("SELECT seq FROM audit_head FOR UPDATE", &[])
+            .await
+            .map_err(store_error)?;
+    }
     // Read again under the lock: another node may have finished meanwhile.
     let done = applied(&tx).await?.unwrap_or_default();
     match (expect, done.is_empty()) {
@@ -138,10 +158,12 @@ pub(crate) async fn run(client: &mut tokio_postgres::Client, expect: Expect) -> 
         _ => {}
     }
     check(&done)?;
-    for m in MIGRATIONS
+    let mut pending: Vec<&Migration> = MIGRATIONS
         .iter()
         .filter(|m| !done.iter().any(|(v, _)| *v == m.version))
-    {
+        .collect();
+    pending.sort_by_key(|m| m.version);
+    for m in pending {
         tracing::info!(
             version = m.version,
             name = m.name,

@@ -9,6 +9,7 @@
 mod audit;
 mod config;
 mod errors;
+mod lifecycle;
 mod migrate;
 mod mutations;
 mod reads;
@@ -22,7 +23,7 @@ pub use config::{
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use errors::{pool_error, store_error};
+use errors::pool_error;
 use keysafe_core::store::{
     AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
@@ -192,7 +193,7 @@ pub(crate) async fn connect_raw(cfg: &PgConfig) -> StoreResult<tokio_postgres::C
         .pg
         .connect(tls::connector(cfg)?)
         .await
-        .map_err(store_error)?;
+        .map_err(errors::store_error)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "raw PostgreSQL connection ended");
@@ -328,13 +329,10 @@ impl AuditStore for PostgresStore {
 
 #[async_trait]
 impl AdminStore for PostgresStore {
+    /// The database answers, and its schema is not newer than this binary's.
     async fn ping(&self) -> StoreResult<()> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map(|_| ())
-            .map_err(store_error)
+        migrate::check_not_newer(&**client).await
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {

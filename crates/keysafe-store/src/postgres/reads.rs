@@ -58,6 +58,7 @@ macro_rules! client_cols {
          last_seen_at, state_reason, created_at, updated_at"
     };
 }
+pub(crate) use client_cols;
 
 /// One past the largest character a deposit name may contain ('z' is 0x7a), so that
 /// `name >= p AND name < p || '{'` selects the names starting with `p` through the primary

@@ -248,6 +248,11 @@ async fn run_transaction(
         .map_err(abort)?;
     tx.batch_execute(set_lock_timeout).await.map_err(abort)?;
     let diverged = reconcile_head(&tx, head).await?;
+    // Under the head lock: a newer node's migration committed before it, so this node writes
+    // nothing more (see `crate::schema`).
+    super::migrate::check_not_newer(&*tx)
+        .await
+        .map_err(Abort::Fail)?;
     let batch_start = head.clone();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {

@@ -6,8 +6,10 @@
 //! orders their transactions, and each writer reads the audit chain's head under it.
 
 mod audit;
+mod lifecycle;
 mod reads;
 mod rows;
+pub(crate) mod schema;
 mod writer;
 
 use async_trait::async_trait;
@@ -185,8 +187,8 @@ pub(crate) async fn snapshot(path: &Path, dest: &Path) -> StoreResult<()> {
     Ok(())
 }
 
-/// The embedded migrations, in order. Each file is applied once, in a transaction, and recorded
-/// (with a checksum) by sqlx in `_sqlx_migrations`.
+/// The embedded migrations, in order. Each file is applied once and recorded (with a
+/// checksum) in `_sqlx_migrations` (see `schema`).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
@@ -213,47 +215,27 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_reissue",
         include_str!("../../migrations/sqlite/0006_token_reissue.sql"),
     ),
+    (
+        8,
+        "lifecycle",
+        include_str!("../../migrations/sqlite/0008_lifecycle.sql"),
+    ),
 ];
 
-#[derive(Debug)]
-struct Embedded;
+fn migrations() -> Vec<crate::schema::Migration> {
+    MIGRATIONS
+        .iter()
+        .map(|&(version, name, sql)| crate::schema::Migration { version, name, sql })
+        .collect()
+}
 
-impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
-    fn resolve(
-        self,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>,
-                > + Send
-                + 's,
-        >,
-    > {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|(v, d, sql)| {
-                    sqlx::migrate::Migration::new(
-                        *v,
-                        (*d).into(),
-                        sqlx::migrate::MigrationType::Simple,
-                        sqlx::SqlStr::from_static(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
+/// The newest migration this binary carries.
+pub(crate) fn newest_migration() -> i64 {
+    crate::schema::newest(&migrations())
 }
 
 async fn migrate(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
-    let migrator = sqlx::migrate::Migrator::new(Embedded)
-        .await
-        .map_err(|e| StoreError::Backend(format!("migrations: {e}")))?;
-    migrator
-        .run(conn)
-        .await
-        .map_err(|e| StoreError::Backend(format!("migrations: {e}")))
+    schema::migrate(conn, &migrations()).await
 }
 
 #[async_trait]
@@ -332,12 +314,10 @@ impl AuditStore for SqliteStore {
 
 #[async_trait]
 impl AdminStore for SqliteStore {
+    /// The database answers, and its schema is not newer than this binary's.
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.readers)
-            .await
-            .map(|_| ())
-            .map_err(backend_error)
+        let mut conn = self.readers.acquire().await.map_err(backend_error)?;
+        schema::check_not_newer(&mut conn).await
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {

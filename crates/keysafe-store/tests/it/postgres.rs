@@ -525,11 +525,13 @@ async fn migrations_race_safely_and_refuse_changed_history() {
         ),
     )
     .unwrap();
+    // A newer keysafe's migration: refused, naming both versions.
     let e = PostgresStore::open(&cfg).await.unwrap_err();
     assert!(
-        matches!(&e, StoreError::Backend(m) if m.contains("newer")),
+        matches!(e, StoreError::SchemaTooNew { database: 99, known } if known < 99),
         "{e:?}"
     );
+    assert!(e.to_string().contains("migration 99"), "{e}");
 }
 
 // ---- TLS and passwords ----

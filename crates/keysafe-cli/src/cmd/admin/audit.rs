@@ -8,37 +8,78 @@ use crate::output;
 use crate::progress::Progress;
 use anyhow::Context;
 use keysafe_client::KeysafeClient;
-use keysafe_proto::audit::{AuditEntry, ChainVerifier};
+use keysafe_proto::audit::ChainVerifier;
 use std::io::Write;
 
 const PAGE: u32 = 10_000;
 
-/// Every entry from `from` on (and not older than `since`), page by page.
-async fn fetch(
+/// `--since`: a date (`2026-12-01`, midnight UTC) or an RFC 3339 time, as the RFC 3339 time the
+/// server takes.
+fn parse_since(s: &str) -> anyhow::Result<String> {
+    let bad = || {
+        usage(format!(
+            "--since: {s:?} is neither a date (2026-12-01) nor an RFC 3339 time \
+             (2026-12-01T08:00:00Z)"
+        ))
+    };
+    let is_date = s.len() == 10
+        && s.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    let rfc3339 = if is_date {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    keysafe_proto::Timestamp::parse_rfc3339(&rfc3339).map_err(|_| bad())?;
+    Ok(rfc3339)
+}
+
+/// Writes the export's JSON lines: the public key, every entry from `start` on (none when
+/// `None`), then every checkpoint from the first written entry on. Answers how many entries and
+/// checkpoints it wrote.
+async fn export(
     client: &KeysafeClient,
-    from: u64,
-    since: Option<&str>,
-) -> anyhow::Result<Vec<AuditEntry>> {
-    let mut out: Vec<AuditEntry> = Vec::new();
-    let mut next = from.max(1);
-    loop {
-        let page = client.audit_entries(next, since, PAGE).await?;
-        let Some(last) = page.entries.last() else {
-            break;
-        };
-        // A page that does not move forward would loop for ever (a tampered seq column).
-        if last.seq < next {
-            out.extend(page.entries);
-            break;
-        }
-        next = last.seq.saturating_add(1);
-        let full = page.entries.len() as u32 >= PAGE;
-        out.extend(page.entries);
-        if !full {
-            break;
+    out: &mut (dyn Write + Send),
+    key: &impl serde::Serialize,
+    start: Option<u64>,
+) -> anyhow::Result<(u64, usize)> {
+    writeln!(out, "{}", serde_json::json!({ "public_key": key }))?;
+    let mut first: Option<u64> = None;
+    let mut entries = 0u64;
+    if let Some(start) = start {
+        let mut next = start.max(1);
+        loop {
+            let page = client.audit_entries(next, None, PAGE).await?;
+            let Some(last) = page.entries.last().map(|e| e.seq) else {
+                break;
+            };
+            first.get_or_insert(page.entries[0].seq);
+            for e in &page.entries {
+                writeln!(out, "{}", serde_json::json!({ "entry": e }))?;
+            }
+            entries += page.entries.len() as u64;
+            // A short page is the last; one that does not move forward would loop for ever (a
+            // tampered seq column).
+            if (page.entries.len() as u32) < PAGE || last < next {
+                break;
+            }
+            next = last.saturating_add(1);
         }
     }
-    Ok(out)
+    let checkpoints = client
+        .audit_checkpoints(first.unwrap_or(u64::MAX))
+        .await?
+        .checkpoints;
+    for c in &checkpoints {
+        writeln!(out, "{}", serde_json::json!({ "checkpoint": c }))?;
+    }
+    out.flush()?;
+    Ok((entries, checkpoints.len()))
 }
 
 pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyhow::Result<()> {
@@ -111,42 +152,72 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
             Ok(())
         }
         AuditCommand::Export { since, output } => {
-            keysafe_proto::Timestamp::parse_rfc3339(&since)
-                .map_err(|e| usage(format!("--since: not an RFC 3339 time: {e}")))?;
+            let since = since.as_deref().map(parse_since).transpose()?;
             let key = client.audit_public_key().await?;
-            // From the first entry at or after `since`, every later entry: times are arrival
-            // times and a slow request may commit after a later one, so filtering each entry
-            // by time would leave gaps in the chain.
-            let first = client.audit_entries(1, Some(&since), 1).await?.entries;
-            let entries = match first.first() {
-                Some(e) => fetch(client, e.seq, None).await?,
-                None => Vec::new(),
+            // From the first entry at or after `since` (the first entry of all without it),
+            // every later entry: times are arrival times and a slow request may commit after a
+            // later one, so filtering each entry by time would leave gaps in the chain.
+            let start = match &since {
+                Some(since) => client
+                    .audit_entries(1, Some(since), 1)
+                    .await?
+                    .entries
+                    .first()
+                    .map(|e| e.seq),
+                None => Some(1),
             };
-            let first = entries.first().map_or(u64::MAX, |e| e.seq);
-            let checkpoints = client.audit_checkpoints(first).await?.checkpoints;
-            let mut out: Box<dyn Write> = match &output {
+            let mut out: Box<dyn Write + Send> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
                         .with_context(|| format!("cannot create {}", p.display()))?,
                 )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
             };
-            writeln!(out, "{}", serde_json::json!({ "public_key": key }))?;
-            for e in &entries {
-                writeln!(out, "{}", serde_json::json!({ "entry": e }))?;
-            }
-            for c in &checkpoints {
-                writeln!(out, "{}", serde_json::json!({ "checkpoint": c }))?;
-            }
-            out.flush()?;
+            // Page by page, straight to the output: an export of everything never holds the
+            // whole trail in memory.
+            let written = export(client, &mut out, &key, start).await;
+            let (entries, checkpoints) = match written {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(out);
+                    // A partial export would pass for a shorter trail: leave none behind (only
+                    // a regular file is removed, never a device such as /dev/null).
+                    if let Some(p) = &output
+                        && std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+                    {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(e);
+                }
+            };
             if output.is_some() && !json {
-                eprintln!(
-                    "Exported {} entries and {} checkpoints.",
-                    entries.len(),
-                    checkpoints.len()
-                );
+                eprintln!("Exported {entries} entries and {checkpoints} checkpoints.");
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_a_date_or_an_rfc3339_time() {
+        assert_eq!(parse_since("2026-12-01").unwrap(), "2026-12-01T00:00:00Z");
+        assert_eq!(
+            parse_since("2026-12-01T08:30:00Z").unwrap(),
+            "2026-12-01T08:30:00Z"
+        );
+        for bad in [
+            "2026-13-01",
+            "2026-12-32",
+            "yesterday",
+            "2026-1-01",
+            "",
+            "20261201",
+        ] {
+            assert!(parse_since(bad).is_err(), "{bad}");
         }
     }
 }

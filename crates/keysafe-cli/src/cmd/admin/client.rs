@@ -1,4 +1,5 @@
-//! `keysafe admin client list|approve|disable|enable`.
+//! `keysafe admin client list|approve|disable|enable|promote|demote|reset-token|
+//! disable-unactivated|delete`.
 
 use crate::cli::ClientCommand;
 use crate::exit::usage;
@@ -13,7 +14,12 @@ fn fingerprint(s: &str) -> anyhow::Result<ClientFingerprint> {
 
 pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyhow::Result<()> {
     let (fp, action) = match cmd {
-        ClientCommand::List { org, state } => {
+        ClientCommand::List {
+            org,
+            state,
+            limit,
+            after,
+        } => {
             let org = org
                 .as_deref()
                 .map(OrgName::parse)
@@ -27,7 +33,14 @@ pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyh
                     })
                 })
                 .transpose()?;
-            let list = client.list_clients(org.as_ref(), state).await?;
+            let list = match limit {
+                Some(n) => {
+                    client
+                        .list_clients_page(org.as_ref(), state, Some(n), after.as_deref())
+                        .await?
+                }
+                None => client.list_clients(org.as_ref(), state).await?,
+            };
             if json {
                 return output::json(&list);
             }
@@ -45,6 +58,9 @@ pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyh
                 })
                 .collect();
             output::table(&["FINGERPRINT", "ORG", "STATE", "ROLE", "NAME"], &rows);
+            if let Some(next) = &list.next_after {
+                eprintln!("More clients follow: add --after {next}");
+            }
             return Ok(());
         }
         ClientCommand::Approve { fingerprint: f } => (fingerprint(&f)?, "approve"),
@@ -53,13 +69,27 @@ pub async fn run(client: &KeysafeClient, cmd: ClientCommand, json: bool) -> anyh
         ClientCommand::Promote { fingerprint: f } => (fingerprint(&f)?, "promote"),
         ClientCommand::Demote { fingerprint: f } => (fingerprint(&f)?, "demote"),
         ClientCommand::ResetToken { fingerprint: f } => (fingerprint(&f)?, "reset-token"),
-        ClientCommand::DisableUnactivated { older_than } => {
-            let list = client.disable_unactivated(older_than.as_secs()).await?;
+        ClientCommand::Delete {
+            fingerprint: f,
+            yes,
+        } => {
+            return super::lifecycle::delete_client(client, &fingerprint(&f)?, yes, json).await;
+        }
+        ClientCommand::DisableUnactivated {
+            older_than,
+            dry_run,
+        } => {
+            let list = if dry_run {
+                client.preview_unactivated(older_than.as_secs()).await?
+            } else {
+                client.disable_unactivated(older_than.as_secs()).await?
+            };
             if json {
                 return output::json(&list);
             }
             println!(
-                "Disabled {} client(s) that never used their registration.",
+                "{} {} client(s) that never used their registration.",
+                if dry_run { "Would disable" } else { "Disabled" },
                 list.clients.len()
             );
             for c in &list.clients {

@@ -1,4 +1,4 @@
-//! `keysafe admin group add|add-member|remove-member|list`.
+//! `keysafe admin group add|add-member|remove-member|list|delete`.
 
 use crate::cli::AdminGroupCommand;
 use crate::cmd::group::print_group;
@@ -67,6 +67,16 @@ pub async fn run(client: &KeysafeClient, cmd: AdminGroupCommand, json: bool) -> 
                 );
             }
             g
+        }
+        AdminGroupCommand::Delete { name, org: o, yes } => {
+            return super::lifecycle::delete_group(
+                client,
+                &org(&o)?,
+                &group_arg(&name)?,
+                yes,
+                json,
+            )
+            .await;
         }
         AdminGroupCommand::List { org: o } => {
             let o = o.as_deref().map(org).transpose()?;

@@ -5,8 +5,10 @@
 mod audit;
 mod client;
 mod group;
+mod lifecycle;
 mod migrate;
 mod org;
+mod recover;
 // Seals, keyring rotation and backups (issue 5).
 mod sealing;
 mod tls;
@@ -29,6 +31,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         })?;
         return migrate::migrate(&dir, c, args.json).await;
     }
+    if let AdminCommand::RecoverAdmin(a) = args.command {
+        // Offline: the data directory is the proof; no administrator identity is needed.
+        let dir = args.data_dir.ok_or_else(|| {
+            usage("recover-admin works on the server's data directory: pass --data-dir")
+        })?;
+        return recover::run(&dir, a, args.json).await;
+    }
     if let AdminCommand::Tls(c) = args.command {
         // Offline: files in the data directory; a running server reloads them by itself.
         let dir = args.data_dir.ok_or_else(|| {
@@ -47,7 +56,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Keyring(c) => sealing::keyring(&client, c, args.json).await,
         AdminCommand::Backup(c) => sealing::backup(&client, c, args.json).await,
-        AdminCommand::Seal(_) | AdminCommand::Tls(_) => Ok(()),
+        AdminCommand::Seal(_) | AdminCommand::Tls(_) | AdminCommand::RecoverAdmin(_) => Ok(()),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `keysafe admin org add|list|set-auth`.
+//! `keysafe admin org add|list|set-auth|token|tokens|token-revoke|delete`.
 
 use crate::cli::{OrgCommand, SetAuthMode};
 use crate::cmd::read_secret_file;
@@ -61,6 +61,31 @@ pub async fn run(client: &KeysafeClient, cmd: OrgCommand, json: bool) -> anyhow:
                 })
                 .collect();
             output::table(&["NAME", "AUTH", "CREATED", "CONTACTS"], &rows);
+            Ok(())
+        }
+        OrgCommand::Delete { name, yes } => {
+            super::lifecycle::delete_org(client, &org_name(&name)?, yes, json).await
+        }
+        OrgCommand::Tokens { name } => {
+            let list = client.registration_tokens(&org_name(&name)?).await?;
+            if json {
+                return output::json(&list);
+            }
+            super::lifecycle::print_tokens(&list);
+            Ok(())
+        }
+        OrgCommand::TokenRevoke { name, id, all } => {
+            let id = if all { None } else { id };
+            let r = client
+                .revoke_registration_tokens(&org_name(&name)?, id.as_deref())
+                .await?;
+            if json {
+                return output::json(&r);
+            }
+            println!(
+                "Revoked {} unused registration token(s) of {}.",
+                r.revoked, r.org
+            );
             Ok(())
         }
         OrgCommand::SetAuth { name, mode } => {

@@ -1,6 +1,6 @@
-//! `GET /v1/admin/clients?org=&state=`,
+//! `GET /v1/admin/clients?org=&state=&limit=&after=` (one page),
 //! `POST /v1/admin/clients/{fp}/{approve|disable|enable|promote|demote|reset-token}`,
-//! `POST /v1/admin/clients/disable-unactivated`.
+//! `POST /v1/admin/clients/disable-unactivated` (`dry_run`: only the list).
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
@@ -9,21 +9,13 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use keysafe_core::service::ClientAction;
-use keysafe_proto::api::{ClientInfo, ClientList, ClientState};
+use keysafe_proto::api::{ClientInfo, ClientList, ClientListQuery, ClientState};
 use keysafe_proto::{ClientFingerprint, ErrorCode, OrgName};
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    org: Option<String>,
-    state: Option<String>,
-}
 
 pub async fn list(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    ApiQuery(f): ApiQuery<Filter>,
+    ApiQuery(f): ApiQuery<ClientListQuery>,
 ) -> Result<Json<ClientList>, ApiError> {
     let org = f
         .org
@@ -42,9 +34,12 @@ pub async fn list(
             })
         })
         .transpose()?;
-    Ok(Json(ClientList {
-        clients: state.service.list_clients(&admin, org.as_ref(), st).await?,
-    }))
+    Ok(Json(
+        state
+            .service
+            .list_clients_page(&admin, org.as_ref(), st, f.limit, f.after.as_deref())
+            .await?,
+    ))
 }
 
 pub async fn action(
@@ -86,13 +81,24 @@ pub async fn disable_unactivated(
         keysafe_proto::api::DisableUnactivatedRequest,
     >,
 ) -> Result<Json<ClientList>, ApiError> {
+    let older_than = std::time::Duration::from_secs(req.older_than_seconds);
+    if req.dry_run {
+        let clients = state
+            .service
+            .preview_unactivated(&admin, older_than)
+            .await?;
+        return Ok(Json(ClientList {
+            clients,
+            next_after: None,
+        }));
+    }
     let clients = state
         .service
-        .disable_unactivated(
-            &admin,
-            std::time::Duration::from_secs(req.older_than_seconds),
-        )
+        .disable_unactivated(&admin, older_than)
         .await?;
     tracing::info!(count = clients.len(), by = %admin.fingerprint, "unactivated clients disabled");
-    Ok(Json(ClientList { clients }))
+    Ok(Json(ClientList {
+        clients,
+        next_after: None,
+    }))
 }

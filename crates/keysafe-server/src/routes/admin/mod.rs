@@ -3,4 +3,5 @@
 
 pub mod clients;
 pub mod groups;
+pub mod lifecycle;
 pub mod orgs;

@@ -6,6 +6,7 @@ mod deposits;
 mod groups;
 mod identities;
 mod keyring;
+mod lifecycle;
 
 use super::writer::{Tx, TxResult};
 use keysafe_core::store::{Applied, Mutation, StoreError};
@@ -141,6 +142,17 @@ pub(crate) async fn apply(tx: &Tx<'_>, m: &Mutation) -> TxResult<Applied> {
         } => keyring::rewrap(tx, id, *expected_kek, *kek_version, wrapped).await,
         Mutation::RetireKek { version } => keyring::retire_kek(tx, *version).await,
         Mutation::KeepOnlySeal { keep } => keyring::keep_only_seal(tx, keep).await,
+        Mutation::DeleteOrg { name } => lifecycle::delete_org(tx, name).await,
+        Mutation::DeleteClient { fingerprint, at } => {
+            lifecycle::delete_client(tx, fingerprint, *at).await
+        }
+        Mutation::DeleteGroup { org, name } => lifecycle::delete_group(tx, org, name).await,
+        Mutation::RevokeRegistrationTokens { org, hashes } => {
+            lifecycle::revoke_tokens(tx, org, hashes).await
+        }
+        Mutation::RecoverAdmin { fingerprint, at } => {
+            lifecycle::recover_admin(tx, fingerprint, *at).await
+        }
     }
 }
 

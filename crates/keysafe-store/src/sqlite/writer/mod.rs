@@ -8,6 +8,7 @@ mod deposits;
 mod groups;
 mod identities;
 mod keyring;
+mod lifecycle;
 mod sharing;
 
 use super::audit::{self, SharedHead};
@@ -179,7 +180,15 @@ async fn commit_batch(
         }
         return;
     }
-    // Under the write lock from here on.
+    // Under the write lock from here on. A newer node's migration committed before it: this
+    // node writes nothing more (see `crate::schema`).
+    if let Err(e) = crate::sqlite::schema::check_not_newer(conn).await {
+        let _ = exec(conn, "ROLLBACK").await;
+        for job in batch.drain(..) {
+            job.answer(Err(e.clone()));
+        }
+        return;
+    }
     let diverged = matches!(check_chain(conn, head).await, ChainCheck::Diverged);
     let start_head = head.clone();
     let mut results = Vec::with_capacity(batch.len());
@@ -371,6 +380,17 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
         Mutation::InsertAuditCheckpoint(c) => audit::insert_checkpoint(conn, c)
             .await
             .map(|()| Applied::Done),
+        Mutation::DeleteOrg { name } => lifecycle::delete_org(conn, name).await,
+        Mutation::DeleteClient { fingerprint, at } => {
+            lifecycle::delete_client(conn, fingerprint, *at).await
+        }
+        Mutation::DeleteGroup { org, name } => lifecycle::delete_group(conn, org, name).await,
+        Mutation::RevokeRegistrationTokens { org, hashes } => {
+            lifecycle::revoke_tokens(conn, org, hashes).await
+        }
+        Mutation::RecoverAdmin { fingerprint, at } => {
+            lifecycle::recover_admin(conn, fingerprint, *at).await
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The conformance suite: every mutation's success and failure contract, every read, listing
-//! and pagination, the audit chain, the keyring, and the compare-and-set changes raced from two
+//! and pagination, the audit chain, the keyring, deletions and their refusals, and the compare-and-set changes raced from two
 //! handles on one database (two nodes, or two processes). Written once against
 //! `keysafe_core::store` through the factory; `conformance!(module, Backend)` runs every case
 //! against one [`TestBackend`].
@@ -9,6 +9,7 @@ mod deposits;
 mod groups;
 mod identities;
 mod keyring;
+mod lifecycle;
 mod races;
 mod sharing;
 
@@ -17,6 +18,7 @@ pub use deposits::*;
 pub use groups::*;
 pub use identities::*;
 pub use keyring::*;
+pub use lifecycle::*;
 pub use races::*;
 pub use sharing::*;
 
@@ -92,6 +94,14 @@ macro_rules! conformance {
                 audit_append_failure_hands_the_entries_back,
                 audit_signing_key_and_checkpoints,
                 ping_and_stats,
+                // end of life
+                deleting_an_organisation_needs_it_empty,
+                deleting_a_client_removes_its_grants_memberships_and_keys,
+                deleting_a_client_is_refused_while_something_depends_on_it,
+                deleting_a_group_needs_no_deposits_and_no_grants,
+                unused_registration_tokens_are_listed_and_revoked,
+                recovering_an_administrator_restores_any_client,
+                clients_page_through_in_listing_order,
             );
         }
     };

@@ -1,0 +1,113 @@
+//! The end of life: `DELETE /v1/admin/orgs/{name}`, `DELETE /v1/admin/clients/{fingerprint}`,
+//! `DELETE /v1/admin/groups/{org}/{name}` (each with `?dry_run=true` to only say what would go,
+//! and `409 in_use` naming what still depends), and unused registration tokens:
+//! `GET /v1/admin/orgs/{name}/tokens`, `DELETE /v1/admin/orgs/{name}/tokens` (all) and
+//! `DELETE /v1/admin/orgs/{name}/tokens/{id}` (one, by a prefix of its hash).
+
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
+use crate::identity::Admin;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use keysafe_core::service::TokenSelector;
+use keysafe_proto::api::{
+    ClientDeletion, DeleteQuery, GroupDeletion, OrgDeletion, RegistrationTokenList, RevokedTokens,
+};
+use keysafe_proto::{ClientFingerprint, ErrorCode, GroupName, OrgName};
+
+fn org_name(s: &str) -> Result<OrgName, ApiError> {
+    OrgName::parse(s).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))
+}
+
+pub async fn delete_org(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> Result<Json<OrgDeletion>, ApiError> {
+    let name = org_name(&name)?;
+    let d = state.service.delete_org(&admin, &name, q.dry_run).await?;
+    if !d.dry_run {
+        tracing::info!(org = %d.name, tokens = d.unused_tokens, by = %admin.fingerprint, "organisation deleted");
+    }
+    Ok(Json(d))
+}
+
+pub async fn delete_client(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath(fp): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> Result<Json<ClientDeletion>, ApiError> {
+    let fp = ClientFingerprint::parse(&fp).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let d = state.service.delete_client(&admin, &fp, q.dry_run).await?;
+    if !d.dry_run {
+        tracing::info!(
+            client = %d.fingerprint,
+            memberships = d.memberships.len(),
+            grants = d.grants,
+            by = %admin.fingerprint,
+            "client deleted"
+        );
+    }
+    Ok(Json(d))
+}
+
+pub async fn delete_group(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath((org, name)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> Result<Json<GroupDeletion>, ApiError> {
+    let org = org_name(&org)?;
+    let name =
+        GroupName::parse(&name).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))?;
+    let d = state
+        .service
+        .delete_group(&admin, &org, &name, q.dry_run)
+        .await?;
+    if !d.dry_run {
+        tracing::info!(org = %d.org, group = %d.name, members = d.members, by = %admin.fingerprint, "group deleted");
+    }
+    Ok(Json(d))
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<RegistrationTokenList>, ApiError> {
+    let org = org_name(&name)?;
+    Ok(Json(
+        state.service.list_registration_tokens(&admin, &org).await?,
+    ))
+}
+
+pub async fn revoke_all_tokens(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<RevokedTokens>, ApiError> {
+    let org = org_name(&name)?;
+    let r = state
+        .service
+        .revoke_registration_tokens(&admin, &org, TokenSelector::All)
+        .await?;
+    tracing::info!(org = %r.org, revoked = r.revoked, "unused registration tokens revoked");
+    Ok(Json(r))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<Json<RevokedTokens>, ApiError> {
+    let org = org_name(&name)?;
+    let r = state
+        .service
+        .revoke_registration_tokens(&admin, &org, TokenSelector::Id(id))
+        .await?;
+    tracing::info!(org = %r.org, revoked = r.revoked, "registration token revoked");
+    Ok(Json(r))
+}
