@@ -7,6 +7,7 @@
 #[macro_use]
 mod suite;
 mod backends;
+mod crossing;
 mod postgres;
 mod sqlite;
 

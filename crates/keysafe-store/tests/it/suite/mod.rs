@@ -6,6 +6,7 @@
 
 mod audit;
 mod deposits;
+mod export;
 mod groups;
 mod identities;
 mod keyring;
@@ -14,6 +15,7 @@ mod sharing;
 
 pub use audit::*;
 pub use deposits::*;
+pub use export::*;
 pub use groups::*;
 pub use identities::*;
 pub use keyring::*;
@@ -92,6 +94,12 @@ macro_rules! conformance {
                 audit_append_failure_hands_the_entries_back,
                 audit_signing_key_and_checkpoints,
                 ping_and_stats,
+                // export and import
+                export_then_import_keeps_every_record,
+                import_refuses_a_store_that_holds_anything,
+                a_failed_import_leaves_the_store_empty,
+                an_export_is_one_snapshot_while_writes_go_on,
+                every_table_is_an_exported_kind,
             );
         }
     };
