@@ -4,63 +4,21 @@
 //!
 //! An export runs as a task that owns its own connection and read transaction and sends
 //! records into the channel; the consumer's stream ends normally only after the task said it
-//! reached the end, so a task that stopped early (a failed read, a dropped connection) can never
-//! pass for a complete export.
+//! reached the end (`RecordSender::done`), so a task that stopped early can never pass for a
+//! complete export.
 
 use futures_util::StreamExt;
 use keysafe_core::store::export::{ExportRecord, RECORD_KINDS, RecordKind};
 use keysafe_core::store::{RecordStream, StoreError, StoreResult};
-use tokio::sync::mpsc;
 
-/// Records in flight between the export task and its consumer.
+/// Records in flight between an export task and its consumer.
 const CHANNEL: usize = 64;
 
-enum Msg {
-    Record(ExportRecord),
-    Failed(StoreError),
-    Done,
-}
-
-/// The export task's end of the channel.
-pub(crate) struct Producer {
-    tx: mpsc::Sender<Msg>,
-}
-
-impl Producer {
-    /// Sends one record; `false` when the consumer is gone (the task should stop).
-    pub(crate) async fn send(&self, r: ExportRecord) -> bool {
-        self.tx.send(Msg::Record(r)).await.is_ok()
-    }
-
-    /// Ends the stream with an error.
-    pub(crate) async fn fail(self, e: StoreError) {
-        let _ = self.tx.send(Msg::Failed(e)).await;
-    }
-
-    /// Ends the stream: every record was sent.
-    pub(crate) async fn done(self) {
-        let _ = self.tx.send(Msg::Done).await;
-    }
-}
+pub(crate) type Producer = keysafe_core::store::export::RecordSender;
 
 /// A channel whose receiving end is the export's [`RecordStream`].
 pub(crate) fn channel() -> (Producer, RecordStream) {
-    let (tx, rx) = mpsc::channel(CHANNEL);
-    let stream = futures_util::stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
-        match rx.recv().await {
-            Some(Msg::Record(r)) => Some((Ok(r), Some(rx))),
-            Some(Msg::Failed(e)) => Some((Err(e), None)),
-            Some(Msg::Done) => None,
-            None => Some((
-                Err(StoreError::Unavailable(
-                    "the export stopped before its end".into(),
-                )),
-                None,
-            )),
-        }
-    });
-    (Producer { tx }, Box::pin(stream))
+    keysafe_core::store::export::record_channel(CHANNEL)
 }
 
 /// `"name"`: identifiers are quoted the same way in both dialects.

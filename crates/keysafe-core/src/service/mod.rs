@@ -6,6 +6,7 @@
 //! expire after `identity_cache_ttl` so changes made through another node are seen soon.
 
 mod access;
+mod backup;
 mod clients;
 mod deposits;
 mod etag;
@@ -20,6 +21,7 @@ pub use etag::{ContentTag, IfNoneMatch};
 pub use tokens::IssuedToken;
 
 // Seals, rotation and re-wrap (issue 5).
+pub use backup::BackupSource;
 pub mod rewrap;
 pub mod sealing;
 pub use rewrap::RewrapProgress;

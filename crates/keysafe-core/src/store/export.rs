@@ -405,11 +405,136 @@ impl ExportRecord {
     pub fn weight(&self) -> usize {
         self.values.iter().map(Value::weight).sum()
     }
+
+    fn int(&self, field: &str) -> Option<i64> {
+        match self.get(field) {
+            Some(Value::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    fn text(&self, field: &str) -> Option<&str> {
+        match self.get(field) {
+            Some(Value::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn bytes(&self, field: &str) -> Option<&[u8]> {
+        match self.get(field) {
+            Some(Value::Bytes(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A `keyring` record as the keyring reads it (`None` for any other kind), so a restore
+    /// can open the keyring a backup carries before the import commits.
+    pub fn as_kek(&self) -> Option<super::KekRecord> {
+        if self.kind.name != "keyring" {
+            return None;
+        }
+        Some(super::KekRecord {
+            version: u32::try_from(self.int("version")?).ok()?,
+            seal: self.text("seal")?.to_owned(),
+            wrapped: self.bytes("wrapped")?.to_vec(),
+            created_at: keysafe_proto::Timestamp::from_unix_millis(self.int("created_at")?),
+        })
+    }
+
+    /// An `audit_signing_keys` record (`None` for any other kind).
+    pub fn as_audit_key(&self) -> Option<super::AuditKeyRecord> {
+        if self.kind.name != "audit_signing_keys" {
+            return None;
+        }
+        Some(super::AuditKeyRecord {
+            key_id: self.text("key_id")?.to_owned(),
+            public_key: self.bytes("public_key")?.to_vec(),
+            kek_version: u32::try_from(self.int("kek_version")?).ok()?,
+            wrapped: self.bytes("wrapped")?.to_vec(),
+            created_at: keysafe_proto::Timestamp::from_unix_millis(self.int("created_at")?),
+        })
+    }
 }
 
 /// The records of an export, read as they are consumed (never the whole store in memory).
 pub type RecordStream =
     Pin<Box<dyn futures_util::Stream<Item = StoreResult<ExportRecord>> + Send + 'static>>;
+
+enum Msg {
+    Record(ExportRecord),
+    Failed(StoreError),
+    Done,
+}
+
+/// The producing end of a [`record_channel`]: whoever reads the records (an export task, a
+/// backup reader) sends them here. The stream ends normally only after [`RecordSender::done`]:
+/// a producer that stops without saying so (dropped, panicked) ends the stream with an error,
+/// so a partial export can never pass for a complete one.
+#[derive(Debug)]
+pub struct RecordSender {
+    tx: tokio::sync::mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Record(r) => write!(f, "Record({})", r.kind.name),
+            Msg::Failed(e) => write!(f, "Failed({e})"),
+            Msg::Done => f.write_str("Done"),
+        }
+    }
+}
+
+impl RecordSender {
+    /// Sends one record; `false` when the consumer is gone (the producer should stop).
+    pub async fn send(&self, r: ExportRecord) -> bool {
+        self.tx.send(Msg::Record(r)).await.is_ok()
+    }
+
+    /// [`RecordSender::send`] from a thread outside the async runtime.
+    pub fn blocking_send(&self, r: ExportRecord) -> bool {
+        self.tx.blocking_send(Msg::Record(r)).is_ok()
+    }
+
+    /// Ends the stream with an error.
+    pub async fn fail(self, e: StoreError) {
+        let _ = self.tx.send(Msg::Failed(e)).await;
+    }
+
+    pub fn blocking_fail(self, e: StoreError) {
+        let _ = self.tx.blocking_send(Msg::Failed(e));
+    }
+
+    /// Ends the stream: every record was sent.
+    pub async fn done(self) {
+        let _ = self.tx.send(Msg::Done).await;
+    }
+
+    pub fn blocking_done(self) {
+        let _ = self.tx.blocking_send(Msg::Done);
+    }
+}
+
+/// A bounded channel (at most `capacity` records in flight) whose receiving end is a
+/// [`RecordStream`].
+pub fn record_channel(capacity: usize) -> (RecordSender, RecordStream) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    let stream = futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Msg::Record(r)) => Some((Ok(r), Some(rx))),
+            Some(Msg::Failed(e)) => Some((Err(e), None)),
+            Some(Msg::Done) => None,
+            None => Some((
+                Err(StoreError::Unavailable(
+                    "the records stopped before their end".into(),
+                )),
+                None,
+            )),
+        }
+    });
+    (RecordSender { tx }, Box::pin(stream))
+}
 
 /// What an import wrote: how many records of each kind, in [`RECORD_KINDS`] order (kinds with
 /// none included).
@@ -808,6 +933,45 @@ mod tests {
             assert!(dec.line(line).is_err(), "{}", String::from_utf8_lossy(line));
         }
         assert!(dec.line(br#"["file",1,"AAAA",2]"#).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_channel_ends_cleanly_only_when_told() {
+        use futures_util::StreamExt;
+        let rec = ExportRecord::new(
+            kind("keyring"),
+            vec![
+                Value::Text("file".into()),
+                Value::Int(1),
+                Value::Bytes(vec![]),
+                Value::Int(2),
+            ],
+        )
+        .unwrap();
+        let (tx, mut rx) = record_channel(4);
+        assert!(tx.send(rec.clone()).await);
+        tx.done().await;
+        assert_eq!(rx.next().await.unwrap().unwrap(), rec);
+        assert!(rx.next().await.is_none());
+        // Dropped without `done`: an error, never a clean end.
+        let (tx, mut rx) = record_channel(4);
+        assert!(tx.send(rec.clone()).await);
+        drop(tx);
+        assert!(rx.next().await.unwrap().is_ok());
+        assert!(rx.next().await.unwrap().is_err());
+        assert!(rx.next().await.is_none());
+        // A failure ends it with that error.
+        let (tx, mut rx) = record_channel(4);
+        tx.fail(StoreError::Corrupt("x".into())).await;
+        assert_eq!(
+            rx.next().await.unwrap().unwrap_err(),
+            StoreError::Corrupt("x".into())
+        );
+        assert!(rx.next().await.is_none());
+        // A consumer that went away stops the producer.
+        let (tx, rx) = record_channel(4);
+        drop(rx);
+        assert!(!tx.send(rec).await);
     }
 
     #[test]
