@@ -435,6 +435,9 @@ async fn a_modified_backup_is_refused_and_restores_nothing() {
         .arg(&ts.summary.root_key);
     ok(&run(r).await);
     assert!(dir.join("keysafe.db").exists());
+    // The administrator identity travels only when asked (--include-admin-identity).
+    assert!(!dir.join("admin").exists());
+    assert!(dir.join("tls/server.key").exists());
     // --include-root-key is refused for seals other than the file seal (checked by the server).
     assert!(bytes.len() > 100);
 }
