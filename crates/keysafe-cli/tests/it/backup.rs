@@ -673,6 +673,9 @@ async fn a_backup_re_signed_without_the_keyring_is_refused() {
     cw.finish(&forger).unwrap().0.finish().unwrap();
     let forged = work.path().join("forged.age");
     std::fs::write(&forged, &out).unwrap();
+    // Into PostgreSQL: the import was one transaction, so the refused restore leaves the
+    // database empty and the untouched backup then restores into the same database.
+    let (pg_url, _) = other_storage(TestStorage::Sqlite);
     let dir = work.path().join("from-forged");
     let mut r = keysafe(work.path());
     r.args(["restore", "--from"])
@@ -680,17 +683,24 @@ async fn a_backup_re_signed_without_the_keyring_is_refused() {
         .arg("--identity")
         .arg(&id_file)
         .arg("--data-dir")
-        .arg(&dir);
+        .arg(&dir)
+        .args(["--storage", &pg_url]);
     let err = fails_with(&run(r).await, 1);
     assert!(err.contains("re-signed"), "{err}");
     assert!(!dir.exists());
-    // The untouched backup restores.
     let mut r = keysafe(work.path());
     r.args(["restore", "--from"])
         .arg(&good)
         .arg("--identity")
         .arg(&id_file)
         .arg("--data-dir")
-        .arg(&dir);
-    ok(&run(r).await);
+        .arg(&dir)
+        .args(["--storage", &pg_url, "--json"]);
+    let restored: serde_json::Value = serde_json::from_str(&ok(&run(r).await)).unwrap();
+    assert_eq!(restored["keyring_checked"], true);
+    assert_eq!(
+        restored["records"].as_u64().unwrap(),
+        records.len() as u64,
+        "every record of the backup, into the database the refused restore left empty"
+    );
 }
