@@ -1,44 +1,89 @@
 #!/usr/bin/env bash
-# Backup and restore time for 100,000 deposits (file seal, release build).
+# Backup create / verify / restore: time and peak resident memory, on SQLite and on a local
+# PostgreSQL 15, in one run. For each backend: init, serve, seed N deposits of 64 bytes
+# (`keysafe bench --op get --keys N`), then
+#   - `admin --data-dir D backup create` (on the data directory, server running): the CLI's peak RSS
+#   - `admin --home D/admin backup create` (over the API): the CLI's and the server's peak RSS
+#     (the server's peak is reset through /proc/PID/clear_refs just before)
+#   - `backup verify`
+#   - `restore --storage OTHER` into the other backend (SQLite -> PostgreSQL, PostgreSQL -> SQLite)
+# Peak RSS from /usr/bin/time (%M) and /proc/PID/status (VmHWM). Everything lives under $W and
+# is removed at the end (the seeded databases included).
 set -euo pipefail
-ks=${KS:-${CARGO_TARGET_DIR:-target}/release/keysafe}
-W=/tmp/ksbench-backup
-rm -rf $W; mkdir -p $W
-port=24450
-D=$W/d; H=$W/h
-$ks init --data-dir $D --listen 127.0.0.1:$port >/dev/null
-sed -i 's/^level = "info"/level = "warn"/' $D/keysafe.toml
-$ks serve --data-dir $D 2>$W/serve.log & pid=$!
-sleep 1
-S=$($ks admin --data-dir $D org add bench --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["auth_secret"])')
-KEYSAFE_AUTH=$S $ks register --server https://127.0.0.1:$port --org bench --home $H >/dev/null 2>&1
-t() { python3 -c 'import time;print(time.time())'; }
-t0=$(t)
-$ks bench --home $H --op get --connections 8 --keys 100000 --duration 1s --warmup 0s --json >/dev/null
-t1=$(t); echo "seed: $(python3 -c "print(round($t1-$t0,1))") s"
-R=$($ks backup keygen -o $W/id.txt)
-ls -la $D/keysafe.db | awk '{print "db bytes:", $5}'
-t0=$(t)
-$ks admin --data-dir $D backup create --recipient $R --include-root-key -o $W/b.age
-t1=$(t); echo "backup create: $(python3 -c "print(round($t1-$t0,2))") s"
-ls -la $W/b.age | awk '{print "backup bytes:", $5}'
-# during load as well: a put load running while the backup is taken
-$ks bench --home $H --op put --connections 8 --keys 100000 --duration 15s --warmup 0s --json > $W/put-during.json &
-bp=$!
-sleep 4
-t0=$(t)
-$ks admin --data-dir $D backup create --recipient $R --include-root-key -o $W/b2.age
-t1=$(t); echo "backup create under put load: $(python3 -c "print(round($t1-$t0,2))") s"
-wait $bp; echo "put load during backup: $(cat $W/put-during.json)"
-t0=$(t)
-$ks backup verify $W/b.age --identity $W/id.txt >/dev/null
-t1=$(t); echo "verify: $(python3 -c "print(round($t1-$t0,2))") s"
-kill $pid; wait $pid || true
-t0=$(t)
-$ks restore --from $W/b.age --identity $W/id.txt --data-dir $W/r --listen 127.0.0.1:24451 --hostname restored.example >/dev/null
-t1=$(t); echo "restore: $(python3 -c "print(round($t1-$t0,2))") s"
-t0=$(t)
-$ks serve --data-dir $W/r 2>$W/serve2.log & pid=$!
-for i in $(seq 1 200); do curl -sk https://127.0.0.1:24451/v1/health | grep -q '"ok"' && break; sleep 0.05; done
-t1=$(t); echo "restored server healthy after: $(python3 -c "print(round($t1-$t0,2))") s"
-kill $pid; wait $pid || true
+ks=$(realpath "${KS:-${CARGO_TARGET_DIR:-target}/release/keysafe}")
+W=${W:-/tmp/ksbench-backup}
+N=${N:-100000}
+BACKENDS=${BACKENDS:-sqlite postgres}
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  as_pg "$pgbin/pg_ctl" -D "$W/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$W"
+}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+psql_() { as_pg "$pgbin/psql" -h "$W/pg" -p "$pgport" -U postgres -qAt "$@"; }
+# Runs a command, printing "LABEL: S s, RSS MB".
+measure() {
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null
+  read -r secs kb <"$W/time"
+  echo "$label: ${secs} s, peak RSS $((kb / 1024)) MB"
+}
+
+rm -rf "$W"; mkdir -p "$W"; chmod 755 "$W"
+trap cleanup EXIT
+mkdir "$W/pg"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$W/pg"
+as_pg "$pgbin/initdb" -D "$W/pg" -U postgres -A trust -E UTF8 --no-locale >/dev/null
+pgport=$(free_port)
+cat >> "$W/pg/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pgport
+unix_socket_directories = '$W/pg'
+fsync = on
+synchronous_commit = on
+CONF
+as_pg "$pgbin/pg_ctl" -D "$W/pg" -l "$W/pg/log" -w start >/dev/null
+psql_ -c "CREATE ROLE keysafe LOGIN"
+for db in keysafe restored; do psql_ -c "CREATE DATABASE $db OWNER keysafe"; done
+echo "# $(psql_ -c "SELECT version()")"
+echo "# keysafe $ks, N=$N, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+for backend in $BACKENDS; do
+  port=$(free_port)
+  D=$W/d-$backend; H=$W/h-$backend
+  case $backend in
+    sqlite)
+      storage=()
+      other=(--storage "postgres://keysafe@127.0.0.1:$pgport/restored") ;;
+    postgres)
+      storage=(--storage "postgres://keysafe@127.0.0.1:$pgport/keysafe")
+      other=(--storage keysafe.db) ;;
+  esac
+  "$ks" init --data-dir "$D" --listen "127.0.0.1:$port" "${storage[@]}" >/dev/null
+  sed -i 's/^level = "info"/level = "warn"/' "$D/keysafe.toml"
+  "$ks" serve --data-dir "$D" 2>"$W/serve-$backend.log" & pids+=($!)
+  spid=${pids[-1]}
+  until "$ks" admin --data-dir "$D" org list >/dev/null 2>&1; do sleep 0.2; done
+  S=$("$ks" admin --data-dir "$D" org add bench --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["auth_secret"])')
+  KEYSAFE_AUTH=$S "$ks" register --server "https://127.0.0.1:$port" --org bench --home "$H" >/dev/null
+  R=$("$ks" backup keygen -o "$W/id-$backend.txt")
+  t0=$(date +%s.%N)
+  "$ks" bench --home "$H" --op get --connections 8 --keys "$N" --duration 1s --warmup 0s --json >/dev/null
+  echo "$backend seed $N deposits: $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s"
+  measure "$backend admin --data-dir backup create" \
+    "$ks" admin --data-dir "$D" backup create --recipient "$R" --include-root-key --include-admin-identity -o "$W/b-$backend.age"
+  echo "$backend backup size: $(stat -c %s "$W/b-$backend.age") bytes"
+  echo 5 > "/proc/$spid/clear_refs"
+  before=$(awk '/VmRSS/{print int($2/1024)}' "/proc/$spid/status")
+  measure "$backend admin --home backup create (over the API; CLI)" \
+    "$ks" admin --home "$D/admin" backup create --recipient "$R" -o "$W/api-$backend.age"
+  echo "$backend server during the API backup: RSS before $before MB, peak $(awk '/VmHWM/{print int($2/1024)}' "/proc/$spid/status") MB"
+  measure "$backend backup verify" "$ks" backup verify "$W/b-$backend.age" --identity "$W/id-$backend.txt"
+  kill "$spid"; wait "$spid" || true
+  measure "$backend restore into ${other[1]%%:*}" \
+    "$ks" restore --from "$W/b-$backend.age" --identity "$W/id-$backend.txt" --data-dir "$W/r-$backend" \
+      --listen "127.0.0.1:$(free_port)" "${other[@]}"
+  rm -rf "$D" "$W/r-$backend" "$W"/*.age
+done

@@ -31,11 +31,28 @@ impl KeysafeClient {
             .await
     }
 
-    /// `POST /v1/admin/backup`: the encrypted backup file.
+    /// `POST /v1/admin/backup`: the encrypted backup file, whole (small stores and tests;
+    /// [`KeysafeClient::backup_to`] streams it).
     pub async fn backup(&self, req: &BackupRequest) -> Result<bytes::Bytes, ClientError> {
-        Ok(self
-            .send(Req::post("/v1/admin/backup").json(req)?)
-            .await?
-            .body)
+        let mut out = Vec::new();
+        self.backup_to(req, &mut out).await?;
+        Ok(out.into())
+    }
+
+    /// `POST /v1/admin/backup`, written into `out` as it arrives: memory stays flat whatever
+    /// the store's size. A backup cut short (the server failed mid-way, the connection broke)
+    /// is an error here, and its partial bytes never pass `keysafe backup verify`.
+    pub async fn backup_to(
+        &self,
+        req: &BackupRequest,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, ClientError> {
+        // A backup of a large store takes minutes: the exchange gets a day, not the usual
+        // request timeout.
+        let timeout = std::time::Duration::from_secs(24 * 3600);
+        self.stream_answer(Req::post("/v1/admin/backup").json(req)?, timeout, |b| {
+            out.write_all(b)
+        })
+        .await
     }
 }

@@ -121,7 +121,8 @@ impl std::fmt::Debug for AuditSigner {
 }
 
 impl AuditSigner {
-    fn from_seed(seed: &SecretKey) -> Result<Self, CoreError> {
+    /// The signing key of a 32-byte seed (the stored key is a wrapped seed).
+    pub fn from_seed(seed: &SecretKey) -> Result<Self, CoreError> {
         use aws_lc_rs::signature::KeyPair;
         let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose())
             .map_err(|_| CoreError::Internal("invalid audit signing key".into()))?;
@@ -134,6 +135,35 @@ impl AuditSigner {
         })
     }
 
+    /// Loads the stored signing key: `None` when none is stored yet; `Integrity` when the
+    /// stored seed does not unwrap under `keyring` or does not give the stored public key.
+    pub async fn load(store: &dyn Store, keyring: &Keyring) -> Result<Option<Self>, CoreError> {
+        let Some(rec) = store.audit_signing_key().await? else {
+            return Ok(None);
+        };
+        Self::from_record(&rec, keyring).map(Some)
+    }
+
+    /// The signing key a stored record holds: `Integrity` when the seed does not unwrap under
+    /// `keyring` or does not give the record's public key (a record someone added or changed
+    /// without the keyring).
+    pub fn from_record(rec: &AuditKeyRecord, keyring: &Keyring) -> Result<Self, CoreError> {
+        let seed = keyring
+            .unwrap_dek(
+                rec.kek_version,
+                &signing_key_aad(&rec.public_key),
+                &rec.wrapped,
+            )
+            .map_err(|_| CoreError::Integrity("the audit signing key does not unwrap".into()))?;
+        let signer = Self::from_seed(&seed)?;
+        if signer.public != rec.public_key {
+            return Err(CoreError::Integrity(
+                "the audit signing key does not match its public key".into(),
+            ));
+        }
+        Ok(signer)
+    }
+
     /// Loads the stored signing key, or makes and stores one (first start).
     pub async fn load_or_create(
         store: &dyn Store,
@@ -141,22 +171,7 @@ impl AuditSigner {
         now: Timestamp,
     ) -> Result<Self, CoreError> {
         for _ in 0..2 {
-            if let Some(rec) = store.audit_signing_key().await? {
-                let seed = keyring
-                    .unwrap_dek(
-                        rec.kek_version,
-                        &signing_key_aad(&rec.public_key),
-                        &rec.wrapped,
-                    )
-                    .map_err(|_| {
-                        CoreError::Integrity("the audit signing key does not unwrap".into())
-                    })?;
-                let signer = Self::from_seed(&seed)?;
-                if signer.public != rec.public_key {
-                    return Err(CoreError::Integrity(
-                        "the audit signing key does not match its public key".into(),
-                    ));
-                }
+            if let Some(signer) = Self::load(store, keyring).await? {
                 return Ok(signer);
             }
             let seed = SecretKey::generate()?;
@@ -204,6 +219,15 @@ impl AuditSigner {
         )
     }
 
+    /// Signs a backup: the SHA-256 `digest` of everything the backup holds before its
+    /// signature (see [`backup_signature_message`]).
+    pub fn sign_backup(&self, digest: &[u8; 32]) -> Vec<u8> {
+        self.pair
+            .sign(&backup_signature_message(digest))
+            .as_ref()
+            .to_vec()
+    }
+
     /// Signs a head of the chain.
     pub fn sign(&self, seq: u64, hash: &str, now: Timestamp) -> AuditCheckpoint {
         let signed_at = now.unix_millis();
@@ -218,6 +242,21 @@ impl AuditSigner {
             signature: hex::encode(sig.as_ref()),
         }
     }
+}
+
+/// What a backup's signature signs: a domain separator (so no checkpoint or other signature
+/// of the audit key can pass for a backup's, nor the reverse) and the digest.
+pub fn backup_signature_message(digest: &[u8; 32]) -> Vec<u8> {
+    let mut m = b"keysafe-backup-v2\n".to_vec();
+    m.extend_from_slice(digest);
+    m
+}
+
+/// Whether `signature` is the audit key `public_key`'s signature of a backup with `digest`.
+pub fn verify_backup_signature(public_key: &[u8], digest: &[u8; 32], signature: &[u8]) -> bool {
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, public_key)
+        .verify(&backup_signature_message(digest), signature)
+        .is_ok()
 }
 
 /// Most entries one page returns.

@@ -795,13 +795,22 @@ pub struct KeyringRetireRequest {
     pub version: u32,
 }
 
-/// `POST /v1/admin/backup`: the answer is the age-encrypted backup file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/admin/backup`: the answer is the age-encrypted backup file, streamed. The
+/// key-bearing parts are refused (403) unless every recipient is pinned in the server's
+/// `[backup] key_recipients`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BackupRequest {
     /// age X25519 recipients (`age1...`); at least one.
     pub recipients: Vec<String>,
-    /// Include the root key file (file seal only). Without it, the backup alone cannot decrypt
-    /// anything.
+    /// Include the root key file (file seal only). With it, the backup alone opens every
+    /// deposit.
     #[serde(default)]
     pub include_root_key: bool,
+    /// Include the server's TLS private key (needed to restore the same fingerprint).
+    #[serde(default)]
+    pub include_tls_key: bool,
+    /// Include the administrator identity `init` made.
+    #[serde(default)]
+    pub include_admin_identity: bool,
 }

@@ -243,6 +243,15 @@ syslog = ""
 # "udp" (one datagram per entry) or "tcp" (octet-counted frames, RFC 6587).
 syslog_protocol = "udp"
 
+[backup]
+# Backups made over the API (`POST /v1/admin/backup`, `keysafe admin --home ... backup create`)
+# never carry the root key, the TLS private key or the administrator identity, unless every
+# recipient of the backup is one of these age recipients ("age1..."): pin here the recipients
+# whose identities are kept offline, so that no administrator can take the keys to a recipient
+# of their choosing. Backups made on the data directory (`keysafe admin --data-dir DIR backup
+# create`, on this host) are not limited by this list.
+key_recipients = []
+
 [metrics]
 # Prometheus metrics at http://LISTEN/metrics, plain HTTP, on a separate listener (keep it on
 # loopback or a management network). Empty: no metrics listener. `keysafe serve
@@ -282,6 +291,21 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    backup: RawBackup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBackup {
+    key_recipients: Vec<String>,
+}
+
+/// `[backup]`: what backups over the API may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// The only age recipients a backup over the API may carry key-bearing files to.
+    pub key_recipients: Vec<String>,
 }
 
 // ---- audit trail and metrics (issue 6) ----
@@ -641,6 +665,7 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `None`: no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
+    pub backup: BackupConfig,
 }
 
 impl Config {
@@ -782,6 +807,13 @@ impl Config {
                 total: raw.audit.anonymous_total,
             },
         };
+        if !raw.backup.key_recipients.is_empty() {
+            crate::backup::parse_recipients(&raw.backup.key_recipients)
+                .map_err(|e| anyhow::anyhow!("backup.key_recipients: {e}"))?;
+        }
+        let backup = BackupConfig {
+            key_recipients: raw.backup.key_recipients,
+        };
         let metrics_listen = match raw.metrics.listen.as_str() {
             "" => None,
             l => Some(
@@ -792,6 +824,7 @@ impl Config {
         Ok(Self {
             audit,
             metrics_listen,
+            backup,
             data_dir: data_dir.to_owned(),
             listen,
             hostname: raw.server.hostname,

@@ -78,6 +78,17 @@ impl From<CoreError> for ApiError {
     }
 }
 
+impl From<crate::backup::BackupError> for ApiError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError;
+        match e {
+            BackupError::Refused(m) => Self::new(ErrorCode::BadRequest, m),
+            BackupError::Forbidden(m) => Self::new(ErrorCode::Forbidden, m),
+            BackupError::Failed(m) => Self::internal(&m),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = http::StatusCode::from_u16(self.code.http_status())

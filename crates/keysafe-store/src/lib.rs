@@ -11,10 +11,10 @@
 pub mod config;
 pub mod postgres;
 mod schema;
-pub mod snapshot;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transfer;
 
 pub use config::{StorageConfig, StorageConfigError, StorageSettings, storage_section};
 

@@ -812,6 +812,7 @@ async fn hsm_sealed_backup_restores_only_where_the_key_is() {
     let other = tempfile::tempdir().unwrap();
     let hsm2 = SoftHsm::new(other.path(), "bk");
     let target = work.path().join("elsewhere");
+    // The module path comes from the backup: never loaded unless the operator confirms it.
     let mut r = hsm2.cmd(work.path());
     r.args(["restore", "--from"])
         .arg(&backup)
@@ -819,6 +820,22 @@ async fn hsm_sealed_backup_restores_only_where_the_key_is() {
         .arg(&id_file)
         .arg("--data-dir")
         .arg(&target)
+        .arg("--pkcs11-pin-file")
+        .arg(&hsm2.pin_file);
+    let err = fails_with(&run(r).await, 2);
+    assert!(
+        err.contains("--pkcs11-module") && err.contains(MODULE),
+        "{err}"
+    );
+    assert!(!target.exists());
+    let mut r = hsm2.cmd(work.path());
+    r.args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--identity")
+        .arg(&id_file)
+        .arg("--data-dir")
+        .arg(&target)
+        .args(["--pkcs11-module", MODULE])
         .arg("--pkcs11-pin-file")
         .arg(&hsm2.pin_file);
     let err = fails_with(&run(r).await, 1);
@@ -836,6 +853,7 @@ async fn hsm_sealed_backup_restores_only_where_the_key_is() {
         .arg(&id_file)
         .arg("--data-dir")
         .arg(&target)
+        .args(["--pkcs11-module", MODULE])
         .args(["--listen", &format!("127.0.0.1:{port}")]);
     ok(&run(r).await);
     let srv = Server::start(hsm.cmd(work.path()), &target);

@@ -6,6 +6,7 @@
 //! expire after `identity_cache_ttl` so changes made through another node are seen soon.
 
 mod access;
+mod backup;
 mod clients;
 mod deposits;
 mod etag;
@@ -22,6 +23,7 @@ pub use lifecycle::TokenSelector;
 pub use tokens::IssuedToken;
 
 // Seals, rotation and re-wrap (issue 5).
+pub use backup::BackupSource;
 pub mod rewrap;
 pub mod sealing;
 pub use rewrap::RewrapProgress;

@@ -9,10 +9,12 @@
 //! conformance suite in `keysafe-store` pins it. Nothing here names a backend, a table or a
 //! connection. Orderings are by bytes (never by a database's collation).
 
+pub mod export;
 mod lifecycle;
 mod mutation;
 mod records;
 
+pub use export::{ExportRecord, ImportSummary, RecordStream};
 pub use keysafe_proto::api::WrappedKind;
 pub use lifecycle::{
     ClientCursor, ClientDependents, ClientListing, Counted, GroupDependents, GroupRef,
@@ -212,6 +214,21 @@ pub trait AdminStore: Send + Sync {
     /// Lets go of the database connections for reads; writes already acknowledged are
     /// durable. The store must not be used afterwards.
     async fn close(&self);
+    /// Every record the store holds (see [`export`]), as one consistent snapshot: a write
+    /// committed after this returned is not in it, and none committed before is missing. Kinds
+    /// come in [`export::RECORD_KINDS`] order, each kind's records ordered by its key fields,
+    /// sealed and wrapped bytes exactly as stored. The records are read from the database as
+    /// the stream is consumed (memory stays flat whatever the store's size); the store keeps
+    /// serving reads and writes meanwhile. An error ends the stream with an `Err` item; a
+    /// stream that ends without one is complete.
+    async fn export(&self) -> StoreResult<RecordStream>;
+    /// Writes `records` (an export, from any backend) into this store, which must hold no
+    /// record of any kind (`AlreadyExists` otherwise), in batches, all in one transaction: the
+    /// records are committed only when the stream has ended without an error; on any error
+    /// (an `Err` item, a record the database refuses) nothing is written and the error is
+    /// returned. Every value is kept as it is (audit `seq`, `hash`, `prev_hash` included), and
+    /// the audit chain's head becomes the last imported entry, so appends continue the chain.
+    async fn import(&self, records: RecordStream) -> StoreResult<ImportSummary>;
 }
 
 /// A whole store: every role, and the write path.

@@ -1,5 +1,5 @@
 //! `POST /v1/admin/unseal`, `GET /v1/admin/keyring`, `POST /v1/admin/keyring/rotate`,
-//! `POST /v1/admin/keyring/retire`, `POST /v1/admin/backup` (issue 5). Administrators only.
+//! `POST /v1/admin/keyring/retire`, `POST /v1/admin/backup`. Administrators only.
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -49,6 +49,8 @@ pub async fn retire(
     Ok(Json(info(state.service.keyring_status(&admin).await?)))
 }
 
+/// Streams a backup of the store (signed by the audit key) to the caller. Key-bearing files
+/// only to the recipients pinned in `[backup] key_recipients` (see `crate::backup`).
 pub async fn backup(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -56,21 +58,31 @@ pub async fn backup(
 ) -> Result<Response, ApiError> {
     let recipients = crate::backup::parse_recipients(&req.recipients)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
-    let bytes = crate::backup::create(
+    let includes = crate::backup::Includes {
+        root_key: req.include_root_key,
+        tls_key: req.include_tls_key,
+        admin_identity: req.include_admin_identity,
+    };
+    crate::backup::check_online(&includes, &recipients, &state.backup.key_recipients)?;
+    let source = state.service.backup_source(&admin).await?;
+    let plan = crate::backup::plan(
         &state.backup,
         &state.fingerprint(),
-        recipients,
-        req.include_root_key,
-    )
-    .await
-    .map_err(|e| match e {
-        crate::backup::BackupError::Refused(m) => ApiError::new(ErrorCode::BadRequest, m),
-        crate::backup::BackupError::Failed(m) => ApiError::internal(&m),
-    })?;
-    tracing::info!(admin = %admin.fingerprint, size = bytes.len(), include_root_key = req.include_root_key, "backup created");
+        includes,
+        crate::backup::Origin::Api,
+        source.signer.key_id(),
+    )?;
+    tracing::info!(
+        admin = %admin.fingerprint,
+        root_key = includes.root_key,
+        tls_key = includes.tls_key,
+        admin_identity = includes.admin_identity,
+        "backup started"
+    );
+    let body = axum::body::Body::from_stream(crate::backup::stream(plan, source, recipients));
     Ok((
         [(http::header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
+        body,
     )
         .into_response())
 }

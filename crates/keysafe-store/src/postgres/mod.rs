@@ -9,6 +9,7 @@
 mod audit;
 mod config;
 mod errors;
+mod export;
 mod lifecycle;
 mod migrate;
 mod mutations;
@@ -27,9 +28,9 @@ use errors::pool_error;
 use keysafe_core::store::{
     AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
-    IdentityStore, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Store, StoreError,
-    StoreResult, StoreStats, VersionMeta, VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind,
-    WrappedRow,
+    IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord,
+    RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRecord,
+    WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::api::ClientState;
 use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent};
@@ -343,6 +344,23 @@ impl AdminStore for PostgresStore {
     /// The writer stops once every handle is dropped.
     async fn close(&self) {
         self.pool.close();
+    }
+
+    async fn export(&self) -> StoreResult<RecordStream> {
+        export::export(&self.pool).await
+    }
+
+    async fn import(&self, records: RecordStream) -> StoreResult<ImportSummary> {
+        let (summary, head) = export::import(&self.pool, records).await?;
+        // The writer adopts the new head when it next locks `audit_head`; callers of
+        // `audit_head` see it now.
+        if let Some(head) = head
+            && let Ok(mut h) = self.audit_head.lock()
+            && head.seq > h.seq
+        {
+            *h = head;
+        }
+        Ok(summary)
     }
 }
 

@@ -6,6 +6,7 @@
 //! orders their transactions, and each writer reads the audit chain's head under it.
 
 mod audit;
+mod export;
 mod lifecycle;
 mod reads;
 mod rows;
@@ -16,9 +17,9 @@ use async_trait::async_trait;
 use keysafe_core::store::{
     AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
-    IdentityStore, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Store, StoreError,
-    StoreResult, StoreStats, VersionMeta, VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind,
-    WrappedRow,
+    IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord,
+    RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRecord,
+    WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
@@ -164,29 +165,6 @@ impl SqliteStore {
     }
 }
 
-/// Writes a consistent copy of the database at `path` to `dest` (which must not exist) while
-/// other connections keep reading and writing it.
-pub(crate) async fn snapshot(path: &Path, dest: &Path) -> StoreResult<()> {
-    if dest.exists() {
-        return Err(StoreError::AlreadyExists);
-    }
-    let dest = dest
-        .to_str()
-        .ok_or_else(|| StoreError::Backend("snapshot path is not UTF-8".into()))?;
-    // VACUUM INTO reads one consistent snapshot (a read transaction in WAL mode) while writers
-    // carry on, and writes a compact, self-contained database file.
-    let mut conn = options(path, false)
-        .connect()
-        .await
-        .map_err(backend_error)?;
-    sqlx::query("VACUUM INTO ?1")
-        .bind(dest)
-        .execute(&mut conn)
-        .await
-        .map_err(backend_error)?;
-    Ok(())
-}
-
 /// The embedded migrations, in order. Each file is applied once and recorded (with a
 /// checksum) in `_sqlx_migrations` (see `schema`).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -326,6 +304,23 @@ impl AdminStore for SqliteStore {
 
     async fn close(&self) {
         self.readers.close().await;
+    }
+
+    async fn export(&self) -> StoreResult<RecordStream> {
+        export::export(&self.path).await
+    }
+
+    async fn import(&self, records: RecordStream) -> StoreResult<ImportSummary> {
+        let (summary, head) = export::import(&self.path, records).await?;
+        // The writer adopts the new head under its lock at its next write; callers of
+        // `audit_head` see it now.
+        if let Some(head) = head
+            && let Ok(mut h) = self.audit_head.lock()
+            && head.seq > h.seq
+        {
+            *h = head;
+        }
+        Ok(summary)
     }
 }
 

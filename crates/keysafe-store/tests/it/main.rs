@@ -8,6 +8,7 @@
 #[macro_use]
 mod suite;
 mod backends;
+mod crossing;
 mod postgres;
 mod sqlite;
 mod upgrade;

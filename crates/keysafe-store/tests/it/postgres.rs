@@ -2,8 +2,8 @@
 //! this test binary shares, a database per test, extra clusters where a test needs TLS,
 //! passwords or a standby): byte-wise names on an ICU database, multi-host URLs and
 //! `target_session_attrs`, standbys and promotion, retried deadlocks, the chain head's lock
-//! timeout, concurrent migrations, TLS modes, passwords kept out of URLs and logs, and the
-//! refusal of file snapshots. The conformance suite runs on PostgreSQL from `main.rs`.
+//! timeout, concurrent migrations, TLS modes, and passwords kept out of URLs and logs. The
+//! conformance suite runs on PostgreSQL from `main.rs`.
 
 use crate::backends::{Postgres, cluster};
 use crate::suite::{self, TestBackend, client_record, create_org, fp, insert, kek, key, org, ver};
@@ -11,8 +11,8 @@ use keysafe_core::store::{
     AuditStore, DepositStore, IdentityStore, Mutation, Store, StoreError, TokenState,
 };
 use keysafe_proto::Timestamp;
+use keysafe_store::StorageConfig;
 use keysafe_store::postgres::{PgConfig, PgConfigError, PgPassword, PostgresStore};
-use keysafe_store::{StorageConfig, snapshot};
 use keysafe_testpg::{ClusterOptions, TestCluster};
 use std::sync::Arc;
 
@@ -67,33 +67,6 @@ async fn listing_compares_bytes_on_an_icu_database() {
     suite::groups_are_created_with_members_and_keys(icu).await;
     suite::shared_listing_finds_grants_to_any_grantee(icu).await;
     suite::stale_rows_page_and_usage_counts(icu).await;
-}
-
-/// File snapshots are SQLite's; a PostgreSQL store refuses them clearly (its backups are the
-/// server's own tools until the logical export exists).
-#[tokio::test]
-async fn file_snapshots_are_refused() {
-    let c = cluster();
-    let db = c.create_database("").unwrap();
-    let settings: keysafe_store::StorageSettings =
-        toml::from_str(&format!("url = {:?}", c.url(&db))).unwrap();
-    let cfg = StorageConfig::from_settings(&settings, std::path::Path::new("/")).unwrap();
-    keysafe_store::create(&cfg).await.unwrap().close().await;
-    let dir = tempfile::tempdir().unwrap();
-    for e in [
-        snapshot::take(&cfg, &dir.path().join("s"))
-            .await
-            .unwrap_err(),
-        snapshot::install(&cfg, b"SQLite format 3\0")
-            .await
-            .unwrap_err(),
-    ] {
-        assert!(
-            matches!(&e, StoreError::Unsupported(m) if m.contains("SQLite")),
-            "{e:?}"
-        );
-    }
-    assert!(!dir.path().join("s").exists());
 }
 
 /// A libpq multi-host URL whose first host refuses connections: the store connects to the

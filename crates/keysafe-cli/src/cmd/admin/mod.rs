@@ -45,6 +45,27 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         })?;
         return tls::run(&dir, c, args.json);
     }
+    if let (AdminCommand::Backup(c), None, Some(dir)) = (&args.command, &args.home, &args.data_dir)
+    {
+        // On the server's host, from its data directory: no API, no administrator identity.
+        let crate::cli::AdminBackupCommand::Create {
+            recipients,
+            include_root_key,
+            include_admin_identity,
+            include_tls_key: _,
+            output,
+            secrets,
+        } = c;
+        let includes = keysafe_server::backup::Includes {
+            root_key: *include_root_key,
+            tls_key: true,
+            admin_identity: *include_admin_identity,
+        };
+        return crate::cmd::backup::create_offline(
+            dir, recipients, includes, output, secrets, args.json,
+        )
+        .await;
+    }
     let client = admin_client(&args)?;
     match args.command {
         AdminCommand::Org(c) => org::run(&client, c, args.json).await,

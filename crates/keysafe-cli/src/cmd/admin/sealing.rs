@@ -129,6 +129,8 @@ async fn wait_for_rewrap(client: &KeysafeClient) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `keysafe admin --home DIR backup create`: a backup over the API, streamed into the output
+/// as it arrives. Key-bearing parts only when the server pins every recipient.
 pub async fn backup(
     client: &KeysafeClient,
     cmd: AdminBackupCommand,
@@ -137,46 +139,38 @@ pub async fn backup(
     let AdminBackupCommand::Create {
         recipients,
         include_root_key,
+        include_admin_identity,
+        include_tls_key,
         output,
+        secrets: _,
     } = cmd;
-    if output.exists() {
-        return Err(usage(format!(
-            "{} exists; refusing to overwrite it",
-            output.display()
-        )));
-    }
     keysafe_server::backup::parse_recipients(&recipients).map_err(usage)?;
+    let mut out = crate::cmd::backup::Output::create(&output)?;
+    let includes = keysafe_server::backup::Includes {
+        root_key: include_root_key,
+        tls_key: include_tls_key,
+        admin_identity: include_admin_identity,
+    };
     let spinner = Progress::spinner("the server is writing the backup");
-    let bytes = client
-        .backup(&BackupRequest {
-            recipients,
-            include_root_key,
-        })
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, out.file().try_clone()?);
+    let written = client
+        .backup_to(
+            &BackupRequest {
+                recipients,
+                include_root_key,
+                include_tls_key,
+                include_admin_identity,
+            },
+            &mut w,
+        )
         .await;
     spinner.clear();
-    let bytes = bytes?;
-    let mut f = keysafe_core::seal::open_options_private()
-        .open(&output)
-        .with_context(|| format!("cannot create {}", output.display()))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
+    written?;
+    w.flush()
         .with_context(|| format!("cannot write {}", output.display()))?;
-    if json {
-        return output::json(&serde_json::json!({
-            "output": output.display().to_string(),
-            "bytes": bytes.len(),
-            "root_key_included": include_root_key,
-        }));
-    }
-    eprintln!(
-        "Backup written to {} ({} bytes{}).",
-        output.display(),
-        bytes.len(),
-        if include_root_key {
-            ", root key included"
-        } else {
-            ""
-        }
-    );
-    Ok(())
+    drop(w);
+    // The whole body arrived; check it reads to its signed end before keeping it is the
+    // operator's `keysafe backup verify` (it needs an identity this command does not have).
+    let path = out.persist()?;
+    crate::cmd::backup::report(&path, &includes, None, json)
 }

@@ -6,6 +6,7 @@
 
 mod audit;
 mod deposits;
+mod export;
 mod groups;
 mod identities;
 mod keyring;
@@ -15,6 +16,7 @@ mod sharing;
 
 pub use audit::*;
 pub use deposits::*;
+pub use export::*;
 pub use groups::*;
 pub use identities::*;
 pub use keyring::*;
@@ -102,6 +104,12 @@ macro_rules! conformance {
                 unused_registration_tokens_are_listed_and_revoked,
                 recovering_an_administrator_restores_any_client,
                 clients_page_through_in_listing_order,
+                // export and import
+                export_then_import_keeps_every_record,
+                import_refuses_a_store_that_holds_anything,
+                a_failed_import_leaves_the_store_empty,
+                an_export_is_one_snapshot_while_writes_go_on,
+                every_table_is_an_exported_kind,
             );
         }
     };
