@@ -1020,6 +1020,10 @@ pub enum BenchOp {
     /// `GET /?a=fingerprint`: the same TLS, HTTP and middleware path with no database and no
     /// crypto; the ceiling the other operations are compared with.
     Baseline,
+    /// Store `--keys` deposits once each over `--connections` connections (only those not
+    /// there yet: a second run resumes), then report the rate; no measured phase. Seeds large
+    /// scale runs through the real server.
+    Seed,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..ClientOptions::default()
     };
     let payload = Bytes::from(vec![0x5au8; args.size]);
+    if args.op == BenchOp::Seed {
+        return seed(&args, &home, &options, payload).await;
+    }
 
     // Seed every key once so gets find something, using a few connections. The load generator
     // measures the server: no local cache, no retries.
@@ -109,7 +112,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         .put(&name, payload.clone(), Precondition::None)
                         .await
                         .map(|_| ()),
-                    BenchOp::Baseline => client.server_fingerprint().await.map(|_| ()),
+                    BenchOp::Baseline | BenchOp::Seed => {
+                        client.server_fingerprint().await.map(|_| ())
+                    }
                 };
                 if now >= measure_from {
                     let micros = u32::try_from(now.elapsed().as_micros()).unwrap_or(u32::MAX);
@@ -165,6 +170,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             BenchOp::Get => "get",
             BenchOp::Put => "put",
             BenchOp::Baseline => "baseline",
+            BenchOp::Seed => "seed",
         },
         connections: args.connections,
         duration_s: secs,
@@ -195,5 +201,86 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(e) = &report.first_error {
         println!("first error: {e}");
     }
+    Ok(())
+}
+
+/// What `--op seed` did.
+#[derive(Debug, Serialize)]
+pub struct SeedReport {
+    pub keys: usize,
+    /// Deposits stored by this run.
+    pub stored: u64,
+    /// Deposits that existed already (an earlier run stored them).
+    pub existing: u64,
+    pub connections: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+}
+
+/// Stores version 1 of every key `0..keys` that is not there yet, `connections` requests at a
+/// time, each connection taking the next index: many concurrent durable puts through the real
+/// server (each group-committed with its audit entry), so a million deposits take minutes.
+async fn seed(
+    args: &BenchArgs,
+    home: &ClientHome,
+    options: &ClientOptions,
+    payload: Bytes,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    let next = Arc::new(AtomicUsize::new(0));
+    let stored = Arc::new(AtomicU64::new(0));
+    let existing = Arc::new(AtomicU64::new(0));
+    let bar = Progress::bar(args.keys as u64, "seeding keys");
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let client = KeysafeClient::from_home_with(home, options)?;
+        let (next, stored, existing) = (next.clone(), stored.clone(), existing.clone());
+        let (payload, keys, bar) = (payload.clone(), args.keys, bar.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return anyhow::Ok(());
+                }
+                match client
+                    .put(&key(i)?, payload.clone(), Precondition::IfAbsent)
+                    .await
+                {
+                    Ok(_) => stored.fetch_add(1, Ordering::Relaxed),
+                    Err(e) if e.code() == Some(keysafe_proto::ErrorCode::VersionConflict) => {
+                        existing.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::from(e).context(format!("seeding key {i}")));
+                    }
+                };
+                if i % 1000 == 0 {
+                    bar.set_position(i as u64);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    bar.clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let report = SeedReport {
+        keys: args.keys,
+        stored: stored.load(Ordering::Relaxed),
+        existing: existing.load(Ordering::Relaxed),
+        connections: args.connections,
+        seconds,
+        per_second: stored.load(Ordering::Relaxed) as f64 / seconds.max(1e-9),
+    };
+    if args.json {
+        return output::json(&report);
+    }
+    println!(
+        "seeded {} deposits ({} there already) over {} connections in {:.1}s: {:.0}/s",
+        report.stored, report.existing, report.connections, report.seconds, report.per_second
+    );
     Ok(())
 }
