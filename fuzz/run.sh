@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Builds and runs the fuzz targets; see README.md.
+#
+#   fuzz/run.sh build                    build every target
+#   fuzz/run.sh ci [SECONDS]             every target for SECONDS (default 20) on the committed
+#                                        corpus; the first crash fails (CI)
+#   fuzz/run.sh run TARGET CPU_SECONDS   one target until it has used CPU_SECONDS of CPU time
+#                                        (not wall time: the machine is shared), growing a work
+#                                        corpus outside the repository; prints the figures
+#   fuzz/run.sh cmin TARGET              minimise work corpus + committed seeds into the
+#                                        committed corpus
+#   fuzz/run.sh repro TARGET FILE...     run the target on these inputs only
+#   fuzz/run.sh list                     the target names
+#
+# Environment: FUZZ_TARGET_DIR (build directory, default /root/.cache/keysafe-fuzz-target),
+# FUZZ_WORK (work corpora and crash artifacts, default /root/.cache/keysafe-fuzz-work),
+# FUZZ_SANITIZER (default none; `address` for AddressSanitizer, a separate and slower build),
+# FUZZ_TOOLCHAIN (default nightly).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+TOOLCHAIN="${FUZZ_TOOLCHAIN:-nightly}"
+SANITIZER="${FUZZ_SANITIZER:-none}"
+TARGET_DIR="${FUZZ_TARGET_DIR:-/root/.cache/keysafe-fuzz-target}"
+WORK="${FUZZ_WORK:-/root/.cache/keysafe-fuzz-work}"
+if [ "$SANITIZER" != none ]; then
+    TARGET_DIR="$TARGET_DIR-$SANITIZER"
+fi
+BIN_DIR="$TARGET_DIR/x86_64-unknown-linux-gnu/release"
+# A hang is a finding: no input may take this long.
+TIMEOUT=10
+
+targets() {
+    sed -n 's/^name = "\([a-z_0-9]*\)"$/\1/p' Cargo.toml | grep -v '^keysafe-fuzz$'
+}
+
+build() {
+    cargo "+$TOOLCHAIN" fuzz build -s "$SANITIZER" --target-dir "$TARGET_DIR" "$@"
+}
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() {
+    local ticks
+    ticks=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+    echo $((ticks / $(getconf CLK_TCK)))
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+list)
+    targets
+    ;;
+build)
+    build "$@"
+    ;;
+ci)
+    secs="${1:-20}"
+    build
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    failed=()
+    for t in $(targets); do
+        mkdir -p "$scratch/$t/corpus" "$scratch/$t/artifacts" "corpus/$t"
+        echo "== fuzz $t (${secs}s)"
+        if ! "$BIN_DIR/$t" "$scratch/$t/corpus" "corpus/$t" \
+            -max_total_time="$secs" -timeout="$TIMEOUT" -print_final_stats=1 \
+            -artifact_prefix="$scratch/$t/artifacts/" >"$scratch/$t/log" 2>&1; then
+            failed+=("$t")
+            tail -n 60 "$scratch/$t/log"
+            for a in "$scratch/$t/artifacts"/*; do
+                [ -e "$a" ] || continue
+                echo "-- crashing input $(basename "$a") (base64):"
+                base64 -w0 "$a"
+                echo
+            done
+        else
+            grep -E '^#[0-9]+.*(DONE|pulse|NEW|INITED)' "$scratch/$t/log" | tail -n 1 || true
+        fi
+    done
+    if [ "${#failed[@]}" -gt 0 ]; then
+        echo "fuzz targets failed: ${failed[*]} (reproduce: fuzz/run.sh repro TARGET FILE)"
+        exit 1
+    fi
+    ;;
+run)
+    t="$1"
+    budget="$2"
+    [ -x "$BIN_DIR/$t" ] || build "$t"
+    mkdir -p "$WORK/$t/corpus" "$WORK/$t/artifacts" "corpus/$t"
+    log="$WORK/$t/log.$(date +%s)"
+    # -max_total_time is wall time; the CPU budget below is what ends the run.
+    nice -n 19 "$BIN_DIR/$t" "$WORK/$t/corpus" "corpus/$t" \
+        -max_total_time=86400 -timeout="$TIMEOUT" -print_final_stats=1 \
+        -artifact_prefix="$WORK/$t/artifacts/" >"$log" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        used=$(cpu_seconds "$pid")
+        if [ "$used" -ge "$budget" ]; then
+            kill -INT "$pid"
+            break
+        fi
+        sleep 5
+    done
+    wait "$pid" || true
+    echo "target=$t cpu_seconds=$used log=$log"
+    grep -E '^#[0-9]+' "$log" | tail -n 1
+    grep -E '^stat::' "$log" || true
+    echo "corpus_files=$(ls "$WORK/$t/corpus" | wc -l) artifacts=$(ls "$WORK/$t/artifacts" | wc -l)"
+    ;;
+cmin)
+    t="$1"
+    [ -x "$BIN_DIR/$t" ] || build "$t"
+    merged=$(mktemp -d)
+    trap 'rm -rf "$merged"' EXIT
+    mkdir -p "$WORK/$t/corpus" "corpus/$t"
+    "$BIN_DIR/$t" -merge=1 -timeout="$TIMEOUT" "$merged" "corpus/$t" "$WORK/$t/corpus" \
+        >"$WORK/$t/cmin.log" 2>&1
+    rm -f "corpus/$t"/*
+    cp "$merged"/* "corpus/$t"/ 2>/dev/null || true
+    echo "target=$t committed_corpus_files=$(ls "corpus/$t" | wc -l) bytes=$(du -sb "corpus/$t" | cut -f1)"
+    ;;
+repro)
+    t="$1"
+    shift
+    [ -x "$BIN_DIR/$t" ] || build "$t"
+    RUST_BACKTRACE=1 "$BIN_DIR/$t" -timeout="$TIMEOUT" "$@"
+    ;;
+*)
+    sed -n '2,20p' "$0"
+    exit 2
+    ;;
+esac
