@@ -27,24 +27,36 @@ fn signer() -> CookieSigner {
     CookieSigner::new(Zeroizing::new(SECRET.to_vec()), Duration::from_secs(3600))
 }
 
-/// What `verify` must answer for a correctly signed payload.
+/// What `verify` must answer for a correctly signed payload: `Some(verdict)`, or `None` when
+/// the expiry is too close to now to judge (the clock moves between here and there).
 fn model(payload: &str, now: i64) -> Option<Option<String>> {
+    let refused = Some(None);
     let (mut u, mut t, mut e) = (None, None, None);
     for part in payload.split('&') {
-        let (k, v) = part.split_once('=')?;
+        let Some((k, v)) = part.split_once('=') else {
+            return refused;
+        };
         match k {
             "u" if u.is_none() => u = Some(v),
             "t" if t.is_none() => t = Some(v),
-            "e" if e.is_none() => e = Some(v.parse::<i64>().ok()?),
-            "u" | "t" | "e" => return Some(None),
+            "e" if e.is_none() => match v.parse::<i64>() {
+                Ok(x) => e = Some(x),
+                Err(_) => return refused,
+            },
+            "u" | "t" | "e" => return refused,
             _ => {}
         }
     }
-    let e = e?;
-    if (e - now).abs() < 60_000 {
-        return None; // too close to judge: the clock moves
+    let (Some(t), Some(e)) = (t, e) else {
+        return refused;
+    };
+    if e.abs_diff(now) < 60_000 {
+        return None;
     }
-    Some((t? == TYPE && e > now).then(|| u.filter(|u| !u.is_empty()).map(str::to_owned))?)
+    if t != TYPE || e <= now {
+        return refused;
+    }
+    Some(u.filter(|u| !u.is_empty()).map(str::to_owned))
 }
 
 /// Raw input: a `Cookie` header value.

@@ -50,22 +50,24 @@ enum Input {
     },
 }
 
+/// A manager whose master key is [`MASTER`], over a backend of its own (a record left by
+/// another input must not change this one's verdicts).
+async fn fresh_manager() -> DtManager {
+    let backend = Arc::new(MemoryBackend::default());
+    backend
+        .put_shared("dt-master-key", &MASTER, None)
+        .await
+        .expect("an empty backend");
+    let cfg = DtConfig {
+        renew_interval: RENEW,
+        ..DtConfig::default()
+    };
+    DtManager::shared(backend, cfg).await.expect("a manager")
+}
+
 fn manager() -> &'static DtManager {
     static M: OnceLock<DtManager> = OnceLock::new();
-    M.get_or_init(|| {
-        keysafe_fuzz::runtime().block_on(async {
-            let backend = Arc::new(MemoryBackend::default());
-            backend
-                .put_shared("dt-master-key", &MASTER, None)
-                .await
-                .expect("an empty backend");
-            let cfg = DtConfig {
-                renew_interval: RENEW,
-                ..DtConfig::default()
-            };
-            DtManager::shared(backend, cfg).await.expect("a manager")
-        })
-    })
+    M.get_or_init(|| keysafe_fuzz::runtime().block_on(fresh_manager()))
 }
 
 fn now_ms() -> i64 {
@@ -161,7 +163,8 @@ fuzz_target!(|data: &[u8]| {
             // The model: the token's current expiry and whether it was cancelled.
             let mut expiry = (id.issue_date + RENEW.as_millis() as i64).min(id.max_date);
             let mut cancelled = false;
-            let m = manager();
+            let m = rt.block_on(fresh_manager());
+            let m = &m;
             for op in ops.into_iter().take(8) {
                 let now = now_ms();
                 let near = |t: i64| (t - now).abs() < MARGIN;
