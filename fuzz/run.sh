@@ -19,6 +19,8 @@
 # (`run` stops at this time, seconds since the epoch, even if the budget is not used up),
 # FUZZ_FLAGS (more libFuzzer flags for every target).
 set -euo pipefail
+# Paths given to `repro` are relative to where the script was called from.
+CALLER_DIR="$PWD"
 cd "$(dirname "$0")"
 
 TOOLCHAIN="${FUZZ_TOOLCHAIN:-nightly}"
@@ -174,7 +176,14 @@ main() {
         t="$1"
         shift
         [ -x "$BIN_DIR/$t" ] || build "$t"
-        RUST_BACKTRACE=1 "$BIN_DIR/$t" -timeout="$TIMEOUT" "$@"
+        files=()
+        for f in "$@"; do
+            case "$f" in
+            /* | -*) files+=("$f") ;;
+            *) files+=("$CALLER_DIR/$f") ;;
+            esac
+        done
+        RUST_BACKTRACE=1 "$BIN_DIR/$t" -timeout="$TIMEOUT" "${files[@]}"
         ;;
     *)
         sed -n '2,/^set -euo/p' "$(basename "$0")" | sed '$d'

@@ -66,13 +66,27 @@ enum Field {
 #[derive(Arbitrary, Debug)]
 enum Tamper {
     None,
-    Edit { at: u8, field: Field },
-    Delete { at: u8 },
-    Swap { at: u8 },
+    Edit {
+        at: u8,
+        field: Field,
+    },
+    Delete {
+        at: u8,
+    },
+    Swap {
+        at: u8,
+    },
     /// Replace the event at `at` and re-hash every entry from there on (what someone who can
     /// write the database but holds no signing key can do).
-    Rewrite { at: u8, event: Event },
-    ForgeCheckpoint { at: u8, signed_at: i64, signature: Vec<u8> },
+    Rewrite {
+        at: u8,
+        event: Event,
+    },
+    ForgeCheckpoint {
+        at: u8,
+        signed_at: i64,
+        signature: Vec<u8>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -142,7 +156,10 @@ fn broken(entries: &[AuditEntry], cps: &[AuditCheckpoint], from: Option<u64>) ->
 /// Raw input: an entries page (`GET /v1/admin/audit/entries`), a blank line, a checkpoints
 /// page (`GET /v1/admin/audit/checkpoints`), verified against the fixed key.
 fn raw(data: &[u8]) {
-    let split = data.windows(2).position(|w| w == b"\n\n").unwrap_or(data.len());
+    let split = data
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .unwrap_or(data.len());
     let (page, checkpoints) = data.split_at(split);
     let pk = key().public_key().as_ref();
     let entries = serde_json::from_slice::<AuditPage>(page)
@@ -200,7 +217,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(r.signed_up_to, top_signed);
             if let Some(f) = from {
                 let i = usize::from(f) % n;
-                assert!(!broken(&honest[i..], &cps, Some(honest[i].seq)), "suffix from {i}");
+                assert!(
+                    !broken(&honest[i..], &cps, Some(honest[i].seq)),
+                    "suffix from {i}"
+                );
             }
             // ... and after the JSON round trip a verifier reads it through.
             let text = serde_json::to_vec(&AuditPage {

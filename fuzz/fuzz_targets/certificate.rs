@@ -37,14 +37,24 @@ fuzz_target!(|data: &[u8]| {
     let info = inspect_certificate(&der);
     if let Ok(i) = &info {
         assert_eq!(fp.as_ref().ok(), Some(&i.fingerprint));
-        assert_eq!(ClientFingerprint::parse(i.fingerprint.as_str()).as_ref(), Ok(&i.fingerprint));
+        assert_eq!(
+            ClientFingerprint::parse(i.fingerprint.as_str()).as_ref(),
+            Ok(&i.fingerprint)
+        );
     }
     if let Some((cn, dns)) = made {
         let i = info.expect("a made certificate is readable");
         assert!(i.self_signed);
         assert_eq!(i.common_name.as_deref(), Some(cn.as_str()));
-        for d in dns.iter().filter(|d| rcgen::string::Ia5String::try_from(d.as_str()).is_ok()) {
-            assert!(i.subject_alt_names.contains(d), "{d:?} in {:?}", i.subject_alt_names);
+        for d in dns
+            .iter()
+            .filter(|d| rcgen::string::Ia5String::try_from(d.as_str()).is_ok())
+        {
+            assert!(
+                i.subject_alt_names.contains(d),
+                "{d:?} in {:?}",
+                i.subject_alt_names
+            );
         }
     }
 });

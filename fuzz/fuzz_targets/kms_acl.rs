@@ -90,8 +90,14 @@ fn raw(data: &[u8]) {
         input: Input::Xml(text.to_owned()),
         admins: "alice".to_owned(),
         queries: (0..9)
-            .map(|op| Query { op, ..q("bob", "hdfs") })
-            .chain((0..9).map(|op| Query { op, ..q("alice", "admins") }))
+            .map(|op| Query {
+                op,
+                ..q("bob", "hdfs")
+            })
+            .chain((0..9).map(|op| Query {
+                op,
+                ..q("alice", "admins")
+            }))
             .collect(),
     });
 }

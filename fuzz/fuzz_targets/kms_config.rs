@@ -31,9 +31,12 @@ fuzz_target!(|data: &[u8]| {
     let c = cookies.issue("alice", None, "simple-dt");
     let _ = cookies.verify(&c, "simple-dt");
     keysafe_fuzz::runtime().block_on(async {
-        let dt = DtManager::shared(Arc::new(MemoryBackend::default()), cfg.delegation_token.clone())
-            .await
-            .expect("a manager over an empty memory backend");
+        let dt = DtManager::shared(
+            Arc::new(MemoryBackend::default()),
+            cfg.delegation_token.clone(),
+        )
+        .await
+        .expect("a manager over an empty memory backend");
         let groups = ["g".to_owned()];
         if let Ok(url) = dt.issue("alice", &groups, "bob", None, "alice").await {
             let _ = dt.verify(&url).await;

@@ -18,9 +18,19 @@ const TYPE: &str = "simple-dt";
 
 #[derive(Arbitrary, Debug)]
 enum Input {
-    Raw { headers: Vec<String>, value: String },
-    Issue { user: String, principal: Option<String> },
-    Signed { attrs: Vec<(String, String)>, expires_in: Option<i32>, quoted: bool },
+    Raw {
+        headers: Vec<String>,
+        value: String,
+    },
+    Issue {
+        user: String,
+        principal: Option<String>,
+    },
+    Signed {
+        attrs: Vec<(String, String)>,
+        expires_in: Option<i32>,
+        quoted: bool,
+    },
 }
 
 fn signer() -> CookieSigner {
@@ -99,8 +109,15 @@ fuzz_target!(|data: &[u8]| {
             }
             let c = s.issue(&user, principal.as_deref(), TYPE);
             assert_eq!(s.verify(&c, TYPE).as_deref(), Some(user.as_str()));
-            assert_eq!(s.verify(&format!("\"{c}\""), TYPE).as_deref(), Some(user.as_str()));
-            assert_eq!(s.verify(&c, "kerberos-dt"), None, "a cookie of another type");
+            assert_eq!(
+                s.verify(&format!("\"{c}\""), TYPE).as_deref(),
+                Some(user.as_str())
+            );
+            assert_eq!(
+                s.verify(&c, "kerberos-dt"),
+                None,
+                "a cookie of another type"
+            );
             let mut h = http::HeaderMap::new();
             if let Ok(v) = http::HeaderValue::from_str(&format!("a=b; hadoop.auth=\"{c}\"")) {
                 h.insert(http::header::COOKIE, v);

@@ -176,9 +176,10 @@ fn path(p: &Path) -> String {
                 out.push('/');
                 match s {
                     Segment::Known(i) => out.push_str(SEGMENTS[usize::from(*i) % SEGMENTS.len()]),
-                    Segment::Text(t) => out.extend(
-                        percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC),
-                    ),
+                    Segment::Text(t) => out.extend(percent_encoding::utf8_percent_encode(
+                        t,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    )),
                 }
             }
             out
@@ -263,9 +264,9 @@ fuzz_target!(|session: Vec<Request>| {
             }
             let _ = resp.into_body().collect().await.expect("a readable body");
 
-            let claims_alice = seen_query.iter().any(|(k, v)| {
-                (k == "user.name" || k.eq_ignore_ascii_case("doas")) && v == "alice"
-            });
+            let claims_alice = seen_query
+                .iter()
+                .any(|(k, v)| (k == "user.name" || k.eq_ignore_ascii_case("doas")) && v == "alice");
             let with_token =
                 delegation.is_some() || seen_query.iter().any(|(k, _)| k == "delegation");
             let dt_op = seen_query.iter().any(|(k, _)| k == "op");

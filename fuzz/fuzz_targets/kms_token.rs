@@ -182,7 +182,11 @@ fuzz_target!(|data: &[u8]| {
                         }
                     }
                     Op::Renew { as_renewer, other } => {
-                        let caller = if as_renewer { id.renewer.clone() } else { other };
+                        let caller = if as_renewer {
+                            id.renewer.clone()
+                        } else {
+                            other
+                        };
                         let r = rt.block_on(m.renew(&url, &caller));
                         let may = live && !id.renewer.is_empty() && caller == id.renewer;
                         assert_eq!(r.is_ok(), may, "renew: {r:?}");

@@ -62,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
         json_round_trip(o);
     }
     let group = GroupName::parse(s);
-    assert_eq!(group.is_ok(), org.is_ok(), "groups follow the organisation rule");
+    assert_eq!(
+        group.is_ok(),
+        org.is_ok(),
+        "groups follow the organisation rule"
+    );
     if let Ok(g) = &group {
         assert_eq!(GroupName::parse(&g.to_string()).as_ref(), Ok(g));
         json_round_trip(g);
@@ -84,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
         json_round_trip(&v);
     }
     if let Ok(n) = s.parse::<u64>() {
-        assert_eq!(DepositVersion::new(n).is_ok(), (1..=DepositVersion::MAX).contains(&n));
+        assert_eq!(
+            DepositVersion::new(n).is_ok(),
+            (1..=DepositVersion::MAX).contains(&n)
+        );
     }
 
     if let Ok(fp) = ClientFingerprint::parse(s) {

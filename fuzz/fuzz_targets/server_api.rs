@@ -16,8 +16,8 @@
 
 use arbitrary::Arbitrary;
 use http_body_util::BodyExt;
-use keysafe_core::service::ClientAction;
 use keysafe_core::Caller;
+use keysafe_core::service::ClientAction;
 use keysafe_proto::api::{ClientRole, ClientState, OrgCreateRequest, RegisterRequest};
 use keysafe_proto::{ClientFingerprint, ErrorBody, HEADER_TOKEN, OrgName};
 use keysafe_server::identity::PeerIdentity;
@@ -79,8 +79,17 @@ const NAMES: &[&str] = &[
     "%ff",
 ];
 const PARAMS: &[&str] = &[
-    "owner", "version", "prefix", "limit", "page_token", "deleted", "principal", "org", "state",
-    "from", "a",
+    "owner",
+    "version",
+    "prefix",
+    "limit",
+    "page_token",
+    "deleted",
+    "principal",
+    "org",
+    "state",
+    "from",
+    "a",
 ];
 const HEADERS: &[&str] = &[
     "if-match",
@@ -180,7 +189,11 @@ impl Json {
 
 #[derive(Arbitrary, Debug)]
 enum Path {
-    Route { route: u8, names: Vec<Text>, encode: bool },
+    Route {
+        route: u8,
+        names: Vec<Text>,
+        encode: bool,
+    },
     Raw(String),
 }
 
@@ -331,7 +344,9 @@ fn path(p: &Path) -> (String, String) {
             while let Some(i) = rest.find('{') {
                 out.push_str(&rest[..i]);
                 let end = rest[i..].find('}').map_or(rest.len(), |e| i + e + 1);
-                let value = names.next().map_or_else(|| "x".to_owned(), |n| n.get(NAMES));
+                let value = names
+                    .next()
+                    .map_or_else(|| "x".to_owned(), |n| n.get(NAMES));
                 if *encode {
                     out.extend(percent_encoding::utf8_percent_encode(
                         &value,
@@ -350,7 +365,10 @@ fn path(p: &Path) -> (String, String) {
 
 /// Puts both identities back in order: active, their own role, a usable token.
 async fn restore(f: &Fixture) {
-    for (fp, role) in [(fingerprint(0), ClientRole::Admin), (fingerprint(1), ClientRole::Client)] {
+    for (fp, role) in [
+        (fingerprint(0), ClientRole::Admin),
+        (fingerprint(1), ClientRole::Client),
+    ] {
         let Ok(Some(rec)) = f.service.store().get_client(&fp).await else {
             continue;
         };
@@ -372,12 +390,22 @@ async fn restore(f: &Fixture) {
         }
         // A token the harness does not hold (a fuzzed one after a reset) is replaced.
         let held = f.tokens.lock().expect("not poisoned").get(&fp).cloned();
-        if f.service.authenticate(Some(&fp), held.as_deref()).await.is_err() {
-            let _ = f.service.client_action(&f.admin, &fp, ClientAction::ResetToken).await;
+        if f.service
+            .authenticate(Some(&fp), held.as_deref())
+            .await
+            .is_err()
+        {
+            let _ = f
+                .service
+                .client_action(&f.admin, &fp, ClientAction::ResetToken)
+                .await;
             if let Ok(a) = f.service.authenticate(Some(&fp), held.as_deref()).await
                 && let Some(t) = a.issued_token
             {
-                f.tokens.lock().expect("not poisoned").insert(fp.clone(), t.0);
+                f.tokens
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(fp.clone(), t.0);
             }
         }
     }

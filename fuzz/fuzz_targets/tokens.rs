@@ -27,7 +27,9 @@ const HOUR: i64 = 3_600_000;
 #[derive(Arbitrary, Debug)]
 enum Action {
     /// The honest client presents the newest token it has; its answer may be lost.
-    Honest { lose_answer: bool },
+    Honest {
+        lose_answer: bool,
+    },
     /// Two honest requests at once with the same token.
     Race,
     /// Milliseconds (may be negative: clocks go back).
@@ -108,7 +110,11 @@ impl Session<'_> {
         let r = r.map(|a| a.issued_token.map(|t| t.0));
         if let Ok(Some(t)) = &r {
             let c = counter(t).expect("an issued token has a counter");
-            assert!(c >= self.top_counter, "issued counter {c} after {}", self.top_counter);
+            assert!(
+                c >= self.top_counter,
+                "issued counter {c} after {}",
+                self.top_counter
+            );
             self.top_counter = c;
             self.history.push(t.clone());
         }
@@ -152,7 +158,11 @@ fuzz_target!(|actions: Vec<Action>| {
         s.reset().await;
         let first = s.held.clone();
         s.history.push(first.clone());
-        if let Some(t) = s.present(Some(&first)).await.expect("after a reset anything passes") {
+        if let Some(t) = s
+            .present(Some(&first))
+            .await
+            .expect("after a reset anything passes")
+        {
             s.held = t;
         }
         for a in actions.into_iter().take(12) {
@@ -202,7 +212,11 @@ fuzz_target!(|actions: Vec<Action>| {
                         s.tainted = true;
                     } else {
                         assert!(r.is_err(), "accepted without a token");
-                        assert_eq!(s.locked().await, was_locked, "a missing token changed the lock");
+                        assert_eq!(
+                            s.locked().await,
+                            was_locked,
+                            "a missing token changed the lock"
+                        );
                     }
                 }
                 Action::Forged(t) => {
@@ -228,7 +242,11 @@ fuzz_target!(|actions: Vec<Action>| {
             }
             if s.locked().await {
                 let held = s.held.clone();
-                let r = f.domain.service.authenticate(Some(&f.fp), Some(&held)).await;
+                let r = f
+                    .domain
+                    .service
+                    .authenticate(Some(&f.fp), Some(&held))
+                    .await;
                 assert!(r.is_err(), "a locked client was accepted");
             }
         }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 pub fn raw_or<T: for<'a> arbitrary::Arbitrary<'a>>(data: &[u8]) -> Result<&[u8], Option<T>> {
     match data.split_first() {
         Some((0, rest)) => Ok(rest),
-        _ => Err(arbitrary::Arbitrary::arbitrary_take_rest(arbitrary::Unstructured::new(data)).ok()),
+        _ => {
+            Err(arbitrary::Arbitrary::arbitrary_take_rest(arbitrary::Unstructured::new(data)).ok())
+        }
     }
 }
 use std::sync::OnceLock;
@@ -32,7 +34,10 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 pub fn scratch_dir() -> tempfile::TempDir {
     let base = PathBuf::from("/dev/shm");
     if base.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("keysafe-fuzz-").tempdir_in(&base) {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("keysafe-fuzz-")
+            .tempdir_in(&base)
+        {
             return d;
         }
     }
@@ -120,8 +125,12 @@ impl Domain {
             toml::from_str("url = \"sqlite:keysafe.db\"").expect("storage settings");
         let storage = keysafe_store::StorageConfig::from_settings(&settings, dir.path())
             .expect("a storage configuration");
-        let store = keysafe_store::create(&storage).await.expect("a SQLite store");
-        let clock = Arc::new(ManualClock::new(keysafe_proto::Timestamp::now().unix_millis()));
+        let store = keysafe_store::create(&storage)
+            .await
+            .expect("a SQLite store");
+        let clock = Arc::new(ManualClock::new(
+            keysafe_proto::Timestamp::now().unix_millis(),
+        ));
         keysafe_core::Service::initialise_keyring(store.as_ref(), seal.clone(), clock.as_ref())
             .await
             .expect("a keyring");
@@ -130,8 +139,8 @@ impl Domain {
                 .await
                 .expect("the service"),
         );
-        let admin_fp = keysafe_proto::ClientFingerprint::parse(&"ad".repeat(32))
-            .expect("a fingerprint");
+        let admin_fp =
+            keysafe_proto::ClientFingerprint::parse(&"ad".repeat(32)).expect("a fingerprint");
         service
             .bootstrap_admin(
                 &admin_fp,
@@ -157,7 +166,11 @@ impl Domain {
 
     /// Creates an organisation and registers a client into it with a one-time token; returns
     /// the client's fingerprint and first sequenced token.
-    pub async fn register(&self, org: &str, fp_hex: &str) -> (keysafe_proto::ClientFingerprint, String) {
+    pub async fn register(
+        &self,
+        org: &str,
+        fp_hex: &str,
+    ) -> (keysafe_proto::ClientFingerprint, String) {
         let org = keysafe_proto::OrgName::parse(org).expect("an organisation name");
         let _ = self
             .service
