@@ -203,12 +203,14 @@ impl CookieSigner {
     }
 }
 
-/// The `Cookie` header's `hadoop.auth` value, if any.
+/// The `Cookie` header's `hadoop.auth` value, if any. The header is read as UTF-8, not only
+/// ASCII: a user name may have other characters, and the cookie issued for it carries them
+/// (the value is checked by its MAC, not by its alphabet).
 pub fn cookie_value(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE_NAME)
@@ -328,6 +330,33 @@ mod tests {
             format!("x=1; hadoop.auth=\"{c}\"").parse().unwrap(),
         );
         assert_eq!(cookie_value(&h).as_deref(), Some(c.as_str()));
+    }
+
+    /// A user name outside ASCII: the cookie issued for it (sent in `Set-Cookie` as UTF-8)
+    /// is found again in the `Cookie` header and verifies. It used to be dropped, so such a
+    /// user authenticated afresh on every request. The name is the one the `kms_cookie` fuzz
+    /// target found.
+    #[test]
+    fn cookies_for_non_ascii_user_names_are_read_back() {
+        let s = CookieSigner::new(Zeroizing::new(vec![7; 32]), Duration::from_secs(60));
+        for user in ["ooooooooooooooooooo\u{f450}", "jörg", "用户"] {
+            check_user_name(user).unwrap();
+            let c = s.issue(user, Some(&format!("{user}@EXAMPLE.COM")), "kerberos-dt");
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::COOKIE,
+                http::HeaderValue::from_str(&format!("a=b; hadoop.auth=\"{c}\"")).unwrap(),
+            );
+            assert_eq!(cookie_value(&h).as_deref(), Some(c.as_str()), "{user}");
+            assert_eq!(s.verify(&c, "kerberos-dt").as_deref(), Some(user));
+        }
+        // Bytes that are not UTF-8 are no cookie (and no panic).
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_bytes(b"hadoop.auth=u=\xff&t=x").unwrap(),
+        );
+        assert_eq!(cookie_value(&h), None);
     }
 
     #[test]

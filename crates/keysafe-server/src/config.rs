@@ -66,10 +66,17 @@ impl Default for SealTemplate {
 
 pub const DEFAULT_PKCS11_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
+/// `s` as a TOML string, quoted and escaped by the toml crate, so a value written into the
+/// template reads back as exactly that value (a host name or a token label can never end the
+/// string and add settings of its own).
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
 /// The documented `[seal]` section.
 pub fn seal_section(t: &SealTemplate) -> String {
     let pin_file = match &t.pkcs11_pin_file {
-        Some(p) => format!("pkcs11_pin_file = {:?}", p.display().to_string()),
+        Some(p) => format!("pkcs11_pin_file = {}", toml_str(&p.display().to_string())),
         None => "# pkcs11_pin_file = \"/etc/keysafe/hsm.pin\"".to_owned(),
     };
     format!(
@@ -81,30 +88,30 @@ pub fn seal_section(t: &SealTemplate) -> String {
 #                starts sealed until `keysafe admin unseal`;
 #   "pkcs11"     a non-extractable AES-256 key in an HSM token.
 # Change it only with `keysafe admin seal migrate` (offline).
-type = "{kind}"
+type = {kind}
 # file: the root key file.
 root_key_file = "root.key"
 # pkcs11: the PKCS#11 module (shared library) of the HSM.
-pkcs11_module = "{module}"
+pkcs11_module = {module}
 # pkcs11: the label of the token that holds the key.
-pkcs11_token = "{token}"
+pkcs11_token = {token}
 # pkcs11: the label of the AES key (created by `init` if absent).
-pkcs11_key = "{key}"
+pkcs11_key = {key}
 # pkcs11: a file holding the user PIN (mode 0600). Without it, KEYSAFE_PKCS11_PIN is used.
 {pin_file}
 # pkcs11: "keyring" (the HSM opens the keyring at start; fast) or "per-deposit" (every data key
 # is also wrapped by the HSM; an HSM round trip per request; stricter).
-pkcs11_mode = "{mode}"
+pkcs11_mode = {mode}
 # How often the server checks that the HSM key still exists; if it is gone the server seals
 # itself and nothing can be decrypted any more.
 check_interval = "30s"
 
 "#,
-        kind = t.kind,
-        module = t.pkcs11_module.display(),
-        token = t.pkcs11_token,
-        key = t.pkcs11_key,
-        mode = t.pkcs11_mode,
+        kind = toml_str(&t.kind),
+        module = toml_str(&t.pkcs11_module.display().to_string()),
+        token = toml_str(&t.pkcs11_token),
+        key = toml_str(&t.pkcs11_key),
+        mode = toml_str(&t.pkcs11_mode),
     )
 }
 
@@ -117,6 +124,7 @@ pub fn config_template_with_seal(
 ) -> String {
     let seal = seal_section(seal);
     let storage = keysafe_store::storage_section(&storage.url, storage.password_file.as_deref());
+    let hostname = toml_str(hostname);
     format!(
         r#"# keysafe server configuration.
 # Relative paths are resolved against the data directory (the folder that holds this file).
@@ -127,7 +135,7 @@ pub fn config_template_with_seal(
 listen = "{listen}"
 # The name clients use to reach this server; `init` puts it (and the listen IP) in the
 # certificate's subject alternative names.
-hostname = "{hostname}"
+hostname = {hostname}
 # Server certificate chain and private key, PEM. `init` generates a self-signed ECDSA P-256 pair;
 # replace them with CA-issued files if you like (clients then register with --ca-cert).
 tls_cert = "tls/server.crt"
@@ -900,6 +908,55 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values `init` takes from its flags are written escaped: each reads back as given, and
+    /// none can end its string and add a setting (`--hostname 'a" #'` used to leave the host
+    /// name "a"; a module path with `\e` read back with an escape character in it). The
+    /// inputs the fuzz target `server_config` found, and their relatives.
+    #[test]
+    fn template_values_read_back_exactly() {
+        let dir = Path::new("/data");
+        for (hostname, module, token, pin) in [
+            ("a\" #", "/opt/hsm/lib.so", "keysafe", "hsm.pin"),
+            ("h", "itsTTTT\\eitsTTT", "t", "p"),
+            (
+                "x\"\nlisten = \"0.0.0.0:1\"\n#",
+                "C:\\hsm\\p11.dll",
+                "tok\"en",
+                "pin\\\"file",
+            ),
+            ("tab\there", "/m\u{1b}", "ctl\u{7f}", "nl\nfile"),
+        ] {
+            let seal = SealTemplate {
+                kind: "pkcs11".into(),
+                pkcs11_module: module.into(),
+                pkcs11_token: token.into(),
+                pkcs11_key: format!("{token}-key"),
+                pkcs11_pin_file: Some(pin.into()),
+                pkcs11_mode: "keyring".into(),
+            };
+            let listen = DEFAULT_LISTEN.parse().unwrap();
+            let text =
+                config_template_with_seal(listen, hostname, &seal, &StorageTemplate::default());
+            let c = Config::parse(dir, &text).unwrap();
+            assert_eq!(c.hostname, hostname);
+            assert_eq!(c.listen, listen);
+            let SealConfig::Pkcs11 {
+                module: m,
+                token: t,
+                key_label: k,
+                pin_file: p,
+                ..
+            } = &c.seal
+            else {
+                panic!("not the pkcs11 seal: {text}");
+            };
+            assert_eq!(m, Path::new(module));
+            assert_eq!(t, token);
+            assert_eq!(k, &format!("{token}-key"));
+            assert_eq!(p.as_deref(), Some(dir.join(pin).as_path()));
+        }
+    }
 
     #[test]
     fn template_parses_to_defaults() {

@@ -23,5 +23,7 @@ mod state;
 pub mod tls;
 
 pub use error::ApiError;
+/// The route table, for driving the handlers without TLS (the fuzz targets).
+pub use routes::router;
 pub use server::{App, open_app, open_app_with, run};
 pub use state::{AppState, RegistrationLimits};
