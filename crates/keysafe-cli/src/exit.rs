@@ -65,7 +65,10 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
             | ErrorCode::InvalidState
             | ErrorCode::VersionConflict
             | ErrorCode::Deleted => CONFLICT,
-            ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::RequestTimeout => UNAVAILABLE,
+            ErrorCode::Sealed
+            | ErrorCode::Unavailable
+            | ErrorCode::ReadOnly
+            | ErrorCode::RequestTimeout => UNAVAILABLE,
             ErrorCode::IntegrityError => SECURITY,
             ErrorCode::Internal => GENERAL,
         },

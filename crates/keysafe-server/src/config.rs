@@ -49,6 +49,9 @@ pub struct SealTemplate {
     pub pkcs11_key: String,
     pub pkcs11_pin_file: Option<PathBuf>,
     pub pkcs11_mode: String,
+    /// The file seal's root key: `None` for `root.key` in the data directory (created by
+    /// `init`); a node joining a cluster names its copy of the cluster's root key.
+    pub root_key_file: Option<PathBuf>,
 }
 
 impl Default for SealTemplate {
@@ -60,6 +63,7 @@ impl Default for SealTemplate {
             pkcs11_key: "keysafe-seal".into(),
             pkcs11_pin_file: None,
             pkcs11_mode: "keyring".into(),
+            root_key_file: None,
         }
     }
 }
@@ -83,7 +87,7 @@ pub fn seal_section(t: &SealTemplate) -> String {
 # Change it only with `keysafe admin seal migrate` (offline).
 type = "{kind}"
 # file: the root key file.
-root_key_file = "root.key"
+root_key_file = {root_key}
 # pkcs11: the PKCS#11 module (shared library) of the HSM.
 pkcs11_module = "{module}"
 # pkcs11: the label of the token that holds the key.
@@ -105,6 +109,12 @@ check_interval = "30s"
         token = t.pkcs11_token,
         key = t.pkcs11_key,
         mode = t.pkcs11_mode,
+        root_key = format!(
+            "{:?}",
+            t.root_key_file
+                .as_ref()
+                .map_or_else(|| "root.key".to_owned(), |p| p.display().to_string())
+        ),
     )
 }
 
@@ -117,6 +127,7 @@ pub fn config_template_with_seal(
 ) -> String {
     let seal = seal_section(seal);
     let storage = keysafe_store::storage_section(&storage.url, storage.password_file.as_deref());
+    let cluster = crate::cluster::CONFIG_SECTION;
     format!(
         r#"# keysafe server configuration.
 # Relative paths are resolved against the data directory (the folder that holds this file).
@@ -243,7 +254,7 @@ syslog = ""
 # "udp" (one datagram per entry) or "tcp" (octet-counted frames, RFC 6587).
 syslog_protocol = "udp"
 
-[metrics]
+{cluster}[metrics]
 # Prometheus metrics at http://LISTEN/metrics, plain HTTP, on a separate listener (keep it on
 # loopback or a management network). Empty: no metrics listener. `keysafe serve
 # --metrics-listen` overrides it.
@@ -282,6 +293,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    cluster: crate::cluster::RawCluster,
 }
 
 // ---- audit trail and metrics (issue 6) ----
@@ -367,6 +380,9 @@ pub struct AuditConfig {
     pub syslog: Option<(String, SyslogProtocol)>,
     /// Sampling of requests nobody authenticated that changed nothing.
     pub anonymous: AnonymousSampling,
+    /// The node's spool file and the name its batches carry, for entries recorded while the
+    /// database is read-only (`audit_spool`); `None` keeps no spool.
+    pub spool: Option<(PathBuf, String)>,
 }
 
 /// How requests from callers nobody authenticated reach the chain: counted always, recorded
@@ -641,6 +657,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `None`: no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// This node's part in a cluster (heartbeats, change following).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Config {
@@ -781,6 +799,7 @@ impl Config {
                 per_source: raw.audit.anonymous_per_source,
                 total: raw.audit.anonymous_total,
             },
+            spool: None,
         };
         let metrics_listen = match raw.metrics.listen.as_str() {
             "" => None,
@@ -789,9 +808,11 @@ impl Config {
                     .with_context(|| format!("metrics.listen {l:?} is not an IP:port"))?,
             ),
         };
+        let cluster = crate::cluster::ClusterConfig::from_raw(raw.cluster)?;
         Ok(Self {
             audit,
             metrics_listen,
+            cluster,
             data_dir: data_dir.to_owned(),
             listen,
             hostname: raw.server.hostname,

@@ -19,6 +19,8 @@ pub use deposits::{Deposit, DepositRead, Precondition, PutOptions};
 pub use etag::{ContentTag, IfNoneMatch};
 pub use tokens::IssuedToken;
 
+// A cluster of nodes over one database.
+pub mod cluster;
 // Seals, rotation and re-wrap (issue 5).
 pub mod rewrap;
 pub mod sealing;

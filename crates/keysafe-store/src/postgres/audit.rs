@@ -7,7 +7,7 @@
 use super::errors::store_error;
 use super::rows::{corrupt, int};
 use super::writer::{Tx, TxError, TxResult};
-use deadpool_postgres::Pool;
+use super::route::Reads as Pool;
 use keysafe_core::store::{AuditHead, AuditKeyRecord, StoreError, StoreResult, StoreStats};
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
@@ -338,7 +338,7 @@ pub(crate) async fn stats(pool: &Pool) -> StoreResult<StoreStats> {
             Ok((state, uint(col(r, "n")?, "count")?))
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let status = pool.status();
+    let status = pool.primary().status();
     Ok(StoreStats {
         clients_by_state,
         deposits: uint(col(&counts, "deposits")?, "count")?,

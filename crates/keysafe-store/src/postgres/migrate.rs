@@ -25,6 +25,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "token_reissue",
         sql: include_str!("../../migrations/postgres/0002_token_reissue.sql"),
     },
+    Migration {
+        version: 3,
+        name: "cluster",
+        sql: include_str!("../../migrations/postgres/0003_cluster.sql"),
+    },
 ];
 
 /// The advisory lock key of migrations ("keysafe" and a 1 in ASCII).

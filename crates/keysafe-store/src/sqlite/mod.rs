@@ -6,6 +6,7 @@
 //! orders their transactions, and each writer reads the audit chain's head under it.
 
 mod audit;
+mod cluster;
 mod reads;
 mod rows;
 mod writer;
@@ -213,6 +214,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token_reissue",
         include_str!("../../migrations/sqlite/0006_token_reissue.sql"),
     ),
+    (
+        7,
+        "cluster",
+        include_str!("../../migrations/sqlite/0007_cluster.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -288,7 +294,7 @@ impl AuditStore for SqliteStore {
         {
             let events = match job {
                 writer::Job::Audit { events, .. } => events,
-                writer::Job::Mutate { .. } => Vec::new(),
+                writer::Job::Mutate { .. } | writer::Job::Spooled { .. } => Vec::new(),
             };
             return Err(AuditAppendError {
                 error: writer_stopped(),

@@ -2,5 +2,6 @@
 //! whose role is `admin`, over the same mutual-TLS API as everything else.
 
 pub mod clients;
+pub mod cluster;
 pub mod groups;
 pub mod orgs;
