@@ -15,9 +15,7 @@ pub struct NodeId(String);
 
 /// Why a node identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid node id {0:?}: expected 1 to 64 characters of a-z, 0-9, '.', '_' and '-'"
-)]
+#[error("invalid node id {0:?}: expected 1 to 64 characters of a-z, 0-9, '.', '_' and '-'")]
 pub struct NodeIdError(String);
 
 impl NodeId {

@@ -283,7 +283,9 @@ async fn replay_spool(
                     "the audit spool was altered while it waited for a primary; its entries \
                      are not appended to the chain"
                 ),
-                Err(q) => tracing::error!(error = %e, quarantine = %q, "the audit spool was altered"),
+                Err(q) => {
+                    tracing::error!(error = %e, quarantine = %q, "the audit spool was altered")
+                }
             }
             return Ok(());
         }

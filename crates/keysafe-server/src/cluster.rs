@@ -341,7 +341,10 @@ mod tests {
 
     #[test]
     fn only_read_only_answers_ask_to_retry_later() {
-        assert_eq!(retry_after(ErrorCode::ReadOnly), Some(READ_ONLY_RETRY_AFTER));
+        assert_eq!(
+            retry_after(ErrorCode::ReadOnly),
+            Some(READ_ONLY_RETRY_AFTER)
+        );
         assert_eq!(retry_after(ErrorCode::Unavailable), None);
         assert_eq!(retry_after(ErrorCode::NotFound), None);
     }

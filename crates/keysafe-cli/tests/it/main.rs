@@ -5,6 +5,7 @@
 mod audit_cmds;
 mod cache;
 mod client_cmds;
+mod cluster;
 mod crash;
 mod durability;
 mod edges;

@@ -200,8 +200,9 @@ impl Service {
             return Ok(None);
         };
         let ring: Arc<crate::keyring::Keyring> = self.keyring()?;
-        let leaf = leaf_certificate(&rec.cert_pem)
-            .map_err(|_| CoreError::Integrity("the cluster TLS certificate does not parse".into()))?;
+        let leaf = leaf_certificate(&rec.cert_pem).map_err(|_| {
+            CoreError::Integrity("the cluster TLS certificate does not parse".into())
+        })?;
         let actual = ClientFingerprint::of_certificate(&leaf).map_err(|_| {
             CoreError::Integrity("the cluster TLS certificate does not parse".into())
         })?;
@@ -212,9 +213,13 @@ impl Service {
         }
         let aad = cluster_key_aad(&rec.fingerprint);
         let dek = self
-            .unwrap_dek(&ring, rec.kek_version, aad.clone(), &rec.wrapped_dek, || {
-                "the cluster TLS key's data key".to_owned()
-            })
+            .unwrap_dek(
+                &ring,
+                rec.kek_version,
+                aad.clone(),
+                &rec.wrapped_dek,
+                || "the cluster TLS key's data key".to_owned(),
+            )
             .await?;
         let key_pem = Zeroizing::new(crypto::open(&dek, &aad, &rec.sealed_key)?);
         Ok(Some(ClusterTls {

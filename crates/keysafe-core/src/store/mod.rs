@@ -14,8 +14,8 @@ mod mutation;
 mod records;
 
 pub use cluster::{
-    Change, ChangeEvent, ChangeNotice, ClusterIdentityRecord, ClusterStore, NodeRecord,
-    SpoolBatch, SpoolReplay,
+    Change, ChangeEvent, ChangeNotice, ClusterIdentityRecord, ClusterStore, NodeRecord, SpoolBatch,
+    SpoolReplay,
 };
 pub use keysafe_proto::api::WrappedKind;
 pub use keysafe_proto::cluster::{NodeId, ReplicaInfo};

@@ -5,9 +5,9 @@
 //! Also the reads of entries, checkpoints, the signing key and the counts metrics need.
 
 use super::errors::store_error;
+use super::route::Reads as Pool;
 use super::rows::{corrupt, int};
 use super::writer::{Tx, TxError, TxResult};
-use super::route::Reads as Pool;
 use keysafe_core::store::{AuditHead, AuditKeyRecord, StoreError, StoreResult, StoreStats};
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;

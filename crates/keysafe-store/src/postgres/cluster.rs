@@ -58,8 +58,7 @@ impl ClusterStore for PostgresStore {
             Ok(ReplicaInfo {
                 name: rows::col::<Option<String>>(r, "application_name")?.unwrap_or_default(),
                 address: rows::col(r, "address")?,
-                state: rows::col::<Option<String>>(r, "state")?
-                    .unwrap_or_else(|| "unknown".into()),
+                state: rows::col::<Option<String>>(r, "state")?.unwrap_or_else(|| "unknown".into()),
                 sync_state: rows::col::<Option<String>>(r, "sync_state")?
                     .unwrap_or_else(|| "unknown".into()),
                 lag_bytes: rows::col::<Option<i64>>(r, "lag_bytes")?
@@ -129,8 +128,10 @@ impl ClusterStore for PostgresStore {
 
     async fn append_spooled(&self, batch: SpoolBatch) -> Result<SpoolReplay, AuditAppendError> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) =
-            self.writer.send(writer::Job::Spooled { batch, reply }).await
+        if let Err(mpsc::error::SendError(job)) = self
+            .writer
+            .send(writer::Job::Spooled { batch, reply })
+            .await
         {
             let events = match job {
                 writer::Job::Spooled { batch, .. } => batch.events,

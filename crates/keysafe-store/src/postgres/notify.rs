@@ -113,12 +113,7 @@ impl Listener {
     /// One listening connection, until it fails (`Err`) or nobody listens (`Ok`).
     async fn listen(&self, tx: &broadcast::Sender<ChangeEvent>) -> Result<(), String> {
         let tls = super::tls::connector(&self.cfg).map_err(|e| e.to_string())?;
-        let (client, mut connection) = self
-            .cfg
-            .pg
-            .connect(tls)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (client, mut connection) = self.cfg.pg.connect(tls).await.map_err(|e| e.to_string())?;
         let (ntx, mut nrx) = mpsc::unbounded_channel::<String>();
         let driver = tokio::spawn(async move {
             loop {

@@ -7,9 +7,9 @@ use super::errors::{Class, classify, store_error};
 use super::route::Reads as Pool;
 use super::rows::{self, int};
 use keysafe_core::store::{
-    StoreError,     ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupMemberRecord,
-    GroupRecord, KekRecord, KekUsage, OrgRecord, StoreResult, VersionMeta, VersionRecord,
-    WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
+    ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupMemberRecord,
+    GroupRecord, KekRecord, KekUsage, OrgRecord, StoreError, StoreResult, VersionMeta,
+    VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::api::ClientState;
 use keysafe_proto::{ClientFingerprint, DepositVersion, GroupName, OrgName, Principal};
@@ -49,7 +49,9 @@ pub(crate) async fn query_opt(
 ) -> StoreResult<Option<Row>> {
     let rows = query(pool, sql, params).await?;
     if rows.len() > 1 {
-        return Err(StoreError::Backend("a read expected one row and got more".into()));
+        return Err(StoreError::Backend(
+            "a read expected one row and got more".into(),
+        ));
     }
     Ok(rows.into_iter().next())
 }

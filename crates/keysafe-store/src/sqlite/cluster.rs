@@ -85,8 +85,10 @@ impl ClusterStore for SqliteStore {
 
     async fn append_spooled(&self, batch: SpoolBatch) -> Result<SpoolReplay, AuditAppendError> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) =
-            self.writer.send(writer::Job::Spooled { batch, reply }).await
+        if let Err(mpsc::error::SendError(job)) = self
+            .writer
+            .send(writer::Job::Spooled { batch, reply })
+            .await
         {
             let events = match job {
                 writer::Job::Spooled { batch, .. } => batch.events,

@@ -35,11 +35,7 @@ fn print_status(st: &ClusterStatus) {
         .iter()
         .map(|n| {
             vec![
-                format!(
-                    "{}{}",
-                    n.id,
-                    if n.id == st.answered_by { " *" } else { "" }
-                ),
+                format!("{}{}", n.id, if n.id == st.answered_by { " *" } else { "" }),
                 n.address.clone(),
                 n.version.clone(),
                 format!(

@@ -33,7 +33,12 @@ pub(super) async fn upsert_node(tx: &Tx<'_>, n: &NodeRecord) -> TxResult<Applied
 }
 
 pub(super) async fn remove_node(tx: &Tx<'_>, id: &NodeId) -> TxResult<Applied> {
-    let n = exec(tx, "DELETE FROM cluster_nodes WHERE id = $1", &[&id.as_str()]).await?;
+    let n = exec(
+        tx,
+        "DELETE FROM cluster_nodes WHERE id = $1",
+        &[&id.as_str()],
+    )
+    .await?;
     not_found_if_none(n)
 }
 

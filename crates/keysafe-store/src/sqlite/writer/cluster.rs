@@ -11,7 +11,10 @@ use keysafe_core::store::{
 };
 use sqlx::SqliteConnection;
 
-pub(super) async fn upsert_node(conn: &mut SqliteConnection, n: &NodeRecord) -> StoreResult<Applied> {
+pub(super) async fn upsert_node(
+    conn: &mut SqliteConnection,
+    n: &NodeRecord,
+) -> StoreResult<Applied> {
     sqlx::query(
         "INSERT INTO cluster_nodes (id, address, version, started_at, heartbeat_at, seal, \
          sealed_reason, writes_to, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
