@@ -6,6 +6,7 @@ mod audit_cmds;
 mod cache;
 mod client_cmds;
 mod cluster;
+mod cluster_failover;
 mod crash;
 mod durability;
 mod edges;

@@ -9,9 +9,9 @@
 //! primary. A read never waits for the probe.
 //!
 //! Writes always go to the primary. When the writer cannot get a primary connection it asks
-//! [`Route::refusal`] what to answer: `ReadOnly` when a host answers and is in recovery (a
-//! standby: the database is readable, writes will work again after the promotion), otherwise
-//! `Unavailable`.
+//! [`Route::refusal`] what to answer: `ReadOnly` when a host answers and takes no writes (a
+//! standby, or one being promoted: the database is readable, writes will work again after the
+//! promotion), otherwise `Unavailable`.
 
 use super::errors::{Class, classify, pool_error, store_error};
 use deadpool_postgres::{Object, Pool, PoolError};
@@ -143,10 +143,18 @@ impl Route {
         }
     }
 
-    /// Whether some host answers and is in recovery.
+    /// Whether some host answers and does not take writes: in recovery (a standby), or out of
+    /// recovery but still read-only (seen for a few seconds while pg_auto_failover promotes a
+    /// standby; `target_session_attrs=read-write` refuses such a host too).
     async fn standby_answers(&self) -> StoreResult<bool> {
         let c = self.any.get().await.map_err(pool_error)?;
-        match c.query_one("SELECT pg_is_in_recovery()", &[]).await {
+        match c
+            .query_one(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                &[],
+            )
+            .await
+        {
             Ok(row) => Ok(row.try_get::<_, bool>(0).map_err(store_error)?),
             Err(e) => {
                 if classify(&e) == Class::Connection {
