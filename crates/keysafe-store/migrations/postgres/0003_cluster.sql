@@ -1,4 +1,4 @@
--- A cluster of keysafe nodes over one database (docs/adr/0010 to 0013): node heartbeats, the
+-- A cluster of keysafe nodes over one database (docs/adr/0010 to 0012): node heartbeats, the
 -- change serial that backs the change announcements, the cluster's TLS identity, and the
 -- batches of audit entries nodes spooled while only a standby was reachable.
 

@@ -1,4 +1,4 @@
--- A cluster of keysafe nodes over one database (docs/adr/0010 to 0013). On SQLite the nodes are
+-- A cluster of keysafe nodes over one database (docs/adr/0010 to 0012). On SQLite the nodes are
 -- processes sharing one file (several `keysafe serve` on one data directory); the tables are the
 -- same as on PostgreSQL so that one conformance suite pins both.
 
