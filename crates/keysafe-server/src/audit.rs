@@ -186,6 +186,7 @@ async fn batch_writer(
             t.in_flight.store(batch.len(), Ordering::Relaxed);
         }
         let mut backoff = Duration::from_millis(50);
+        let mut failures = 0u32;
         loop {
             // Spooled entries first: this batch is newer. While they cannot be replayed, this
             // batch joins them in the spool, so the chain gets them in the order they came.
@@ -227,8 +228,13 @@ async fn batch_writer(
                     metrics::counter!("keysafe_audit_failures_total", "reason" => "store")
                         .increment(1);
                     tracing::error!(error = %e, entries = batch.len(), "cannot append to the audit trail; retrying");
+                    // One failure is retried at once before the trail counts as failing: a
+                    // database failover breaks the connection the append was using, and the
+                    // retry learns what the store says now (often `ReadOnly`: then spooled).
+                    failures += 1;
                     match trail.upgrade() {
-                        Some(t) => t.healthy.store(false, Ordering::Relaxed),
+                        Some(t) if failures > 1 => t.healthy.store(false, Ordering::Relaxed),
+                        Some(_) => {}
                         None => return,
                     }
                     tokio::time::sleep(backoff).await;

@@ -76,6 +76,12 @@ pub fn seal_section(t: &SealTemplate) -> String {
         Some(p) => format!("pkcs11_pin_file = {:?}", p.display().to_string()),
         None => "# pkcs11_pin_file = \"/etc/keysafe/hsm.pin\"".to_owned(),
     };
+    let root_key = format!(
+        "{:?}",
+        t.root_key_file
+            .as_ref()
+            .map_or_else(|| "root.key".to_owned(), |p| p.display().to_string())
+    );
     format!(
         r#"[seal]
 # What protects the keyring at rest (docs/operations.md, "Seals"):
@@ -109,12 +115,6 @@ check_interval = "30s"
         token = t.pkcs11_token,
         key = t.pkcs11_key,
         mode = t.pkcs11_mode,
-        root_key = format!(
-            "{:?}",
-            t.root_key_file
-                .as_ref()
-                .map_or_else(|| "root.key".to_owned(), |p| p.display().to_string())
-        ),
     )
 }
 

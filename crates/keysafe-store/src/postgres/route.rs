@@ -23,6 +23,9 @@ use std::time::Duration;
 /// How often a degraded route looks for a primary.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How many times a refused write asks whether a read-only host answers.
+const REFUSAL_CHECKS: u32 = 8;
+
 /// What reads take: the shared route.
 pub(crate) type Reads = Arc<Route>;
 
@@ -92,8 +95,11 @@ impl Route {
     }
 
     /// Called when a primary connection failed: reads move to any host, and a probe starts
-    /// looking for a primary.
+    /// looking for a primary. The primary pool's idle connections are dropped: after a
+    /// failover they all lead to the server that went away, and a retry must connect afresh
+    /// rather than take the next dead one.
     pub(crate) fn lost_primary(self: &Arc<Self>) {
+        self.primary.retain(|_, _| false);
         self.degraded.store(true, Ordering::Relaxed);
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
@@ -135,12 +141,26 @@ impl Route {
 
     /// What a write that found no primary is told: `ReadOnly` when a standby answers, else
     /// `Unavailable` carrying `cause`. Also marks the route degraded.
+    ///
+    /// A host is asked up to [`REFUSAL_CHECKS`] times, [`PROBE_INTERVAL`] apart (2 s): while a
+    /// standby is promoted there are moments when neither a primary nor a read-only host
+    /// answers, and a refusal then would be `Unavailable` for what is a read-only database.
+    /// Only a write that finds no server at all waits that long.
     pub(crate) async fn refusal(self: &Arc<Self>, cause: StoreError) -> StoreError {
         self.lost_primary();
-        match self.standby_answers().await {
-            Ok(true) => StoreError::ReadOnly,
-            _ => cause,
+        for check in 0..REFUSAL_CHECKS {
+            if check > 0 {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            match self.standby_answers().await {
+                Ok(true) => return StoreError::ReadOnly,
+                // A host answers and takes writes: a primary appeared meanwhile (the caller
+                // may try it once more).
+                Ok(false) => return cause,
+                Err(_) => {}
+            }
         }
+        cause
     }
 
     /// Whether some host answers and does not take writes: in recovery (a standby), or out of

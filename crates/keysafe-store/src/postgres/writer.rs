@@ -245,7 +245,15 @@ impl Writer {
         let mut conn = match self.route.primary().get().await {
             Ok(c) => c,
             Err(e) if super::route::unreachable(&e) => {
-                return Err(Abort::Fail(self.route.refusal(pool_error(e)).await));
+                let refusal = self.route.refusal(pool_error(e)).await;
+                if refusal == StoreError::ReadOnly {
+                    return Err(Abort::Fail(refusal));
+                }
+                // While the route looked, a standby may have been promoted: one more try.
+                match self.route.primary().get().await {
+                    Ok(c) => c,
+                    Err(_) => return Err(Abort::Fail(refusal)),
+                }
             }
             Err(e) => return Err(Abort::Fail(pool_error(e))),
         };
