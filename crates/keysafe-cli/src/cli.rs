@@ -509,8 +509,14 @@ pub enum AdminCommand {
 pub enum ClusterCommand {
     /// Every node (address, version, last heartbeat, seal state, the database host it writes
     /// to) and the database's standbys with their replication lag.
+    #[command(
+        after_help = "Examples:\n  keysafe admin --data-dir /var/lib/keysafe cluster status\n  keysafe admin --data-dir /var/lib/keysafe --json cluster status"
+    )]
     Status,
     /// Forget a node that is gone for good (a running node reappears at its next heartbeat).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir /var/lib/keysafe cluster remove node-3f1c0a9e77b2"
+    )]
     Remove {
         /// The node's id (`cluster status` lists them).
         node: String,
