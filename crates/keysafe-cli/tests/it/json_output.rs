@@ -283,6 +283,15 @@ async fn every_command_that_accepts_json_prints_json() {
     assert_eq!(v["state"], "pending");
     admin!(w, "admin client approve", "client", "approve", &fc);
 
+    // The cluster: this one node (its heartbeat is recorded at start), then forgetting it (a
+    // running node comes back at its next heartbeat).
+    let st = admin!(w, "admin cluster status", "cluster", "status");
+    let node = st["nodes"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no node in {st}"))
+        .to_owned();
+    admin!(w, "admin cluster remove", "cluster", "remove", &node);
+
     // Keyring, audit, backup.
     admin!(w, "admin keyring status", "keyring", "status");
     admin!(w, "admin keyring rotate", "keyring", "rotate", "--wait");
