@@ -748,7 +748,8 @@ async fn connections_the_server_dropped_are_replaced_not_reported() {
         .psql(
             &db,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'keysafe' AND pid <> pg_backend_pid()",
+             WHERE application_name = 'keysafe' AND datname = current_database() \
+             AND pid <> pg_backend_pid()",
         )
         .unwrap();
     assert_ne!(killed, "0", "no connection of the store was open");
