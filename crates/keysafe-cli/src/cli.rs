@@ -166,6 +166,12 @@ pub struct InitArgs {
     /// Print what was created as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Join the cluster whose database --storage names, as another node: nothing is created in
+    /// the database; the seal's flags must open its keyring (for the file seal,
+    /// --root-key-file names a copy of the cluster's root key), and the node serves the
+    /// cluster's TLS identity, so clients need no new pin. See docs/cluster.md.
+    #[arg(long)]
+    pub join: bool,
     #[command(flatten)]
     pub seal: SealArgs,
     #[command(flatten)]
@@ -232,6 +238,10 @@ pub struct SealArgs {
     /// `keyring` (the HSM opens the keyring at start) or `per-deposit` (every data key too).
     #[arg(long, default_value = "keyring", value_parser = ["keyring", "per-deposit"])]
     pub pkcs11_mode: String,
+    /// The file seal's root key when joining a cluster (--join): a copy of the cluster's root
+    /// key (mode 0600), used where it is.
+    #[arg(long, value_name = "FILE")]
+    pub root_key_file: Option<PathBuf>,
 }
 
 /// Where the passphrase and the HSM PIN come from.
@@ -524,6 +534,30 @@ pub enum AdminCommand {
   keysafe admin --data-dir /var/lib/keysafe recover-admin --reset 3f1c...e9 --force"
     )]
     RecoverAdmin(RecoverAdminArgs),
+    /// The nodes of a cluster on one PostgreSQL database, and its standbys (docs/cluster.md).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --data-dir /var/lib/keysafe cluster status\n  keysafe admin --data-dir /var/lib/keysafe cluster status --json\n  keysafe admin --data-dir /var/lib/keysafe cluster remove node-3f1c0a9e77b2"
+    )]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node (address, version, last heartbeat, seal state, the database host it writes
+    /// to) and the database's standbys with their replication lag.
+    #[command(
+        after_help = "Examples:\n  keysafe admin --data-dir /var/lib/keysafe cluster status\n  keysafe admin --data-dir /var/lib/keysafe --json cluster status"
+    )]
+    Status,
+    /// Forget a node that is gone for good (a running node reappears at its next heartbeat).
+    #[command(
+        after_help = "Example:\n  keysafe admin --data-dir /var/lib/keysafe cluster remove node-3f1c0a9e77b2"
+    )]
+    Remove {
+        /// The node's id (`cluster status` lists them).
+        node: String,
+    },
 }
 
 #[derive(Debug, Args)]

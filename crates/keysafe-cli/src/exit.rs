@@ -83,7 +83,10 @@ fn code_of(code: ErrorCode) -> u8 {
         | ErrorCode::InUse
         | ErrorCode::VersionConflict
         | ErrorCode::Deleted => CONFLICT,
-        ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::RequestTimeout => UNAVAILABLE,
+        ErrorCode::Sealed
+        | ErrorCode::Unavailable
+        | ErrorCode::ReadOnly
+        | ErrorCode::RequestTimeout => UNAVAILABLE,
         ErrorCode::IntegrityError => SECURITY,
         ErrorCode::Internal => GENERAL,
     }

@@ -18,6 +18,7 @@
 //! | connect error (refused, unreachable, TLS handshake failed): no byte of the request was sent | yes | yes |
 //! | error after the connection was made (reset, timeout, broken answer) | yes | no: it may have been applied |
 //! | HTTP 5xx, `sealed`, `unavailable` | yes | no: the server received it |
+//! | `503 read_only` (the database is failing over) | yes | no: reported at once with its `Retry-After` (nothing was applied, and every server shares the database) |
 //! | any other HTTP error (4xx) | no: the answer stands | no |
 //! | the server's key does not match the pin | no: reported at once, never skipped over | no |
 //!
@@ -838,7 +839,11 @@ impl KeysafeClient {
             return Ok(answer);
         }
         let e = api_error(&answer);
-        if is_retryable(&e) {
+        if req.retry != Retry::Idempotent && e.code() == Some(keysafe_proto::ErrorCode::ReadOnly) {
+            // Refused before anything changed, and every server shares the database that
+            // refuses writes: reported as it is (with when to retry), not tried elsewhere.
+            Err(AttemptError::Final(e))
+        } else if is_retryable(&e) {
             Err(AttemptError::ServerError(e))
         } else {
             Err(AttemptError::Final(e))
@@ -1666,11 +1671,21 @@ fn transport_error(ep: &Endpoint, e: reqwest::Error) -> AttemptError {
 fn api_error(answer: &Answer) -> ClientError {
     let status = answer.status;
     let body = &answer.body;
+    // A server that asks to be retried later (`read_only` during a database failover) says
+    // when; the message carries it so that whoever reads it knows what to do.
+    let retry_after = answer
+        .headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => ClientError::Api {
             status: status.as_u16(),
             code: b.error.code,
-            message: b.error.message,
+            message: match retry_after {
+                Some(s) => format!("{} (retry after {s} s)", b.error.message),
+                None => b.error.message,
+            },
             request_id: b.error.request_id,
         },
         Err(_) => ClientError::Unexpected {

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod cluster;
 pub mod e2e;
 pub mod error;
 pub mod home;

@@ -61,6 +61,13 @@ pub enum CoreError {
     Sealed,
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The database answers but accepts no writes (only a standby is reachable): reads go on,
+    /// this write did not happen and may be retried later.
+    #[error(
+        "the database accepts no writes at the moment (no primary is reachable, only a \
+         standby): nothing was changed; retry later"
+    )]
+    ReadOnly,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -77,9 +84,7 @@ impl CoreError {
             )),
             StoreError::Deleted => CoreError::Deleted,
             StoreError::Unavailable(m) => CoreError::Unavailable(m),
-            StoreError::ReadOnly => {
-                CoreError::Unavailable("the database accepts no writes at the moment".into())
-            }
+            StoreError::ReadOnly => CoreError::ReadOnly,
             StoreError::Corrupt(m) => CoreError::Integrity(m),
             StoreError::Backend(m) => CoreError::Internal(m),
             StoreError::InUse(m) => CoreError::InvalidState(format!("{what} is still in use: {m}")),

@@ -407,6 +407,12 @@ fn map(e: ClientError) -> BackendError {
         Some(ErrorCode::BadRequest | ErrorCode::InvalidName) => {
             BackendError::Rejected(e.to_string())
         }
+        // Every keysafe node answers the same while its database has no primary (a failover):
+        // reads go on, this write can be sent again once the failover is over.
+        Some(ErrorCode::ReadOnly) => BackendError::Unavailable(format!(
+            "keysafe accepts no writes at the moment (its database is failing over; reads \
+             still work): retry in a few seconds ({e})"
+        )),
         _ => match e.last() {
             ClientError::Unexpected { status: 413, .. } => BackendError::TooLarge(e.to_string()),
             _ => BackendError::Unavailable(e.to_string()),
@@ -536,7 +542,8 @@ impl KeyBackend for DepositBackend {
 
     async fn ping(&self) -> Result<(), BackendError> {
         match self.client.health().await {
-            Ok(h) if h.status == "ok" => Ok(()),
+            // A read-only keysafe (its database failing over) still serves every key read.
+            Ok(h) if h.status == "ok" || h.status == "read_only" => Ok(()),
             Ok(h) => Err(BackendError::Unavailable(format!(
                 "keysafe is {}",
                 h.status

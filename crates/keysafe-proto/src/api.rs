@@ -698,17 +698,23 @@ pub enum WrappedKind {
     DepositVersion,
     /// The seed of the key that signs audit checkpoints.
     AuditSigningKey,
+    /// The private key of the cluster's TLS identity, which nodes joining the cluster take.
+    ClusterTlsKey,
 }
 
 impl WrappedKind {
-    pub const ALL: &'static [WrappedKind] =
-        &[WrappedKind::DepositVersion, WrappedKind::AuditSigningKey];
+    pub const ALL: &'static [WrappedKind] = &[
+        WrappedKind::DepositVersion,
+        WrappedKind::AuditSigningKey,
+        WrappedKind::ClusterTlsKey,
+    ];
 
-    /// The API name (`deposit-version`, `audit-signing-key`).
+    /// The API name (`deposit-version`, `audit-signing-key`, `cluster-tls-key`).
     pub fn as_str(self) -> &'static str {
         match self {
             WrappedKind::DepositVersion => "deposit-version",
             WrappedKind::AuditSigningKey => "audit-signing-key",
+            WrappedKind::ClusterTlsKey => "cluster-tls-key",
         }
     }
 
@@ -718,6 +724,7 @@ impl WrappedKind {
         match s {
             "deposit-version" | "deposit_versions" => Some(WrappedKind::DepositVersion),
             "audit-signing-key" | "audit_signing_keys" => Some(WrappedKind::AuditSigningKey),
+            "cluster-tls-key" => Some(WrappedKind::ClusterTlsKey),
             _ => None,
         }
     }

@@ -59,6 +59,9 @@ pub enum ErrorCode {
     Sealed,
     /// A dependency (the database) is unavailable; retry later.
     Unavailable,
+    /// The database answers but accepts no writes: no primary is reachable, only a standby (a
+    /// failover is under way). Reads still work; writes may be retried after `Retry-After`.
+    ReadOnly,
     /// An unexpected server error; the log has the cause under the request id.
     Internal,
 }
@@ -91,6 +94,7 @@ impl ErrorCode {
         ErrorCode::IntegrityError,
         ErrorCode::Sealed,
         ErrorCode::Unavailable,
+        ErrorCode::ReadOnly,
         ErrorCode::Internal,
     ];
 
@@ -118,7 +122,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::IntegrityError | ErrorCode::Internal => 500,
-            ErrorCode::Sealed | ErrorCode::Unavailable => 503,
+            ErrorCode::Sealed | ErrorCode::Unavailable | ErrorCode::ReadOnly => 503,
         }
     }
 
@@ -150,13 +154,17 @@ impl ErrorCode {
             ErrorCode::IntegrityError => "integrity_error",
             ErrorCode::Sealed => "sealed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ReadOnly => "read_only",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Whether a client may retry the same request against another server.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Unavailable | ErrorCode::Sealed)
+        matches!(
+            self,
+            ErrorCode::Unavailable | ErrorCode::Sealed | ErrorCode::ReadOnly
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cluster;
 pub mod error;
 pub mod identity;
 pub mod lifecycle;

@@ -7,6 +7,10 @@
 //!
 //! Nothing here waits on the queue: a full queue is a failure, handled by the policy, never a
 //! stalled request.
+//!
+//! While the database accepts no writes (only a standby answers), batches go to the node's
+//! spool file instead (`audit_spool`), which counts as recorded; they reach the chain, before
+//! anything newer, once a primary answers.
 
 use crate::config::{AuditConfig, AuditFailurePolicy, SyslogProtocol};
 use keysafe_core::store::AuditAppendError;
@@ -38,12 +42,25 @@ pub struct AuditTrail {
     policy: AuditFailurePolicy,
     pub node: String,
     lost: AtomicU64,
+    /// Where batches go while the database is read-only (absent in tests that build a trail
+    /// without a data directory).
+    spool: Option<Arc<crate::audit_spool::AuditSpool>>,
 }
 
 impl AuditTrail {
     /// Starts the batch writer and returns the trail.
     pub fn start(config: &AuditConfig, store: Arc<dyn Store>) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let spool = config.spool.as_ref().and_then(|(path, node)| {
+            match crate::audit_spool::AuditSpool::open(path.clone(), node) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    // Kept as it is for inspection; the trail records on, without a spool.
+                    tracing::error!(error = %e, "the audit spool cannot be used");
+                    None
+                }
+            }
+        });
         let trail = Arc::new(Self {
             tx,
             capacity: config.queue_capacity,
@@ -52,12 +69,18 @@ impl AuditTrail {
             policy: config.on_failure,
             node: config.node.clone(),
             lost: AtomicU64::new(0),
+            spool: spool.clone(),
         });
         for reason in ["store", "queue_full", "file", "syslog"] {
             metrics::counter!("keysafe_audit_failures_total", "reason" => reason).increment(0);
         }
-        tokio::spawn(batch_writer(rx, store, Arc::downgrade(&trail)));
+        tokio::spawn(batch_writer(rx, store, Arc::downgrade(&trail), spool));
         trail
+    }
+
+    /// Entries spooled on this node, waiting for a primary.
+    pub fn spooled(&self) -> u64 {
+        self.spool.as_ref().map_or(0, |s| s.len())
     }
 
     pub fn policy(&self) -> AuditFailurePolicy {
@@ -77,12 +100,15 @@ impl AuditTrail {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// `ok`, `failing` (the store refuses appends) or `queue_full`.
+    /// `ok`, `spooling` (entries wait in the node's spool for a primary: recorded, not yet
+    /// chained), `failing` (the store refuses appends) or `queue_full`.
     pub fn state(&self) -> &'static str {
         if !self.is_healthy() {
             "failing"
         } else if self.tx.capacity() == 0 {
             "queue_full"
+        } else if self.spooled() > 0 {
+            "spooling"
         } else {
             "ok"
         }
@@ -90,7 +116,7 @@ impl AuditTrail {
 
     /// Whether a new request can be audited now.
     pub fn accepting(&self) -> bool {
-        self.state() == "ok"
+        matches!(self.state(), "ok" | "spooling")
     }
 
     /// Queues an entry. `false` when it could not be queued (full or stopped): the caller
@@ -134,8 +160,24 @@ async fn batch_writer(
     mut rx: mpsc::Receiver<AuditEvent>,
     store: Arc<dyn Store>,
     trail: std::sync::Weak<AuditTrail>,
+    spool: Option<Arc<crate::audit_spool::AuditSpool>>,
 ) {
-    while let Some(first) = rx.recv().await {
+    loop {
+        // While entries wait in the spool, try to replay them every second even when no new
+        // entry comes.
+        let waiting = spool.as_ref().is_some_and(|s| !s.is_empty());
+        let first = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if waiting => {
+                if let Some(s) = &spool {
+                    let _ = replay_spool(s, store.as_ref()).await;
+                }
+                continue;
+            }
+        };
         let mut batch = Vec::with_capacity(BATCH);
         batch.push(first);
         while batch.len() < BATCH {
@@ -148,7 +190,21 @@ async fn batch_writer(
             t.in_flight.store(batch.len(), Ordering::Relaxed);
         }
         let mut backoff = Duration::from_millis(50);
+        let mut failures = 0u32;
         loop {
+            // Spooled entries first: this batch is newer. While they cannot be replayed, this
+            // batch joins them in the spool, so the chain gets them in the order they came.
+            if let Some(s) = &spool
+                && !s.is_empty()
+                && replay_spool(s, store.as_ref()).await.is_err()
+            {
+                if spool_batch(s, &batch, &trail) {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
             // A failed append hands the same entries back (moved, not copied) for the retry.
             match store.append_audit(batch).await {
                 Ok(()) => {
@@ -158,13 +214,31 @@ async fn batch_writer(
                     }
                     break;
                 }
+                Err(AuditAppendError {
+                    error: keysafe_core::store::StoreError::ReadOnly,
+                    events,
+                }) if spool.is_some() => {
+                    batch = events;
+                    if let Some(s) = &spool
+                        && spool_batch(s, &batch, &trail)
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
                 Err(AuditAppendError { error: e, events }) => {
                     batch = events;
                     metrics::counter!("keysafe_audit_failures_total", "reason" => "store")
                         .increment(1);
                     tracing::error!(error = %e, entries = batch.len(), "cannot append to the audit trail; retrying");
+                    // One failure is retried at once before the trail counts as failing: a
+                    // database failover breaks the connection the append was using, and the
+                    // retry learns what the store says now (often `ReadOnly`: then spooled).
+                    failures += 1;
                     match trail.upgrade() {
-                        Some(t) => t.healthy.store(false, Ordering::Relaxed),
+                        Some(t) if failures > 1 => t.healthy.store(false, Ordering::Relaxed),
+                        Some(_) => {}
                         None => return,
                     }
                     tokio::time::sleep(backoff).await;
@@ -173,6 +247,80 @@ async fn batch_writer(
             }
         }
     }
+}
+
+/// Writes a batch to the spool; `true` when it is there (durably), so it counts as recorded.
+fn spool_batch(
+    spool: &crate::audit_spool::AuditSpool,
+    batch: &[AuditEvent],
+    trail: &std::sync::Weak<AuditTrail>,
+) -> bool {
+    match spool.write(batch) {
+        Ok(()) => {
+            metrics::counter!("keysafe_audit_spooled_total").increment(batch.len() as u64);
+            if let Some(t) = trail.upgrade() {
+                t.healthy.store(true, Ordering::Relaxed);
+                t.in_flight.store(0, Ordering::Relaxed);
+            }
+            true
+        }
+        Err(e) => {
+            metrics::counter!("keysafe_audit_failures_total", "reason" => "spool").increment(1);
+            tracing::error!(error = %e, entries = batch.len(), "cannot spool audit entries; retrying");
+            if let Some(t) = trail.upgrade() {
+                t.healthy.store(false, Ordering::Relaxed);
+            }
+            false
+        }
+    }
+}
+
+/// Appends every spooled batch to the chain, oldest first, and removes the spool when all are
+/// in. Stops at the first batch the store does not take (still read-only).
+async fn replay_spool(
+    spool: &crate::audit_spool::AuditSpool,
+    store: &dyn Store,
+) -> Result<(), keysafe_core::store::StoreError> {
+    let batches = match spool.batches() {
+        Ok(b) => b,
+        Err(e @ crate::audit_spool::SpoolError::Altered { .. }) => {
+            // Evidence, not entries to trust: kept aside, reported, and recording goes on.
+            metrics::counter!("keysafe_audit_failures_total", "reason" => "spool").increment(1);
+            match spool.quarantine() {
+                Ok(aside) => tracing::error!(
+                    error = %e,
+                    kept = %aside.display(),
+                    "the audit spool was altered while it waited for a primary; its entries \
+                     are not appended to the chain"
+                ),
+                Err(q) => {
+                    tracing::error!(error = %e, quarantine = %q, "the audit spool was altered")
+                }
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(keysafe_core::store::StoreError::Unavailable(e.to_string())),
+    };
+    let n = batches.len();
+    let mut entries = 0usize;
+    for b in batches {
+        entries += b.events.len();
+        store
+            .append_spooled(b)
+            .await
+            .map_err(|AuditAppendError { error, .. }| error)?;
+    }
+    spool
+        .clear(n)
+        .map_err(|e| keysafe_core::store::StoreError::Unavailable(e.to_string()))?;
+    if n > 0 {
+        tracing::info!(
+            batches = n,
+            entries,
+            "audit entries spooled while the database was read-only are in the chain now"
+        );
+    }
+    Ok(())
 }
 
 /// Signs the head of the chain every `interval` (if it moved).

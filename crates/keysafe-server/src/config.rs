@@ -49,6 +49,9 @@ pub struct SealTemplate {
     pub pkcs11_key: String,
     pub pkcs11_pin_file: Option<PathBuf>,
     pub pkcs11_mode: String,
+    /// The file seal's root key: `None` for `root.key` in the data directory (created by
+    /// `init`); a node joining a cluster names its copy of the cluster's root key.
+    pub root_key_file: Option<PathBuf>,
 }
 
 impl Default for SealTemplate {
@@ -60,6 +63,7 @@ impl Default for SealTemplate {
             pkcs11_key: "keysafe-seal".into(),
             pkcs11_pin_file: None,
             pkcs11_mode: "keyring".into(),
+            root_key_file: None,
         }
     }
 }
@@ -79,6 +83,11 @@ pub fn seal_section(t: &SealTemplate) -> String {
         Some(p) => format!("pkcs11_pin_file = {}", toml_str(&p.display().to_string())),
         None => "# pkcs11_pin_file = \"/etc/keysafe/hsm.pin\"".to_owned(),
     };
+    let root_key = toml_str(
+        &t.root_key_file
+            .as_ref()
+            .map_or_else(|| "root.key".to_owned(), |p| p.display().to_string()),
+    );
     format!(
         r#"[seal]
 # What protects the keyring at rest (docs/operations.md, "Seals"):
@@ -90,7 +99,7 @@ pub fn seal_section(t: &SealTemplate) -> String {
 # Change it only with `keysafe admin seal migrate` (offline).
 type = {kind}
 # file: the root key file.
-root_key_file = "root.key"
+root_key_file = {root_key}
 # pkcs11: the PKCS#11 module (shared library) of the HSM.
 pkcs11_module = {module}
 # pkcs11: the label of the token that holds the key.
@@ -125,6 +134,7 @@ pub fn config_template_with_seal(
     let seal = seal_section(seal);
     let storage = keysafe_store::storage_section(&storage.url, storage.password_file.as_deref());
     let hostname = toml_str(hostname);
+    let cluster = crate::cluster::CONFIG_SECTION;
     format!(
         r#"# keysafe server configuration.
 # Relative paths are resolved against the data directory (the folder that holds this file).
@@ -260,7 +270,7 @@ syslog_protocol = "udp"
 # create`, on this host) are not limited by this list.
 key_recipients = []
 
-[metrics]
+{cluster}[metrics]
 # Prometheus metrics at http://LISTEN/metrics, plain HTTP, on a separate listener (keep it on
 # loopback or a management network). Empty: no metrics listener. `keysafe serve
 # --metrics-listen` overrides it.
@@ -299,6 +309,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    cluster: crate::cluster::RawCluster,
     #[serde(default)]
     backup: RawBackup,
 }
@@ -399,6 +411,9 @@ pub struct AuditConfig {
     pub syslog: Option<(String, SyslogProtocol)>,
     /// Sampling of requests nobody authenticated that changed nothing.
     pub anonymous: AnonymousSampling,
+    /// The node's spool file and the name its batches carry, for entries recorded while the
+    /// database is read-only (`audit_spool`); `None` keeps no spool.
+    pub spool: Option<(PathBuf, String)>,
 }
 
 /// How requests from callers nobody authenticated reach the chain: counted always, recorded
@@ -674,6 +689,8 @@ pub struct Config {
     /// `None`: no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
     pub backup: BackupConfig,
+    /// This node's part in a cluster (heartbeats, change following).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Config {
@@ -814,6 +831,7 @@ impl Config {
                 per_source: raw.audit.anonymous_per_source,
                 total: raw.audit.anonymous_total,
             },
+            spool: None,
         };
         if !raw.backup.key_recipients.is_empty() {
             crate::backup::parse_recipients(&raw.backup.key_recipients)
@@ -829,10 +847,12 @@ impl Config {
                     .with_context(|| format!("metrics.listen {l:?} is not an IP:port"))?,
             ),
         };
+        let cluster = crate::cluster::ClusterConfig::from_raw(raw.cluster)?;
         Ok(Self {
             audit,
             metrics_listen,
             backup,
+            cluster,
             data_dir: data_dir.to_owned(),
             listen,
             hostname: raw.server.hostname,
@@ -934,6 +954,7 @@ mod tests {
                 pkcs11_key: format!("{token}-key"),
                 pkcs11_pin_file: Some(pin.into()),
                 pkcs11_mode: "keyring".into(),
+                root_key_file: None,
             };
             let listen = DEFAULT_LISTEN.parse().unwrap();
             let text =

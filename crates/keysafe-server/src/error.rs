@@ -57,6 +57,7 @@ impl From<CoreError> for ApiError {
             CoreError::Integrity(_) => ErrorCode::IntegrityError,
             CoreError::Sealed => ErrorCode::Sealed,
             CoreError::Unavailable(_) => ErrorCode::Unavailable,
+            CoreError::ReadOnly => ErrorCode::ReadOnly,
             CoreError::Internal(_) => ErrorCode::Internal,
         };
         let message = match &e {
@@ -94,6 +95,10 @@ impl IntoResponse for ApiError {
         let status = http::StatusCode::from_u16(self.code.http_status())
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let mut r = status.into_response();
+        if let Some(seconds) = crate::cluster::retry_after(self.code) {
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
         r.extensions_mut().insert(self);
         r
     }

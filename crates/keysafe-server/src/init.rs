@@ -2,6 +2,12 @@
 //! the root key, and the database with its first keyring version. Refuses to touch a directory
 //! that already holds anything. The first administrator identity is added by the caller (the
 //! CLI), which owns the client-home format.
+//!
+//! The certificate and key are also stored in the database as the cluster's TLS identity, the
+//! key wrapped by the keyring (docs/adr/0010-cluster-tls-identity.md). A node that *joins* an
+//! existing cluster (`join`) creates nothing in the database: it opens the keyring with the
+//! seal it was given (proving it holds the seal), takes the cluster's TLS identity from the
+//! database, and so serves the key every client already pinned.
 
 use crate::config::{
     CONFIG_FILE, Config, SealConfig, SealTemplate, StorageTemplate, config_template_with_seal,
@@ -24,6 +30,8 @@ pub struct InitOptions {
     pub storage: StorageTemplate,
     /// The passphrase, for the passphrase seal.
     pub passphrase: Option<zeroize::Zeroizing<String>>,
+    /// Join the cluster whose database `storage` names instead of creating one.
+    pub join: bool,
 }
 
 impl std::fmt::Debug for InitOptions {
@@ -34,6 +42,7 @@ impl std::fmt::Debug for InitOptions {
             .field("hostname", &self.hostname)
             .field("seal", &self.seal)
             .field("storage", &self.storage)
+            .field("join", &self.join)
             .finish_non_exhaustive()
     }
 }
@@ -52,6 +61,10 @@ pub struct InitReport {
     pub database: String,
     pub fingerprint: ClientFingerprint,
     pub url: String,
+    /// This node's id in the cluster (`node-id` in the data directory).
+    pub node_id: keysafe_proto::cluster::NodeId,
+    /// Whether it joined an existing cluster.
+    pub joined: bool,
 }
 
 /// True when `dir` is missing or an empty directory, i.e. `serve` may initialise it.
@@ -122,6 +135,15 @@ async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitRepor
     let config_text =
         config_template_with_seal(opts.listen, &opts.hostname, &opts.seal, &opts.storage);
     let config = Config::parse(&dir, &config_text)?;
+    if opts.join {
+        return join_inner(opts, &dir, &config, &config_text).await;
+    }
+    if opts.seal.root_key_file.is_some() {
+        bail!(
+            "--root-key-file names the root key of an existing cluster: use it with --join (a new \
+             cluster makes its own root key)"
+        );
+    }
     // The seal first: a wrong PIN or a missing module stops here, before anything is written.
     let seal = crate::seal::create_seal(&config, opts.passphrase.clone()).await?;
     write_new(&dir.join(CONFIG_FILE), config_text.as_bytes(), false)?;
@@ -157,6 +179,12 @@ async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitRepor
         .with_context(|| format!("cannot create the storage {}", config.storage))?;
     Service::initialise_keyring(store.as_ref(), seal.clone(), &SystemClock).await?;
     let service = Service::open(store, Some(seal), Arc::new(SystemClock), config.limits()).await?;
+    // The identity every node of this database serves (nodes that join take it).
+    service
+        .store_cluster_identity(&cert.cert_pem, cert.key_pem.as_bytes())
+        .await
+        .context("cannot store the cluster's TLS identity")?;
+    let node_id = crate::cluster::create_node_id(&dir)?;
     Ok((
         InitReport {
             data_dir: dir.clone(),
@@ -168,6 +196,95 @@ async fn init_inner(opts: &InitOptions, dir: &Path) -> anyhow::Result<(InitRepor
             database: config.storage.to_string(),
             fingerprint: cert.fingerprint,
             url: config.local_url(),
+            node_id,
+            joined: false,
+        },
+        service,
+    ))
+}
+
+/// `init --join`: a new node of an existing cluster. Nothing is written to the database here
+/// (the caller adds this node's administrator identity); the data directory gets the
+/// configuration, the cluster's TLS identity and a node id.
+async fn join_inner(
+    opts: &InitOptions,
+    dir: &Path,
+    config: &Config,
+    config_text: &str,
+) -> anyhow::Result<(InitReport, Service)> {
+    let root_key = match &config.seal {
+        SealConfig::File { root_key_file } => {
+            if opts.seal.root_key_file.is_none() {
+                bail!(
+                    "joining a cluster sealed by a root key file needs a copy of that file: \
+                     --root-key-file FILE (mode 0600)"
+                );
+            }
+            root_key_file.clone()
+        }
+        _ => dir.join("root.key"),
+    };
+    let store = match keysafe_store::open(&config.storage).await {
+        Ok(s) => s,
+        Err(keysafe_core::StoreError::NotFound) => bail!(
+            "there is no keysafe cluster in {}: initialise the first node without --join",
+            config.storage
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("cannot open the storage {}", config.storage));
+        }
+    };
+    let inputs = crate::seal::SealInputs {
+        passphrase: opts.passphrase.clone(),
+    };
+    let seal = match crate::seal::open_seal(config, &inputs, &store.load_keks().await?).await? {
+        Ok(Some(seal)) => seal,
+        Ok(None) => bail!(
+            "joining a cluster sealed by a passphrase needs the passphrase: --passphrase-file, \
+             KEYSAFE_PASSPHRASE or a terminal to type it on"
+        ),
+        Err(e) => bail!("the seal cannot open this cluster's keyring: {e}"),
+    };
+    let service = Service::open(store, Some(seal), Arc::new(SystemClock), config.limits())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the seal given does not open this cluster's keyring (the wrong root key, \
+                 passphrase or HSM key?): {e}"
+            )
+        })?;
+    if let Some(reason) = service.sealed_reason() {
+        bail!("the seal does not open this cluster's keyring: {reason}");
+    }
+    let identity = service
+        .cluster_identity()
+        .await
+        .context("cannot open the cluster's TLS identity")?
+        .context(
+            "this cluster has no shared TLS identity (its first node was initialised by an \
+             older keysafe); join by copying its TLS certificate and key instead",
+        )?;
+    write_new(&dir.join(CONFIG_FILE), config_text.as_bytes(), false)?;
+    if let Some(parent) = config.tls_cert.parent() {
+        create_private_dir(parent)?;
+    }
+    write_new(&config.tls_cert, identity.cert_pem.as_bytes(), false)?;
+    write_new(&config.tls_key, &identity.key_pem, true)?;
+    let node_id = crate::cluster::create_node_id(dir)?;
+    Ok((
+        InitReport {
+            data_dir: dir.to_owned(),
+            config: dir.join(CONFIG_FILE),
+            tls_cert: config.tls_cert.clone(),
+            tls_key: config.tls_key.clone(),
+            root_key,
+            seal: config.seal.kind().to_owned(),
+            database: config.storage.to_string(),
+            fingerprint: identity.fingerprint,
+            url: config.local_url(),
+            node_id,
+            joined: true,
         },
         service,
     ))

@@ -6,6 +6,8 @@
 mod anonymous;
 mod attempts;
 pub mod audit;
+pub mod audit_spool;
+pub mod cluster;
 pub mod config;
 mod error;
 mod extract;

@@ -54,6 +54,31 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
+        "keysafe_storage_read_only",
+        "1 while the database has no reachable primary and only a standby answers (writes are refused with read_only), else 0"
+    );
+    describe_counter!(
+        "keysafe_cluster_changes_total",
+        "Changes made through other nodes that this node applied, by how it learnt of them (announcement, poll: an announcement was missed, resync: after the listener reconnected)"
+    );
+    describe_gauge!(
+        "keysafe_database_replica_lag_bytes",
+        "WAL bytes the primary's standby has not replayed yet, by standby"
+    );
+    describe_gauge!(
+        "keysafe_database_replica_replay_lag_seconds",
+        Unit::Seconds,
+        "Replay lag of the primary's standby, by standby"
+    );
+    describe_counter!(
+        "keysafe_audit_spooled_total",
+        "Audit entries written to this node's spool because the database accepted no writes"
+    );
+    describe_gauge!(
+        "keysafe_audit_spooled_entries",
+        "Audit entries waiting in this node's spool for a primary"
+    );
+    describe_gauge!(
         "keysafe_build_info",
         "Always 1; labels carry the version and the git commit the server was built from"
     );

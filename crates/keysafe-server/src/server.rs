@@ -101,7 +101,13 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
             .context("cannot open the audit signing key")?;
     }
     crate::metrics::handle();
-    let audit = crate::audit::AuditTrail::start(&config.audit, store.clone());
+    let cluster = crate::cluster::ClusterNode::open(config)?;
+    let mut audit_config = config.audit.clone();
+    audit_config.spool = Some((
+        config.data_dir.join(crate::audit_spool::SPOOL_FILE),
+        cluster.id.to_string(),
+    ));
+    let audit = crate::audit::AuditTrail::start(&audit_config, store.clone());
     crate::audit::spawn_checkpoints(service.clone(), config.audit.checkpoint_interval);
     crate::audit::spawn_sinks(&config.audit, store);
     Ok(App {
@@ -121,6 +127,7 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
                 config.max_connections_per_address,
             ),
             request_timeout: config.request_timeout,
+            cluster,
         },
         tls: Arc::new(tls),
         handshake_timeout: config.handshake_timeout,
@@ -169,7 +176,10 @@ pub async fn run(
             }
         })
     };
-    let _jobs = AbortOnDrop(vec![rewrap, checker, summaries]);
+    let mut jobs = vec![rewrap, checker, summaries];
+    // Heartbeats, changes made through other nodes, and this node's seal announcement.
+    jobs.extend(app.state.cluster.spawn(app.state.clone()));
+    let _jobs = AbortOnDrop(jobs);
     let acceptor = TlsAcceptor::from(app.tls.clone());
     let router = router(app.state.clone());
     let limiter = app.state.connections.clone();

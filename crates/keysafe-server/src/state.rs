@@ -29,6 +29,8 @@ pub struct AppState {
     pub connections: Arc<ConnectionLimiter>,
     /// A request must be answered within this time.
     pub request_timeout: Duration,
+    /// This node of the cluster (its id, heartbeat and change-following settings).
+    pub cluster: Arc<crate::cluster::ClusterNode>,
 }
 
 impl AppState {

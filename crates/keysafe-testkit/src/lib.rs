@@ -212,6 +212,7 @@ impl TestServer {
             seal: Default::default(),
             storage: storage_template,
             passphrase: None,
+            join: false,
         };
         init(&mut opts);
         let chosen_here = opts.storage.url == requested_url;

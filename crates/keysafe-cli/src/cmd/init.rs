@@ -27,6 +27,10 @@ pub struct InitSummary {
     pub admin_fingerprint: ClientFingerprint,
     pub server_fingerprint: ClientFingerprint,
     pub url: String,
+    /// This node's id in the cluster.
+    pub node_id: keysafe_proto::cluster::NodeId,
+    /// Whether it joined an existing cluster (`--join`).
+    pub joined: bool,
 }
 
 /// Creates the data directory and its administrator. The test kit uses this too.
@@ -36,11 +40,18 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
     let identity = ClientHome::ensure_identity(&admin_home, "keysafe-admin")?;
     let age = keysafe_client::e2e::Identity::generate();
     age.write_new_file(&admin_home.join(keysafe_client::e2e::AGE_KEY_FILE))?;
+    // A node that joins a cluster gets an administrator of its own (whoever holds the seal and
+    // the database can administer the cluster anyway), named after the node.
+    let admin_name = if report.joined {
+        format!("admin@{}", report.node_id)
+    } else {
+        "admin".to_owned()
+    };
     let (info, token) = service
         .bootstrap_admin(
             &identity.fingerprint,
             &identity.cert,
-            ClientName::parse("admin")?,
+            ClientName::parse(&admin_name)?,
             Some(age.recipient()),
         )
         .await?;
@@ -53,7 +64,7 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
             ca_cert: None,
             org: OrgName::parse(keysafe_core::service::ADMIN_ORG)?,
             fingerprint: info.fingerprint.clone(),
-            name: Some("admin".into()),
+            name: Some(admin_name),
             server_fingerprints: Default::default(),
             cache: None,
         },
@@ -71,14 +82,25 @@ pub async fn init_data_dir(opts: &InitOptions) -> anyhow::Result<InitSummary> {
         admin_fingerprint: info.fingerprint,
         server_fingerprint: report.fingerprint,
         url: report.url,
+        node_id: report.node_id,
+        joined: report.joined,
     })
 }
 
 pub fn print_summary(s: &InitSummary) {
-    println!(
-        "Initialised keysafe data directory {} (mode 0700):",
-        s.data_dir.display()
-    );
+    if s.joined {
+        println!(
+            "Initialised keysafe data directory {} (mode 0700) as node {} of the cluster in {}:",
+            s.data_dir.display(),
+            s.node_id,
+            s.database
+        );
+    } else {
+        println!(
+            "Initialised keysafe data directory {} (mode 0700):",
+            s.data_dir.display()
+        );
+    }
     println!("  configuration   {}", s.config.display());
     println!("  TLS certificate {}", s.tls_cert.display());
     println!("  TLS key         {} (mode 0600)", s.tls_key.display());
@@ -113,13 +135,19 @@ pub fn print_summary(s: &InitSummary) {
 }
 
 pub async fn run(args: InitArgs) -> anyhow::Result<()> {
+    let passphrase = if args.join {
+        crate::cmd::secrets::join_passphrase(&args.seal)?
+    } else {
+        crate::cmd::secrets::init_passphrase(&args.seal)?
+    };
     let summary = init_data_dir(&InitOptions {
         data_dir: args.data_dir,
         listen: args.listen,
         hostname: args.hostname,
-        passphrase: crate::cmd::secrets::init_passphrase(&args.seal)?,
+        passphrase,
         seal: crate::cmd::secrets::template(&args.seal),
         storage: args.storage.template()?,
+        join: args.join,
     })
     .await?;
     if args.json {

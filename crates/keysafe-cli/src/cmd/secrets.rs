@@ -57,6 +57,10 @@ pub fn template(a: &SealArgs) -> SealTemplate {
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         pkcs11_mode: a.pkcs11_mode.clone(),
+        root_key_file: a
+            .root_key_file
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
     }
 }
 
@@ -69,5 +73,17 @@ pub fn init_passphrase(a: &SealArgs) -> anyhow::Result<Option<Zeroizing<String>>
         a.secrets.passphrase_file.as_deref(),
         "New keysafe passphrase: ",
         true,
+    )
+}
+
+/// The cluster's passphrase for `init --join` (asked once: it must open the keyring).
+pub fn join_passphrase(a: &SealArgs) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if a.kind != SealKind::Passphrase {
+        return Ok(None);
+    }
+    passphrase(
+        a.secrets.passphrase_file.as_deref(),
+        "The cluster's keysafe passphrase: ",
+        false,
     )
 }

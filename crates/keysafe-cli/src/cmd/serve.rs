@@ -36,6 +36,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             passphrase: crate::cmd::secrets::init_passphrase(&args.seal)?,
             seal: crate::cmd::secrets::template(&args.seal),
             storage: Default::default(),
+            join: false,
         })
         .await?;
         print_summary(&summary);

@@ -333,6 +333,14 @@ async fn every_command_that_accepts_json_prints_json() {
         "--force"
     );
     assert_eq!(v["client"]["role"], "admin");
+    // The cluster: this one node (its heartbeat is recorded at start), then forgetting it (a
+    // running node comes back at its next heartbeat).
+    let st = admin!(w, "admin cluster status", "cluster", "status");
+    let node = st["nodes"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no node in {st}"))
+        .to_owned();
+    admin!(w, "admin cluster remove", "cluster", "remove", &node);
 
     // Keyring, audit, backup.
     admin!(w, "admin keyring status", "keyring", "status");

@@ -5,6 +5,8 @@
 mod audit_cmds;
 mod cache;
 mod client_cmds;
+mod cluster;
+mod cluster_failover;
 mod crash;
 mod durability;
 mod edges;

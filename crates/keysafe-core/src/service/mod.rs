@@ -22,6 +22,8 @@ pub use etag::{ContentTag, IfNoneMatch};
 pub use lifecycle::TokenSelector;
 pub use tokens::IssuedToken;
 
+// A cluster of nodes over one database.
+pub mod cluster;
 // Seals, rotation and re-wrap (issue 5).
 pub use backup::BackupSource;
 pub mod rewrap;

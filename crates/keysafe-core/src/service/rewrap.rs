@@ -24,6 +24,7 @@ pub fn aad_for(id: &WrappedId) -> Vec<u8> {
             dek_aad(org, &key.owner, &key.name, *version)
         }
         WrappedId::AuditSigningKey { public_key, .. } => crate::audit::signing_key_aad(public_key),
+        WrappedId::ClusterTlsKey { fingerprint } => super::cluster::cluster_key_aad(fingerprint),
     }
 }
 

@@ -19,6 +19,8 @@ pub(super) struct SealState {
     reason: RwLock<Option<String>>,
     /// Set when the HSM key was found destroyed: nothing may unseal this process again.
     shredded: std::sync::atomic::AtomicBool,
+    /// Wakes whoever announces to other nodes that the key was found destroyed.
+    pub(super) shredded_event: tokio::sync::Notify,
     /// Wakes the re-wrap job (after a rotation or an unseal).
     pub(super) rewrap_wake: tokio::sync::Notify,
     /// Serialises every change of the in-memory keyring that comes from the store (reload,
@@ -88,9 +90,7 @@ impl Service {
             }
             Err(e @ SealError::HsmKeyMissing { .. }) => {
                 tracing::error!(error = %e, "the HSM key is gone: starting sealed; no deposit can be decrypted");
-                self.sealing
-                    .shredded
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                self.mark_shredded();
                 self.install(None, None, Some(e.to_string()));
                 Ok(())
             }
@@ -115,6 +115,21 @@ impl Service {
         if let Ok(mut r) = self.sealing.reason.write() {
             *r = reason;
         }
+    }
+
+    /// Records that the seal's key was found destroyed (nothing may unseal this process again)
+    /// and wakes [`Service::seal_key_destroyed`].
+    fn mark_shredded(&self) {
+        self.sealing
+            .shredded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.sealing.shredded_event.notify_one();
+    }
+
+    pub(super) fn is_shredded(&self) -> bool {
+        self.sealing
+            .shredded
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(super) fn set_sealed_reason(&self, reason: &str) {
@@ -179,9 +194,7 @@ impl Service {
                 }
             }
             Ok(Err(e @ SealError::HsmKeyMissing { .. })) => {
-                self.sealing
-                    .shredded
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                self.mark_shredded();
                 self.seal_now(&e.to_string());
                 false
             }
@@ -201,9 +214,7 @@ impl Service {
     /// Called by the data-key paths when the seal reports its key gone mid-request.
     pub fn on_seal_error(&self, e: &SealError) {
         if matches!(e, SealError::HsmKeyMissing { .. }) {
-            self.sealing
-                .shredded
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.mark_shredded();
             self.seal_now(&e.to_string());
         }
     }

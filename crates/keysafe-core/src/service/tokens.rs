@@ -236,7 +236,11 @@ impl Service {
                         .await;
                     self.forget_identity(&rec.fingerprint);
                     match result {
-                        Ok(_) | Err(StoreError::Conflict) => return Ok(None),
+                        // Read-only database (a failover): the confirmation is recorded by a
+                        // later request; the token stays current meanwhile.
+                        Ok(_) | Err(StoreError::Conflict | StoreError::ReadOnly) => {
+                            return Ok(None);
+                        }
                         Err(e) => return Err(CoreError::from_store(e, "client")),
                     }
                 }
@@ -299,6 +303,11 @@ impl Service {
                         Ok(_) => return Ok(Some(issued)),
                         // Another request (maybe on another node) rotated first.
                         Err(StoreError::Conflict) if reset => return Ok(None),
+                        // Read-only database (a failover): no rotation, the current token
+                        // stays current and is accepted (docs/adr/0012). A token reset by an
+                        // administrator has no current token to accept: refused until a fresh
+                        // one can be stored.
+                        Err(StoreError::ReadOnly) if !reset => return Ok(None),
                         Err(StoreError::Conflict) if !fresh => {}
                         Err(e) => return Err(CoreError::from_store(e, "client")),
                     }

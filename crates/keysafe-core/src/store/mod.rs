@@ -1,7 +1,7 @@
 //! The storage interface. A store keeps records; it does no cryptography and makes no policy
 //! decisions beyond the atomic checks a write needs (uniqueness, compare-and-set). It is split by
 //! role: [`IdentityStore`], [`DepositStore`], [`GroupStore`], [`KeyringStore`], [`AuditStore`],
-//! [`AdminStore`] and [`LifecycleStore`] for reads and upkeep, and [`Store`], which combines them and adds the one
+//! [`AdminStore`], [`LifecycleStore`] and [`ClusterStore`] for reads and upkeep, and [`Store`], which combines them and adds the one
 //! write path, [`Store::apply`]: every change is a [`Mutation`], so a backend can commit many in
 //! one durable transaction (group commit) together with their audit entries.
 //!
@@ -9,13 +9,19 @@
 //! conformance suite in `keysafe-store` pins it. Nothing here names a backend, a table or a
 //! connection. Orderings are by bytes (never by a database's collation).
 
+mod cluster;
 pub mod export;
 mod lifecycle;
 mod mutation;
 mod records;
 
+pub use cluster::{
+    Change, ChangeEvent, ChangeNotice, ClusterIdentityRecord, ClusterStore, NodeRecord, SpoolBatch,
+    SpoolReplay,
+};
 pub use export::{ExportRecord, ImportSummary, RecordStream};
 pub use keysafe_proto::api::WrappedKind;
+pub use keysafe_proto::cluster::{NodeId, ReplicaInfo};
 pub use lifecycle::{
     ClientCursor, ClientDependents, ClientListing, Counted, GroupDependents, GroupRef,
     LifecycleStore, OrgDependents, refusal,
@@ -164,7 +170,8 @@ pub trait KeyringStore: Send + Sync {
     async fn load_keks(&self) -> StoreResult<Vec<KekRecord>>;
     /// Rows of `kind` not wrapped by `current`, ordered by id, strictly after `after`
     /// (pagination), at most `limit`. Ids order as: deposit versions by owner, name, then
-    /// version (bytes, numbers); audit signing keys by key id.
+    /// version (bytes, numbers); audit signing keys by key id; the cluster TLS key by its
+    /// fingerprint (there is at most one).
     async fn list_stale_wrapped(
         &self,
         kind: WrappedKind,
@@ -241,6 +248,7 @@ pub trait Store:
     + AuditStore
     + AdminStore
     + LifecycleStore
+    + ClusterStore
     + 'static
 {
     /// Applies one change durably: when this returns `Ok`, the change survives a crash. Each

@@ -9,6 +9,7 @@
 //! of them and mean the change did not happen. "NotFound" always means a row the change names does not exist (the
 //! organisation of a new client, the client of a group member, ...).
 
+use super::cluster::{Change, ClusterIdentityRecord, NodeRecord};
 use super::records::{
     AuditKeyRecord, ClientRecord, DepositKey, GrantRecord, KekRecord, OrgRecord,
     RegistrationTokenRecord, TokenState, VersionRecord, WrappedId, WrappedKeyRecord,
@@ -249,6 +250,19 @@ pub enum Mutation {
         fingerprint: ClientFingerprint,
         at: Timestamp,
     },
+    // ---- the cluster ----
+    /// Stores a node's heartbeat: inserts its row, or replaces every field of it. Never
+    /// `NotFound`.
+    UpsertNode(NodeRecord),
+    /// Deletes a node's row. `NotFound`: no such node.
+    RemoveNode { id: keysafe_proto::cluster::NodeId },
+    /// Stores the cluster's TLS identity. `AlreadyExists`: one is stored already. Its data key
+    /// must name a keyring version that exists, else `Unavailable` (as for `PutVersion`).
+    InsertClusterIdentity(ClusterIdentityRecord),
+    /// Changes nothing but counts and announces `Change` as every change-bearing mutation does
+    /// (see [`Mutation::change`]): for what a node learns outside the database (its seal's key
+    /// destroyed).
+    Announce(Change),
 }
 
 /// What a successful change reports.

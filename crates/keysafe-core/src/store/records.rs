@@ -228,6 +228,9 @@ pub enum WrappedId {
     },
     /// The audit signing key (its public key is part of the associated data).
     AuditSigningKey { key_id: String, public_key: Vec<u8> },
+    /// The cluster's TLS key (the fingerprint of its public key is part of the associated
+    /// data).
+    ClusterTlsKey { fingerprint: ClientFingerprint },
 }
 
 /// One KEK-wrapped row as the re-wrap job sees it.

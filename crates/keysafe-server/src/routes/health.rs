@@ -1,6 +1,8 @@
 //! `GET /v1/health`: readiness, without a client certificate. 200 when the database answers,
 //! the keyring is open and the audit trail records; 503 otherwise, with the same JSON shape.
-//! `checks` names the state of each part. The TLS certificate's expiry is a warning, never a
+//! `checks` names the state of each part. While only a standby of the database answers (a
+//! failover), the node still serves reads: 200 with status `read_only` (writes answer `503
+//! read_only`), and the audit trail records into the node's spool (`spooling`). The TLS certificate's expiry is a warning, never a
 //! failure: a certificate within 30 days of its end adds `warnings`, and the server stays ready.
 //!
 //! Probes come every few seconds from load balancers and orchestrators. A changed status is
@@ -15,26 +17,34 @@ use keysafe_proto::api::Health;
 use std::collections::BTreeMap;
 
 pub async fn get(State(state): State<AppState>) -> Response {
-    let db_ok = state.service.store().ping().await.is_ok();
+    let database = match state.service.store().ping().await {
+        Ok(()) => "ok",
+        Err(keysafe_core::store::StoreError::ReadOnly) => "read_only",
+        Err(_) => "unavailable",
+    };
+    let db_ok = database != "unavailable";
     let sealed = state.service.is_sealed();
     let audit = state.audit.state();
-    let status = match (db_ok, sealed, audit) {
+    let recording = matches!(audit, "ok" | "spooling");
+    let status = match (db_ok, sealed, recording) {
         (false, _, _) => "database_unavailable",
         (true, true, _) => "sealed",
-        (true, false, "ok") => "ok",
+        (true, false, true) if database == "read_only" => "read_only",
+        (true, false, true) => "ok",
         // Serving on regardless, as configured: ready, with the audit check saying otherwise.
-        (true, false, _)
+        (true, false, false)
             if state.audit.policy() == crate::config::AuditFailurePolicy::InsecureContinue =>
         {
-            "ok"
+            if database == "read_only" {
+                "read_only"
+            } else {
+                "ok"
+            }
         }
-        (true, false, _) => "audit_unavailable",
+        (true, false, false) => "audit_unavailable",
     };
     let mut checks = BTreeMap::new();
-    checks.insert(
-        "database".to_owned(),
-        if db_ok { "ok" } else { "unavailable" }.to_owned(),
-    );
+    checks.insert("database".to_owned(), database.to_owned());
     checks.insert(
         "seal".to_owned(),
         if sealed { "sealed" } else { "ok" }.to_owned(),
@@ -52,7 +62,8 @@ pub async fn get(State(state): State<AppState>) -> Response {
         checks,
         warnings,
     });
-    let mut response = if status == "ok" {
+    // Reads are served while read-only, so the node stays ready.
+    let mut response = if matches!(status, "ok" | "read_only") {
         body.into_response()
     } else {
         (http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()

@@ -125,6 +125,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/keyring/rotate", post(sealing::rotate))
         .route("/v1/admin/keyring/retire", post(sealing::retire))
         .route("/v1/admin/backup", post(sealing::backup))
+        // The cluster: nodes' heartbeats, standbys, forgetting a node.
+        .route("/v1/admin/cluster", get(admin::cluster::status))
+        .route(
+            "/v1/admin/cluster/nodes/{id}",
+            axum::routing::delete(admin::cluster::remove_node),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // JSON bodies are read by `ApiJson` under the route's `BodyLimit`, deposits by

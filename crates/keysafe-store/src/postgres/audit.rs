@@ -5,9 +5,9 @@
 //! Also the reads of entries, checkpoints, the signing key and the counts metrics need.
 
 use super::errors::store_error;
+use super::route::Reads as Pool;
 use super::rows::{corrupt, int};
 use super::writer::{Tx, TxError, TxResult};
-use deadpool_postgres::Pool;
 use keysafe_core::store::{AuditHead, AuditKeyRecord, StoreError, StoreResult, StoreStats};
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
@@ -338,7 +338,7 @@ pub(crate) async fn stats(pool: &Pool) -> StoreResult<StoreStats> {
             Ok((state, uint(col(r, "n")?, "count")?))
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let status = pool.status();
+    let status = pool.primary().status();
     Ok(StoreStats {
         clients_by_state,
         deposits: uint(col(&counts, "deposits")?, "count")?,

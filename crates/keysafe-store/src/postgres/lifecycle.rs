@@ -201,7 +201,7 @@ fn read_error(e: TxError) -> StoreError {
 /// Runs one dependents query on a read-only REPEATABLE READ snapshot.
 macro_rules! in_snapshot {
     ($store:expr, |$tx:ident| $body:expr) => {{
-        let mut client = $store.pool.get().await.map_err(pool_error)?;
+        let mut client = $store.pool.primary().get().await.map_err(pool_error)?;
         let tx = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

@@ -24,6 +24,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/postgres/0002_token_reissue.sql"),
     },
     Migration {
+        version: 3,
+        name: "cluster",
+        sql: include_str!("../../migrations/postgres/0003_cluster.sql"),
+    },
+    Migration {
         version: 4,
         name: "lifecycle",
         sql: include_str!("../../migrations/postgres/0004_lifecycle.sql"),

@@ -5,15 +5,23 @@
 //! its own savepoint, after locking the audit chain's head row so that the writers of every
 //! node on the database run one at a time (see `writer`). Durability is PostgreSQL's: a change
 //! is acknowledged after COMMIT returned, and nothing here lowers `synchronous_commit`.
+//!
+//! Failover: reads follow `route` (the primary, or any host that answers while none is
+//! primary, so a standby keeps serving reads); writes fail with `ReadOnly` while only a standby
+//! answers and reach the new primary by themselves after a promotion. Changes other nodes
+//! cache are announced with NOTIFY and followed through `notify`.
 
 mod audit;
+mod cluster;
 mod config;
 mod errors;
 mod export;
 mod lifecycle;
 mod migrate;
 mod mutations;
+mod notify;
 mod reads;
+mod route;
 mod rows;
 mod tls;
 mod writer;
@@ -48,8 +56,12 @@ const MAX_BATCH: usize = 60;
 /// How long a request waits for a free connection before it answers `Unavailable`.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
+/// Connections of the pool that serves reads from any host while no primary is reachable.
+const ANY_HOST_POOL_SIZE: usize = 4;
+
 pub struct PostgresStore {
-    pool: Pool,
+    pool: route::Reads,
+    listener: Arc<notify::Listener>,
     writer: mpsc::Sender<writer::Job>,
     audit_head: audit::SharedHead,
     counters: Arc<writer::Counters>,
@@ -102,25 +114,32 @@ impl PostgresStore {
             .get_connect_timeout()
             .copied()
             .unwrap_or(Duration::from_secs(10));
-        let manager = Manager::from_config(
-            cfg.pg.clone(),
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(cfg.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            // Each host gets connect_timeout to answer; the TLS handshake and authentication
-            // get a little more, so a server that accepts TCP and then hangs cannot block us.
-            .create_timeout(Some(
-                per_host.saturating_mul(hosts) + Duration::from_secs(10),
-            ))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("connection pool: {e}")))?;
+        let build = |pg: tokio_postgres::Config, size: usize| {
+            let manager = Manager::from_config(
+                pg,
+                tls.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(POOL_WAIT))
+                // Each host gets connect_timeout to answer; the TLS handshake and
+                // authentication get a little more, so a server that accepts TCP and then
+                // hangs cannot block us.
+                .create_timeout(Some(
+                    per_host.saturating_mul(hosts) + Duration::from_secs(10),
+                ))
+                .recycle_timeout(Some(Duration::from_secs(5)))
+                .build()
+                .map_err(|e| StoreError::Backend(format!("connection pool: {e}")))
+        };
+        let pool = build(cfg.pg.clone(), cfg.pool_size)?;
+        let mut any_host = cfg.pg.clone();
+        any_host.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
+        let route = route::Route::new(pool.clone(), build(any_host, ANY_HOST_POOL_SIZE)?);
         let head = {
             let mut conn = pool.get().await.map_err(pool_error)?;
             let client: &mut tokio_postgres::Client = &mut conn;
@@ -132,7 +151,7 @@ impl PostgresStore {
         let counters = Arc::new(writer::Counters::default());
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let w = writer::Writer {
-            pool: pool.clone(),
+            route: route.clone(),
             set_lock_timeout: format!("SET LOCAL lock_timeout = {}", cfg.lock_timeout.as_millis()),
             head,
             shared: audit_head.clone(),
@@ -140,7 +159,8 @@ impl PostgresStore {
         };
         tokio::spawn(w.run(rx, MAX_BATCH));
         Ok(Self {
-            pool,
+            pool: route,
+            listener: notify::Listener::new(cfg.clone()),
             writer: tx,
             audit_head,
             counters,
@@ -284,7 +304,7 @@ impl AuditStore for PostgresStore {
         {
             let events = match job {
                 writer::Job::Audit { events, .. } => events,
-                writer::Job::Mutate { .. } => Vec::new(),
+                writer::Job::Mutate { .. } | writer::Job::Spooled { .. } => Vec::new(),
             };
             return Err(AuditAppendError {
                 error: writer_stopped(),
@@ -330,10 +350,26 @@ impl AuditStore for PostgresStore {
 
 #[async_trait]
 impl AdminStore for PostgresStore {
-    /// The database answers, and its schema is not newer than this binary's.
+    /// `Ok` when a primary answers and its schema is not newer than this binary's; `ReadOnly`
+    /// when only a standby answers.
     async fn ping(&self) -> StoreResult<()> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        migrate::check_not_newer(&**client).await
+        let client = match self.pool.primary().get().await {
+            Ok(c) => c,
+            Err(e) if route::unreachable(&e) => {
+                return Err(self.pool.refusal(pool_error(e)).await);
+            }
+            Err(e) => return Err(pool_error(e)),
+        };
+        match client.simple_query("SELECT 1").await {
+            Ok(_) => migrate::check_not_newer(&**client).await,
+            Err(e) => {
+                if errors::classify(&e) == errors::Class::Connection {
+                    drop(deadpool_postgres::Object::take(client));
+                    return Err(self.pool.refusal(errors::store_error(e)).await);
+                }
+                Err(errors::store_error(e))
+            }
+        }
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {
@@ -347,11 +383,11 @@ impl AdminStore for PostgresStore {
     }
 
     async fn export(&self) -> StoreResult<RecordStream> {
-        export::export(&self.pool).await
+        export::export(self.pool.primary()).await
     }
 
     async fn import(&self, records: RecordStream) -> StoreResult<ImportSummary> {
-        let (summary, head) = export::import(&self.pool, records).await?;
+        let (summary, head) = export::import(self.pool.primary(), records).await?;
         // The writer adopts the new head when it next locks `audit_head`; callers of
         // `audit_head` see it now.
         if let Some(head) = head
@@ -361,6 +397,13 @@ impl AdminStore for PostgresStore {
             *h = head;
         }
         Ok(summary)
+    }
+}
+
+impl PostgresStore {
+    /// Whether reads go to any host because no primary answered lately (a failover).
+    pub fn is_degraded(&self) -> bool {
+        self.pool.is_degraded()
     }
 }
 

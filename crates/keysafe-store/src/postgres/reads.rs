@@ -3,13 +3,13 @@
 //! (a group with its epochs and members) run in one read-only REPEATABLE READ transaction so
 //! they see one snapshot. Names compare as bytes: the columns are `COLLATE "C"`.
 
-use super::errors::{pool_error, store_error};
+use super::errors::{Class, classify, store_error};
+use super::route::Reads as Pool;
 use super::rows::{self, int};
-use deadpool_postgres::Pool;
 use keysafe_core::store::{
     ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupMemberRecord,
-    GroupRecord, KekRecord, KekUsage, OrgRecord, StoreResult, VersionMeta, VersionRecord,
-    WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
+    GroupRecord, KekRecord, KekUsage, OrgRecord, StoreError, StoreResult, VersionMeta,
+    VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::api::ClientState;
 use keysafe_proto::{ClientFingerprint, DepositVersion, GroupName, OrgName, Principal};
@@ -18,10 +18,28 @@ use tokio_postgres::{GenericClient, Row};
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// Runs one read on a connection the route chooses. A connection that breaks under it (its
+/// server went away: a failover) is dropped and the read runs once more on a fresh one, which
+/// the route takes from a standby if no primary is reachable.
 pub(crate) async fn query(pool: &Pool, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
-    let client = pool.get().await.map_err(pool_error)?;
-    let st = client.prepare_cached(sql).await.map_err(store_error)?;
-    client.query(&st, params).await.map_err(store_error)
+    let mut retried = false;
+    loop {
+        let client = pool.read_conn().await?;
+        let r = async {
+            let st = client.prepare_cached(sql).await?;
+            client.query(&st, params).await
+        }
+        .await;
+        match r {
+            Ok(rows) => return Ok(rows),
+            Err(e) if !retried && classify(&e) == Class::Connection => {
+                drop(deadpool_postgres::Object::take(client));
+                pool.lost_primary();
+                retried = true;
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
 }
 
 pub(crate) async fn query_opt(
@@ -29,9 +47,13 @@ pub(crate) async fn query_opt(
     sql: &str,
     params: Params<'_>,
 ) -> StoreResult<Option<Row>> {
-    let client = pool.get().await.map_err(pool_error)?;
-    let st = client.prepare_cached(sql).await.map_err(store_error)?;
-    client.query_opt(&st, params).await.map_err(store_error)
+    let rows = query(pool, sql, params).await?;
+    if rows.len() > 1 {
+        return Err(StoreError::Backend(
+            "a read expected one row and got more".into(),
+        ));
+    }
+    Ok(rows.into_iter().next())
 }
 
 /// The deposit header columns, as a macro so the queries below stay `&'static str`.
@@ -336,7 +358,7 @@ async fn groups_where(
     name: Option<&str>,
     member: Option<&str>,
 ) -> StoreResult<Vec<GroupRecord>> {
-    let mut client = pool.get().await.map_err(pool_error)?;
+    let mut client = pool.read_conn().await?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -507,6 +529,30 @@ pub(crate) async fn list_stale_wrapped(
             })
             .collect()
         }
+        WrappedKind::ClusterTlsKey => {
+            let after = match after {
+                Some(WrappedId::ClusterTlsKey { fingerprint }) => fingerprint.as_str().to_owned(),
+                _ => String::new(),
+            };
+            query(
+                pool,
+                "SELECT fingerprint, kek_version, wrapped_dek FROM cluster_identity \
+                 WHERE kek_version <> $1 AND fingerprint > $2 ORDER BY fingerprint LIMIT $3",
+                &[&i64::from(current), &after, &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(WrappedRow {
+                    id: WrappedId::ClusterTlsKey {
+                        fingerprint: rows::fingerprint(row, "fingerprint")?,
+                    },
+                    kek_version: rows::u32_col(row, "kek_version")?,
+                    wrapped: rows::col(row, "wrapped_dek")?,
+                })
+            })
+            .collect()
+        }
     }
 }
 
@@ -516,6 +562,8 @@ pub(crate) async fn kek_usage(pool: &Pool) -> StoreResult<Vec<KekUsage>> {
         "SELECT 0 AS kind, kek_version, COUNT(*) AS n FROM deposit_versions GROUP BY kek_version \
          UNION ALL \
          SELECT 1, kek_version, COUNT(*) FROM audit_signing_keys GROUP BY kek_version \
+         UNION ALL \
+         SELECT 2, kek_version, COUNT(*) FROM cluster_identity GROUP BY kek_version \
          ORDER BY 1, 2",
         &[],
     )
@@ -523,11 +571,12 @@ pub(crate) async fn kek_usage(pool: &Pool) -> StoreResult<Vec<KekUsage>> {
     .iter()
     .map(|r| {
         Ok(KekUsage {
-            kind: if rows::col::<i32>(r, "kind")? == 1 {
-                WrappedKind::AuditSigningKey
-            } else {
-                WrappedKind::DepositVersion
-            },
+            // Kinds are tagged by their place in `WrappedKind::ALL`.
+            kind: usize::try_from(rows::col::<i32>(r, "kind")?)
+                .ok()
+                .and_then(|k| WrappedKind::ALL.get(k))
+                .copied()
+                .ok_or_else(|| StoreError::Backend("unknown wrapped kind".into()))?,
             kek_version: rows::u32_col(r, "kek_version")?,
             count: rows::unsigned(r, "n")?,
         })

@@ -14,15 +14,24 @@
 //!
 //! A serialization failure or deadlock (SQLSTATE 40001 / 40P01, never recognised by message)
 //! rolls the whole transaction back, so the batch is run again from the start, a bounded number
-//! of times: no change of a retried batch was applied, and none is applied twice. A failure at
-//! COMMIT that leaves the outcome unknown (the connection dropped) is never retried.
+//! of times: no change of a retried batch was applied, and none is applied twice. A connection
+//! that breaks (or turns out to be on a standby) before COMMIT is sent has committed nothing:
+//! the batch runs once more on a fresh connection, so a failover costs the batch one reconnect,
+//! not an error. A failure at COMMIT that leaves the outcome unknown (the connection dropped)
+//! is never retried. When no primary can be reached at all, the batch fails with what the
+//! route says (`ReadOnly` while a standby answers, see `route`).
+//!
+//! A change that other nodes cache (`Mutation::change`) bumps the change serial and NOTIFYs
+//! `keysafe_changes` with `SERIAL CHANGE` in its own savepoint: the announcement goes out when
+//! the transaction commits, and not at all if the change is rolled back (see `notify`).
 
 use super::audit::{self, SharedHead};
 use super::errors::{Class, classify, pool_error, store_error};
 use super::mutations;
-use deadpool_postgres::Pool;
+use super::route::Reads;
 use keysafe_core::store::{
-    Applied, AuditAppendError, AuditHead, Mutation, StoreError, StoreResult,
+    Applied, AuditAppendError, AuditHead, Mutation, SpoolBatch, SpoolReplay, StoreError,
+    StoreResult,
 };
 use keysafe_proto::audit::AuditEvent;
 use std::sync::Arc;
@@ -75,6 +84,12 @@ pub(crate) enum Job {
         events: Vec<AuditEvent>,
         reply: oneshot::Sender<Result<(), AuditAppendError>>,
     },
+    /// A batch of entries a node spooled while the database was read-only, appended with a
+    /// record of its id (refused as `AlreadyExists`, appending nothing, when recorded before).
+    Spooled {
+        batch: SpoolBatch,
+        reply: oneshot::Sender<Result<SpoolReplay, AuditAppendError>>,
+    },
 }
 
 impl Job {
@@ -83,6 +98,7 @@ impl Job {
         match self {
             Job::Mutate { audit, .. } => audit.is_some(),
             Job::Audit { events, .. } => !events.is_empty(),
+            Job::Spooled { .. } => true,
         }
     }
 
@@ -99,6 +115,16 @@ impl Job {
                         .map_err(|error| AuditAppendError { error, events }),
                 );
             }
+            Job::Spooled { batch, reply } => {
+                let _ = reply.send(match result {
+                    Ok(_) => Ok(SpoolReplay::Appended),
+                    Err(StoreError::AlreadyExists) => Ok(SpoolReplay::AlreadyAppended),
+                    Err(error) => Err(AuditAppendError {
+                        error,
+                        events: batch.events,
+                    }),
+                });
+            }
         }
     }
 }
@@ -110,7 +136,7 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Writer {
-    pub pool: Pool,
+    pub route: Reads,
     /// `SET LOCAL lock_timeout = ...` (see `PgConfig::with_lock_timeout`).
     pub set_lock_timeout: String,
     pub head: AuditHead,
@@ -124,10 +150,12 @@ enum Abort {
     Retry(tokio_postgres::Error),
     /// Every job of the batch fails with this.
     Fail(StoreError),
-    /// Every job fails with this, and the pool's connections are suspect: the server went away
-    /// or stopped accepting writes (a failover), so they are dropped and the next write
-    /// connects afresh.
+    /// The connection broke, or its server stopped accepting writes (a failover), before
+    /// COMMIT was sent: nothing was committed. The connection is dropped; the batch may run
+    /// once more on a fresh one.
     Broken(StoreError),
+    /// The connection broke at COMMIT: the outcome is unknown, so the batch is not run again.
+    Unknown(StoreError),
 }
 
 fn abort(e: tokio_postgres::Error) -> Abort {
@@ -157,9 +185,17 @@ impl Writer {
     async fn commit_batch(&mut self, batch: &mut Vec<Job>) {
         let start = self.head.clone();
         let mut attempt = 1;
+        let mut reconnected = false;
         let outcome = loop {
             match self.attempt(batch).await {
                 Ok(results) => break Ok(results),
+                Err(Abort::Broken(e)) if !reconnected => {
+                    // Nothing of it committed: once more, on a fresh connection (to the new
+                    // primary after a failover, or refused with what the route says).
+                    tracing::info!(error = %e, "the database connection broke before COMMIT; running the batch again on a fresh one");
+                    self.head.clone_from(&start);
+                    reconnected = true;
+                }
                 Err(Abort::Retry(e)) if attempt < MAX_ATTEMPTS => {
                     self.head.clone_from(&start);
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +208,7 @@ impl Writer {
                     attempt += 1;
                 }
                 Err(Abort::Retry(e)) => break Err(store_error(e)),
-                Err(Abort::Fail(e) | Abort::Broken(e)) => break Err(e),
+                Err(Abort::Fail(e) | Abort::Broken(e) | Abort::Unknown(e)) => break Err(e),
             }
         };
         match outcome {
@@ -206,14 +242,27 @@ impl Writer {
     /// taken out of the pool, so the next attempt connects afresh (with
     /// `target_session_attrs=read-write`, to whichever host is the primary now).
     async fn attempt(&mut self, batch: &[Job]) -> Result<Vec<StoreResult<Applied>>, Abort> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Abort::Fail(pool_error(e)))?;
+        let mut conn = match self.route.primary().get().await {
+            Ok(c) => c,
+            Err(e) if super::route::unreachable(&e) => {
+                let refusal = self.route.refusal(pool_error(e)).await;
+                if refusal == StoreError::ReadOnly {
+                    return Err(Abort::Fail(refusal));
+                }
+                // While the route looked, a standby may have been promoted: one more try.
+                match self.route.primary().get().await {
+                    Ok(c) => c,
+                    Err(_) => return Err(Abort::Fail(refusal)),
+                }
+            }
+            Err(e) => return Err(Abort::Fail(pool_error(e))),
+        };
         let r = run_transaction(&mut conn, &self.set_lock_timeout, batch, &mut self.head).await;
-        if let Err(Abort::Fail(StoreError::Unavailable(_) | StoreError::ReadOnly)) = &r {
+        if let Err(Abort::Broken(_) | Abort::Unknown(_)) = &r {
+            // The server went away or refuses writes: this connection is of no more use, and
+            // reads look elsewhere until a primary answers again.
             drop(deadpool_postgres::Object::take(conn));
+            self.route.lost_primary();
         }
         r
     }
@@ -289,7 +338,7 @@ async fn run_transaction(
     }
     tx.commit().await.map_err(|e| match classify(&e) {
         Class::Retry => Abort::Retry(e),
-        _ => Abort::Broken(StoreError::Unavailable(format!(
+        _ => Abort::Unknown(StoreError::Unavailable(format!(
             "the commit failed and its outcome is unknown: {}",
             store_error(e)
         ))),
@@ -343,6 +392,9 @@ async fn apply_job(tx: &Tx<'_>, job: &Job, head: &mut AuditHead) -> TxResult<App
             mutation, audit, ..
         } => {
             let applied = mutations::apply(tx, mutation).await?;
+            if let Some(change) = mutation.change() {
+                super::notify::announce(tx, &change).await?;
+            }
             if let Some(e) = audit {
                 audit::append(tx, head, e).await?;
             }
@@ -350,6 +402,17 @@ async fn apply_job(tx: &Tx<'_>, job: &Job, head: &mut AuditHead) -> TxResult<App
         }
         Job::Audit { events, .. } => {
             audit::append_many(tx, head, events).await?;
+            Ok(Applied::Done)
+        }
+        Job::Spooled { batch, .. } => {
+            super::mutations::record_spool_batch(
+                tx,
+                &batch.id,
+                batch.events.len(),
+                head.seq.saturating_add(1),
+            )
+            .await?;
+            audit::append_many(tx, head, &batch.events).await?;
             Ok(Applied::Done)
         }
     }

@@ -6,6 +6,7 @@
 //! orders their transactions, and each writer reads the audit chain's head under it.
 
 mod audit;
+mod cluster;
 mod export;
 mod lifecycle;
 mod reads;
@@ -194,6 +195,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_token_reissue.sql"),
     ),
     (
+        7,
+        "cluster",
+        include_str!("../../migrations/sqlite/0007_cluster.sql"),
+    ),
+    (
         8,
         "lifecycle",
         include_str!("../../migrations/sqlite/0008_lifecycle.sql"),
@@ -248,7 +254,7 @@ impl AuditStore for SqliteStore {
         {
             let events = match job {
                 writer::Job::Audit { events, .. } => events,
-                writer::Job::Mutate { .. } => Vec::new(),
+                writer::Job::Mutate { .. } | writer::Job::Spooled { .. } => Vec::new(),
             };
             return Err(AuditAppendError {
                 error: writer_stopped(),

@@ -429,6 +429,35 @@ pub(crate) async fn list_stale_wrapped(
                 })
                 .collect()
         }
+        WrappedKind::ClusterTlsKey => {
+            let after = match after {
+                Some(WrappedId::ClusterTlsKey { fingerprint }) => fingerprint.as_str().to_owned(),
+                _ => String::new(),
+            };
+            let rows = sqlx::query(
+                "SELECT fingerprint, kek_version, wrapped_dek FROM cluster_identity \
+                 WHERE kek_version != ?1 AND fingerprint > ?2 ORDER BY fingerprint LIMIT ?3",
+            )
+            .bind(i64::from(current))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(backend_error)?;
+            rows.iter()
+                .map(|row| {
+                    let kek: i64 = rows::col(row, "kek_version")?;
+                    Ok(WrappedRow {
+                        id: WrappedId::ClusterTlsKey {
+                            fingerprint: rows::fingerprint(row, "fingerprint")?,
+                        },
+                        kek_version: u32::try_from(kek)
+                            .map_err(|_| StoreError::Corrupt("kek_version".into()))?,
+                        wrapped: rows::col(row, "wrapped_dek")?,
+                    })
+                })
+                .collect()
+        }
     }
 }
 
@@ -437,6 +466,8 @@ pub(crate) async fn kek_usage(pool: &SqlitePool) -> StoreResult<Vec<KekUsage>> {
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT 0, kek_version, COUNT(*) FROM deposit_versions GROUP BY kek_version \
          UNION ALL SELECT 1, kek_version, COUNT(*) FROM audit_signing_keys \
+         GROUP BY kek_version \
+         UNION ALL SELECT 2, kek_version, COUNT(*) FROM cluster_identity \
          GROUP BY kek_version ORDER BY 1, 2",
     )
     .fetch_all(pool)

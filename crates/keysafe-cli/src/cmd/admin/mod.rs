@@ -4,6 +4,7 @@
 
 mod audit;
 mod client;
+mod cluster;
 mod group;
 mod lifecycle;
 mod migrate;
@@ -77,6 +78,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Keyring(c) => sealing::keyring(&client, c, args.json).await,
         AdminCommand::Backup(c) => sealing::backup(&client, c, args.json).await,
+        AdminCommand::Cluster(c) => cluster::run(&client, c, args.json).await,
         AdminCommand::Seal(_) | AdminCommand::Tls(_) | AdminCommand::RecoverAdmin(_) => Ok(()),
     }
 }

@@ -2,6 +2,7 @@
 //! whose role is `admin`, over the same mutual-TLS API as everything else.
 
 pub mod clients;
+pub mod cluster;
 pub mod groups;
 pub mod lifecycle;
 pub mod orgs;

@@ -86,6 +86,29 @@ pub(super) async fn rewrap(
                 .is_some();
             (n, exists)
         }
+        WrappedId::ClusterTlsKey { fingerprint } => {
+            let n = exec(
+                tx,
+                "UPDATE cluster_identity SET kek_version = $2, wrapped_dek = $3 \
+                 WHERE fingerprint = $1 AND kek_version = $4",
+                &[
+                    &fingerprint.as_str(),
+                    &i64::from(kek_version),
+                    &wrapped,
+                    &i64::from(expected_kek),
+                ],
+            )
+            .await?;
+            let exists = n > 0
+                || query_opt(
+                    tx,
+                    "SELECT 1 FROM cluster_identity WHERE fingerprint = $1",
+                    &[&fingerprint.as_str()],
+                )
+                .await?
+                .is_some();
+            (n, exists)
+        }
     };
     match (updated, exists) {
         (0, true) => Err(StoreError::VersionConflict { current: None }.into()),
@@ -101,7 +124,8 @@ pub(super) async fn retire_kek(tx: &Tx<'_>, version: u32) -> TxResult<Applied> {
     let row = query_opt(
         tx,
         "SELECT (SELECT COUNT(*) FROM deposit_versions WHERE kek_version = $1) + \
-                (SELECT COUNT(*) FROM audit_signing_keys WHERE kek_version = $1) AS used, \
+                (SELECT COUNT(*) FROM audit_signing_keys WHERE kek_version = $1) + \
+                (SELECT COUNT(*) FROM cluster_identity WHERE kek_version = $1) AS used, \
                 (SELECT MAX(version) FROM keyring) AS newest",
         &[&v],
     )

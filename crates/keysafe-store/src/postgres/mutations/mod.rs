@@ -2,11 +2,14 @@
 //! and the job's savepoint, after the audit head lock (see `writer`); each keeps the contract
 //! documented on its `Mutation` variant, the same as the SQLite store.
 
+mod cluster;
 mod deposits;
 mod groups;
 mod identities;
 mod keyring;
 mod lifecycle;
+
+pub(crate) use cluster::record_spool_batch;
 
 use super::writer::{Tx, TxResult};
 use keysafe_core::store::{Applied, Mutation, StoreError};
@@ -153,6 +156,12 @@ pub(crate) async fn apply(tx: &Tx<'_>, m: &Mutation) -> TxResult<Applied> {
         Mutation::RecoverAdmin { fingerprint, at } => {
             lifecycle::recover_admin(tx, fingerprint, *at).await
         }
+        Mutation::UpsertNode(n) => cluster::upsert_node(tx, n).await,
+        Mutation::RemoveNode { id } => cluster::remove_node(tx, id).await,
+        Mutation::InsertClusterIdentity(r) => cluster::insert_identity(tx, r).await,
+        // Nothing but the change serial and its announcement, which the writer adds for every
+        // change-bearing mutation.
+        Mutation::Announce(_) => Ok(Applied::Done),
     }
 }
 

@@ -84,6 +84,18 @@ pub(super) async fn rewrap(
             .bind(i64::from(expected_kek)),
             sqlx::query("SELECT 1 FROM audit_signing_keys WHERE key_id = ?1").bind(key_id.as_str()),
         ),
+        WrappedId::ClusterTlsKey { fingerprint } => (
+            sqlx::query(
+                "UPDATE cluster_identity SET kek_version = ?2, wrapped_dek = ?3 \
+                 WHERE fingerprint = ?1 AND kek_version = ?4",
+            )
+            .bind(fingerprint.as_str())
+            .bind(i64::from(kek_version))
+            .bind(wrapped)
+            .bind(i64::from(expected_kek)),
+            sqlx::query("SELECT 1 FROM cluster_identity WHERE fingerprint = ?1")
+                .bind(fingerprint.as_str()),
+        ),
     };
     if update
         .execute(&mut *conn)
@@ -108,7 +120,8 @@ pub(super) async fn rewrap(
 pub(super) async fn retire_kek(conn: &mut SqliteConnection, version: u32) -> StoreResult<Applied> {
     let (used,): (i64,) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM deposit_versions WHERE kek_version = ?1) + \
-             (SELECT COUNT(*) FROM audit_signing_keys WHERE kek_version = ?1)",
+             (SELECT COUNT(*) FROM audit_signing_keys WHERE kek_version = ?1) + \
+             (SELECT COUNT(*) FROM cluster_identity WHERE kek_version = ?1)",
     )
     .bind(i64::from(version))
     .fetch_one(&mut *conn)

@@ -4,6 +4,7 @@
 //! owns the batching loop, the savepoints and the audit chain's head; what each mutation does is
 //! in one module per aggregate, reached through [`apply_one`].
 
+mod cluster;
 mod deposits;
 mod groups;
 mod identities;
@@ -14,7 +15,8 @@ mod sharing;
 use super::audit::{self, SharedHead};
 use super::backend_error;
 use keysafe_core::store::{
-    Applied, AuditAppendError, AuditHead, Mutation, StoreError, StoreResult,
+    Applied, AuditAppendError, AuditHead, Mutation, SpoolBatch, SpoolReplay, StoreError,
+    StoreResult,
 };
 use keysafe_proto::audit::AuditEvent;
 use sqlx::SqliteConnection;
@@ -38,6 +40,12 @@ pub(crate) enum Job {
         events: Vec<AuditEvent>,
         reply: oneshot::Sender<Result<(), AuditAppendError>>,
     },
+    /// A batch of entries a node spooled while the database was read-only, appended with a
+    /// record of its id (refused as `AlreadyExists`, appending nothing, when recorded before).
+    Spooled {
+        batch: SpoolBatch,
+        reply: oneshot::Sender<Result<SpoolReplay, AuditAppendError>>,
+    },
 }
 
 impl Job {
@@ -46,6 +54,7 @@ impl Job {
         match self {
             Job::Mutate { audit, .. } => audit.is_some(),
             Job::Audit { events, .. } => !events.is_empty(),
+            Job::Spooled { .. } => true,
         }
     }
 
@@ -61,6 +70,16 @@ impl Job {
                         .map(|_| ())
                         .map_err(|error| AuditAppendError { error, events }),
                 );
+            }
+            Job::Spooled { batch, reply } => {
+                let _ = reply.send(match result {
+                    Ok(_) => Ok(SpoolReplay::Appended),
+                    Err(StoreError::AlreadyExists) => Ok(SpoolReplay::AlreadyAppended),
+                    Err(error) => Err(AuditAppendError {
+                        error,
+                        events: batch.events,
+                    }),
+                });
             }
         }
     }
@@ -106,6 +125,9 @@ async fn apply_job(
             mutation, audit, ..
         } => {
             let applied = apply_one(conn, mutation).await?;
+            if mutation.change().is_some() {
+                cluster::bump_serial(conn).await?;
+            }
             if let Some(e) = audit {
                 audit::append(conn, head, e).await?;
             }
@@ -113,6 +135,17 @@ async fn apply_job(
         }
         Job::Audit { events, .. } => {
             audit::append_many(conn, head, events).await?;
+            Ok(Applied::Done)
+        }
+        Job::Spooled { batch, .. } => {
+            cluster::record_spool_batch(
+                conn,
+                &batch.id,
+                batch.events.len(),
+                head.seq.saturating_add(1),
+            )
+            .await?;
+            audit::append_many(conn, head, &batch.events).await?;
             Ok(Applied::Done)
         }
     }
@@ -391,6 +424,11 @@ async fn apply_one(conn: &mut SqliteConnection, m: &Mutation) -> StoreResult<App
         Mutation::RecoverAdmin { fingerprint, at } => {
             lifecycle::recover_admin(conn, fingerprint, *at).await
         }
+        Mutation::UpsertNode(n) => cluster::upsert_node(conn, n).await,
+        Mutation::RemoveNode { id } => cluster::remove_node(conn, id).await,
+        Mutation::InsertClusterIdentity(r) => cluster::insert_identity(conn, r).await,
+        // Nothing but the change serial, which every change-bearing mutation bumps.
+        Mutation::Announce(_) => Ok(Applied::Done),
     }
 }
 
