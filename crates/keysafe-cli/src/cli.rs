@@ -206,7 +206,7 @@ impl StorageArgs {
     }
 }
 
-// --- Seals, keyring rotation and backups (issue 5) ---
+// --- Seals, keyring rotation and backups ---
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SealKind {
@@ -419,7 +419,7 @@ pub enum AdminBackupCommand {
     },
 }
 
-// --- end of issue 5 block ---
+// --- end of seals, keyring rotation and backups ---
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -1536,7 +1536,7 @@ impl KeysafeClient {
             .await
     }
 
-    // ---- audit trail (issue 6) ----
+    // ---- audit trail ----
 
     /// `GET /v1/audit/public-key`: the key that signs audit checkpoints.
     pub async fn audit_public_key(

@@ -12,7 +12,7 @@ pub mod register;
 pub mod tls;
 pub mod token;
 pub mod vault;
-// Seals, keyring rotation and backups (issue 5).
+// Seals, keyring rotation and backups.
 pub mod sealing;
 
 pub use cache::{Cache, CacheConfig, CacheMode};

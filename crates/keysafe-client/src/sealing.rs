@@ -1,4 +1,4 @@
-//! Administrator calls for seals, keyring rotation and backups (issue 5).
+//! Administrator calls for seals, keyring rotation and backups.
 
 use crate::client::{KeysafeClient, Req};
 use crate::error::ClientError;

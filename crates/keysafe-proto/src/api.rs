@@ -670,7 +670,7 @@ mod tests {
     }
 }
 
-// --- Seals, keyring rotation and backups (issue 5) ------------------------------------------
+// --- Seals, keyring rotation and backups ------------------------------------------
 
 /// `POST /v1/admin/unseal`.
 #[derive(Clone, Serialize, Deserialize)]

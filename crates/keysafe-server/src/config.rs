@@ -328,7 +328,7 @@ pub struct BackupConfig {
     pub key_recipients: Vec<String>,
 }
 
-// ---- audit trail and metrics (issue 6) ----
+// ---- audit trail and metrics ----
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

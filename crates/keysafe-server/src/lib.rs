@@ -18,7 +18,7 @@ pub mod metrics;
 mod middleware;
 mod routes;
 pub mod server;
-// Seals and backups (issue 5).
+// Seals and backups.
 pub mod backup;
 pub mod seal;
 mod state;

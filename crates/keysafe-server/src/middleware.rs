@@ -159,7 +159,7 @@ pub async fn request_context(
         remote = remote.map(|r| r.to_string()).unwrap_or_default(),
     );
     let started = Instant::now();
-    // ---- audit trail and metrics (issue 6) ----
+    // ---- audit trail and metrics ----
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -35,7 +35,7 @@ pub struct App {
     /// Per-connection limits.
     pub connection: ConnectionSettings,
     pub shutdown_grace: Duration,
-    /// How often the seal's key is re-checked (issue 5).
+    /// How often the seal's key is re-checked.
     pub seal_check_interval: Duration,
     pub rewrap: keysafe_core::service::rewrap::RewrapSettings,
 }
@@ -91,7 +91,7 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
         }
     };
     let service = Arc::new(service);
-    // Audit trail (issue 6): the signing key exists from the first start (a server that starts
+    // Audit trail: the signing key exists from the first start (a server that starts
     // sealed makes or loads it on first use after unsealing); the queue, the checkpoints and
     // the sinks run for as long as the process does.
     if !service.is_sealed() {
@@ -144,7 +144,7 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    // Background jobs (issue 5): the re-wrap job and the periodic seal check. They end with
+    // Background jobs: the re-wrap job and the periodic seal check. They end with
     // the runtime; neither holds anything that needs a clean shutdown (every write is atomic).
     let rewrap = tokio::spawn(app.state.service.clone().run_rewrap_job(app.rewrap.clone()));
     let checker = {

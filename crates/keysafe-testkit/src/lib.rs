@@ -182,7 +182,7 @@ impl TestServer {
     }
 
     /// Starts a server after letting `init` choose how the data directory is initialised (the
-    /// seal, issue 5) and `tweak` change its configuration.
+    /// seal) and `tweak` change its configuration.
     pub async fn start_with_init(
         init: impl FnOnce(&mut InitOptions),
         tweak: impl FnOnce(&mut Config),

@@ -19,7 +19,7 @@ pub mod status;
 pub mod undelete;
 pub mod versions;
 pub mod whoami;
-// Seals and backups (issue 5).
+// Seals and backups.
 pub mod backup;
 pub mod restore;
 pub mod secrets;

@@ -1,4 +1,4 @@
-//! Seals through the real binary (issue 5): SoftHSM2 over PKCS#11 with a throwaway token per
+//! Seals through the real binary: SoftHSM2 over PKCS#11 with a throwaway token per
 //! test (SOFTHSM2_CONF is handed to each child process), the passphrase seal, seal migration,
 //! and a kill -9 in the middle of re-wrapping.
 

@@ -23,7 +23,7 @@ mod shared_dir;
 mod luks;
 mod volume;
 mod volume_acl;
-// Seals, HSM, rotation and backups (issue 5).
+// Seals, HSM, rotation and backups.
 mod backup;
 mod hsm;
 mod seal_crash;

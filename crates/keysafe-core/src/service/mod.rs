@@ -24,7 +24,7 @@ pub use tokens::IssuedToken;
 
 // A cluster of nodes over one database.
 pub mod cluster;
-// Seals, rotation and re-wrap (issue 5).
+// Seals, rotation and re-wrap.
 pub use backup::BackupSource;
 pub mod rewrap;
 pub mod sealing;
@@ -103,13 +103,13 @@ pub struct Service {
     store: Arc<dyn Store>,
     /// `None` while sealed: deposit operations answer `Sealed`, everything else keeps working.
     keyring: RwLock<Option<Arc<Keyring>>>,
-    /// The seal, and why the service is sealed (issue 5).
+    /// The seal, and why the service is sealed.
     sealing: sealing::SealState,
     clock: Arc<dyn Clock>,
     limits: Limits,
     identities: RwLock<HashMap<ClientFingerprint, (Arc<ClientRecord>, Instant)>>,
     write_locks: StripedLocks,
-    // ---- audit trail and metrics (issue 6) ----
+    // ---- audit trail and metrics ----
     audit_signer: tokio::sync::OnceCell<Arc<crate::audit::AuditSigner>>,
     identity_hits: std::sync::atomic::AtomicU64,
     identity_misses: std::sync::atomic::AtomicU64,
@@ -282,7 +282,7 @@ impl Service {
         })
     }
 
-    // ---- audit trail and metrics (issue 6) ----
+    // ---- audit trail and metrics ----
 
     /// Applies a change made by the request being served, carrying the request's audit event
     /// so that the entry commits with the change. A write that fails leaves the event for the

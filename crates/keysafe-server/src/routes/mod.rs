@@ -119,7 +119,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/clients/{fingerprint}/{action}",
             post(admin::clients::action),
         )
-        // Seals, keyring rotation and backups (issue 5).
+        // Seals, keyring rotation and backups.
         .route("/v1/admin/unseal", post(sealing::unseal))
         .route("/v1/admin/keyring", get(sealing::status))
         .route("/v1/admin/keyring/rotate", post(sealing::rotate))

@@ -101,7 +101,7 @@ fn info(s: KeyringStatus) -> KeyringStatusInfo {
                 version: v.version,
                 created_at: v.created_at,
                 current: v.current,
-                // Deposit data keys only; `usage` also lists the audit signing key (issue 6).
+                // Deposit data keys only; `usage` also lists the audit signing key.
                 data_keys: v
                     .usage
                     .iter()

@@ -1,4 +1,4 @@
-//! Seals and keyring rotation (issue 5), in process: the passphrase seal starts sealed and is
+//! Seals and keyring rotation, in process: the passphrase seal starts sealed and is
 //! unsealed over the API; rotation keeps every deposit readable before, during and after the
 //! re-wrap, across a restart; retirement only of unused versions.
 
@@ -157,7 +157,7 @@ async fn rotation_keeps_every_deposit_readable_before_during_and_after(storage: 
     let v2 = done.versions.iter().find(|v| v.version == 2).unwrap();
     assert_eq!(v1.data_keys, 0);
     assert_eq!(v2.data_keys, 80);
-    // The audit signing key (issue 6) is re-wrapped with them; the restart below unwraps it.
+    // The audit signing key is re-wrapped with them; the restart below unwraps it.
     assert!(
         v2.usage
             .iter()

@@ -10,7 +10,7 @@ mod lifecycle;
 mod migrate;
 mod org;
 mod recover;
-// Seals, keyring rotation and backups (issue 5).
+// Seals, keyring rotation and backups.
 mod sealing;
 mod tls;
 
