@@ -264,6 +264,7 @@ async fn setup() -> Fixture {
         seal: Default::default(),
         storage: Default::default(),
         passphrase: None,
+        join: false,
     };
     let admin_fp = fingerprint(0);
     let mut tokens = HashMap::new();

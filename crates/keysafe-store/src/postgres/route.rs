@@ -94,6 +94,13 @@ impl Route {
         self.any.get().await.map_err(pool_error)
     }
 
+    /// A transaction just committed through the primary pool (which connects only to a
+    /// read-write server): reads go to the primary again at once, so that a write is never
+    /// followed by a read from a standby that has not replayed it yet.
+    pub(crate) fn primary_ok(&self) {
+        self.degraded.store(false, Ordering::Relaxed);
+    }
+
     /// Called when a primary connection failed: reads move to any host, and a probe starts
     /// looking for a primary. The primary pool's idle connections are dropped: after a
     /// failover they all lead to the server that went away, and a retry must connect afresh

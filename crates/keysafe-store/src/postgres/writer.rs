@@ -264,6 +264,9 @@ impl Writer {
             drop(deadpool_postgres::Object::take(conn));
             self.route.lost_primary();
         }
+        if r.is_ok() {
+            self.route.primary_ok();
+        }
         r
     }
 }

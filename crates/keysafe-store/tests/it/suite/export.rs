@@ -18,7 +18,20 @@ use std::collections::BTreeMap;
 
 /// Tables that are not records of an export, per backend: migration bookkeeping, and
 /// PostgreSQL's `audit_head` (derived: an import sets it from the last imported entry).
-const NOT_EXPORTED: &[&str] = &["_sqlx_migrations", "keysafe_migrations", "audit_head"];
+/// Tables a backup does not carry: migration bookkeeping, the audit chain's head (rebuilt from the
+/// entries), and the cluster's per-database state: node heartbeats (each node records itself at
+/// its next start), the change serial (a fresh store starts its own), the ids of replayed audit
+/// spool batches, and the cluster's TLS identity (a restored node serves the TLS key its backup
+/// carries; nodes joining a restored cluster need the identity stored again, docs/cluster.md).
+const NOT_EXPORTED: &[&str] = &[
+    "_sqlx_migrations",
+    "keysafe_migrations",
+    "audit_head",
+    "cluster_nodes",
+    "cluster_changes",
+    "cluster_identity",
+    "audit_spool_batches",
+];
 
 fn event(target: &str, time: i64) -> AuditEvent {
     AuditEvent {
