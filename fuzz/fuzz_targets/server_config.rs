@@ -72,6 +72,7 @@ fuzz_target!(|data: &[u8]| {
                 pkcs11_key: key.clone(),
                 pkcs11_pin_file: pin_file.as_ref().map(PathBuf::from),
                 pkcs11_mode: "keyring".to_owned(),
+                root_key_file: None,
             };
             let storage = match storage_url {
                 Some(url) => StorageTemplate {
