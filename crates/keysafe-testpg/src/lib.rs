@@ -498,7 +498,7 @@ impl TestCluster {
 }
 
 /// Whether a process exists and is not a zombie.
-fn running(pid: u32) -> bool {
+pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit(')')
             .next()

@@ -6,11 +6,7 @@ use keysafe_testpg::{ClusterOptions, TestCluster};
 
 /// Whether a process runs (a zombie waiting for init to reap it does not).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-    })
+    keysafe_testpg::running(pid)
 }
 
 #[test]
