@@ -14,16 +14,13 @@ ks=$(realpath "${KS:-${CARGO_TARGET_DIR:-target}/release/keysafe}")
 W=${W:-/tmp/ksbench-backup}
 N=${N:-100000}
 BACKENDS=${BACKENDS:-sqlite postgres}
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+. "$(dirname "$0")/lib/pg.sh"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  as_pg "$pgbin/pg_ctl" -D "$W/pg" -m fast stop >/dev/null 2>&1 || true
+  stop_pg
   rm -rf "$W"
 }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-psql_() { as_pg "$pgbin/psql" -h "$W/pg" -p "$pgport" -U postgres -qAt "$@"; }
 # Runs a command, printing "LABEL: S s, RSS MB".
 measure() {
   local label=$1; shift
@@ -34,20 +31,8 @@ measure() {
 
 rm -rf "$W"; mkdir -p "$W"; chmod 755 "$W"
 trap cleanup EXIT
-mkdir "$W/pg"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$W/pg"
-as_pg "$pgbin/initdb" -D "$W/pg" -U postgres -A trust -E UTF8 --no-locale >/dev/null
-pgport=$(free_port)
-cat >> "$W/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $pgport
-unix_socket_directories = '$W/pg'
-fsync = on
-synchronous_commit = on
-CONF
-as_pg "$pgbin/pg_ctl" -D "$W/pg" -l "$W/pg/log" -w start >/dev/null
-psql_ -c "CREATE ROLE keysafe LOGIN"
+start_pg
 for db in keysafe restored; do psql_ -c "CREATE DATABASE $db OWNER keysafe"; done
-echo "# $(psql_ -c "SELECT version()")"
 echo "# keysafe $ks, N=$N, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 for backend in $BACKENDS; do

@@ -9,7 +9,7 @@
 # database) and keysafe (`serve`, default configuration: audit trail on, SQLite, log level info),
 # registers a client, seeds KEYS deposits of SIZE bytes through the server (`keysafe bench --op
 # seed`: concurrent durable puts), then runs oha with CONNECTIONS keep-alive connections for
-# SECONDS per row, presenting the client's certificate and its sequenced token:
+# DURATION seconds per row, presenting the client's certificate and its sequenced token:
 #
 #   trivial   GET /?a=fingerprint on the trivial handler (the ceiling of the run)
 #   baseline  GET /?a=fingerprint on keysafe (its TLS, HTTP and middleware; no database)
@@ -26,8 +26,9 @@
 # Environment: KS (the keysafe binary served; default: build release), KS_CLIENT (the keysafe
 # binary that seeds, default KS: set it to compare an older server that lacks `bench --op
 # seed`), TRIVIAL (the example binary),
-# STORAGE (a [storage] url for `keysafe init --storage`, default SQLite in the data directory),
-# KEYS (1000), SIZE (32), CONNECTIONS (64), SECONDS (10), ROWS ("trivial baseline get put
+# STORAGE (a [storage] url for `keysafe init --storage`, default SQLite in the data directory;
+# `postgres` starts a throwaway PostgreSQL 15 cluster under W, see scripts/lib/pg.sh),
+# KEYS (1000), SIZE (32), CONNECTIONS (64), DURATION (seconds per row, 10), ROWS ("trivial baseline get put
 # put-hot"), KEEP=1 keeps the work directory, W (work directory, default /tmp/ksbench-hotpath).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,7 +36,7 @@ root=$(cd "$here/.." && pwd)
 KEYS=${KEYS:-1000}
 SIZE=${SIZE:-32}
 CONNECTIONS=${CONNECTIONS:-64}
-SECONDS_PER_ROW=${SECONDS:-10}
+SECONDS_PER_ROW=${DURATION:-10}
 ROWS=${ROWS:-"trivial baseline get put put-hot"}
 W=${W:-/tmp/ksbench-hotpath}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
@@ -51,14 +52,22 @@ if [ -z "${KS:-}" ] || [ -z "${TRIVIAL:-}" ]; then
 fi
 
 ulimit -n "$(ulimit -Hn)"
-rm -rf "$W"; mkdir -p "$W"
+rm -rf "$W"; mkdir -p "$W"; chmod 755 "$W"
 pids=()
+stop_pg() { :; }
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  stop_pg
   [ -n "${KEEP:-}" ] || rm -rf "$W"
 }
 trap cleanup EXIT
+if [ "${STORAGE:-}" = postgres ]; then
+  . "$here/lib/pg.sh"
+  start_pg >&2
+  psql_ -c "CREATE DATABASE keysafe OWNER keysafe"
+  STORAGE="postgres://keysafe@127.0.0.1:$pgport/keysafe"
+fi
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
@@ -73,15 +82,16 @@ sed -i 's/^token_rotation = .*/token_rotation = "24h"/' "$D/keysafe.toml"
 
 # Start-up to healthy: from exec to the first 200 from /v1/health.
 health() { curl -ksf -o /dev/null "https://127.0.0.1:$PORT/v1/health"; }
-start_server() {
+start_server() { # sets SERVER and START_MS
   local t0 t1
   t0=$(date +%s%N)
-  "$KS" serve --data-dir "$D" 2>>"$W/serve.log" & pids+=($!); SERVER=$!
+  "$KS" serve --data-dir "$D" --metrics-listen 127.0.0.1:0 >/dev/null 2>>"$W/serve.log" & pids+=($!); SERVER=$!
   until health; do sleep 0.01; done
   t1=$(date +%s%N)
-  echo $(( (t1 - t0) / 1000000 ))
+  START_MS=$(( (t1 - t0) / 1000000 ))
 }
-START_MS=$(start_server)
+start_server
+FIRST_START_MS=$START_MS
 sleep 1
 RSS_IDLE=$(rss_mb "$SERVER")
 
@@ -97,7 +107,8 @@ SEED=$("$KS_CLIENT" bench --home "$H" --op seed --keys "$KEYS" --size "$SIZE" --
 RSS_SEEDED=$(rss_mb "$SERVER")
 # Start-up again, now with KEYS deposits and their audit entries in the database.
 kill -TERM "$SERVER"; wait "$SERVER" 2>/dev/null || true
-RESTART_MS=$(start_server)
+start_server
+RESTART_MS=$START_MS
 sleep 1
 RSS_RESTART=$(rss_mb "$SERVER")
 
@@ -108,7 +119,7 @@ last=$(( KEYS - 1 ))
 if [ "$KEYS" -eq 1000000 ]; then keyre='[0-9]{6}'
 elif [ "$KEYS" -eq 1000 ]; then keyre='000[0-9]{3}'
 else echo "KEYS must be 1000 or 1000000 (the key pattern is a regular expression)" >&2; exit 2; fi
-url="https://127\\.0\\.0\\.1:$PORT/v1/deposits/bench/key-$keyre"
+url="https://127.0.0.1:$PORT/v1/deposits/bench/key-$keyre"  # oha: a dot is literal here
 common=(--no-tui --output-format json -z "${SECONDS_PER_ROW}s" -c "$CONNECTIONS" --insecure
         --cert "$H/client.crt" --key "$H/client.key")
 auth=(-H "x-keysafe-token: $TOKEN")
@@ -130,18 +141,7 @@ row() { # NAME -> prints JSON from oha
 for r in $ROWS; do
   l=$(load)
   row "$r" > "$W/$r.json"
-  python3 - "$r" "$W/$r.json" "$l" >> "$W/rows.jsonl" <<'EOF'
-import json, sys
-name, path, load = sys.argv[1:4]
-j = json.load(open(path))
-s = j["summary"]; p = j.get("latencyPercentiles", {})
-codes = j.get("statusCodeDistribution", {})
-ok = sum(v for k, v in codes.items() if k.startswith("2"))
-errs = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(j.get("errorDistribution", {}).values())
-print(json.dumps({"row": name, "rps": s["requestsPerSec"], "p50": p.get("p50", 0) * 1000,
-                  "p99": p.get("p99", 0) * 1000, "ok": ok, "errors": errs,
-                  "codes": codes, "errs": j.get("errorDistribution", {}), "load": load}))
-EOF
+  python3 "$here/lib/oha-row.py" "$r" "$W/$r.json" "$l" >> "$W/rows.jsonl"
 done
 RSS_AFTER=$(rss_mb "$SERVER")
 
@@ -162,6 +162,6 @@ for r in rows:
 seed = json.loads('''$SEED''')
 print()
 print(f"seeding: {seed['stored']:,} stored ({seed['existing']:,} there already) in {seed['seconds']:.1f} s, {seed['per_second']:,.0f}/s over {seed['connections']} connections")
-print(f"start-up to healthy: {$START_MS} ms empty, {$RESTART_MS} ms with {$KEYS} deposits")
+print(f"start-up to healthy: {$FIRST_START_MS} ms empty, {$RESTART_MS} ms with {$KEYS} deposits")
 print(f"resident memory: {$RSS_IDLE} MB idle after start, {$RSS_SEEDED} MB after seeding, {$RSS_RESTART} MB idle after the restart, {$RSS_AFTER} MB after the rows")
 EOF

@@ -10,34 +10,19 @@ DURATION=${DURATION:-10s}
 # The servers' logs go here (kept after the run when set outside $W).
 LOGS=${LOGS:-$W}
 BACKENDS=${BACKENDS:-sqlite postgres}
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+. "$(dirname "$0")/lib/pg.sh"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  as_pg "$pgbin/pg_ctl" -D "$W/pg" -m fast stop >/dev/null 2>&1 || true
+  stop_pg
   rm -rf "$W"
 }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 rm -rf "$W"; mkdir -p "$W"; chmod 755 "$W"
 trap cleanup EXIT
-mkdir "$W/pg"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$W/pg"
-as_pg "$pgbin/initdb" -D "$W/pg" -U postgres -A trust -E UTF8 --no-locale >/dev/null
-pgport=$(free_port)
-cat >> "$W/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $pgport
-unix_socket_directories = '$W/pg'
-fsync = on
-synchronous_commit = on
-CONF
-as_pg "$pgbin/pg_ctl" -D "$W/pg" -l "$W/pg/log" -w start >/dev/null
-as_pg "$pgbin/psql" -h "$W/pg" -p "$pgport" -U postgres -qAt \
-  -c "CREATE ROLE keysafe LOGIN" -c "CREATE DATABASE keysafe OWNER keysafe"
-echo "# $(as_pg "$pgbin/psql" -h "$W/pg" -p "$pgport" -U postgres -qAt -c "SELECT version()")"
-echo "# $(as_pg "$pgbin/psql" -h "$W/pg" -p "$pgport" -U postgres -qAt \
-  -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync','synchronous_commit','full_page_writes','shared_buffers','max_connections','wal_sync_method')")"
+start_pg
+psql_ -c "CREATE DATABASE keysafe OWNER keysafe"
+echo "# $(psql_ -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync','synchronous_commit','full_page_writes','shared_buffers','max_connections','wal_sync_method')")"
 
 mkdir -p "$LOGS"
 for backend in $BACKENDS; do

@@ -522,6 +522,13 @@ pub enum AdminCommand {
         after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit verify\n  keysafe admin --data-dir ./keysafe-data audit export --since 2026-11-01T00:00:00Z --output audit.jsonl"
     )]
     Audit(AuditCommand),
+    /// The authenticated access rows (client roles and states, grants, deposit headers, group
+    /// members and epochs): verify every one (ADR 0013).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keysafe admin --home ./admin-home integrity verify\n  keysafe admin --data-dir /var/lib/keysafe integrity verify --json   (offline, with the seal)"
+    )]
+    Integrity(IntegrityCommand),
     /// Recover from a locked last administrator, offline, on the server's data directory (no
     /// API call, no administrator identity needed: holding the data directory is the proof).
     /// Either restores an existing administrator client (active, token cleared) or issues a
@@ -582,6 +589,10 @@ pub struct RecoverAdminArgs {
     /// Proceed although an active administrator exists (its home is lost, say).
     #[arg(long)]
     pub force: bool,
+    /// The seal's secrets: the recovered row is authenticated under a key only the open seal
+    /// gives (file seal: the root key file; HSM: the module and PIN).
+    #[command(flatten)]
+    pub secrets: SealSecretArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -600,6 +611,22 @@ pub enum TlsCommand {
         /// How long the new certificate is valid.
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         validity: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrityCommand {
+    /// Check the MAC of every authenticated row, that every deposit header names its newest
+    /// version and every group its newest epoch; list each row that fails by kind and key
+    /// (exit 7 when any does). With --home: over the API, as an administrator. With --data-dir
+    /// alone: offline on the data directory's database, with the seal (running servers may go
+    /// on).
+    #[command(
+        after_help = "Examples:\n  keysafe admin --home ./admin-home integrity verify\n  keysafe admin --data-dir /var/lib/keysafe integrity verify --json   (offline, with the seal)"
+    )]
+    Verify {
+        #[command(flatten)]
+        secrets: SealSecretArgs,
     },
 }
 
@@ -633,6 +660,26 @@ pub enum AuditCommand {
         /// Write here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+    /// Retention: archive the entries up to a signed checkpoint into a new file (JSON lines as
+    /// `audit export`, checked here before anything is deleted), then delete them from the
+    /// server. The server records the prune, with the archive's SHA-256, in the chain; `audit
+    /// verify` then proves continuity from that checkpoint. Keep the archive where the
+    /// database's administrators cannot change it.
+    #[command(
+        after_help = "Examples:\n  keysafe admin --data-dir ./keysafe-data audit prune --before 2026-01-01 --archive audit-2025.jsonl\n  keysafe admin --data-dir ./keysafe-data audit prune --through 120000 --archive audit-to-120000.jsonl"
+    )]
+    Prune {
+        /// Prune through the checkpoint at this entry.
+        #[arg(long, conflicts_with = "before", required_unless_present = "before")]
+        through: Option<u64>,
+        /// Prune through the newest checkpoint signed before this time: a date (2026-12-01,
+        /// midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        before: Option<String>,
+        /// The archive to write (must not exist yet).
+        #[arg(long)]
+        archive: PathBuf,
     },
 }
 

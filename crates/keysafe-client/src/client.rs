@@ -1578,6 +1578,15 @@ impl KeysafeClient {
         self.json(Req::post("/v1/admin/audit/checkpoint")).await
     }
 
+    /// Deletes the audit entries up to the signed checkpoint at `through` (after archiving).
+    pub async fn audit_prune(
+        &self,
+        req: &keysafe_proto::audit::AuditPruneRequest,
+    ) -> Result<keysafe_proto::audit::AuditPruneResponse, ClientError> {
+        self.json(Req::post("/v1/admin/audit/prune").json(req)?)
+            .await
+    }
+
     /// `approve`, `disable` or `enable` a client.
     pub async fn client_action(
         &self,

@@ -3,7 +3,8 @@
 use crate::client::{KeysafeClient, Req};
 use crate::error::ClientError;
 use keysafe_proto::api::{
-    BackupRequest, KeyringRetireRequest, KeyringRotated, KeyringStatusInfo, UnsealRequest,
+    BackupRequest, IntegrityReport, KeyringRetireRequest, KeyringRotated, KeyringStatusInfo,
+    UnsealRequest,
 };
 
 impl KeysafeClient {
@@ -18,6 +19,11 @@ impl KeysafeClient {
     /// `GET /v1/admin/keyring`.
     pub async fn keyring_status(&self) -> Result<KeyringStatusInfo, ClientError> {
         self.json(Req::get("/v1/admin/keyring")).await
+    }
+
+    /// `POST /v1/admin/integrity/verify`: checks every authenticated access row.
+    pub async fn integrity_verify(&self) -> Result<IntegrityReport, ClientError> {
+        self.json(Req::post("/v1/admin/integrity/verify")).await
     }
 
     /// `POST /v1/admin/keyring/rotate`.

@@ -110,6 +110,8 @@ pub struct AuditSigner {
     pair: aws_lc_rs::signature::Ed25519KeyPair,
     public: Vec<u8>,
     key_id: String,
+    /// The key that authenticates access rows, derived from the same seed (ADR 0013).
+    row_key: std::sync::Arc<crate::integrity::RowMacKey>,
 }
 
 impl std::fmt::Debug for AuditSigner {
@@ -128,10 +130,13 @@ impl AuditSigner {
             .map_err(|_| CoreError::Internal("invalid audit signing key".into()))?;
         let public = pair.public_key().as_ref().to_vec();
         let key_id = key_id(&public);
+        let row_key = crate::integrity::RowMacKey::derive(seed)
+            .ok_or_else(|| CoreError::Internal("cannot derive the row MAC key".into()))?;
         Ok(Self {
             pair,
             public,
             key_id,
+            row_key: std::sync::Arc::new(row_key),
         })
     }
 
@@ -197,6 +202,11 @@ impl AuditSigner {
         Err(CoreError::Internal(
             "cannot create the audit signing key".into(),
         ))
+    }
+
+    /// The key that authenticates access rows (ADR 0013).
+    pub fn row_key(&self) -> std::sync::Arc<crate::integrity::RowMacKey> {
+        self.row_key.clone()
     }
 
     pub fn public_key(&self) -> &[u8] {
@@ -286,6 +296,82 @@ impl crate::Service {
     ) -> Result<Vec<AuditCheckpoint>, CoreError> {
         caller.require_admin()?;
         Ok(self.store().audit_checkpoints(from).await?)
+    }
+
+    /// Retention (administrators): deletes the entries up to the signed checkpoint at
+    /// `through`, which must be one this server's audit key signed and whose entry is still
+    /// the one it signed (a rewritten chain is evidence, never pruned). The request's own
+    /// entry, committed with the deletion, records it with the archive's SHA-256; a checkpoint
+    /// signed right after covers that record, so `audit verify` can tell this prune from a
+    /// deletion. Answers how many entries were deleted.
+    pub async fn audit_prune(
+        &self,
+        caller: &crate::Caller,
+        through: u64,
+        archive_sha256: &str,
+    ) -> Result<u64, CoreError> {
+        caller.require_admin()?;
+        if archive_sha256.len() != 64
+            || !archive_sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(CoreError::InvalidInput(
+                "archive_sha256: expected the archive's SHA-256 as 64 lower-case hex digits".into(),
+            ));
+        }
+        let signer = self.audit_signer().await?;
+        let checkpoint = self
+            .store()
+            .audit_checkpoints(through)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|c| c.seq == through)
+            .ok_or_else(|| {
+                CoreError::InvalidInput(format!(
+                    "no signed checkpoint at entry {through}: prune only through a checkpoint \
+                     (GET /v1/admin/audit/checkpoints lists them)"
+                ))
+            })?;
+        if checkpoint.key_id != signer.key_id()
+            || !keysafe_proto::audit::verify_signature(&checkpoint, signer.public_key())
+        {
+            return Err(CoreError::Integrity(format!(
+                "the checkpoint at entry {through} is not signed by this server's audit key"
+            )));
+        }
+        let entry = self.store().audit_entries(through, None, 1).await?;
+        match entry.first() {
+            Some(e) if e.seq == through && e.hash == checkpoint.hash => {}
+            Some(e) if e.seq == through => {
+                return Err(CoreError::Integrity(format!(
+                    "entry {through} is not the one its checkpoint signed: the trail was \
+                     rewritten; keep it as evidence (run `keysafe admin audit verify`)"
+                )));
+            }
+            _ => {
+                return Err(CoreError::InvalidInput(format!(
+                    "entry {through} is not in the trail (pruned already?)"
+                )));
+            }
+        }
+        crate::audit::note(|e| {
+            e.target = keysafe_proto::audit::prune_target(through, archive_sha256)
+        });
+        let deleted = match self
+            .apply_audited(Mutation::PruneAudit { through })
+            .await
+            .map_err(|e| CoreError::from_store(e, "audit checkpoint"))?
+        {
+            crate::store::Applied::Pruned(n) => n,
+            _ => 0,
+        };
+        // Sign the head that now holds the prune record.
+        if let Err(e) = self.audit_checkpoint().await {
+            tracing::warn!(error = %e, "cannot sign a checkpoint after the audit prune; the next periodic one will");
+        }
+        Ok(deleted)
     }
 
     /// Signs the head now (administrators), returning the newest checkpoint.

@@ -85,6 +85,7 @@ impl CoreError {
             StoreError::Deleted => CoreError::Deleted,
             StoreError::Unavailable(m) => CoreError::Unavailable(m),
             StoreError::ReadOnly => CoreError::ReadOnly,
+            StoreError::Sealed => CoreError::Sealed,
             StoreError::Corrupt(m) => CoreError::Integrity(m),
             StoreError::Backend(m) => CoreError::Internal(m),
             StoreError::InUse(m) => CoreError::InvalidState(format!("{what} is still in use: {m}")),

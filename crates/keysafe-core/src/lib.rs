@@ -7,6 +7,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod fs;
+pub mod integrity;
 pub mod keyring;
 pub mod seal;
 pub mod secrets;

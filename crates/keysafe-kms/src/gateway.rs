@@ -67,6 +67,12 @@ pub fn authenticator(cfg: &KmsConfig) -> anyhow::Result<Box<dyn HttpAuthenticato
     })
 }
 
+/// Idle connections to each keysafe server the gateway keeps. Key-cache misses of many Hadoop
+/// clients at once each need a keysafe request: with fewer idle connections kept than requests
+/// in flight, every request beyond them opens a new mutual-TLS connection and closes it after,
+/// a handshake per miss. Well under keysafe's default of 256 connections per address.
+const KEYSAFE_IDLE_CONNECTIONS: usize = 64;
+
 impl Gateway {
     /// The keysafe client a gateway runs with: the home's identity, servers and pins, without
     /// the home's local deposit cache. The gateway asks a server on every read and keeps its own
@@ -77,6 +83,7 @@ impl Gateway {
             home,
             &keysafe_client::ClientOptions {
                 use_cache: false,
+                pool_max_idle_per_host: KEYSAFE_IDLE_CONNECTIONS,
                 ..Default::default()
             },
         )

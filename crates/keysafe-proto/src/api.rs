@@ -35,7 +35,7 @@ impl fmt::Debug for AuthSecret {
 }
 
 /// `GET /v1/health`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` when the server can serve deposits.
     pub status: String,
@@ -61,7 +61,7 @@ pub struct Health {
 }
 
 /// The lifecycle state of a registered client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientState {
     /// Registered into an organisation in approval mode; waits for an administrator.
@@ -103,7 +103,7 @@ impl fmt::Display for ClientState {
 }
 
 /// What a client may do beyond its own deposits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientRole {
     /// An ordinary client: its own deposits only.
@@ -130,7 +130,7 @@ impl ClientRole {
 }
 
 /// `POST /v1/register`: the caller's certificate (mutual TLS) is the identity being registered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub org: OrgName,
@@ -145,7 +145,7 @@ pub struct RegisterRequest {
 }
 
 /// A registered client as administrators and the client itself see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientInfo {
     pub fingerprint: ClientFingerprint,
     pub org: OrgName,
@@ -171,7 +171,7 @@ pub struct ClientInfo {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientList {
     pub clients: Vec<ClientInfo>,
     /// More clients follow: pass this as `after` for the next page. Absent on the last page
@@ -181,7 +181,7 @@ pub struct ClientList {
 }
 
 /// How an organisation admits new clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// Registration with the right auth secret makes an active client at once.
@@ -200,7 +200,7 @@ impl AuthMode {
 }
 
 /// `POST /v1/admin/orgs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgCreateRequest {
     pub name: OrgName,
@@ -209,13 +209,13 @@ pub struct OrgCreateRequest {
 }
 
 /// The answer to creating an organisation: the auth secret is shown this once and never again.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrgCreated {
     pub name: OrgName,
     pub auth_secret: AuthSecret,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrgInfo {
     pub name: OrgName,
     pub contacts: Vec<String>,
@@ -224,13 +224,13 @@ pub struct OrgInfo {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrgList {
     pub orgs: Vec<OrgInfo>,
 }
 
 /// `PUT /v1/admin/orgs/{name}/auth`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OrgSetAuthRequest {
     /// Generate a new random secret (returned once).
@@ -241,7 +241,7 @@ pub enum OrgSetAuthRequest {
     Approval,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrgSetAuthResponse {
     pub name: OrgName,
     pub auth_mode: AuthMode,
@@ -251,7 +251,7 @@ pub struct OrgSetAuthResponse {
 }
 
 /// A deposit as listed by its owner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DepositInfo {
     /// The owner, relative to the caller's organisation: a fingerprint or `group:NAME`.
     pub owner: String,
@@ -266,7 +266,8 @@ pub struct DepositInfo {
 }
 
 /// `GET /v1/deposits?prefix=&limit=&page_token=&deleted=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,7 +289,7 @@ impl ListQuery {
     pub const MAX_LIMIT: u32 = 1000;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DepositList {
     pub deposits: Vec<DepositInfo>,
     /// Pass as `page_token` to get the next page; absent on the last page.
@@ -297,7 +298,7 @@ pub struct DepositList {
 }
 
 /// One version of a deposit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub version: DepositVersion,
     pub size: u64,
@@ -306,7 +307,7 @@ pub struct VersionInfo {
     pub encoding: Encoding,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionList {
     pub name: DepositName,
     pub deleted: bool,
@@ -314,7 +315,7 @@ pub struct VersionList {
 }
 
 /// The answer to a put: the version just stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PutResponse {
     pub name: DepositName,
     pub version: DepositVersion,
@@ -324,7 +325,9 @@ pub struct PutResponse {
 
 /// How a deposit payload is encoded. The server never looks inside; it keeps the label so a reader
 /// knows whether to decrypt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     /// Bytes as the client gave them (clients that bring their own encryption).
@@ -352,7 +355,19 @@ impl Encoding {
 }
 
 /// What a grant allows (ordered: write includes read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     /// Get any version.
@@ -379,7 +394,7 @@ impl Access {
 }
 
 /// One entry of a deposit's access-control list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Grant {
     /// A fingerprint or `group:NAME`.
     pub grantee: String,
@@ -389,7 +404,7 @@ pub struct Grant {
 }
 
 /// `GET /v1/deposits/{name}:acl[?owner=]`: the ACL and everything a writer needs to encrypt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Acl {
     pub owner: String,
     pub name: DepositName,
@@ -410,7 +425,7 @@ pub struct Acl {
 }
 
 /// The change an ACL update makes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AclChange {
     Grant { grantee: String, access: Access },
@@ -418,7 +433,7 @@ pub enum AclChange {
 }
 
 /// One version re-encrypted by the client for the new recipient set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReencryptedVersion {
     pub version: DepositVersion,
@@ -428,7 +443,7 @@ pub struct ReencryptedVersion {
 
 /// `POST /v1/deposits/{name}:share[?owner=]`: changes the ACL and replaces every age-encoded
 /// version with its re-encryption, atomically.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AclUpdate {
     pub change: AclChange,
@@ -439,7 +454,7 @@ pub struct AclUpdate {
 }
 
 /// A deposit somebody else owns that the caller may read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SharedDeposit {
     pub owner: String,
     pub name: DepositName,
@@ -450,21 +465,21 @@ pub struct SharedDeposit {
 }
 
 /// `GET /v1/shared`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SharedList {
     pub deposits: Vec<SharedDeposit>,
 }
 
 /// `GET /v1/recipients?principal=`: the age recipient to encrypt to for a client or group of the
 /// caller's organisation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientInfo {
     pub principal: String,
     pub recipient: String,
 }
 
 /// A group member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupMember {
     pub fingerprint: ClientFingerprint,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -476,7 +491,7 @@ pub struct GroupMember {
 }
 
 /// A group of clients sharing an age identity, held on the server only wrapped to each member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupInfo {
     pub org: OrgName,
     pub name: GroupName,
@@ -489,13 +504,13 @@ pub struct GroupInfo {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupList {
     pub groups: Vec<GroupInfo>,
 }
 
 /// A group identity wrapped (age-encrypted) for one member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberKey {
     pub fingerprint: ClientFingerprint,
@@ -505,7 +520,7 @@ pub struct MemberKey {
 
 /// `POST /v1/groups` (a client creates a group in its own organisation, itself a member) and
 /// `POST /v1/admin/groups` (an administrator, naming the organisation).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupCreateRequest {
     /// Required on the admin route; on the client route it must be absent or the caller's own.
@@ -519,7 +534,7 @@ pub struct GroupCreateRequest {
 }
 
 /// One epoch's identity, wrapped for the caller.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EpochKey {
     pub epoch: u64,
     pub recipient: String,
@@ -528,7 +543,7 @@ pub struct EpochKey {
 }
 
 /// `GET /v1/groups/{name}/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupKeys {
     pub group: GroupName,
     pub epoch: u64,
@@ -536,7 +551,7 @@ pub struct GroupKeys {
 }
 
 /// One epoch's identity wrapped for a member being admitted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WrappedEpoch {
     pub epoch: u64,
@@ -544,7 +559,7 @@ pub struct WrappedEpoch {
 }
 
 /// `POST /v1/groups/{name}/admit`: a member hands the identities it holds to another member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupAdmitRequest {
     pub member: ClientFingerprint,
@@ -552,7 +567,7 @@ pub struct GroupAdmitRequest {
 }
 
 /// `POST /v1/admin/groups/{org}/{name}/add-member`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupAddMember {
     pub member: ClientFingerprint,
@@ -560,7 +575,7 @@ pub struct GroupAddMember {
 
 /// `POST /v1/admin/groups/{org}/{name}/remove-member`: removes a member and starts a new epoch
 /// whose identity is wrapped for every remaining member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRemoveMember {
     pub member: ClientFingerprint,
@@ -571,7 +586,7 @@ pub struct GroupRemoveMember {
 }
 
 /// `POST /v1/admin/orgs/{name}/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationTokenRequest {
     /// Lifetime in seconds (default 3600, at most 30 days).
@@ -580,7 +595,7 @@ pub struct RegistrationTokenRequest {
 }
 
 /// A one-time registration token, shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistrationToken {
     pub org: OrgName,
     pub token: AuthSecret,
@@ -588,7 +603,7 @@ pub struct RegistrationToken {
 }
 
 /// `POST /v1/admin/clients/disable-unactivated`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableUnactivatedRequest {
     /// Clients registered longer ago than this and never used since are disabled.
@@ -599,7 +614,7 @@ pub struct DisableUnactivatedRequest {
 }
 
 /// The answer to a purge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PurgeResponse {
     pub name: DepositName,
     pub purged_versions: u64,
@@ -673,7 +688,7 @@ mod tests {
 // --- Seals, keyring rotation and backups ------------------------------------------
 
 /// `POST /v1/admin/unseal`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnsealRequest {
     pub passphrase: String,
 }
@@ -737,7 +752,7 @@ impl fmt::Display for WrappedKind {
 }
 
 /// How many wrapped rows of one kind use a keyring version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KekUsageInfo {
     /// A [`WrappedKind`] API name (`deposit-version`, `audit-signing-key`). Kept as text so a
     /// client reads kinds a newer server adds; an older server's names are read as the API
@@ -763,7 +778,7 @@ fn wrapped_kind_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KekVersionInfo {
     pub version: u32,
     pub created_at: Timestamp,
@@ -774,7 +789,7 @@ pub struct KekVersionInfo {
 }
 
 /// `GET /v1/admin/keyring`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyringStatusInfo {
     pub sealed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -790,14 +805,33 @@ pub struct KeyringStatusInfo {
     pub rewrap_pending: u64,
 }
 
+/// `POST /v1/admin/integrity/verify`: every authenticated access row checked (ADR 0013).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IntegrityReport {
+    /// How many authenticated rows were checked.
+    pub checked: u64,
+    /// Each row that fails, by kind and logical key; empty when every row verifies.
+    pub failures: Vec<IntegrityFailure>,
+}
+
+/// One authenticated row that fails its check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IntegrityFailure {
+    /// `client`, `deposit`, `grant`, `group-member`, `group-epoch`, `group`, `backfill-marker`.
+    pub kind: String,
+    /// The row's logical key (a fingerprint, `owner/name`, ...).
+    pub key: String,
+    pub reason: String,
+}
+
 /// `POST /v1/admin/keyring/rotate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyringRotated {
     pub version: u32,
 }
 
 /// `POST /v1/admin/keyring/retire`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyringRetireRequest {
     pub version: u32,
 }
@@ -805,7 +839,7 @@ pub struct KeyringRetireRequest {
 /// `POST /v1/admin/backup`: the answer is the age-encrypted backup file, streamed. The
 /// key-bearing parts are refused (403) unless every recipient is pinned in the server's
 /// `[backup] key_recipients`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupRequest {
     /// age X25519 recipients (`age1...`); at least one.

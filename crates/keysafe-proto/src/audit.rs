@@ -18,7 +18,7 @@ pub const CHECKPOINT_ALGORITHM: &str = "ed25519";
 
 /// What one request did. Everything but the chain fields (`seq`, `prev_hash`, `hash`) is decided
 /// before the entry reaches the writer. Never holds a payload, a key, a secret or a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Unix milliseconds (UTC) when the request arrived.
     pub time: i64,
@@ -42,7 +42,7 @@ pub struct AuditEvent {
 }
 
 /// An entry as stored and exported: the event plus its place in the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: u64,
     pub prev_hash: String,
@@ -53,7 +53,7 @@ pub struct AuditEntry {
 
 /// The hashed form: every field of the entry except `hash`, with keys in sorted order (serde
 /// writes struct fields in declaration order, so they are declared sorted here).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CanonicalEntry<'a> {
     client: &'a Option<String>,
     node: &'a str,
@@ -120,7 +120,7 @@ impl AuditEntry {
 }
 
 /// A signed head of the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditCheckpoint {
     /// The last entry covered.
     pub seq: u64,
@@ -134,7 +134,7 @@ pub struct AuditCheckpoint {
     pub signature: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CanonicalCheckpoint<'a> {
     hash: &'a str,
     key_id: &'a str,
@@ -164,7 +164,7 @@ pub fn key_id(public_key: &[u8]) -> String {
 }
 
 /// `GET /v1/audit/public-key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPublicKey {
     /// Always `ed25519`.
     pub algorithm: String,
@@ -177,19 +177,37 @@ pub struct AuditPublicKey {
 }
 
 /// `GET /v1/admin/audit/entries`: a page of entries in seq order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
 }
 
 /// `GET /v1/admin/audit/checkpoints`: every checkpoint at or after `from`, in seq order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditCheckpoints {
     pub checkpoints: Vec<AuditCheckpoint>,
 }
 
+/// `POST /v1/admin/audit/prune`: delete the entries up to the signed checkpoint at `through`,
+/// after archiving them (the archive's SHA-256 goes into the entry that records the prune).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPruneRequest {
+    pub through: u64,
+    pub archive_sha256: String,
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditPruneResponse {
+    /// Entries up to this one are gone; the checkpoint at it stays as the anchor.
+    pub through: u64,
+    /// How many entries were deleted.
+    pub deleted: u64,
+}
+
 /// Where the chain breaks, and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditBreak {
     /// The first entry that does not verify (for a truncated tail: the first missing one).
     pub seq: u64,
@@ -200,7 +218,7 @@ pub struct AuditBreak {
 }
 
 /// What verification found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditReport {
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
@@ -208,10 +226,37 @@ pub struct AuditReport {
     pub checkpoints: u64,
     /// The highest entry covered by a verified signature.
     pub signed_up_to: Option<u64>,
+    /// Entries up to this one were pruned (archived, then deleted): the chain was verified
+    /// from the signed checkpoint at this entry, and a signed prune record accounts for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned_through: Option<u64>,
     pub broken: Option<AuditBreak>,
 }
 
-fn verify_signature(c: &AuditCheckpoint, public_key: &[u8]) -> bool {
+/// The path an audit prune is recorded under; its entry's target adds which entries it removed
+/// and the SHA-256 of the archive that holds them ([`prune_target`]).
+pub const PRUNE_PATH: &str = "/v1/admin/audit/prune";
+
+/// The target of the entry that records a prune of the entries up to `through`.
+pub fn prune_target(through: u64, archive_sha256: &str) -> String {
+    format!("{PRUNE_PATH}?through={through}&archive_sha256={archive_sha256}")
+}
+
+/// The `through` of an entry that records a successful prune, if it is one.
+fn pruned_through(e: &AuditEntry) -> Option<u64> {
+    if e.event.outcome != "ok" {
+        return None;
+    }
+    let query = e
+        .event
+        .target
+        .strip_prefix(PRUNE_PATH)?
+        .strip_prefix("?through=")?;
+    query.split('&').next()?.parse().ok()
+}
+
+/// Whether a checkpoint carries a valid signature of `public_key`.
+pub fn verify_signature(c: &AuditCheckpoint, public_key: &[u8]) -> bool {
     let Ok(sig) = hex::decode(&c.signature) else {
         return false;
     };
@@ -256,6 +301,11 @@ pub fn verify(
 /// - a checkpoint past the last entry: `truncated`;
 /// - a checkpoint whose hash differs from its entry's: `checkpoint_mismatch`;
 /// - a checkpoint not signed by the key: `bad_signature`.
+///
+/// A trail whose first entries were pruned (without `from`) verifies from the signed checkpoint
+/// just before its first entry, provided a prune record that names that checkpoint is in the
+/// chain and covered by a later signed checkpoint; without both, the missing entries are
+/// `deleted`.
 #[derive(Debug)]
 pub struct ChainVerifier {
     start: u64,
@@ -269,6 +319,13 @@ pub struct ChainVerifier {
     breaks: Vec<AuditBreak>,
     /// The chain broke: later entries are only looked at for checkpoints.
     chain_broken: bool,
+    /// Every checkpoint with a valid signature, before `start` too: the anchors a pruned
+    /// trail may start from.
+    anchors: std::collections::BTreeMap<u64, String>,
+    /// Whether `from` was given (a range, not the whole trail).
+    ranged: bool,
+    /// Prune records fed: the `through` they name -> their own seq.
+    prunes: std::collections::BTreeMap<u64, u64>,
 }
 
 impl ChainVerifier {
@@ -276,11 +333,19 @@ impl ChainVerifier {
         let start = from.unwrap_or(1).max(1);
         let mut breaks = Vec::new();
         let mut wanted = std::collections::BTreeMap::new();
+        let mut anchors = std::collections::BTreeMap::new();
         let mut n = 0;
         let kid = key_id(public_key);
-        for c in checkpoints.iter().filter(|c| c.seq >= start) {
+        for c in checkpoints {
+            let valid = c.key_id == kid && verify_signature(c, public_key);
+            if valid {
+                anchors.insert(c.seq, c.hash.clone());
+            }
+            if c.seq < start {
+                continue;
+            }
             n += 1;
-            if c.key_id != kid || !verify_signature(c, public_key) {
+            if !valid {
                 breaks.push(AuditBreak {
                     seq: c.seq,
                     kind: "bad_signature",
@@ -302,12 +367,16 @@ impl ChainVerifier {
                 entries: 0,
                 checkpoints: n,
                 signed_up_to: None,
+                pruned_through: None,
                 broken: None,
             },
             wanted,
             found: std::collections::BTreeMap::new(),
             breaks,
             chain_broken: false,
+            anchors,
+            ranged: from.is_some(),
+            prunes: std::collections::BTreeMap::new(),
         }
     }
 
@@ -323,6 +392,9 @@ impl ChainVerifier {
         self.report.last_seq = Some(e.seq);
         if self.wanted.contains_key(&e.seq) {
             self.found.insert(e.seq, e.hash.clone());
+        }
+        if let Some(through) = pruned_through(e) {
+            self.prunes.entry(through).or_insert(e.seq);
         }
         if !self.chain_broken {
             self.check_link(e);
@@ -340,7 +412,11 @@ impl ChainVerifier {
 
     fn check_link(&mut self, e: &AuditEntry) {
         let Some((pseq, phash, pprev)) = self.prev.clone() else {
-            if e.seq > self.start {
+            let anchor = e.seq.checked_sub(1).and_then(|s| self.anchors.get(&s));
+            if e.seq > self.start && !self.ranged && anchor == Some(&e.prev_hash) {
+                // Pruned up to a signed checkpoint: `finish` looks for the prune record.
+                self.report.pruned_through = Some(e.seq - 1);
+            } else if e.seq > self.start {
                 self.broke(
                     self.start,
                     "deleted",
@@ -419,6 +495,23 @@ impl ChainVerifier {
                     ),
                 }),
                 None => {}
+            }
+        }
+        if let Some(through) = self.report.pruned_through {
+            let recorded = self.prunes.get(&through);
+            let signed = self.report.signed_up_to.unwrap_or(0);
+            if recorded.is_none_or(|seq| *seq > signed) {
+                let why = match recorded {
+                    Some(seq) => format!(
+                        "the prune recorded at entry {seq} is not covered by a signed checkpoint"
+                    ),
+                    None => "no prune of them is recorded".into(),
+                };
+                self.breaks.push(AuditBreak {
+                    seq: 1,
+                    kind: "deleted",
+                    detail: format!("entries 1..{through} are missing and {why}"),
+                });
             }
         }
         self.report.broken = self.breaks.into_iter().min_by_key(|b| b.seq);
@@ -519,5 +612,105 @@ mod tests {
                 .map(|b| b.kind),
             Some("bad_signature")
         );
+    }
+
+    /// A chain of `n` entries where entry `prune_at` records a prune through `through`.
+    fn chain_with_prune(n: u64, prune_at: u64, through: u64) -> Vec<AuditEntry> {
+        let mut out: Vec<AuditEntry> = Vec::new();
+        for i in 1..=n {
+            let (s, h) = out
+                .last()
+                .map(|e| (e.seq, e.hash.clone()))
+                .unwrap_or((0, GENESIS_HASH.into()));
+            let mut ev = event(i);
+            if i == prune_at {
+                ev.operation = format!("POST {PRUNE_PATH}");
+                ev.target = prune_target(through, "ab12");
+            }
+            out.push(AuditEntry::chain(s, &h, ev));
+        }
+        out
+    }
+
+    fn signed(key: &aws_lc_rs::signature::Ed25519KeyPair, e: &AuditEntry) -> AuditCheckpoint {
+        use aws_lc_rs::signature::KeyPair;
+        let kid = key_id(key.public_key().as_ref());
+        let sig = key.sign(&checkpoint_message(e.seq, &e.hash, 1, &kid));
+        AuditCheckpoint {
+            seq: e.seq,
+            hash: e.hash.clone(),
+            signed_at: 1,
+            key_id: kid,
+            signature: hex::encode(sig.as_ref()),
+        }
+    }
+
+    #[test]
+    fn a_pruned_trail_verifies_from_its_anchor_only_with_a_signed_prune_record() {
+        use aws_lc_rs::signature::KeyPair;
+        let key = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).unwrap();
+        let pk = key.public_key().as_ref().to_vec();
+        // Entries 1..=4 pruned through the checkpoint at 4; the prune is recorded at 7 and
+        // signed by the checkpoint at 8.
+        let all = chain_with_prune(10, 7, 4);
+        let cps = vec![signed(&key, &all[3]), signed(&key, &all[7])];
+        let kept = &all[4..];
+        let r = verify(kept, &cps, &pk, None);
+        assert_eq!(r.broken, None, "{r:?}");
+        assert_eq!(r.pruned_through, Some(4));
+        assert_eq!(r.signed_up_to, Some(8));
+
+        // The same deletion with no prune record: deleted.
+        let plain = chain(10);
+        let cps_plain = vec![signed(&key, &plain[3]), signed(&key, &plain[7])];
+        let r = verify(&plain[4..], &cps_plain, &pk, None);
+        assert_eq!(r.broken.as_ref().map(|b| b.kind), Some("deleted"), "{r:?}");
+
+        // A record that no checkpoint covers yet (appended by whoever deleted the entries,
+        // after the last signature): deleted.
+        let r = verify(kept, &cps[..1], &pk, None);
+        let b = r.broken.unwrap();
+        assert_eq!(b.kind, "deleted");
+        assert!(b.detail.contains("not covered"), "{}", b.detail);
+
+        // A record naming another checkpoint than the one the trail starts after: deleted.
+        let other = chain_with_prune(10, 7, 3);
+        let cps_other = vec![signed(&key, &other[3]), signed(&key, &other[7])];
+        let r = verify(&other[4..], &cps_other, &pk, None);
+        assert_eq!(r.broken.map(|b| b.kind), Some("deleted"));
+
+        // More entries deleted than the prune removed (through the checkpoint at 8, with the
+        // record itself): the first kept entry follows no recorded prune.
+        let r = verify(&all[8..], &cps, &pk, None);
+        assert_eq!(r.broken.map(|b| b.kind), Some("deleted"));
+
+        // No anchor: the checkpoint at 4 is missing (or forged), so nothing vouches for the
+        // first kept entry's predecessor.
+        let r = verify(kept, &cps[1..], &pk, None);
+        assert_eq!(r.broken.map(|b| b.kind), Some("deleted"));
+        let mut forged = cps.clone();
+        forged[0].signed_at = 2;
+        let r = verify(kept, &forged, &pk, None);
+        assert!(r.broken.is_some());
+
+        // A failed prune request is no record.
+        let mut failed = all.clone();
+        failed[6].event.outcome = "error".into();
+        let mut rechained: Vec<AuditEntry> = Vec::new();
+        for e in &failed {
+            let (s, h) = rechained
+                .last()
+                .map(|e| (e.seq, e.hash.clone()))
+                .unwrap_or((0, GENESIS_HASH.into()));
+            rechained.push(AuditEntry::chain(s, &h, e.event.clone()));
+        }
+        let cps_failed = vec![signed(&key, &rechained[3]), signed(&key, &rechained[7])];
+        let r = verify(&rechained[4..], &cps_failed, &pk, None);
+        assert_eq!(r.broken.map(|b| b.kind), Some("deleted"));
+
+        // With `from`, a range verifies as before (the first prev_hash on trust).
+        let r = verify(kept, &cps, &pk, Some(5));
+        assert_eq!(r.broken, None);
+        assert_eq!(r.pruned_through, None);
     }
 }

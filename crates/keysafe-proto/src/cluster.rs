@@ -50,7 +50,7 @@ impl<'de> Deserialize<'de> for NodeId {
 }
 
 /// One keysafe node as its heartbeats describe it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     pub id: NodeId,
     /// Where clients reach it (`https://HOST:PORT`).
@@ -78,7 +78,7 @@ pub struct NodeInfo {
 }
 
 /// One standby of the database, as the primary reports it (`pg_stat_replication`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicaInfo {
     /// The standby's `application_name` (pg_auto_failover: `pgautofailover_standby_N`).
     pub name: String,
@@ -99,7 +99,7 @@ pub struct ReplicaInfo {
 }
 
 /// `GET /v1/admin/cluster`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     /// The node that answered.
     pub answered_by: NodeId,

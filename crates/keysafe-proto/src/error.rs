@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Every error the API can answer with. The string form is the stable `code` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request is malformed (bad JSON, bad query parameter, bad header).
@@ -175,12 +175,12 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// The body of every error response: `{"error":{"code":"...","message":"...","request_id":"..."}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod names;
 pub mod principal;
+mod schema;
 pub mod time;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

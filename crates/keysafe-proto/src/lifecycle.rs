@@ -6,7 +6,10 @@ use crate::{ClientFingerprint, GroupName, OrgName, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// `DELETE /v1/admin/...?dry_run=`: whether to only say what the deletion would do.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// `true`: check and report, change nothing.
@@ -15,7 +18,7 @@ pub struct DeleteQuery {
 }
 
 /// `DELETE /v1/admin/orgs/{name}`: what went with the organisation (or would, on a dry run).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrgDeletion {
     pub name: OrgName,
     /// `true`: nothing was deleted; this is what the deletion would do.
@@ -25,7 +28,7 @@ pub struct OrgDeletion {
 }
 
 /// `DELETE /v1/admin/clients/{fingerprint}`: what went with the client (or would).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientDeletion {
     pub fingerprint: ClientFingerprint,
     pub org: OrgName,
@@ -41,7 +44,7 @@ pub struct ClientDeletion {
 }
 
 /// `DELETE /v1/admin/groups/{org}/{name}`: what went with the group (or would).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupDeletion {
     pub org: OrgName,
     pub name: GroupName,
@@ -52,7 +55,7 @@ pub struct GroupDeletion {
 
 /// A registration token that was never used, as administrators see it: never the token, only
 /// an id made of the first characters of its SHA-256 hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistrationTokenInfo {
     /// The first 12 hex characters of the token's hash; any unambiguous prefix of at least 6
     /// names it for revocation.
@@ -74,7 +77,7 @@ impl RegistrationTokenInfo {
 }
 
 /// `GET /v1/admin/orgs/{name}/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegistrationTokenList {
     pub org: OrgName,
     /// By creation time.
@@ -82,7 +85,7 @@ pub struct RegistrationTokenList {
 }
 
 /// `DELETE /v1/admin/orgs/{name}/tokens[/{id}]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevokedTokens {
     pub org: OrgName,
     /// How many unused tokens were deleted.
@@ -90,7 +93,8 @@ pub struct RevokedTokens {
 }
 
 /// `GET /v1/admin/clients?org=&state=&limit=&after=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClientListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ use keysafe_core::store::{Change, ChangeEvent, NodeId, NodeRecord, StoreError};
 use keysafe_proto::ErrorCode;
 use keysafe_proto::cluster::{ClusterStatus, NodeInfo};
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +202,7 @@ async fn heartbeat(node: Arc<ClusterNode>, state: AppState) {
     let mut tick = tokio::time::interval(node.config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut standbys = BTreeSet::new();
     loop {
         tick.tick().await;
         let writes_to = match store.write_target().await {
@@ -235,18 +237,44 @@ async fn heartbeat(node: Arc<ClusterNode>, state: AppState) {
             Err(_) => {}
         }
         if let Ok(replicas) = store.replication().await {
-            for r in replicas {
-                if let Some(b) = r.lag_bytes {
-                    metrics::gauge!("keysafe_database_replica_lag_bytes", "standby" => r.name.clone())
-                        .set(b as f64);
-                }
-                if let Some(s) = r.replay_lag_seconds {
-                    metrics::gauge!("keysafe_database_replica_replay_lag_seconds", "standby" => r.name.clone())
-                        .set(s);
-                }
-            }
+            export_replication(&replicas, &mut standbys);
         }
     }
+}
+
+/// Sets the replication gauges from what the primary reports: how many standbys are connected,
+/// and each one's lag. A standby that is no longer reported keeps its series with the value
+/// NaN ("no current value"), so an alert on its lag stops instead of firing on the last figure
+/// for ever; its absence shows in `keysafe_database_replicas`.
+fn export_replication(
+    replicas: &[keysafe_proto::cluster::ReplicaInfo],
+    standbys: &mut BTreeSet<String>,
+) {
+    metrics::gauge!("keysafe_database_replicas").set(replicas.len() as f64);
+    let now: BTreeSet<String> = replicas.iter().map(|r| r.name.clone()).collect();
+    for gone in standbys.difference(&now) {
+        for series in [
+            "keysafe_database_replica_lag_bytes",
+            "keysafe_database_replica_replay_lag_seconds",
+        ] {
+            metrics::gauge!(series, "standby" => gone.clone()).set(f64::NAN);
+        }
+    }
+    for r in replicas {
+        let lag_bytes = r.lag_bytes.map_or(f64::NAN, |b| b as f64);
+        metrics::gauge!("keysafe_database_replica_lag_bytes", "standby" => r.name.clone())
+            .set(lag_bytes);
+        // PostgreSQL stops measuring replay lag once a standby has replayed everything and the
+        // primary is idle: that is no lag. Unknown otherwise (the byte lag still shows it).
+        let replay = match (r.replay_lag_seconds, r.lag_bytes) {
+            (Some(s), _) => s,
+            (None, Some(0)) => 0.0,
+            (None, _) => f64::NAN,
+        };
+        metrics::gauge!("keysafe_database_replica_replay_lag_seconds", "standby" => r.name.clone())
+            .set(replay);
+    }
+    *standbys = now;
 }
 
 /// The next event of a change feed, or never when there is none.

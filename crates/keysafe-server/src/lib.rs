@@ -16,6 +16,7 @@ pub mod identity;
 pub mod init;
 pub mod metrics;
 mod middleware;
+pub mod openapi;
 mod routes;
 pub mod server;
 // Seals and backups.
@@ -26,6 +27,6 @@ pub mod tls;
 
 pub use error::ApiError;
 /// The route table, for driving the handlers without TLS (the fuzz targets).
-pub use routes::router;
+pub use routes::{openapi_document, router};
 pub use server::{App, open_app, open_app_with, run};
-pub use state::{AppState, RegistrationLimits};
+pub use state::{AppState, AppStateInner, RegistrationLimits};

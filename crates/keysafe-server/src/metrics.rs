@@ -62,13 +62,17 @@ fn describe() {
         "Changes made through other nodes that this node applied, by how it learnt of them (announcement, poll: an announcement was missed, resync: after the listener reconnected)"
     );
     describe_gauge!(
+        "keysafe_database_replicas",
+        "Standbys connected to the database primary, as the primary reports them (pg_stat_replication); 0 while no primary answers"
+    );
+    describe_gauge!(
         "keysafe_database_replica_lag_bytes",
-        "WAL bytes the primary's standby has not replayed yet, by standby"
+        "WAL bytes the primary's standby has not replayed yet, by standby (NaN once the standby is no longer connected)"
     );
     describe_gauge!(
         "keysafe_database_replica_replay_lag_seconds",
         Unit::Seconds,
-        "Replay lag of the primary's standby, by standby"
+        "Replay lag of the primary's standby, by standby (0 when it has replayed everything; NaN once it is no longer connected)"
     );
     describe_counter!(
         "keysafe_audit_spooled_total",
@@ -166,6 +170,10 @@ fn describe() {
         "keysafe_identity_cache_misses_total",
         "Client identity lookups that read the database"
     );
+    describe_counter!(
+        "keysafe_integrity_failures_total",
+        "Authenticated access rows refused because their MAC did not verify (edited in the database)"
+    );
     metrics_process::Collector::default().describe();
     // Failure counters exist from the start at zero, so that an alert on their increase sees a
     // series before the first failure rather than none (the audit trail does the same for its
@@ -196,6 +204,7 @@ pub async fn render(state: &AppState) -> String {
     let (hits, misses) = service.identity_cache_stats();
     metrics::counter!("keysafe_identity_cache_hits_total").absolute(hits);
     metrics::counter!("keysafe_identity_cache_misses_total").absolute(misses);
+    metrics::counter!("keysafe_integrity_failures_total").absolute(service.integrity_failures());
     match service.store().stats().await {
         Ok(s) => {
             for st in [

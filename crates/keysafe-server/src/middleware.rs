@@ -26,14 +26,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::Instrument;
 
+/// A fresh request id: a per-process sequence number through SipHash under a key drawn at
+/// random when the process starts. Unique within the process, as unpredictable as random bytes
+/// to anyone without the key (an id reveals nothing of how many requests came between two), and
+/// without a call into the system's or the crypto library's random generator per request.
 fn new_request_id() -> String {
-    let mut b = [0u8; 8];
-    if keysafe_core::crypto::random_bytes(&mut b).is_err() {
-        // Uniqueness matters for logs only; fall back to the clock.
-        let t = keysafe_proto::Timestamp::now().unix_millis();
-        return format!("{t:016x}");
-    }
-    hex::encode(b)
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", KEY.get_or_init(Default::default).hash_one(n))
 }
 
 fn accept_incoming(v: &HeaderValue) -> Option<String> {
@@ -150,13 +154,14 @@ pub async fn request_context(
         ),
         None => (None, None),
     };
+    let remote_text = remote.map(|r| r.to_string()).unwrap_or_default();
     let span = tracing::info_span!(
         "request",
         id = %id,
         method = %req.method(),
         path = %req.uri().path(),
         client = client.as_deref().unwrap_or("-"),
-        remote = remote.map(|r| r.to_string()).unwrap_or_default(),
+        remote = remote_text.as_str(),
     );
     let started = Instant::now();
     // ---- audit trail and metrics ----
@@ -173,7 +178,7 @@ pub async fn request_context(
         time: keysafe_proto::Timestamp::now().unix_millis(),
         node: state.audit.node.clone(),
         request_id: id.clone(),
-        remote: remote.map(|r| r.to_string()).unwrap_or_default(),
+        remote: remote_text,
         client: req
             .extensions()
             .get::<PeerIdentity>()
@@ -303,4 +308,30 @@ pub async fn request_context(
         }
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_and_show_no_sequence() {
+        let ids: Vec<String> = (0..10_000).map(|_| new_request_id()).collect();
+        assert!(ids.iter().all(|id| id.len() == 16
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+            && accept_incoming(&HeaderValue::from_str(id).unwrap()).is_some()));
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Consecutive ids differ in about half their bits, not in the last few.
+        let differing: u32 = ids
+            .windows(2)
+            .map(|w| {
+                let a = u64::from_str_radix(&w[0], 16).unwrap();
+                let b = u64::from_str_radix(&w[1], 16).unwrap();
+                (a ^ b).count_ones()
+            })
+            .sum();
+        let mean = f64::from(differing) / (ids.len() - 1) as f64;
+        assert!((24.0..40.0).contains(&mean), "mean bits differing: {mean}");
+    }
 }

@@ -11,7 +11,7 @@ use crate::config::{Config, SealConfig};
 use crate::identity::PeerIdentity;
 use crate::routes::router;
 use crate::seal::{SealInputs, open_seal};
-use crate::state::{AppState, RegistrationLimits};
+use crate::state::{AppState, AppStateInner, RegistrationLimits};
 use crate::tls;
 use anyhow::Context;
 use hyper_util::service::TowerToHyperService;
@@ -111,7 +111,7 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
     crate::audit::spawn_checkpoints(service.clone(), config.audit.checkpoint_interval);
     crate::audit::spawn_sinks(&config.audit, store);
     Ok(App {
-        state: AppState {
+        state: AppState::new(AppStateInner {
             audit,
             service,
             tls: server_tls,
@@ -128,7 +128,7 @@ pub async fn open_app_with(config: &Config, inputs: &SealInputs) -> anyhow::Resu
             ),
             request_timeout: config.request_timeout,
             cluster,
-        },
+        }),
         tls: Arc::new(tls),
         handshake_timeout: config.handshake_timeout,
         connection: config.connection.clone(),

@@ -8,8 +8,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
+/// Shared state handed to every handler: one reference-counted pointer, so the clone axum
+/// makes for every extractor and middleware layer of every request is one atomic increment.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct AppStateInner {
     pub service: Arc<Service>,
     /// The server's certificate and key as served now (reloadable); its fingerprint is the
     /// SHA-256 of the certificate's public key.
@@ -33,7 +53,7 @@ pub struct AppState {
     pub cluster: Arc<crate::cluster::ClusterNode>,
 }
 
-impl AppState {
+impl AppStateInner {
     /// The server's own fingerprint, of the key it serves now.
     pub fn fingerprint(&self) -> ClientFingerprint {
         self.tls.fingerprint()

@@ -266,8 +266,12 @@ fn redact(url: &str) -> String {
 
 /// The documented `[storage]` section of `keysafe.toml`, with the URL `init` chose.
 pub fn storage_section(url: &str, password_file: Option<&Path>) -> String {
+    // Quoted and escaped by the toml crate: a value reads back as exactly itself (Rust's `{:?}`
+    // escapes some characters in ways TOML does not read, e.g. `\u{1b}`).
+    let toml_str = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let url = toml_str(url);
     let password_file = match password_file {
-        Some(p) => format!("password_file = {:?}", p.display().to_string()),
+        Some(p) => format!("password_file = {}", toml_str(&p.display().to_string())),
         None => "# password_file = \"/etc/keysafe/storage.password\"".to_owned(),
     };
     format!(
@@ -278,7 +282,7 @@ pub fn storage_section(url: &str, password_file: Option<&Path>) -> String {
 #   "postgres://USER@HOST[,HOST2...]/DATABASE?target_session_attrs=read-write"
 #                  PostgreSQL, for several keysafe nodes over one database
 #                  (docs/postgresql.md). Never put the password in the URL.
-url = {url:?}
+url = {url}
 # PostgreSQL: a file holding the database password (mode 0600). Without it,
 # KEYSAFE_STORAGE_PASSWORD is used.
 {password_file}
@@ -290,6 +294,29 @@ url = {url:?}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_written_section_reads_back_exactly() {
+        for (url, file) in [
+            (
+                "postgres://ks@db1,db2/keysafe?target_session_attrs=read-write",
+                "/etc/pw",
+            ),
+            ("sqlite:odd\"name\n[x]\u{1b}.db", "tab\there\u{7f}"),
+            ("sqlite:C:\\data\\ks.db", "pin\\\"file"),
+        ] {
+            let text = storage_section(url, Some(Path::new(file)));
+            let s: StorageSettings = toml::from_str::<toml::Table>(&text)
+                .unwrap()
+                .get("storage")
+                .unwrap()
+                .clone()
+                .try_into()
+                .unwrap();
+            assert_eq!(s.url.as_deref(), Some(url), "{text}");
+            assert_eq!(s.password_file.as_deref(), Some(Path::new(file)), "{text}");
+        }
+    }
 
     fn settings(toml_text: &str) -> StorageSettings {
         toml::from_str(toml_text).unwrap()

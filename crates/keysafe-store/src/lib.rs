@@ -9,6 +9,7 @@
 //! (`postgres://USER@HOST[,HOST2...]/DATABASE?...`, the multi-node backend).
 
 pub mod config;
+mod integrity;
 pub mod postgres;
 mod schema;
 pub mod sqlite;

@@ -16,7 +16,7 @@ fn admin(tmp: &Path, data_dir: &Path, args: &[&str]) -> std::process::Command {
 }
 
 /// The verification script exactly as docs/audit.md shows it.
-fn documented_script(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn documented_script(dir: &Path) -> std::path::PathBuf {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/audit.md"))
             .unwrap();
@@ -33,7 +33,7 @@ fn documented_script(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-fn python(script: &Path, export: &Path) -> std::process::Output {
+pub(crate) fn python(script: &Path, export: &Path) -> std::process::Output {
     std::process::Command::new("python3")
         .arg(script)
         .arg(export)

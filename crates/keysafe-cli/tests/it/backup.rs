@@ -305,6 +305,18 @@ async fn backup_while_writing_then_restore_into_the_other_backend_reads_back_exa
         .arg(&new_dir)
         .args(["audit", "verify"]);
     ok(&run(av).await);
+    // Every authenticated access row verifies under the restored keyring, in the other backend:
+    // over the API, and offline on the data directory with its seal (ADR 0013).
+    let r = ts2.admin.integrity_verify().await.unwrap();
+    assert!(r.failures.is_empty(), "{r:?}");
+    assert!(r.checked > 10, "{r:?}");
+    let mut iv = keysafe(work.path());
+    iv.args(["admin", "--data-dir"])
+        .arg(&new_dir)
+        .args(["integrity", "verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&run(iv).await)).unwrap();
+    assert_eq!(v["failures"], serde_json::json!([]), "{v}");
+    assert_eq!(v["checked"], serde_json::json!(r.checked));
     // A second restore into the same (now full) database is refused and changes nothing.
     if target == TestStorage::Postgres {
         let again = work.path().join("again");

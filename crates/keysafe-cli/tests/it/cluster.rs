@@ -355,18 +355,34 @@ async fn two_nodes_on_one_database_share_identity_changes_and_the_audit_trail() 
     );
 
     // An announcement that never came (a change written behind the nodes' back, as if the
-    // NOTIFY had been lost): the polled change serial catches it within the bound.
+    // NOTIFY had been lost): the polled change serial catches it within the bound. A row
+    // written outside keysafe carries no valid MAC (ADR 0013), so what takes effect on B is
+    // its refusal; put back as keysafe wrote it, it verifies again.
     let before = c1b.whoami().await.unwrap();
     assert_eq!(before.fingerprint, fp1);
-    n.pg.psql(
-        &n.db,
-        &format!(
-            "BEGIN; UPDATE clients SET state = 'disabled' WHERE fingerprint = '{fp1}'; \
+    let behind_the_back = |state: &str| {
+        format!(
+            "BEGIN; UPDATE clients SET state = '{state}' WHERE fingerprint = '{fp1}'; \
                  UPDATE cluster_changes SET serial = serial + 1; COMMIT;"
-        ),
-    )
-    .unwrap();
+        )
+    };
+    n.pg.psql(&n.db, &behind_the_back("disabled")).unwrap();
     within_bound("a change without an announcement", || {
+        let c = c1b.clone();
+        async move {
+            matches!(c.whoami().await, Err(e) if e.code() == Some(ErrorCode::IntegrityError))
+        }
+    })
+    .await;
+    n.pg.psql(&n.db, &behind_the_back("active")).unwrap();
+    within_bound("the row as keysafe wrote it", || {
+        let c = c1b.clone();
+        async move { c.whoami().await.is_ok() }
+    })
+    .await;
+    // Disabled through A, enabled through B.
+    ok(&run(admin(t, &n.dir_a, &["client", "disable", fp1.as_str()])).await);
+    within_bound("a disabled client", || {
         let c = c1b.clone();
         async move {
             matches!(c.whoami().await, Err(e) if e.code() == Some(ErrorCode::ClientDisabled))
@@ -461,4 +477,107 @@ async fn two_nodes_on_one_database_share_identity_changes_and_the_audit_trail() 
 
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// An HSM key destroyed seals every node that uses it. Both nodes use one HSM token (one
+/// SoftHSM2 token directory, as nodes share a network HSM); node A checks its key every 200 ms,
+/// node B only every 30 s (the default), so B sealing within the bound shows that A's
+/// announcement made B check its own key at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destroyed_hsm_key_seals_every_node() {
+    use crate::hsm::SoftHsm;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let hsm = SoftHsm::new(t, "cluster-token");
+    let pg = TestCluster::start(ClusterOptions::default())
+        .unwrap_or_else(|e| panic!("this test needs a PostgreSQL server: {e}"));
+    let db = pg.create_database("").unwrap();
+    let url = pg.url(&db);
+    let (dir_a, dir_b) = (t.join("node-a"), t.join("node-b"));
+    // Addresses of their own: other cluster tests run at the same time on 127.0.0.2 and .3.
+    let (pa, pb) = (free_port("127.0.0.4"), free_port("127.0.0.5"));
+    let mut servers = Vec::new();
+    for (dir, ip, port, join) in [
+        (&dir_a, "127.0.0.4", pa, false),
+        (&dir_b, "127.0.0.5", pb, true),
+    ] {
+        let mut c = hsm.cmd(t);
+        c.args(["init", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", &format!("{ip}:{port}")])
+            .args(["--storage", &url, "--seal", "pkcs11"])
+            .args(["--pkcs11-token", "cluster-token", "--pkcs11-pin-file"])
+            .arg(&hsm.pin_file);
+        if join {
+            c.arg("--join");
+        }
+        ok(&run(c).await);
+        assert!(!dir.join("root.key").exists());
+    }
+    let path = dir_a.join("keysafe.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    assert!(toml.contains("check_interval = \"30s\""), "{toml}");
+    std::fs::write(
+        &path,
+        toml.replace("check_interval = \"30s\"", "check_interval = \"200ms\""),
+    )
+    .unwrap();
+    for dir in [&dir_a, &dir_b] {
+        servers.push(crate::hsm::Server::start(hsm.cmd(t), dir));
+    }
+    let (url_a, url_b) = (servers[0].1.clone(), servers[1].1.clone());
+    let logs = [dir_a.with_extension("log"), dir_b.with_extension("log")];
+    for u in [&url_a, &url_b] {
+        assert_eq!(
+            wait_node(u, "ok", &logs).await.seal.as_deref(),
+            Some("pkcs11")
+        );
+    }
+
+    hsm.destroy_key("cluster-token", "keysafe-seal");
+    let h = wait_node(&url_a, "sealed", &logs).await;
+    assert!(h.sealed_reason.unwrap().contains("destroyed"));
+    let took = within_bound(
+        "node B sealed after node A found the HSM key destroyed",
+        || {
+            let u = url_b.clone();
+            async move {
+                crate::hsm::health(&u)
+                    .await
+                    .is_some_and(|h| h.status == "sealed")
+            }
+        },
+    )
+    .await;
+    eprintln!("node B sealed {took:?} after node A");
+    let h = crate::hsm::health(&url_b).await.unwrap();
+    assert!(
+        h.sealed_reason.unwrap().contains("destroyed"),
+        "{:?}",
+        h.status
+    );
+    drop(servers);
+    drop(pg);
+}
+
+/// Waits (up to 90 s) until the node at `url` answers health with `status`; on timeout, fails
+/// with the last answer and the nodes' logs.
+async fn wait_node(url: &str, status: &str, logs: &[PathBuf]) -> keysafe_proto::api::Health {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < Duration::from_secs(90) {
+        if let Some(h) = crate::hsm::health(url).await {
+            if h.status == status {
+                return h;
+            }
+            last = Some(h);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut text = String::new();
+    for l in logs {
+        text.push_str(&format!("--- {}\n", l.display()));
+        text.push_str(&std::fs::read_to_string(l).unwrap_or_default());
+    }
+    panic!("{url} never reported {status}; last answer {last:?}\n{text}");
 }

@@ -8,364 +8,33 @@
 //!    nodes find it by themselves;
 //! 3. every acknowledged write reads back exactly through either node; reads kept working
 //!    during the outage, and writes got `503 read_only` (never another error, never a hang);
+//!    the KMS gateway decrypted during the outage and refused a key creation with an error
+//!    that says to retry;
 //! 4. kill -9 of keysafe node A: a client configured with both nodes sees no failed get; node A
 //!    restarts and rejoins with no manual step;
 //! 5. a client disabled through node A is refused by node B within the documented bound;
 //! 6. a keyring rotation through node A and the retirement of the old version: node B serves
 //!    every deposit and accepts puts throughout;
 //! 7. `audit verify` over the trail both nodes wrote (including what was spooled while the
-//!    database was read-only).
+//!    database was read-only);
+//! 8. the killed database server rejoins as the new primary's synchronous standby and receives
+//!    new writes; the replication metrics (which the example alert rules use) show it.
 //!
 //! It prints the write-unavailability window (kill to first accepted write).
 
+use crate::pgaf::{Formation, psql};
 use crate::{free_port, keysafe, ok, run, spawn_serve_at, wait_healthy};
 use keysafe_client::client::{ClientOptions, FailoverOptions, ServerSpec};
 use keysafe_client::{KeysafeClient, Precondition, ServerTrust};
 use keysafe_proto::{ClientFingerprint, DepositName, ErrorCode};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// A request that takes longer than this during the failover counts as a hang.
 const HANG: Duration = Duration::from_secs(20);
-/// The monitor's health-check settings (docs/operations.md, "Tuning the failover window").
-const MONITOR_SETTINGS: &[(&str, &str)] = &[
-    ("pgautofailover.health_check_period", "1000"),
-    ("pgautofailover.health_check_timeout", "1000"),
-    ("pgautofailover.health_check_max_retries", "1"),
-    ("pgautofailover.health_check_retry_delay", "500"),
-    ("pgautofailover.node_considered_unhealthy_timeout", "2000"),
-    ("pgautofailover.primary_demote_timeout", "'10s'"),
-];
-/// The keepers' network partition timeout (seconds): below the monitor's demote timeout, so an
-/// isolated old primary fences itself before the standby is promoted.
-const NETWORK_PARTITION_TIMEOUT: &str = "5";
-
-/// The pg_auto_failover formation of this test: a monitor and two keepers, each a `pg_autoctl
-/// run` child running as `postgres`. Dropping it kills every process it started (by pid).
-struct Formation {
-    root: PathBuf,
-    monitor_port: u16,
-    ports: [u16; 2],
-    keepers: Mutex<Vec<Option<Child>>>,
-}
-
-fn autoctl(root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--", "env"])
-        .arg(format!("XDG_CONFIG_HOME={}", root.join("config").display()))
-        .arg(format!("XDG_DATA_HOME={}", root.join("data").display()))
-        .arg(format!("XDG_RUNTIME_DIR={}", root.join("run").display()))
-        .arg(format!("PATH={PG_BIN}:/usr/bin:/bin"))
-        .arg("pg_autoctl")
-        .args(args)
-        .stdin(Stdio::null());
-    c
-}
-
-fn checked(mut c: Command, what: &str) -> String {
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run ({e}); is pg-auto-failover-cli installed?"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `psql` as the superuser over TCP; `None` when the server does not answer.
-fn psql(port: u16, db: &str, sql: &str) -> Option<String> {
-    let out = Command::new(format!("{PG_BIN}/psql"))
-        .args(["-X", "-q", "-At", "-h", "127.0.0.1", "-U", "postgres"])
-        .args(["-p", &port.to_string(), "-d", db, "-c", sql])
-        .env("PGCONNECT_TIMEOUT", "2")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Every process whose parent chain leads to `pid` (read from /proc).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            if let Some(pp) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
-                parents.push((p, pp));
-            }
-        }
-    }
-    let mut out = vec![];
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for (c, pp) in &parents {
-            if *pp == p && !out.contains(c) {
-                out.push(*c);
-                frontier.push(*c);
-            }
-        }
-    }
-    out
-}
-
-fn kill9(pids: &[u32]) {
-    for p in pids {
-        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
-    }
-}
-
-impl Formation {
-    fn start(root: &Path) -> Formation {
-        for d in ["config", "data", "run"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        assert!(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(root)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let f = Formation {
-            root: root.to_owned(),
-            monitor_port: free_port("127.0.0.1"),
-            ports: [free_port("127.0.0.1"), free_port("127.0.0.1")],
-            keepers: Mutex::new(Vec::new()),
-        };
-        let pgctl = format!("{PG_BIN}/pg_ctl");
-        let monitor = root.join("monitor");
-        checked(
-            autoctl(
-                root,
-                &[
-                    "create",
-                    "monitor",
-                    "--pgdata",
-                    monitor.to_str().unwrap(),
-                    "--pgport",
-                    &f.monitor_port.to_string(),
-                    "--hostname",
-                    "127.0.0.1",
-                    "--auth",
-                    "trust",
-                    "--no-ssl",
-                    "--pgctl",
-                    &pgctl,
-                ],
-            ),
-            "pg_autoctl create monitor",
-        );
-        f.run_keeper(&monitor, "monitor");
-        let mut up = false;
-        for _ in 0..100 {
-            if psql(f.monitor_port, "pg_auto_failover", "SELECT 1").is_some() {
-                up = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert!(up, "the monitor never answered: {}", f.log("monitor"));
-        for (k, v) in MONITOR_SETTINGS {
-            psql(
-                f.monitor_port,
-                "pg_auto_failover",
-                &format!("ALTER SYSTEM SET {k} = {v}"),
-            )
-            .unwrap_or_else(|| panic!("cannot set {k} on the monitor"));
-        }
-        psql(
-            f.monitor_port,
-            "pg_auto_failover",
-            "SELECT pg_reload_conf()",
-        )
-        .unwrap();
-        let monitor_uri = format!(
-            "postgres://autoctl_node@127.0.0.1:{}/pg_auto_failover?sslmode=disable",
-            f.monitor_port
-        );
-        for i in 0..2 {
-            let pgdata = root.join(format!("node{}", i + 1));
-            checked(
-                autoctl(
-                    root,
-                    &[
-                        "create",
-                        "postgres",
-                        "--pgdata",
-                        pgdata.to_str().unwrap(),
-                        "--pgport",
-                        &f.ports[i].to_string(),
-                        "--hostname",
-                        "127.0.0.1",
-                        "--auth",
-                        "trust",
-                        "--no-ssl",
-                        "--monitor",
-                        &monitor_uri,
-                        "--pgctl",
-                        &pgctl,
-                        "--dbname",
-                        "keysafe",
-                    ],
-                ),
-                "pg_autoctl create postgres",
-            );
-            checked(
-                autoctl(
-                    root,
-                    &[
-                        "config",
-                        "set",
-                        "--pgdata",
-                        pgdata.to_str().unwrap(),
-                        "timeout.network_partition_timeout",
-                        NETWORK_PARTITION_TIMEOUT,
-                    ],
-                ),
-                "pg_autoctl config set",
-            );
-            f.run_keeper(&pgdata, &format!("node{}", i + 1));
-            // keysafe connects over TCP as the superuser (trust, this test only).
-            f.wait_for(&format!("node{} to accept connections", i + 1), || {
-                psql(f.ports[i], "keysafe", "SELECT 1").is_some()
-            });
-            if i == 0 {
-                f.wait_for("node1 to be primary", || f.primary() == Some(f.ports[0]));
-            }
-        }
-        f.wait_for("a synchronous standby", || {
-            psql(
-                f.ports[0],
-                "postgres",
-                "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')",
-            )
-            .as_deref()
-                == Some("1")
-        });
-        assert_eq!(
-            psql(f.ports[0], "postgres", "SHOW synchronous_commit").as_deref(),
-            Some("on")
-        );
-        assert_ne!(
-            psql(f.ports[0], "postgres", "SHOW synchronous_standby_names").as_deref(),
-            Some("")
-        );
-        f
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.root.join(format!("{name}.log"))).unwrap_or_default()
-    }
-
-    fn run_keeper(&self, pgdata: &Path, name: &str) {
-        let log = std::fs::File::create(self.root.join(format!("{name}.log"))).unwrap();
-        let mut c = autoctl(&self.root, &["run", "--pgdata", pgdata.to_str().unwrap()]);
-        c.stdout(log.try_clone().unwrap()).stderr(log);
-        let child = c.spawn().unwrap();
-        self.keepers.lock().unwrap().push(Some(child));
-    }
-
-    fn wait_for(&self, what: &str, mut check: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !check() {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "timed out waiting for {what}; monitor: {}",
-                self.state()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn state(&self) -> String {
-        let out = autoctl(
-            &self.root,
-            &[
-                "show",
-                "state",
-                "--pgdata",
-                self.root.join("monitor").to_str().unwrap(),
-            ],
-        )
-        .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// The port of the node that is a primary now (not in recovery), if any.
-    fn primary(&self) -> Option<u16> {
-        self.ports
-            .into_iter()
-            .find(|p| psql(*p, "postgres", "SELECT pg_is_in_recovery()").as_deref() == Some("f"))
-    }
-
-    /// kill -9 of the keeper of the node on `port` (the `pg_autoctl run` process and every
-    /// process under it, the postmaster included).
-    fn kill_node(&self, port: u16) {
-        let i = self.ports.iter().position(|p| *p == port).unwrap();
-        // Keepers: [monitor, node1, node2].
-        let mut keepers = self.keepers.lock().unwrap();
-        let child = keepers[i + 1].as_mut().unwrap();
-        let mut pids = descendants(child.id());
-        pids.push(child.id());
-        // The postmaster too, wherever it was started from.
-        let pidfile = self.root.join(format!("node{}/postmaster.pid", i + 1));
-        if let Some(pm) = std::fs::read_to_string(pidfile)
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
-        {
-            pids.push(pm);
-            pids.extend(descendants(pm));
-        }
-        kill9(&pids);
-        let _ = child.wait();
-        keepers[i + 1] = None;
-    }
-}
-
-impl Drop for Formation {
-    fn drop(&mut self) {
-        let mut keepers = self.keepers.lock().unwrap_or_else(|p| p.into_inner());
-        for k in keepers.iter_mut().rev().flatten() {
-            let mut pids = descendants(k.id());
-            pids.push(k.id());
-            kill9(&pids);
-            let _ = k.wait();
-        }
-        // Postmasters the keepers started and that outlived them.
-        for name in ["node1", "node2", "monitor"] {
-            if let Some(pm) =
-                std::fs::read_to_string(self.root.join(format!("{name}/postmaster.pid")))
-                    .ok()
-                    .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
-            {
-                let mut pids = descendants(pm);
-                pids.push(pm);
-                kill9(&pids);
-            }
-        }
-    }
-}
-
 fn admin(tmp: &Path, dir: &Path, args: &[&str]) -> Command {
     let mut c = keysafe(tmp);
     c.args(["admin", "--data-dir"]).arg(dir).args(args);
@@ -403,6 +72,82 @@ fn client(home: &Path, urls: &[&str], fp: &ClientFingerprint) -> KeysafeClient {
         home,
     )
     .unwrap()
+}
+
+/// The Prometheus text a `keysafe serve` child exposes, found through the address its log
+/// announced ("metrics are served").
+fn scrape(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.contains("metrics are served"))
+        .unwrap_or_else(|| panic!("no metrics address in {}", log.display()));
+    let url = &line[line.find("http://127.0.0.1:").unwrap() + "http://127.0.0.1:".len()..];
+    let port: u16 = url.split('/').next().unwrap().parse().unwrap();
+    crate::kms_cmd::http(
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("the metrics listener answers")
+}
+
+/// The samples of one series in Prometheus text: (labels, value).
+fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (series, labels) = match key.split_once('{') {
+                Some((s, rest)) => (s, rest.trim_end_matches('}')),
+                None => (key, ""),
+            };
+            (series == name).then(|| (labels.to_owned(), value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+/// Waits until the node's metrics show one connected standby with a known lag.
+async fn wait_for_one_standby_in_metrics(log: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        let text = scrape(log);
+        let replicas = samples(&text, "keysafe_database_replicas");
+        let replay = samples(&text, "keysafe_database_replica_replay_lag_seconds");
+        let bytes = samples(&text, "keysafe_database_replica_lag_bytes");
+        let known = |v: &[(String, f64)]| {
+            v.iter()
+                .any(|(l, x)| l.starts_with("standby=") && x.is_finite() && *x >= 0.0)
+        };
+        if replicas == [(String::new(), 1.0)] && known(&replay) && known(&bytes) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no standby in the metrics: {replicas:?} {replay:?} {bytes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One plain HTTP/1.1 request to the KMS gateway as `alice` (pseudo authentication on
+/// loopback); the status and the body.
+fn gateway(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Longer than kms_cmd::http's 10 s: a read during the failover may take that long.
+    s.set_read_timeout(Some(HANG)).unwrap();
+    write!(
+        s,
+        "{method} {path}{sep}user.name=alice HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (status, body.unwrap_or_default())
 }
 
 /// What the load saw.
@@ -493,10 +238,70 @@ async fn a_cluster_survives_a_database_failover_and_a_node_failure() {
         homes.push(home);
     }
 
+    // The KMS gateway, as a client of its own with both nodes, its key cache off so that every
+    // key read goes to keysafe.
+    let gw_home = t.join("gw");
+    let mut c = keysafe(t);
+    c.args([
+        "register", "--server", &url_a, "--server", &url_b, "--org", "acme",
+    ])
+    .arg("--auth-file")
+    .arg(&secret)
+    .arg("--home")
+    .arg(&gw_home);
+    ok(&run(c).await);
+    std::fs::create_dir(t.join("kms-audit")).unwrap();
+    let gw_cfg = t.join("kms.toml");
+    std::fs::write(
+        &gw_cfg,
+        "audit_log = \"kms-audit/kms-audit.log\"\nkey_admins = \"alice\"\n[cache]\nenable = false\n",
+    )
+    .unwrap();
+    let gw_port = free_port("127.0.0.1");
+    let mut c = keysafe(t);
+    c.args(["kms", "--home"])
+        .arg(&gw_home)
+        .args(["--listen", &format!("127.0.0.1:{gw_port}"), "--config"])
+        .arg(&gw_cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(t.join("kms.log")).unwrap());
+    let _gw = crate::Serve(Some(c.spawn().unwrap()));
+    let created = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", gw_port)).is_ok() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no gateway");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (st, b) = gateway(
+            gw_port,
+            "POST",
+            "/kms/v1/keys",
+            r#"{"name":"fo","cipher":"AES/CTR/NoPadding","length":128}"#,
+        );
+        assert_eq!(st, 201, "{b}");
+        let (st, b) = gateway(
+            gw_port,
+            "GET",
+            "/kms/v1/key/fo/_eek?eek_op=generate&num_keys=1",
+            "",
+        );
+        assert_eq!(st, 200, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        v[0].clone()
+    })
+    .await
+    .unwrap();
+
     // 1. Concurrent puts through both nodes (each writer's own client, first server its node),
     //    and readers of what was acknowledged, until told to stop.
     let tally = Arc::new(Mutex::new(Tally::default()));
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    // Set as the kill begins: a put that fails while the kill is still under way (before
+    // `killed_at` is set) was in flight when the primary died.
+    let killing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut load = Vec::new();
     for (w, home) in homes.iter().enumerate() {
@@ -504,6 +309,7 @@ async fn a_cluster_survives_a_database_failover_and_a_node_failure() {
         let other = if w == 0 { &url_b } else { &url_a };
         let c = client(home, &[first, other], &fp);
         let (tl, kill_time, stop) = (tally.clone(), killed_at.clone(), stop_rx.clone());
+        let killing = killing.clone();
         load.push(tokio::spawn(async move {
             let mut i = 0u32;
             while !*stop.borrow() {
@@ -538,7 +344,8 @@ async fn a_cluster_survives_a_database_failover_and_a_node_failure() {
                         // `unavailable` (outcome unknown, never acknowledged) is the honest answer.
                         Ok(Err(e))
                             if e.code() == Some(ErrorCode::Unavailable)
-                                && kill_time.lock().unwrap().is_some_and(|k| started < k)
+                                && killing.load(std::sync::atomic::Ordering::SeqCst)
+                                && kill_time.lock().unwrap().is_none_or(|k| started < k)
                                 && t.first_write_after_kill.is_none() =>
                         {
                             t.in_flight_at_kill += 1
@@ -602,6 +409,9 @@ async fn a_cluster_survives_a_database_failover_and_a_node_failure() {
         ["sync", "quorum"].contains(&replicas[0]["sync_state"].as_str().unwrap()),
         "{v}"
     );
+    // The replication series the example alert rules use, from a real standby.
+    let log_b = t.join(format!("serve-127.0.0.3-{pb}.log"));
+    wait_for_one_standby_in_metrics(&log_b).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = tally.lock().unwrap().acked.len();
     assert!(before > 0, "no put was acknowledged before the failover");
@@ -613,6 +423,7 @@ async fn a_cluster_survives_a_database_failover_and_a_node_failure() {
     // only if it was sent once the kill was done (the old primary gone), and a put sent
     // before that may answer `unavailable` (in flight while the primary died).
     let kill = Instant::now();
+    killing.store(true, std::sync::atomic::Ordering::SeqCst);
     {
         let f = formation.clone();
         tokio::task::spawn_blocking(move || f.kill_node(old_primary))
@@ -620,6 +431,52 @@ async fn a_cluster_survives_a_database_failover_and_a_node_failure() {
             .unwrap();
     }
     *killed_at.lock().unwrap() = Some(Instant::now());
+    // During the outage the gateway still decrypts (a key read through a standby) and answers
+    // a key creation with a clear error that says to retry.
+    {
+        let eek = created.clone();
+        let (decrypt, create) = tokio::task::spawn_blocking(move || {
+            let body = serde_json::json!({
+                "name": "fo",
+                "iv": eek["iv"],
+                "material": eek["encryptedKeyVersion"]["material"],
+            })
+            .to_string();
+            let path = format!(
+                "/kms/v1/keyversion/{}/_eek?eek_op=decrypt",
+                eek["versionName"].as_str().unwrap()
+            );
+            let decrypt = gateway(gw_port, "POST", &path, &body);
+            let create = gateway(
+                gw_port,
+                "POST",
+                "/kms/v1/keys",
+                r#"{"name":"fo2","cipher":"AES/CTR/NoPadding","length":128}"#,
+            );
+            (decrypt, create)
+        })
+        .await
+        .unwrap();
+        assert!(
+            tally.lock().unwrap().first_write_after_kill.is_none(),
+            "the outage was over before the gateway was asked"
+        );
+        assert_eq!(decrypt.0, 200, "decrypt during the outage: {}", decrypt.1);
+        // Hadoop's wire contract has no 503: a backend failure is a 500 carrying an
+        // IOException, which Hadoop's client raises as such (and its load-balancing provider
+        // retries on another gateway); the message says what happened and to retry.
+        assert_eq!(create.0, 500, "create during the outage: {}", create.1);
+        let e: serde_json::Value = serde_json::from_str(&create.1).unwrap();
+        assert_eq!(
+            e["RemoteException"]["javaClassName"], "java.io.IOException",
+            "{e}"
+        );
+        let message = e["RemoteException"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("failing over") && message.contains("retry"),
+            "{message}"
+        );
+    }
     // Writes come back by themselves once the monitor promoted the standby.
     loop {
         if tally.lock().unwrap().first_write_after_kill.is_some() {
@@ -827,6 +684,56 @@ async fn a_cluster_survives_a_database_failover_and_a_node_failure() {
     assert_eq!(nodes.as_deref(), Some("node-a,node-b"));
     let out = ok(&run(admin(t, &dir_b, &["audit", "verify"])).await);
     assert!(out.contains("Audit trail verified"), "{out}");
+
+    // 8. The killed database server comes back as the new primary's synchronous standby and
+    //    receives what is written now; the nodes report it again.
+    {
+        let f = formation.clone();
+        tokio::task::spawn_blocking(move || {
+            f.restart_node(old_primary);
+            f.wait_for("the old primary to rejoin as a synchronous standby", || {
+                f.is_sync_standby(old_primary, new_primary)
+            });
+        })
+        .await
+        .unwrap();
+    }
+    let name = DepositName::parse("after/rejoin").unwrap();
+    only_b
+        .put(
+            &name,
+            b"written after the rejoin".to_vec(),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    let count = "SELECT count(*) FROM audit_log";
+    let on_primary: u64 = psql(new_primary, "keysafe", count)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let on_standby: u64 = psql(old_primary, "keysafe", count)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if on_standby >= on_primary {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the rejoined standby has {on_standby} audit rows, the primary {on_primary}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_for_one_standby_in_metrics(&log_b).await;
+    let v = json(&ok(&run(admin(
+        t,
+        &dir_a,
+        &["cluster", "status", "--json"],
+    ))
+    .await));
+    assert_eq!(v["replicas"].as_array().unwrap().len(), 1, "{v}");
     srv_a.kill();
     srv_b.kill();
     drop(formation);

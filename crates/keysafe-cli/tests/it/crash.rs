@@ -1,7 +1,8 @@
 //! Crash consistency through the real binary: writers put concurrently into a `keysafe serve`
 //! child that is killed with SIGKILL at a random moment, again and again. After every restart
 //! each acknowledged write reads back exactly (its version, its bytes), and at the end the audit
-//! chain verifies with `keysafe admin audit verify`. `KEYSAFE_CRASH_CYCLES` sets the number of
+//! chain verifies with `keysafe admin audit verify`. Half the writers put to one shared deposit
+//! (its versions queued behind each other), the others each to keys of their own. `KEYSAFE_CRASH_CYCLES` sets the number of
 //! cycles (default 20); `KEYSAFE_CRASH_SEED` replays a run.
 
 use crate::edges::served;
@@ -105,8 +106,13 @@ async fn acknowledged_writes_survive_kill_9_and_the_audit_chain_verifies() {
                     let mut n: u64 = 0;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
-                        let name =
-                            DepositName::parse(&format!("crash/w{w}/k{}", n % KEYS)).unwrap();
+                        // Odd writers share one deposit: its versions are queued behind
+                        // each other and share commits, so a kill lands among them.
+                        let name = if w % 2 == 1 {
+                            DepositName::parse("crash/hot").unwrap()
+                        } else {
+                            DepositName::parse(&format!("crash/w{w}/k{}", n % KEYS)).unwrap()
+                        };
                         // Distinct bytes per write, of varying length.
                         let value = format!("c{cycle}-w{w}-n{n}-")
                             .repeat(1 + (n % 40) as usize)

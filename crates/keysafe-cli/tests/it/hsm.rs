@@ -80,7 +80,7 @@ impl SoftHsm {
     }
 
     /// Deletes the key object from outside keysafe, as an HSM administrator would.
-    fn destroy_key(&self, token: &str, label: &str) {
+    pub(crate) fn destroy_key(&self, token: &str, label: &str) {
         let out = Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", &self.conf)
             .args([

@@ -347,6 +347,8 @@ async fn every_command_that_accepts_json_prints_json() {
     admin!(w, "admin keyring rotate", "keyring", "rotate", "--wait");
     admin!(w, "admin keyring retire", "keyring", "retire", "1");
     admin!(w, "admin audit verify", "audit", "verify");
+    let v = admin!(w, "admin integrity verify", "integrity", "verify");
+    assert_eq!(v["failures"], serde_json::json!([]), "{v}");
     {
         w.covered.insert("admin audit export".to_owned());
         let args = admin(&["audit", "export", "--since", "2000-01-01T00:00:00Z"]);
@@ -357,6 +359,33 @@ async fn every_command_that_accepts_json_prints_json() {
             serde_json::from_str::<serde_json::Value>(l)
                 .unwrap_or_else(|e| panic!("audit export: a line is not JSON ({e}): {l}"));
         }
+    }
+    {
+        // Retention: through a checkpoint with entries after it.
+        ts.app
+            .state
+            .audit
+            .flush(std::time::Duration::from_secs(30))
+            .await;
+        let cp = ts.admin.audit_checkpoint_now().await.unwrap().unwrap().seq;
+        ts.admin.whoami().await.unwrap();
+        ts.app
+            .state
+            .audit
+            .flush(std::time::Duration::from_secs(30))
+            .await;
+        let archive = w.path("audit-archive.jsonl");
+        let v = admin!(
+            w,
+            "admin audit prune",
+            "audit",
+            "prune",
+            "--through",
+            &cp.to_string(),
+            "--archive",
+            archive.to_str().unwrap()
+        );
+        assert_eq!(v["through"], cp, "{v}");
     }
     let key = w.path("backup-key.txt");
     let recipient = ok(&run(w.cmd(None, &["backup", "keygen", "-o", key.to_str().unwrap()])).await)

@@ -5,8 +5,8 @@ use keysafe_testkit::TestServer;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-/// One plain HTTP/1.1 request; returns the whole response text.
-fn http(port: u16, req: &str) -> Option<String> {
+/// One plain HTTP/1.1 request to 127.0.0.1:`port`; returns the whole response text.
+pub(crate) fn http(port: u16, req: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     s.write_all(req.as_bytes()).ok()?;

@@ -7,7 +7,6 @@ use crate::{fails_with, keysafe, ok, run};
 use keysafe_client::{ClientError, KeysafeClient, Precondition};
 use keysafe_proto::api::{ClientRole, ClientState};
 use keysafe_proto::{DepositName, ErrorCode, GroupName, OrgName};
-use keysafe_store::testing::RawValue;
 use keysafe_testkit::{TestServer, TestStorage};
 use std::path::Path;
 use std::time::Duration;
@@ -327,21 +326,18 @@ async fn tokens_listing_preview_and_audit_export(storage: TestStorage) {
     assert!(!partial.exists());
 }
 
-/// Locks the administrator out as a clone detection would, by editing its row: what
-/// `recover-admin` exists for.
+/// Locks the administrator out as a clone detection does (the server's own store marks it, so
+/// the row stays authenticated, ADR 0013): what `recover-admin` exists for.
 async fn lock_out(ts: &TestServer, fp: &str) {
-    let mut db = ts.raw_db().await;
-    let sql = if db.dialect() == "postgres" {
-        "UPDATE clients SET state = 'suspected-clone' WHERE fingerprint = $1"
-    } else {
-        "UPDATE clients SET state = 'suspected-clone' WHERE fingerprint = ?1"
-    };
-    assert_eq!(
-        db.execute(sql, &[RawValue::Text(fp.to_owned())])
-            .await
-            .unwrap(),
-        1
-    );
+    ts.service()
+        .store()
+        .apply(keysafe_core::store::Mutation::MarkSuspectedClone {
+            fingerprint: keysafe_proto::ClientFingerprint::parse(fp).unwrap(),
+            reason: "locked out by the test".into(),
+            at: keysafe_proto::Timestamp::now(),
+        })
+        .await
+        .unwrap();
     // Past the identity cache.
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
@@ -426,6 +422,19 @@ async fn recover_admin_offline(storage: TestStorage) {
         .count();
     assert_eq!(admins, 1);
 
+    // Without the seal (the root key file is not there) the recovery cannot authenticate the
+    // row it would write: refused before anything changes.
+    lock_out(&ts, &fa).await;
+    let key = ts.summary.root_key.clone();
+    let key_aside = key.with_extension("aside");
+    std::fs::rename(&key, &key_aside).unwrap();
+    let o = run(admin(t, d, &["recover-admin", "--reset", &fa])).await;
+    std::fs::rename(&key_aside, &key).unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("seal key"), "{err}");
+    assert_eq!(api_code(ts.admin.whoami().await), ErrorCode::SuspectedClone);
+
     // Locked out: the administrator is refused.
     lock_out(&ts, &fa).await;
     assert_eq!(api_code(ts.admin.whoami().await), ErrorCode::SuspectedClone);
@@ -492,8 +501,60 @@ async fn recover_admin_offline(storage: TestStorage) {
     ok(&run(c).await);
 }
 
+/// `keysafe admin integrity verify`, offline on the data directory beside the running server
+/// and over the API: clean, then each tampered row listed with exit 7.
+async fn integrity_verify_offline_and_over_the_api(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
+    let c = ts.new_client("acme").await;
+    c.client
+        .put(
+            &DepositName::parse("k").unwrap(),
+            b"v".to_vec(),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, d) = (tmp.path(), ts.data_dir.as_path());
+    let out = ok(&run(admin(t, d, &["integrity", "verify"])).await);
+    assert!(out.contains("0 failed"), "{out}");
+    let mut db = ts.raw_db().await;
+    let sql = if db.dialect() == "postgres" {
+        "UPDATE clients SET role = 'admin' WHERE fingerprint = $1"
+    } else {
+        "UPDATE clients SET role = 'admin' WHERE fingerprint = ?1"
+    };
+    db.execute(sql, &[c.fingerprint.as_str().into()])
+        .await
+        .unwrap();
+    let o = run(admin(t, d, &["--json", "integrity", "verify"])).await;
+    fails_with(&o, 7);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["failures"],
+        serde_json::json!([{
+            "kind": "client",
+            "key": c.fingerprint.as_str(),
+            "reason": "MAC does not match"
+        }])
+    );
+    // Over the API (an administrator home): the same report.
+    let mut api = keysafe(t);
+    api.args(["admin", "--home"])
+        .arg(d.join("admin"))
+        .args(["integrity", "verify"]);
+    let o = run(api).await;
+    let out = fails_with(&o, 7);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("FAILED  client {}", c.fingerprint)),
+        "{stdout} {out}"
+    );
+}
+
 keysafe_testkit::storage_tests!(multi_thread:
     delete_commands_plan_refuse_and_delete,
+    integrity_verify_offline_and_over_the_api,
     tokens_listing_preview_and_audit_export,
     recover_admin_offline,
 );

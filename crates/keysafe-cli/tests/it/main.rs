@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_cmds;
+mod audit_retention;
 mod cache;
 mod client_cmds;
 mod cluster;
@@ -15,6 +16,7 @@ mod json_output;
 mod kms_cmd;
 mod lifecycle_cmds;
 mod packaging;
+mod pgaf;
 mod postgres;
 mod server_cmds;
 mod service;

@@ -61,7 +61,6 @@ impl Service {
             return Ok(false);
         }
         Ok(self
-            .store
             .member_groups(org, &caller.fingerprint)
             .await?
             .contains(name))
@@ -70,11 +69,7 @@ impl Service {
     /// The principals a caller acts as: itself and each group it belongs to.
     pub(crate) async fn principals_of(&self, caller: &Caller) -> Result<Vec<Principal>, CoreError> {
         let mut out = vec![Principal::Client(caller.fingerprint.clone())];
-        for name in self
-            .store
-            .member_groups(&caller.org, &caller.fingerprint)
-            .await?
-        {
+        for name in self.member_groups(&caller.org, &caller.fingerprint).await? {
             out.push(Principal::Group {
                 org: caller.org.clone(),
                 name,
@@ -99,7 +94,7 @@ impl Service {
         if own {
             return Ok((key, Role::Owner));
         }
-        let grants = self.store.get_grants(&key).await?;
+        let grants = self.verified_grants(&key).await?;
         if grants.is_empty() {
             return Err(CoreError::NotFound("deposit"));
         }

@@ -130,6 +130,7 @@ impl Service {
             state_reason: None,
             created_at: now,
             updated_at: now,
+            mac: None,
         };
         self.apply_audited(Mutation::InsertClient {
             client: rec.clone(),
@@ -211,7 +212,7 @@ impl Service {
         if let Applied::Clients(fps) = applied {
             for fp in fps {
                 self.forget_identity(&fp);
-                if let Some(rec) = self.store.get_client(&fp).await? {
+                if let Some(rec) = self.verified_client(&fp).await? {
                     out.push(client_info(&rec));
                 }
             }
@@ -298,6 +299,7 @@ impl Service {
             state_reason: None,
             created_at: now,
             updated_at: now,
+            mac: None,
         };
         self.apply_audited(Mutation::InsertClient {
             client: rec.clone(),
@@ -311,8 +313,7 @@ impl Service {
     /// The caller's own record.
     pub async fn whoami(&self, caller: &Caller) -> Result<ClientInfo, CoreError> {
         let rec = self
-            .store
-            .get_client(&caller.fingerprint)
+            .verified_client(&caller.fingerprint)
             .await?
             .ok_or(CoreError::UnknownClient)?;
         Ok(client_info(&rec))
@@ -342,8 +343,7 @@ impl Service {
     ) -> Result<ClientInfo, CoreError> {
         admin.require_admin()?;
         let mut rec = self
-            .store
-            .get_client(fp)
+            .verified_client(fp)
             .await?
             .ok_or(CoreError::NotFound("client"))?;
         let myself = fp == &admin.fingerprint;
@@ -362,8 +362,7 @@ impl Service {
                 .await
                 .map_err(|e| CoreError::from_store(e, "client"))?;
                 rec = self
-                    .store
-                    .get_client(fp)
+                    .verified_client(fp)
                     .await?
                     .ok_or(CoreError::NotFound("client"))?;
             }

@@ -197,16 +197,27 @@ impl Service {
         let pre = opts.precondition;
         self.keyring()?;
         let (key, _) = self.resolve_for(caller, owner, name, Role::Writer).await?;
-        // Writers to the same deposit through this node queue here instead of racing for the
+        // Writers to the same deposit through this node take turns instead of racing for the
         // next version number (the version is sealed into the ciphertext, so it must be chosen
-        // before the write). Writers on other nodes are handled by the compare-and-set below.
-        let _turn = self.write_locks.lock(&key).await;
+        // before the write). An unconditional put ends its turn once its version is queued, so
+        // the versions of a busy deposit share commits; a conditional one settles first and
+        // keeps its turn until it commits, so it judges its condition on what is stored.
+        // Writers on other nodes are handled by the store's compare-and-set.
+        let pipelined = pre == Precondition::None && opts.acl_serial.is_none();
         for _ in 0..PUT_RETRIES {
-            let current = self.store.get_deposit(&key).await?;
+            let mut turn = self.write_turns.take(&key).await;
+            if !pipelined {
+                turn.settle().await;
+            }
+            let current = self.verified_deposit(&key).await?;
             if current.as_ref().is_some_and(|d| d.deleted) {
                 return Err(CoreError::Deleted);
             }
-            let current_version = current.as_ref().map(|d| d.current_version);
+            let stored = current.as_ref().map(|d| d.current_version);
+            let current_version = match turn.pending() {
+                Some(p) if stored.is_none_or(|s| p > s) => Some(p),
+                _ => stored,
+            };
             match pre {
                 Precondition::IfMatch(v) if current_version != Some(v) => {
                     return Err(CoreError::VersionConflict {
@@ -240,15 +251,23 @@ impl Service {
             crate::audit::note(|e| e.version = Some(version.get()));
             let wrapped_with = record.kek_version;
             let reloads = self.reloads_seen();
-            let result = self
-                .apply_audited(Mutation::PutVersion {
+            let queued = self
+                .submit_audited(Mutation::PutVersion {
                     org: caller.org.clone(),
                     key: key.clone(),
                     expected_current: current_version,
                     expected_acl_serial: opts.acl_serial,
                     version: record,
                 })
-                .await;
+                .await
+                .map_err(|e| CoreError::from_store(e, "deposit"))?;
+            let (kept, in_flight) = if pipelined {
+                (None, Some(turn.queued(version)))
+            } else {
+                (Some(turn), None)
+            };
+            let result = queued.await;
+            drop((kept, in_flight));
             match result {
                 Ok(_) => {
                     return Ok(PutResponse {
@@ -258,9 +277,8 @@ impl Service {
                         created_at,
                     });
                 }
-                Err(crate::store::StoreError::VersionConflict { .. })
-                    if pre == Precondition::None && opts.acl_serial.is_none() =>
-                {
+                // Another writer came first, or the write this one was queued behind failed.
+                Err(crate::store::StoreError::VersionConflict { .. }) if pipelined => {
                     continue;
                 }
                 // The keyring version it was wrapped with was retired by another process:
@@ -318,6 +336,7 @@ impl Service {
             .get_version(&key, version)
             .await?
             .ok_or(CoreError::NotFound("deposit"))?;
+        self.verify_deposit(&dep)?;
         if dep.deleted {
             return Err(CoreError::Deleted);
         }
@@ -410,6 +429,9 @@ impl Service {
                 include_deleted: q.deleted.unwrap_or(false),
             })
             .await?;
+        for d in &rows {
+            self.verify_deposit(d)?;
+        }
         let next_page_token = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last()
@@ -431,8 +453,7 @@ impl Service {
     ) -> Result<VersionList, CoreError> {
         let (key, _) = self.resolve(caller, owner, name).await?;
         let dep = self
-            .store
-            .get_deposit(&key)
+            .verified_deposit(&key)
             .await?
             .ok_or(CoreError::NotFound("deposit"))?;
         let versions = self.store.list_versions(&key).await?;
@@ -452,8 +473,7 @@ impl Service {
     ) -> Result<DepositInfo, CoreError> {
         let (key, _) = self.resolve_for(caller, owner, name, Role::Owner).await?;
         let mut dep = self
-            .store
-            .get_deposit(&key)
+            .verified_deposit(&key)
             .await?
             .ok_or(CoreError::NotFound("deposit"))?;
         if dep.deleted == deleted {

@@ -55,8 +55,7 @@ impl Service {
         let mut members = Vec::with_capacity(g.members.len());
         for m in &g.members {
             let recipient = self
-                .store
-                .get_client(&m.fingerprint)
+                .verified_client(&m.fingerprint)
                 .await?
                 .and_then(|c| c.recipient);
             members.push(GroupMember {
@@ -97,7 +96,7 @@ impl Service {
                     k.fingerprint
                 )));
             }
-            let client = self.store.get_client(&k.fingerprint).await?;
+            let client = self.verified_client(&k.fingerprint).await?;
             if client.is_none_or(|c| &c.org != org) {
                 return Err(CoreError::NotFound("member client in the organisation"));
             }
@@ -177,8 +176,7 @@ impl Service {
         name: &GroupName,
     ) -> Result<GroupInfo, CoreError> {
         let g = self
-            .store
-            .get_group(org, name)
+            .verified_group(org, name)
             .await?
             .ok_or(CoreError::NotFound("group"))?;
         if !caller.is_admin()
@@ -204,8 +202,7 @@ impl Service {
         name: &GroupName,
     ) -> Result<GroupRecord, CoreError> {
         let g = self
-            .store
-            .get_group(&caller.org, name)
+            .verified_group(&caller.org, name)
             .await?
             .ok_or(CoreError::NotFound("group"))?;
         if g.members
@@ -236,6 +233,7 @@ impl Service {
         };
         let mut groups = Vec::with_capacity(records.len());
         for g in &records {
+            self.verify_group(g)?;
             groups.push(self.group_info(g).await?);
         }
         Ok(GroupList { groups })
@@ -362,8 +360,7 @@ impl Service {
     ) -> Result<GroupInfo, CoreError> {
         admin.require_admin()?;
         if self
-            .store
-            .get_client(member)
+            .verified_client(member)
             .await?
             .is_none_or(|c| &c.org != org)
         {
@@ -393,8 +390,7 @@ impl Service {
     ) -> Result<GroupInfo, CoreError> {
         admin.require_admin()?;
         let g = self
-            .store
-            .get_group(org, name)
+            .verified_group(org, name)
             .await?
             .ok_or(CoreError::NotFound("group"))?;
         if !g.members.iter().any(|m| m.fingerprint == req.member) {

@@ -118,8 +118,7 @@ impl Service {
             ));
         }
         let rec = self
-            .store
-            .get_client(fp)
+            .verified_client(fp)
             .await?
             .ok_or(CoreError::NotFound("client"))?;
         let deps = self
@@ -375,8 +374,7 @@ impl Service {
         .map_err(|e| CoreError::from_store(e, "client"))?;
         self.forget_identity(fp);
         let rec = self
-            .store
-            .get_client(fp)
+            .verified_client(fp)
             .await?
             .ok_or(CoreError::NotFound("client"))?;
         Ok(client_info(&rec))

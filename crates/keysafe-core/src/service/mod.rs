@@ -11,10 +11,13 @@ mod clients;
 mod deposits;
 mod etag;
 mod groups;
+mod integrity;
 mod lifecycle;
 mod orgs;
 mod sharing;
 mod tokens;
+mod turns;
+mod verify;
 
 pub use clients::{ADMIN_ORG, ClientAction};
 pub use deposits::{Deposit, DepositRead, Precondition, PutOptions};
@@ -108,41 +111,12 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     limits: Limits,
     identities: RwLock<HashMap<ClientFingerprint, (Arc<ClientRecord>, Instant)>>,
-    write_locks: StripedLocks,
+    write_turns: turns::Turns,
     // ---- audit trail and metrics ----
     audit_signer: tokio::sync::OnceCell<Arc<crate::audit::AuditSigner>>,
     identity_hits: std::sync::atomic::AtomicU64,
     identity_misses: std::sync::atomic::AtomicU64,
-}
-
-/// A fixed set of async mutexes picked by hashing a deposit key: writes to one deposit queue,
-/// writes to different deposits almost never wait for each other.
-struct StripedLocks(Vec<tokio::sync::Mutex<()>>);
-
-impl StripedLocks {
-    const STRIPES: usize = 1024;
-
-    fn new() -> Self {
-        Self(
-            (0..Self::STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        )
-    }
-
-    async fn lock(&self, key: &crate::store::DepositKey) -> tokio::sync::MutexGuard<'_, ()> {
-        self.0[(stable_hash(key) % Self::STRIPES as u64) as usize]
-            .lock()
-            .await
-    }
-}
-
-fn stable_hash(key: &crate::store::DepositKey) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // DefaultHasher::new() uses fixed keys, so the same key always picks the same stripe.
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    integrity_failures: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Service {
@@ -170,11 +144,16 @@ impl Service {
             clock,
             limits,
             identities: RwLock::new(HashMap::new()),
-            write_locks: StripedLocks::new(),
+            write_turns: turns::Turns::new(),
             audit_signer: tokio::sync::OnceCell::new(),
             identity_hits: Default::default(),
             identity_misses: Default::default(),
+            integrity_failures: Default::default(),
         };
+        service
+            .store
+            .row_auth()
+            .set(crate::store::RowAuthMode::Sealed);
         if let Some(seal) = seal {
             service.open_keyring(seal).await?;
         } else {
@@ -235,7 +214,8 @@ impl Service {
         }
         self.identity_misses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(rec) = self.store.get_client(fp).await? else {
+        // Only verified rows are cached.
+        let Some(rec) = self.verified_client(fp).await? else {
             return Ok(None);
         };
         let rec = Arc::new(rec);
@@ -291,13 +271,29 @@ impl Service {
         &self,
         mutation: Mutation,
     ) -> Result<crate::store::Applied, crate::store::StoreError> {
+        self.submit_audited(mutation).await?.await
+    }
+
+    /// Queues a change made by the request being served, as [`Service::apply_audited`]
+    /// applies it, and returns once it is queued (see [`Store::submit_audited`]); the future
+    /// returned answers when it is durable, and must be awaited by the request's task.
+    pub(crate) async fn submit_audited(
+        &self,
+        mutation: Mutation,
+    ) -> Result<
+        impl Future<Output = Result<crate::store::Applied, crate::store::StoreError>> + use<>,
+        crate::store::StoreError,
+    > {
         let event = crate::audit::event_for_write();
         let carried = event.is_some();
-        let r = self.store.apply_audited(mutation, event).await;
-        if carried && r.is_ok() {
-            crate::audit::mark_recorded();
-        }
-        r
+        let queued = self.store.submit_audited(mutation, event).await?;
+        Ok(async move {
+            let r = queued.await;
+            if carried && r.is_ok() {
+                crate::audit::mark_recorded();
+            }
+            r
+        })
     }
 
     /// The audit signing key, loaded (or created on first use) once.

@@ -6,7 +6,7 @@ use super::{Caller, Service};
 use crate::error::CoreError;
 use crate::keyring::{Keyring, seal_summary};
 use crate::seal::{KdfParams, PassphraseSeal, Seal, SealError};
-use crate::store::{KekUsage, Mutation, WrappedKind};
+use crate::store::{KekUsage, Mutation, RowAuthMode, WrappedKind};
 use keysafe_proto::Timestamp;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -84,7 +84,14 @@ impl Service {
             .map_err(blocking_err)?;
         match opened {
             Ok(ring) => {
-                self.install(Some(Arc::new(ring)), Some(seal), None);
+                let ring = Arc::new(ring);
+                let key = self.enable_row_macs(&ring).await?;
+                // Verification is on before anything is served unsealed.
+                self.store.row_auth().set(RowAuthMode::On(key));
+                self.install(Some(ring), Some(seal), None);
+                // Identities cached while sealed were not verified: read them again (defensive: a
+                // token check usually drops the entry anyway, so no test isolates this).
+                self.forget_all_identities();
                 self.sealing.rewrap_wake.notify_one();
                 Ok(())
             }
@@ -106,6 +113,10 @@ impl Service {
         seal: Option<Arc<dyn Seal>>,
         reason: Option<String>,
     ) {
+        if ring.is_none() {
+            // Nothing can be authenticated without the key: authenticated rows stay as they are.
+            self.store.row_auth().set(RowAuthMode::Sealed);
+        }
         if let Ok(mut k) = self.keyring.write() {
             *k = ring;
         }
@@ -277,7 +288,14 @@ impl Service {
                 "the passphrase does not open the keyring".into(),
             ));
         };
-        self.install(Some(Arc::new(ring)), Some(seal), None);
+        let ring = Arc::new(ring);
+        let key = self.enable_row_macs(&ring).await?;
+        // Verification is on before anything is served unsealed.
+        self.store.row_auth().set(RowAuthMode::On(key));
+        self.install(Some(ring), Some(seal), None);
+        // Identities cached while sealed were not verified: read them again (defensive: a
+        // token check usually drops the entry anyway, so no test isolates this).
+        self.forget_all_identities();
         self.sealing.rewrap_wake.notify_one();
         tracing::info!(admin = %caller.fingerprint, "unsealed");
         Ok(())

@@ -34,10 +34,9 @@ impl Service {
     /// The age recipient of a client or of a group's current epoch, if it has one.
     pub(crate) async fn recipient_of(&self, p: &Principal) -> Result<Option<String>, CoreError> {
         Ok(match p {
-            Principal::Client(fp) => self.store.get_client(fp).await?.and_then(|c| c.recipient),
+            Principal::Client(fp) => self.verified_client(fp).await?.and_then(|c| c.recipient),
             Principal::Group { org, name } => self
-                .store
-                .get_group(org, name)
+                .verified_group(org, name)
                 .await?
                 .and_then(|g| g.epochs.last().map(|(_, r)| r.clone())),
         })
@@ -67,12 +66,11 @@ impl Service {
     async fn check_in_org(&self, caller: &Caller, p: &Principal) -> Result<(), CoreError> {
         let ok = match p {
             Principal::Client(fp) => self
-                .store
-                .get_client(fp)
+                .verified_client(fp)
                 .await?
                 .is_some_and(|c| c.org == caller.org),
             Principal::Group { org, name } => {
-                org == &caller.org && self.store.get_group(org, name).await?.is_some()
+                org == &caller.org && self.verified_group(org, name).await?.is_some()
             }
         };
         if ok {
@@ -84,11 +82,10 @@ impl Service {
 
     async fn acl_of(&self, key: &DepositKey, role: Role) -> Result<Acl, CoreError> {
         let dep = self
-            .store
-            .get_deposit(key)
+            .verified_deposit(key)
             .await?
             .ok_or(CoreError::NotFound("deposit"))?;
-        let grants = self.store.get_grants(key).await?;
+        let grants = self.verified_grants(key).await?;
         let mut recipients = Vec::with_capacity(grants.len() + 1);
         let mut recipient_principals = Vec::with_capacity(grants.len() + 1);
         for p in std::iter::once(&key.owner).chain(grants.iter().map(|g| &g.grantee)) {
@@ -133,17 +130,18 @@ impl Service {
         update: AclUpdate,
     ) -> Result<Acl, CoreError> {
         let (key, role) = self.resolve_for(caller, owner, name, Role::Owner).await?;
-        let _turn = self.write_locks.lock(&key).await;
+        let mut turn = self.write_turns.take(&key).await;
+        // Re-encrypts the versions stored now: none may still be on its way.
+        turn.settle().await;
         let dep = self
-            .store
-            .get_deposit(&key)
+            .verified_deposit(&key)
             .await?
             .ok_or(CoreError::NotFound("deposit"))?;
         if dep.deleted {
             return Err(CoreError::Deleted);
         }
         let now = self.clock.now();
-        let mut grants = self.store.get_grants(&key).await?;
+        let mut grants = self.verified_grants(&key).await?;
         match &update.change {
             AclChange::Grant { grantee, access } => {
                 let p = caller.principal(grantee)?;
@@ -159,6 +157,7 @@ impl Service {
                     access: *access,
                     granted_by: caller.fingerprint.clone(),
                     granted_at: now,
+                    mac: None,
                 });
                 if grants.len() > MAX_GRANTS {
                     return Err(CoreError::InvalidInput(format!(
@@ -269,6 +268,12 @@ impl Service {
             if mine.contains(&d.owner) {
                 continue;
             }
+            self.verify_deposit(&d)?;
+            let key = DepositKey {
+                owner: d.owner.clone(),
+                name: d.name.clone(),
+            };
+            self.verify_grant(&key, &g)?;
             let info: DepositInfo = deposit_info(&d);
             // One row per deposit, with the strongest access.
             if let Some(existing) = deposits

@@ -50,6 +50,8 @@ impl std::fmt::Debug for IssuedToken {
 
 /// At most this many replaced tokens are remembered (the grace window bounds them too).
 const MAX_RECENT: usize = 64;
+/// Rotations one request may lose to concurrent requests before it reports the conflict.
+const MAX_LOST_ROTATIONS: u32 = 8;
 /// Bytes of the random salt of a derived token.
 const SALT_LEN: usize = 16;
 
@@ -218,6 +220,10 @@ impl Service {
     ) -> Result<Option<IssuedToken>, CoreError> {
         let mut rec = std::borrow::Cow::Borrowed(rec);
         let mut fresh = false;
+        // Rotations this request lost to concurrent ones: each loss re-reads a newer record,
+        // so a few are enough however many requests race (the presented token stays valid
+        // through the grace window); only an endless stream of losses is reported.
+        let mut lost = 0u32;
         loop {
             let now = self.clock.now();
             match self.judge(&rec, token, now) {
@@ -308,7 +314,7 @@ impl Service {
                         // administrator has no current token to accept: refused until a fresh
                         // one can be stored.
                         Err(StoreError::ReadOnly) if !reset => return Ok(None),
-                        Err(StoreError::Conflict) if !fresh => {}
+                        Err(StoreError::Conflict) if lost < MAX_LOST_ROTATIONS => lost += 1,
                         Err(e) => return Err(CoreError::from_store(e, "client")),
                     }
                 }
@@ -318,8 +324,7 @@ impl Service {
             // The cached record may be stale (another node rotated): judge again on the stored one.
             fresh = true;
             let stored = self
-                .store
-                .get_client(&rec.fingerprint)
+                .verified_client(&rec.fingerprint)
                 .await?
                 .ok_or(CoreError::UnknownClient)?;
             match stored.state {

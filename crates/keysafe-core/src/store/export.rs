@@ -128,6 +128,7 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             opt("auth_hash", Text),
             req("created_at", Int),
             req("updated_at", Int),
+            opt("mac", Bytes),
         ],
         key: &["name"],
     },
@@ -152,6 +153,7 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             with_default("token_confirmed", Bool, FieldDefault::Bool(false)),
             opt("token_kek_version", Int),
             opt("token_salt", Bytes),
+            opt("mac", Bytes),
         ],
         key: &["fingerprint"],
     },
@@ -165,6 +167,7 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             req("expires_at", Int),
             opt("used_at", Int),
             opt("used_by", Text),
+            opt("mac", Bytes),
         ],
         key: &["hash"],
     },
@@ -187,6 +190,7 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             req("epoch", Int),
             req("recipient", Text),
             req("created_at", Int),
+            opt("mac", Bytes),
         ],
         key: &["org", "name", "epoch"],
     },
@@ -197,6 +201,7 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             req("name", Text),
             req("member", Text),
             req("added_at", Int),
+            opt("mac", Bytes),
         ],
         key: &["org", "name", "member"],
     },
@@ -223,6 +228,7 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             with_default("acl_serial", Int, FieldDefault::Int(0)),
             req("created_at", Int),
             req("updated_at", Int),
+            opt("mac", Bytes),
         ],
         key: &["owner", "name"],
     },
@@ -251,6 +257,7 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             req("access", Text),
             req("granted_by", Text),
             req("granted_at", Int),
+            opt("mac", Bytes),
         ],
         key: &["owner", "name", "grantee"],
     },
@@ -294,6 +301,11 @@ pub static RECORD_KINDS: &[RecordKind] = &[
             req("signature", Text),
         ],
         key: &["seq"],
+    },
+    RecordKind {
+        name: "row_macs_backfill",
+        fields: &[req("id", Int), req("completed_at", Int), req("mac", Bytes)],
+        key: &["id"],
     },
 ];
 
@@ -856,6 +868,7 @@ mod tests {
                 Value::Null,
                 Value::Int(1),
                 Value::Int(2),
+                Value::Null,
             ]);
             v
         })

@@ -11,6 +11,7 @@
 
 mod cluster;
 pub mod export;
+mod integrity;
 mod lifecycle;
 mod mutation;
 mod records;
@@ -20,13 +21,17 @@ pub use cluster::{
     SpoolReplay,
 };
 pub use export::{ExportRecord, ImportSummary, RecordStream};
+pub use integrity::{
+    AccessRow, AccessRowKind, AccessRowRef, RowAuthMode, RowAuthSlot, RowAuthenticator,
+    check_before_write, mac_of,
+};
 pub use keysafe_proto::api::WrappedKind;
 pub use keysafe_proto::cluster::{NodeId, ReplicaInfo};
 pub use lifecycle::{
     ClientCursor, ClientDependents, ClientListing, Counted, GroupDependents, GroupRef,
     LifecycleStore, OrgDependents, refusal,
 };
-pub use mutation::{Applied, Mutation};
+pub use mutation::{Applied, Mutation, RowAuth};
 pub use records::*;
 
 use async_trait::async_trait;
@@ -57,6 +62,10 @@ pub enum StoreError {
     /// primary is being demoted). Reads may still work; writes can be retried later.
     #[error("storage is read-only")]
     ReadOnly,
+    /// The change would alter an authenticated access row, which cannot be authenticated
+    /// while the service is sealed.
+    #[error("sealed: authenticated rows cannot be changed until the server is unsealed")]
+    Sealed,
     /// A stored row does not decode (bad enum text, negative size): treated as tampering.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -154,13 +163,13 @@ pub trait GroupStore: Send + Sync {
         name: &GroupName,
         member: &ClientFingerprint,
     ) -> StoreResult<Vec<WrappedKeyRecord>>;
-    /// The names of the groups of `org` that `member` belongs to, ordered by name (the access
-    /// check's fast path: one indexed read).
+    /// The groups of `org` that `member` belongs to, ordered by name, each with its membership
+    /// row's MAC (the access check's fast path: one indexed read).
     async fn member_groups(
         &self,
         org: &OrgName,
         member: &ClientFingerprint,
-    ) -> StoreResult<Vec<GroupName>>;
+    ) -> StoreResult<Vec<MemberGroup>>;
 }
 
 /// The keyring rows and the secrets they wrap, for opening, rotation and re-wrap.
@@ -236,6 +245,10 @@ pub trait AdminStore: Send + Sync {
     /// returned. Every value is kept as it is (audit `seq`, `hash`, `prev_hash` included), and
     /// the audit chain's head becomes the last imported entry, so appends continue the chain.
     async fn import(&self, records: RecordStream) -> StoreResult<ImportSummary>;
+    /// The slot the service installs its row authenticator in (see [`RowAuthSlot`]): every
+    /// write of this store from then on keeps the MACs of the rows it touches current, and
+    /// verifies their old MACs first.
+    fn row_auth(&self) -> &RowAuthSlot;
 }
 
 /// A whole store: every role, and the write path.
@@ -264,4 +277,55 @@ pub trait Store:
         mutation: Mutation,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Applied>;
+
+    /// Queues a change as [`Store::apply_audited`] would apply it, and returns once it is
+    /// queued: the returned [`Queued`] resolves to its result when it is durable (or failed).
+    /// Changes queued through one store handle apply in the order they were queued, so a
+    /// change that depends on an earlier one still in the queue (the next version of the
+    /// same deposit) may be queued before that one commits; both may share one commit.
+    /// Nothing is acknowledged before its commit. A backend without a queue applies the
+    /// change before returning (the default).
+    async fn submit_audited(
+        &self,
+        mutation: Mutation,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Queued> {
+        Ok(Queued::ready(self.apply_audited(mutation, audit).await))
+    }
+}
+
+/// A change queued by [`Store::submit_audited`]: awaits its durable result.
+pub struct Queued(std::pin::Pin<Box<dyn Future<Output = StoreResult<Applied>> + Send>>);
+
+impl Queued {
+    /// A change already applied (or refused).
+    pub fn ready(result: StoreResult<Applied>) -> Self {
+        Self(Box::pin(std::future::ready(result)))
+    }
+
+    /// A change whose result arrives from a writer on `reply`; a writer that stops without
+    /// answering is `stopped`.
+    pub fn reply(
+        reply: tokio::sync::oneshot::Receiver<StoreResult<Applied>>,
+        stopped: fn() -> StoreError,
+    ) -> Self {
+        Self(Box::pin(async move { reply.await.map_err(|_| stopped())? }))
+    }
+}
+
+impl Future for Queued {
+    type Output = StoreResult<Applied>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queued")
+    }
 }

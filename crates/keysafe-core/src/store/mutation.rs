@@ -215,6 +215,11 @@ pub enum Mutation {
     /// Stores a signed checkpoint of the audit chain. A checkpoint already stored at the same
     /// `seq` is kept and this one dropped, successfully (two nodes may sign the same head).
     InsertAuditCheckpoint(AuditCheckpoint),
+    /// Deletes every audit entry with `seq <= through` (retention: they were archived first).
+    /// The checkpoint stored at `through` stays, with every other checkpoint: it is the signed
+    /// anchor the first retained entry's `prev_hash` must match. `NotFound`: no checkpoint is
+    /// stored at `through`. `InUse`: no entry after `through` exists (the head is never pruned).
+    PruneAudit { through: u64 },
 
     // ---- end of life (rules in `lifecycle`) ----
     /// Deletes an organisation with every registration token minted for it (used ones name
@@ -263,6 +268,25 @@ pub enum Mutation {
     /// (see [`Mutation::change`]): for what a node learns outside the database (its seal's key
     /// destroyed).
     Announce(Change),
+
+    // ---- authenticated access rows (ADR 0013) ----
+    /// Gives every authenticated row without a MAC one under `auth`, and stores the
+    /// back-fill record (completed at `at`, with its MAC), once: when the record exists already
+    /// it changes nothing and answers `Applied::Backfilled(0)`. `Conflict`: no record exists but
+    /// some row has a MAC (rows were written with MACs and the record was removed since:
+    /// refusing keeps a removal from laundering rows stripped of their MAC). Answers
+    /// `Applied::Backfilled(n)` with how many rows it authenticated.
+    BackfillRowMacs { auth: RowAuth, at: Timestamp },
+}
+
+/// The row authenticator a back-fill runs under (its Debug output names nothing).
+#[derive(Clone)]
+pub struct RowAuth(pub std::sync::Arc<dyn super::RowAuthenticator>);
+
+impl std::fmt::Debug for RowAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowAuth")
+    }
 }
 
 /// What a successful change reports.
@@ -275,4 +299,8 @@ pub enum Applied {
     Clients(Vec<ClientFingerprint>),
     /// How many registration tokens a revocation deleted.
     Revoked(u64),
+    /// How many audit entries a prune deleted.
+    Pruned(u64),
+    /// How many rows a back-fill authenticated.
+    Backfilled(u64),
 }

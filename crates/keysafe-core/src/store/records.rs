@@ -34,6 +34,9 @@ pub struct ClientRecord {
     pub state_reason: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The row's MAC as stored (see `AccessRow`); set by the store on every write, ignored in
+    /// a new record (`InsertClient`).
+    pub mac: Option<Vec<u8>>,
 }
 
 /// A client's sequenced token, as the server keeps it: only SHA-256 hashes, never the token.
@@ -98,6 +101,11 @@ pub struct DepositRecord {
     pub acl_serial: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The row's MAC as stored (see `AccessRow`); set by the store on every write.
+    pub mac: Option<Vec<u8>>,
+    /// The highest version number stored for the deposit, read with the header: a header
+    /// whose current version is below it was rolled back (ADR 0013).
+    pub newest_version: u64,
 }
 
 /// Metadata of one stored version.
@@ -135,6 +143,9 @@ pub struct GrantRecord {
     pub access: Access,
     pub granted_by: ClientFingerprint,
     pub granted_at: Timestamp,
+    /// The row's MAC as stored (see `AccessRow`); set by the store on every write, ignored in
+    /// a new grant (`SetAcl`).
+    pub mac: Option<Vec<u8>>,
 }
 
 /// A group: its epochs (one identity each) and its members with the epochs wrapped for them.
@@ -145,6 +156,8 @@ pub struct GroupRecord {
     pub epoch: u64,
     /// (epoch, recipient), ascending.
     pub epochs: Vec<(u64, String)>,
+    /// The stored MAC of each epoch row, in the order of `epochs` (see `AccessRow`).
+    pub epoch_macs: Vec<Option<Vec<u8>>>,
     pub members: Vec<GroupMemberRecord>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -155,6 +168,15 @@ pub struct GroupMemberRecord {
     pub fingerprint: ClientFingerprint,
     /// Epochs whose identity is wrapped for this member, ascending.
     pub epochs: Vec<u64>,
+    /// The membership row's MAC as stored (see `AccessRow`).
+    pub mac: Option<Vec<u8>>,
+}
+
+/// A group a client belongs to, with its membership row's MAC as stored (see `AccessRow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberGroup {
+    pub name: GroupName,
+    pub mac: Option<Vec<u8>>,
 }
 
 /// A group identity of one epoch wrapped for one member (age ciphertext; opaque to the server).

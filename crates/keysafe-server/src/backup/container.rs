@@ -668,6 +668,7 @@ mod tests {
                 Value::Null,
                 Value::Int(1),
                 Value::Int(2),
+                Value::Null,
             ],
         )
         .unwrap()

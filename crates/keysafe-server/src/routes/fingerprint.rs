@@ -12,6 +12,14 @@ pub struct Query {
     a: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/", tag = "public",
+    params(("a" = String, Query, description = "Must be `fingerprint`.")),
+    responses(
+        (status = 200, description = "The server's fingerprint, 64 hex characters.", content_type = "text/plain", body = String),
+        (status = 404, description = "`a` is missing or not `fingerprint`."),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<Query>,

@@ -15,6 +15,11 @@ fn group_name(name: &str) -> Result<GroupName, ApiError> {
     GroupName::parse(name).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))
 }
 
+#[utoipa::path(
+    get, path = "/v1/groups", tag = "groups",
+    responses((status = 200, description = "Groups of the caller's organisation.", body = GroupList)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -22,6 +27,14 @@ pub async fn list(
     Ok(Json(state.service.list_groups(&caller, false, None).await?))
 }
 
+#[utoipa::path(
+    post, path = "/v1/groups", tag = "groups", request_body = GroupCreateRequest,
+    responses(
+        (status = 201, description = "The group was created, the caller its only member.", body = GroupInfo),
+        (status = 409, description = "The group exists already."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -32,6 +45,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(g)))
 }
 
+#[utoipa::path(
+    get, path = "/v1/groups/{name}", tag = "groups", params(("name" = String, Path, description = "The group name.")),
+    responses(
+        (status = 200, description = "The group.", body = GroupInfo),
+        (status = 404, description = "No such group."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -42,6 +63,14 @@ pub async fn show(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/groups/{name}/keys", tag = "groups", params(("name" = String, Path, description = "The group name.")),
+    responses(
+        (status = 200, description = "The caller's wrapped keys of the group, one per epoch.", body = GroupKeys),
+        (status = 404, description = "No such group, or the caller is not a member."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn keys(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -55,6 +84,15 @@ pub async fn keys(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/groups/{name}/admit", tag = "groups", params(("name" = String, Path, description = "The group name.")), request_body = GroupAdmitRequest,
+    responses(
+        (status = 200, description = "The member was handed the group's keys.", body = GroupInfo),
+        (status = 404, description = "No such group or member."),
+        (status = 409, description = "A different key for an epoch the member holds already, or a state that does not allow it."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn admit(
     State(state): State<AppState>,
     Authed(caller): Authed,

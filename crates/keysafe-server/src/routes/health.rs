@@ -16,6 +16,13 @@ use axum::response::{IntoResponse, Response};
 use keysafe_proto::api::Health;
 use std::collections::BTreeMap;
 
+#[utoipa::path(
+    get, path = "/v1/health", tag = "public",
+    responses(
+        (status = 200, description = "Ready (status `ok` or `read_only`).", body = keysafe_proto::api::Health),
+        (status = 503, description = "Not ready: the same body, with the reason in `status` and `checks`.", body = keysafe_proto::api::Health),
+    ),
+)]
 pub async fn get(State(state): State<AppState>) -> Response {
     let database = match state.service.store().ping().await {
         Ok(()) => "ok",

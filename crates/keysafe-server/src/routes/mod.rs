@@ -8,7 +8,7 @@
 
 mod admin;
 mod audit;
-mod deposits;
+pub(crate) mod deposits;
 mod fingerprint;
 mod groups;
 mod health;
@@ -24,8 +24,11 @@ use crate::state::AppState;
 use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use keysafe_proto::ErrorCode;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Registration: an organisation, a name, a secret and a recipient fit in far less.
 pub const REGISTER_BODY_LIMIT: usize = 8 * 1024;
@@ -35,21 +38,25 @@ pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 /// JSON) per member: about 1,500 members.
 pub const GROUP_BODY_LIMIT: usize = 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    let group_body = || Extension(BodyLimit(GROUP_BODY_LIMIT));
-    Router::new()
-        .route("/", get(fingerprint::get))
-        .route("/v1/health", get(health::get))
-        .route("/v1/audit/public-key", get(audit::public_key))
-        .route("/v1/admin/audit/entries", get(audit::entries))
-        .route("/v1/admin/audit/checkpoints", get(audit::checkpoints))
-        .route("/v1/admin/audit/checkpoint", post(audit::checkpoint))
-        .route(
-            "/v1/register",
-            post(register::post).layer(Extension(BodyLimit(REGISTER_BODY_LIMIT))),
-        )
-        .route("/v1/whoami", get(whoami::get))
-        .route("/v1/deposits", get(deposits::list::get))
+/// The route table and the OpenAPI document it is described by: each handler is registered
+/// through `routes!`, which takes the path from the handler's `#[utoipa::path]`, so a route
+/// cannot be served without appearing in the document.
+fn table() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let group_body = |r: Routes| limited(r, GROUP_BODY_LIMIT);
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(fingerprint::get))
+        .routes(routes!(openapi_json))
+        .routes(routes!(health::get))
+        .routes(routes!(audit::public_key))
+        .routes(routes!(audit::entries))
+        .routes(routes!(audit::checkpoints))
+        .routes(routes!(audit::checkpoint))
+        .routes(routes!(audit::prune))
+        .routes(limited(routes!(register::post), REGISTER_BODY_LIMIT))
+        .routes(routes!(whoami::get))
+        .routes(routes!(deposits::list::get))
+        // One wildcard route for every deposit operation (a name may contain '/', an operation
+        // is a ':' suffix); its operations are documented in `ApiDoc`.
         .route(
             "/v1/deposits/{*path}",
             get(deposits::dispatch_get)
@@ -57,92 +64,94 @@ pub fn router(state: AppState) -> Router {
                 .delete(deposits::delete)
                 .post(deposits::dispatch_post),
         )
-        .route("/v1/shared", get(sharing::shared))
-        .route("/v1/recipients", get(sharing::recipient))
-        .route(
-            "/v1/groups",
-            get(groups::list).post(groups::create).layer(group_body()),
-        )
-        .route("/v1/groups/{name}", get(groups::show))
-        .route("/v1/groups/{name}/keys", get(groups::keys))
-        .route(
-            "/v1/groups/{name}/admit",
-            post(groups::admit).layer(group_body()),
-        )
-        .route(
-            "/v1/admin/orgs",
-            get(admin::orgs::list).post(admin::orgs::create),
-        )
-        .route("/v1/admin/orgs/{name}/auth", put(admin::orgs::set_auth))
-        .route(
-            "/v1/admin/orgs/{name}",
-            delete(admin::lifecycle::delete_org),
-        )
-        .route(
-            "/v1/admin/orgs/{name}/tokens",
-            post(admin::orgs::mint_token)
-                .get(admin::lifecycle::list_tokens)
-                .delete(admin::lifecycle::revoke_all_tokens),
-        )
-        .route(
-            "/v1/admin/orgs/{name}/tokens/{id}",
-            delete(admin::lifecycle::revoke_token),
-        )
-        .route("/v1/admin/clients", get(admin::clients::list))
-        .route(
-            "/v1/admin/clients/{fingerprint}",
-            delete(admin::lifecycle::delete_client),
-        )
-        .route(
-            "/v1/admin/clients/disable-unactivated",
-            post(admin::clients::disable_unactivated),
-        )
-        .route(
-            "/v1/admin/groups",
-            get(admin::groups::list)
-                .post(admin::groups::create)
-                .layer(group_body()),
-        )
-        .route(
-            "/v1/admin/groups/{org}/{name}",
-            get(admin::groups::show).delete(admin::lifecycle::delete_group),
-        )
-        .route(
-            "/v1/admin/groups/{org}/{name}/add-member",
-            post(admin::groups::add_member),
-        )
-        .route(
-            "/v1/admin/groups/{org}/{name}/remove-member",
-            post(admin::groups::remove_member).layer(group_body()),
-        )
-        .route(
-            "/v1/admin/clients/{fingerprint}/{action}",
-            post(admin::clients::action),
-        )
+        .routes(routes!(sharing::shared))
+        .routes(routes!(sharing::recipient))
+        .routes(group_body(routes!(groups::list, groups::create)))
+        .routes(routes!(groups::show))
+        .routes(routes!(groups::keys))
+        .routes(group_body(routes!(groups::admit)))
+        .routes(routes!(admin::orgs::list, admin::orgs::create))
+        .routes(routes!(admin::orgs::set_auth))
+        .routes(routes!(admin::lifecycle::delete_org))
+        .routes(routes!(
+            admin::orgs::mint_token,
+            admin::lifecycle::list_tokens,
+            admin::lifecycle::revoke_all_tokens
+        ))
+        .routes(routes!(admin::lifecycle::revoke_token))
+        .routes(routes!(admin::clients::list))
+        .routes(routes!(admin::lifecycle::delete_client))
+        .routes(routes!(admin::clients::disable_unactivated))
+        .routes(group_body(routes!(
+            admin::groups::list,
+            admin::groups::create
+        )))
+        .routes(routes!(admin::groups::show, admin::lifecycle::delete_group))
+        .routes(routes!(admin::groups::add_member))
+        .routes(group_body(routes!(admin::groups::remove_member)))
+        .routes(routes!(admin::clients::action))
         // Seals, keyring rotation and backups.
-        .route("/v1/admin/unseal", post(sealing::unseal))
-        .route("/v1/admin/keyring", get(sealing::status))
-        .route("/v1/admin/keyring/rotate", post(sealing::rotate))
-        .route("/v1/admin/keyring/retire", post(sealing::retire))
-        .route("/v1/admin/backup", post(sealing::backup))
+        .routes(routes!(sealing::unseal))
+        .routes(routes!(sealing::status))
+        .routes(routes!(sealing::rotate))
+        .routes(routes!(sealing::retire))
+        .routes(routes!(sealing::backup))
+        .routes(routes!(sealing::integrity_verify))
         // The cluster: nodes' heartbeats, standbys, forgetting a node.
-        .route("/v1/admin/cluster", get(admin::cluster::status))
-        .route(
-            "/v1/admin/cluster/nodes/{id}",
-            axum::routing::delete(admin::cluster::remove_node),
-        )
+        .routes(routes!(admin::cluster::status))
+        .routes(routes!(admin::cluster::remove_node))
+        .split_for_parts()
+}
+
+type Routes = utoipa_axum::router::UtoipaMethodRouter<AppState>;
+
+/// A route whose JSON body may be up to `limit` bytes.
+fn limited((schemas, paths, methods): Routes, limit: usize) -> Routes {
+    (schemas, paths, methods.layer(Extension(BodyLimit(limit))))
+}
+
+/// The OpenAPI document, as served.
+pub fn openapi_document() -> serde_json::Value {
+    crate::openapi::finish(table().1)
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = table();
+    // Serialised once: every request gets the same bytes.
+    let doc = OpenApiJson(bytes::Bytes::from(
+        serde_json::to_vec(&crate::openapi::finish(doc)).unwrap_or_default(),
+    ));
+    routes
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // JSON bodies are read by `ApiJson` under the route's `BodyLimit`, deposits by
         // `read_limited` under theirs; axum's own limit stays as a backstop for any other
         // extractor.
         .layer(Extension(BodyLimit(JSON_BODY_LIMIT)))
+        .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_context,
         ))
         .with_state(state)
+}
+
+/// The finished document, built once with the router.
+#[derive(Clone)]
+struct OpenApiJson(bytes::Bytes);
+
+/// The OpenAPI 3.1 document of this API (it holds no secret, so anybody may read it).
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "public",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API, generated \
+        from the code.", content_type = "application/json", body = Object)),
+)]
+async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(http::header::CONTENT_TYPE, "application/json")], doc.0).into_response()
 }
 
 async fn no_route() -> ApiError {
@@ -154,4 +163,25 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// `routes!` registers a handler under the path of its `#[utoipa::path]`, so the table
+    /// and the document are one list; a plain axum route (or a nested or merged router) would
+    /// bypass that. The one allowed
+    /// is the deposit wildcard, whose operations are checked by `openapi::tests`.
+    #[test]
+    fn only_the_deposit_wildcard_bypasses_routes_macro() {
+        let source = include_str!("mod.rs");
+        let needle = concat!(".", "route(");
+        let plain: Vec<&str> = source
+            .match_indices(needle)
+            .map(|(i, _)| source[i..].lines().nth(1).unwrap_or("").trim())
+            .collect();
+        assert_eq!(plain, vec!["\"/v1/deposits/{*path}\","], "{plain:?}");
+        for other in ["nest(", "nest_service(", "merge(", "route_service("] {
+            assert!(!source.contains(&format!(".{other}")), "{other}");
+        }
+    }
 }

@@ -37,6 +37,18 @@ fn plain(e: impl Into<ApiError>) -> Refusal {
     (HeaderMap::new(), e.into())
 }
 
+#[utoipa::path(
+    post, path = "/v1/register", tag = "clients",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered (state `active`, or `pending` in an approval-mode organisation); the first sequenced token is in `x-keysafe-token`.", body = ClientInfo),
+        (status = 403, description = "Registration into the administrators' organisation."),
+        (status = 409, description = "The certificate is registered already."),
+        (status = 429, description = "Too many failed or pending registrations, or every verification slot busy.",
+            headers(("retry-after" = u64, description = "Seconds until the address may try again."))),
+    ),
+    security(("mutualTLS" = [])),
+)]
 pub async fn post(
     State(state): State<AppState>,
     Peer(peer): Peer,

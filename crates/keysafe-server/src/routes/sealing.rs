@@ -1,5 +1,6 @@
 //! `POST /v1/admin/unseal`, `GET /v1/admin/keyring`, `POST /v1/admin/keyring/rotate`,
-//! `POST /v1/admin/keyring/retire`, `POST /v1/admin/backup`. Administrators only.
+//! `POST /v1/admin/keyring/retire`, `POST /v1/admin/backup`, `POST /v1/admin/integrity/verify`.
+//! Administrators only.
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -11,10 +12,19 @@ use axum::response::{IntoResponse, Response};
 use keysafe_core::service::sealing::KeyringStatus;
 use keysafe_proto::ErrorCode;
 use keysafe_proto::api::{
-    BackupRequest, KekUsageInfo, KekVersionInfo, KeyringRetireRequest, KeyringRotated,
-    KeyringStatusInfo, UnsealRequest,
+    BackupRequest, IntegrityReport, KekUsageInfo, KekVersionInfo, KeyringRetireRequest,
+    KeyringRotated, KeyringStatusInfo, UnsealRequest,
 };
 
+#[utoipa::path(
+    post, path = "/v1/admin/unseal", tag = "keyring", request_body = UnsealRequest,
+    responses(
+        (status = 200, description = "Unsealed; the keyring's state.", body = KeyringStatusInfo),
+        (status = 403, description = "A wrong passphrase."),
+        (status = 409, description = "Not sealed, or not a passphrase seal."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn unseal(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -25,6 +35,11 @@ pub async fn unseal(
     Ok(Json(info(state.service.keyring_status(&admin).await?)))
 }
 
+#[utoipa::path(
+    get, path = "/v1/admin/keyring", tag = "keyring",
+    responses((status = 200, description = "The keyring's state.", body = KeyringStatusInfo)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn status(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -32,6 +47,24 @@ pub async fn status(
     Ok(Json(info(state.service.keyring_status(&admin).await?)))
 }
 
+/// Checks every authenticated access row (ADR 0013) and lists each one that fails.
+#[utoipa::path(
+    post, path = "/v1/admin/integrity/verify", tag = "keyring",
+    responses((status = 200, description = "Every authenticated access row checked; the ones that fail, by kind and key.", body = IntegrityReport)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
+pub async fn integrity_verify(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<Json<IntegrityReport>, ApiError> {
+    Ok(Json(state.service.verify_integrity_as(&admin).await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/keyring/rotate", tag = "keyring",
+    responses((status = 200, description = "A new keyring version is current.", body = KeyringRotated)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -40,6 +73,15 @@ pub async fn rotate(
     Ok(Json(KeyringRotated { version }))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/keyring/retire", tag = "keyring", request_body = KeyringRetireRequest,
+    responses(
+        (status = 200, description = "The version was retired.", body = KeyringStatusInfo),
+        (status = 404, description = "No such keyring version."),
+        (status = 409, description = "The version is current or still in use."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn retire(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -51,6 +93,13 @@ pub async fn retire(
 
 /// Streams a backup of the store (signed by the audit key) to the caller. Key-bearing files
 /// only to the recipients pinned in `[backup] key_recipients` (see `crate::backup`).
+#[utoipa::path(
+    post, path = "/v1/admin/backup", tag = "keyring", request_body = BackupRequest,
+    responses(
+        (status = 200, description = "The age-encrypted backup file, streamed.", content_type = "application/octet-stream", body = String),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn backup(
     State(state): State<AppState>,
     Admin(admin): Admin,

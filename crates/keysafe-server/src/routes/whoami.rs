@@ -7,6 +7,11 @@ use axum::Json;
 use axum::extract::State;
 use keysafe_proto::api::ClientInfo;
 
+#[utoipa::path(
+    get, path = "/v1/whoami", tag = "clients",
+    responses((status = 200, description = "The caller's own record.", body = ClientInfo)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     Authed(caller): Authed,

@@ -399,6 +399,7 @@ fn corpus() -> Vec<Case> {
         ("POST", "/v1/admin/unseal", Who::Admin),
         ("POST", "/v1/admin/keyring/retire", Who::Admin),
         ("POST", "/v1/admin/backup", Who::Admin),
+        ("POST", "/v1/admin/audit/prune", Who::Admin),
         ("POST", "/v1/deposits/k:share", Who::Client),
     ];
     for (m, t, who) in routes {

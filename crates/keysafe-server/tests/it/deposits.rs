@@ -187,16 +187,82 @@ async fn concurrent_writers_without_precondition_all_land(storage: TestStorage) 
                 .version
         }));
     }
-    let mut versions: Vec<u64> = Vec::new();
-    for t in tasks {
-        versions.push(t.await.unwrap().get());
+    let mut versions: Vec<(DepositVersion, u32)> = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        versions.push((t.await.unwrap(), i as u32));
     }
-    versions.sort_unstable();
+    let mut numbers: Vec<u64> = versions.iter().map(|(v, _)| v.get()).collect();
+    numbers.sort_unstable();
     assert_eq!(
-        versions,
+        numbers,
         (1..=40).collect::<Vec<u64>>(),
         "every put gets its own version"
     );
+    // Each version holds what the put that was told its number sent.
+    for (version, i) in versions {
+        let got = c.client.get(&n, Some(version)).await.unwrap();
+        assert_eq!(got.payload.as_ref(), i.to_be_bytes(), "version {version}");
+    }
+}
+
+async fn conditional_writers_among_unconditional_ones_judge_what_is_stored(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
+    let c = ts.new_client("acme").await;
+    let n = name("busy");
+    c.client
+        .put(&n, b"first".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..30u32 {
+        let cl = c.client.clone();
+        let n = n.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                // A conditional put on the version it just read: either it was still current
+                // when the put was judged, or the answer names a newer one.
+                let seen = cl
+                    .get_with(&n, None, keysafe_client::CacheUse::Refresh)
+                    .await
+                    .unwrap()
+                    .version;
+                match cl
+                    .put(&n, i.to_be_bytes().to_vec(), Precondition::IfMatch(seen))
+                    .await
+                {
+                    Ok(r) => {
+                        assert_eq!(r.version, seen.next(), "a conditional put builds on `seen`");
+                        Some((r.version, i))
+                    }
+                    Err(e) => {
+                        assert_eq!(e.code(), Some(ErrorCode::VersionConflict), "{e}");
+                        None
+                    }
+                }
+            } else {
+                let r = cl
+                    .put(&n, i.to_be_bytes().to_vec(), Precondition::None)
+                    .await
+                    .unwrap();
+                Some((r.version, i))
+            }
+        }));
+    }
+    let mut landed = Vec::new();
+    for t in tasks {
+        landed.extend(t.await.unwrap());
+    }
+    let vs = c.client.versions(&n).await.unwrap().versions;
+    assert_eq!(
+        vs.len(),
+        landed.len() + 1,
+        "every acknowledged put is stored, nothing else"
+    );
+    assert!(landed.len() >= 20, "every unconditional put landed");
+    for (version, i) in landed {
+        let got = c.client.get(&n, Some(version)).await.unwrap();
+        assert_eq!(got.payload.as_ref(), i.to_be_bytes(), "version {version}");
+    }
 }
 
 async fn oversized_payload_is_413_and_stores_nothing(storage: TestStorage) {
@@ -428,6 +494,7 @@ keysafe_testkit::storage_tests!(
     another_clients_deposit_is_indistinguishable_from_none,
     if_match_is_compare_and_set,
     concurrent_writers_without_precondition_all_land,
+    conditional_writers_among_unconditional_ones_judge_what_is_stored,
     oversized_payload_is_413_and_stores_nothing,
     default_limit_is_one_mebibyte,
     bad_names_are_400_naming_the_rule,

@@ -26,7 +26,8 @@ async fn passphrase_seal_starts_sealed_and_unseals_over_the_api(storage: TestSto
         |_| {},
     )
     .await;
-    // Started without a passphrase: sealed, but administration and registration still work.
+    // Started without a passphrase: sealed. Administration that changes no authenticated row
+    // still works; registration, which writes one, waits for the unseal (ADR 0013).
     let h = ts.anonymous_client().health().await.unwrap();
     assert_eq!(h.status, "sealed");
     let raw = ts
@@ -41,16 +42,11 @@ async fn passphrase_seal_starts_sealed_and_unseals_over_the_api(storage: TestSto
     assert!(body.get("seal").is_none());
     assert!(body["sealed_reason"].as_str().unwrap().contains("unseal"));
 
-    let c = ts.new_client("acme").await;
+    let secret = ts.create_org("acme").await;
     assert_code(
-        c.client
-            .put(&name("k"), b"v".to_vec(), Precondition::None)
-            .await,
+        ts.register("acme", Some(secret.clone())).await.map(|_| ()),
         ErrorCode::Sealed,
     );
-    assert_code(c.client.get(&name("k"), None).await, ErrorCode::Sealed);
-    // Only administrators may unseal.
-    assert_code(c.client.unseal(PASSPHRASE).await, ErrorCode::Forbidden);
     // A wrong passphrase is refused and changes nothing.
     assert_code(
         ts.admin.unseal("not the passphrase").await,
@@ -59,6 +55,20 @@ async fn passphrase_seal_starts_sealed_and_unseals_over_the_api(storage: TestSto
     assert!(ts.service().is_sealed());
     let st = ts.admin.keyring_status().await.unwrap();
     assert!(st.sealed);
+    ts.admin.unseal(PASSPHRASE).await.unwrap();
+    let c = ts.register("acme", Some(secret)).await.unwrap();
+
+    // Sealed again (as the seal check does when the seal's key goes away): deposits answer
+    // `sealed`, and only administrators may unseal.
+    ts.service().seal_now("sealed by the test");
+    assert_code(
+        c.client
+            .put(&name("k"), b"v".to_vec(), Precondition::None)
+            .await,
+        ErrorCode::Sealed,
+    );
+    assert_code(c.client.get(&name("k"), None).await, ErrorCode::Sealed);
+    assert_code(c.client.unseal(PASSPHRASE).await, ErrorCode::Forbidden);
 
     let st = ts.admin.unseal(PASSPHRASE).await.unwrap();
     assert!(!st.sealed);

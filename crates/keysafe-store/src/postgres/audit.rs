@@ -224,6 +224,32 @@ pub(crate) async fn insert_checkpoint(tx: &Tx<'_>, c: &AuditCheckpoint) -> TxRes
     Ok(())
 }
 
+/// Deletes the entries up to a stored checkpoint, keeping the head (see `Mutation::PruneAudit`).
+pub(crate) async fn prune(tx: &Tx<'_>, through: u64) -> TxResult<u64> {
+    let st = tx
+        .prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM audit_checkpoints WHERE seq = $1) AS anchor, \
+                    (SELECT MAX(seq) FROM audit_log) AS head",
+        )
+        .await?;
+    let row = tx.query_one(&st, &[&int(through)]).await?;
+    let anchor: i64 = row.try_get("anchor")?;
+    let head: Option<i64> = row.try_get("head")?;
+    if anchor == 0 {
+        return Err(StoreError::NotFound.into());
+    }
+    if head.is_none_or(|h| h <= int(through)) {
+        return Err(StoreError::InUse(
+            "the newest entry is never pruned: prune through an earlier checkpoint".into(),
+        )
+        .into());
+    }
+    let st = tx
+        .prepare_cached("DELETE FROM audit_log WHERE seq <= $1")
+        .await?;
+    Ok(tx.execute(&st, &[&int(through)]).await?)
+}
+
 // ---- reads ----
 
 pub(crate) async fn entries(

@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "lifecycle",
         sql: include_str!("../../migrations/postgres/0004_lifecycle.sql"),
     },
+    Migration {
+        version: 5,
+        name: "row_macs",
+        sql: include_str!("../../migrations/postgres/0005_row_macs.sql"),
+    },
 ];
 
 /// The advisory lock key of migrations ("keysafe" and a 1 in ASCII).

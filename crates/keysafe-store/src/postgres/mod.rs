@@ -36,7 +36,7 @@ use errors::pool_error;
 use keysafe_core::store::{
     AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
-    IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord,
+    IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Queued,
     RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRecord,
     WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
@@ -66,6 +66,7 @@ pub struct PostgresStore {
     audit_head: audit::SharedHead,
     counters: Arc<writer::Counters>,
     target: String,
+    row_auth: keysafe_core::store::RowAuthSlot,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -150,12 +151,14 @@ impl PostgresStore {
         let audit_head = Arc::new(std::sync::Mutex::new(head.clone()));
         let counters = Arc::new(writer::Counters::default());
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let row_auth = keysafe_core::store::RowAuthSlot::default();
         let w = writer::Writer {
             route: route.clone(),
             set_lock_timeout: format!("SET LOCAL lock_timeout = {}", cfg.lock_timeout.as_millis()),
             head,
             shared: audit_head.clone(),
             counters: counters.clone(),
+            row_auth: row_auth.clone(),
         };
         tokio::spawn(w.run(rx, MAX_BATCH));
         Ok(Self {
@@ -165,6 +168,7 @@ impl PostgresStore {
             audit_head,
             counters,
             target: cfg.target().to_owned(),
+            row_auth,
         })
     }
 
@@ -279,6 +283,15 @@ impl Store for PostgresStore {
         mutation: Mutation,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Applied> {
+        self.submit_audited(mutation, audit).await?.await
+    }
+
+    async fn submit_audited(
+        &self,
+        mutation: Mutation,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Queued> {
+        // The writer takes jobs in channel order and applies each batch in that order.
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(writer::Job::Mutate {
@@ -288,7 +301,7 @@ impl Store for PostgresStore {
             })
             .await
             .map_err(|_| writer_stopped())?;
-        rx.await.map_err(|_| writer_stopped())?
+        Ok(Queued::reply(rx, writer_stopped))
     }
 }
 
@@ -397,6 +410,10 @@ impl AdminStore for PostgresStore {
             *h = head;
         }
         Ok(summary)
+    }
+
+    fn row_auth(&self) -> &keysafe_core::store::RowAuthSlot {
+        &self.row_auth
     }
 }
 
@@ -512,7 +529,7 @@ impl GroupStore for PostgresStore {
         &self,
         org: &OrgName,
         member: &ClientFingerprint,
-    ) -> StoreResult<Vec<GroupName>> {
+    ) -> StoreResult<Vec<keysafe_core::store::MemberGroup>> {
         reads::member_groups(&self.pool, org, member).await
     }
 }

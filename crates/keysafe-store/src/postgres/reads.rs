@@ -8,7 +8,7 @@ use super::route::Reads as Pool;
 use super::rows::{self, int};
 use keysafe_core::store::{
     ClientRecord, DepositKey, DepositListing, DepositRecord, GrantRecord, GroupMemberRecord,
-    GroupRecord, KekRecord, KekUsage, OrgRecord, StoreError, StoreResult, VersionMeta,
+    GroupRecord, KekRecord, KekUsage, MemberGroup, OrgRecord, StoreError, StoreResult, VersionMeta,
     VersionRecord, WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::api::ClientState;
@@ -60,7 +60,9 @@ pub(crate) async fn query_opt(
 macro_rules! deposit_cols {
     () => {
         "d.org, d.owner, d.name, d.current_version, d.current_size, d.deleted, d.acl_serial, \
-         d.created_at, d.updated_at"
+         d.created_at, d.updated_at, d.mac, \
+         COALESCE((SELECT max(n.version) FROM deposit_versions n \
+           WHERE n.owner = d.owner AND n.name = d.name), 0) AS newest_version"
     };
 }
 
@@ -77,7 +79,7 @@ macro_rules! client_cols {
     () => {
         "fingerprint, org, name, state, role, cert_der, recipient, token_counter, token_hash, \
          token_recent, token_rotated_at, token_confirmed, token_kek_version, token_salt, \
-         last_seen_at, state_reason, created_at, updated_at"
+         last_seen_at, state_reason, created_at, updated_at, mac"
     };
 }
 pub(crate) use client_cols;
@@ -262,7 +264,7 @@ pub(crate) async fn get_grants(pool: &Pool, key: &DepositKey) -> StoreResult<Vec
     query(
         pool,
         "SELECT grantee AS g_grantee, access AS g_access, granted_by AS g_granted_by, \
-                granted_at AS g_granted_at \
+                granted_at AS g_granted_at, mac AS g_mac \
          FROM deposit_grants WHERE owner = $1 AND name = $2 ORDER BY granted_at, grantee",
         &[&key.owner.stored(), &key.name.as_str()],
     )
@@ -283,7 +285,7 @@ pub(crate) async fn list_shared(
             "SELECT ",
             deposit_cols!(),
             ", g.grantee AS g_grantee, g.access AS g_access, g.granted_by AS g_granted_by, \
-               g.granted_at AS g_granted_at \
+               g.granted_at AS g_granted_at, g.mac AS g_mac \
              FROM deposit_grants g JOIN deposits d ON d.owner = g.owner AND d.name = g.name \
              WHERE g.grantee = ANY($1::text[]) AND NOT d.deleted \
              ORDER BY d.owner, d.name, g.grantee"
@@ -300,25 +302,26 @@ pub(crate) async fn list_shared(
 async fn group_from_row(client: &impl GenericClient, row: &Row) -> StoreResult<GroupRecord> {
     let org = rows::org_name(row, "org")?;
     let name = rows::group_name(row, "name")?;
-    let epochs = client
+    let epoch_rows = client
         .query(
-            "SELECT epoch, recipient FROM group_epochs WHERE org = $1 AND name = $2 \
+            "SELECT epoch, recipient, mac FROM group_epochs WHERE org = $1 AND name = $2 \
              ORDER BY epoch",
             &[&org.as_str(), &name.as_str()],
         )
         .await
-        .map_err(store_error)?
-        .iter()
-        .map(|r| {
-            Ok((
-                rows::unsigned(r, "epoch")?,
-                rows::col::<String>(r, "recipient")?,
-            ))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+        .map_err(store_error)?;
+    let mut epochs = Vec::with_capacity(epoch_rows.len());
+    let mut epoch_macs = Vec::with_capacity(epoch_rows.len());
+    for r in &epoch_rows {
+        epochs.push((
+            rows::unsigned(r, "epoch")?,
+            rows::col::<String>(r, "recipient")?,
+        ));
+        epoch_macs.push(rows::col::<Option<Vec<u8>>>(r, "mac")?);
+    }
     let member_rows = client
         .query(
-            "SELECT m.member AS member, k.epoch AS epoch FROM group_members m \
+            "SELECT m.member AS member, m.mac AS mac, k.epoch AS epoch FROM group_members m \
              LEFT JOIN group_keys k ON k.org = m.org AND k.name = m.name AND k.member = m.member \
              WHERE m.org = $1 AND m.name = $2 ORDER BY m.added_at, m.member, k.epoch",
             &[&org.as_str(), &name.as_str()],
@@ -333,6 +336,7 @@ async fn group_from_row(client: &impl GenericClient, row: &Row) -> StoreResult<G
             members.push(GroupMemberRecord {
                 fingerprint: fp,
                 epochs: Vec::new(),
+                mac: rows::col(r, "mac")?,
             });
         }
         if let (Some(e), Some(m)) = (epoch, members.last_mut()) {
@@ -345,6 +349,7 @@ async fn group_from_row(client: &impl GenericClient, row: &Row) -> StoreResult<G
         name,
         epoch: rows::unsigned(row, "epoch")?,
         epochs,
+        epoch_macs,
         members,
         created_at: rows::ts(row, "created_at")?,
         updated_at: rows::ts(row, "updated_at")?,
@@ -442,16 +447,36 @@ pub(crate) async fn member_groups(
     pool: &Pool,
     org: &OrgName,
     member: &ClientFingerprint,
-) -> StoreResult<Vec<GroupName>> {
+) -> StoreResult<Vec<MemberGroup>> {
     query(
         pool,
-        "SELECT name FROM group_members WHERE member = $2 AND org = $1 ORDER BY name",
+        "SELECT name, mac FROM group_members WHERE member = $2 AND org = $1 ORDER BY name",
         &[&org.as_str(), &member.as_str()],
     )
     .await?
     .iter()
-    .map(|r| rows::group_name(r, "name"))
+    .map(|r| {
+        Ok(MemberGroup {
+            name: rows::group_name(r, "name")?,
+            mac: rows::col(r, "mac")?,
+        })
+    })
     .collect()
+}
+
+/// Whether any deposit version is wrapped by a keyring version other than `current`.
+async fn any_stale_version(pool: &Pool, current: u32) -> StoreResult<bool> {
+    let rows = query(
+        pool,
+        "SELECT EXISTS (SELECT 1 FROM deposit_versions WHERE kek_version < $1) \
+             OR EXISTS (SELECT 1 FROM deposit_versions WHERE kek_version > $1) AS stale",
+        &[&i64::from(current)],
+    )
+    .await?;
+    Ok(match rows.first() {
+        Some(r) => rows::col(r, "stale")?,
+        None => false,
+    })
 }
 
 pub(crate) async fn list_stale_wrapped(
@@ -462,6 +487,9 @@ pub(crate) async fn list_stale_wrapped(
     limit: u32,
 ) -> StoreResult<Vec<WrappedRow>> {
     match kind {
+        // Two probes of the kek_version index first: a pass with nothing to re-wrap (one runs
+        // at every start) never walks the versions table in key order.
+        WrappedKind::DepositVersion if !any_stale_version(pool, current).await? => Ok(Vec::new()),
         WrappedKind::DepositVersion => {
             let (owner, name, version) = match after {
                 Some(WrappedId::DepositVersion { key, version, .. }) => (

@@ -124,6 +124,7 @@ pub(crate) fn client(row: &Row) -> StoreResult<ClientRecord> {
         state_reason: col(row, "state_reason")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
+        mac: col(row, "mac")?,
     })
 }
 
@@ -138,6 +139,8 @@ pub(crate) fn deposit(row: &Row) -> StoreResult<DepositRecord> {
         acl_serial: unsigned(row, "acl_serial")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
+        mac: col(row, "mac")?,
+        newest_version: unsigned(row, "newest_version")?,
     })
 }
 
@@ -166,5 +169,6 @@ pub(crate) fn grant(row: &Row) -> StoreResult<GrantRecord> {
         access: Access::parse(col(row, "g_access")?).ok_or_else(|| corrupt("access"))?,
         granted_by: fingerprint(row, "g_granted_by")?,
         granted_at: ts(row, "g_granted_at")?,
+        mac: col(row, "g_mac")?,
     })
 }

@@ -30,8 +30,8 @@ use super::errors::{Class, classify, pool_error, store_error};
 use super::mutations;
 use super::route::Reads;
 use keysafe_core::store::{
-    Applied, AuditAppendError, AuditHead, Mutation, SpoolBatch, SpoolReplay, StoreError,
-    StoreResult,
+    Applied, AuditAppendError, AuditHead, Mutation, RowAuthMode, RowAuthSlot, SpoolBatch,
+    SpoolReplay, StoreError, StoreResult,
 };
 use keysafe_proto::audit::AuditEvent;
 use std::sync::Arc;
@@ -142,6 +142,8 @@ pub(crate) struct Writer {
     pub head: AuditHead,
     pub shared: SharedHead,
     pub counters: Arc<Counters>,
+    /// The row authenticator the service installed (ADR 0013), read once per batch.
+    pub row_auth: RowAuthSlot,
 }
 
 /// Why a transaction attempt ended early.
@@ -257,7 +259,15 @@ impl Writer {
             }
             Err(e) => return Err(Abort::Fail(pool_error(e))),
         };
-        let r = run_transaction(&mut conn, &self.set_lock_timeout, batch, &mut self.head).await;
+        let auth = self.row_auth.get();
+        let r = run_transaction(
+            &mut conn,
+            &self.set_lock_timeout,
+            batch,
+            &mut self.head,
+            &auth,
+        )
+        .await;
         if let Err(Abort::Broken(_) | Abort::Unknown(_)) = &r {
             // The server went away or refuses writes: this connection is of no more use, and
             // reads look elsewhere until a primary answers again.
@@ -289,6 +299,7 @@ async fn run_transaction(
     set_lock_timeout: &str,
     batch: &[Job],
     head: &mut AuditHead,
+    auth: &RowAuthMode,
 ) -> Result<Vec<StoreResult<Applied>>, Abort> {
     // READ COMMITTED whatever default_transaction_isolation says: statements after the head
     // lock must see every commit made before it was granted.
@@ -315,7 +326,7 @@ async fn run_transaction(
                 "the audit chain was altered under this node".into(),
             )))
         } else {
-            apply_job(&sp, job, head).await
+            apply_job(&sp, job, head, auth).await
         };
         match r {
             Ok(applied) => {
@@ -389,12 +400,19 @@ async fn reconcile_head(tx: &Tx<'_>, head: &mut AuditHead) -> Result<bool, Abort
 }
 
 /// Applies one job inside its savepoint; moves `head` past every entry it appends.
-async fn apply_job(tx: &Tx<'_>, job: &Job, head: &mut AuditHead) -> TxResult<Applied> {
+async fn apply_job(
+    tx: &Tx<'_>,
+    job: &Job,
+    head: &mut AuditHead,
+    auth: &RowAuthMode,
+) -> TxResult<Applied> {
     match job {
         Job::Mutate {
             mutation, audit, ..
         } => {
+            let pending = mutations::integrity::before(tx, mutation, auth).await?;
             let applied = mutations::apply(tx, mutation).await?;
+            mutations::integrity::after(tx, mutation, &applied, auth, pending).await?;
             if let Some(change) = mutation.change() {
                 super::notify::announce(tx, &change).await?;
             }

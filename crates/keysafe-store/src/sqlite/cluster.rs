@@ -2,16 +2,17 @@
 //! node rows, the cluster TLS identity and the change serial. SQLite has no announcements
 //! (nodes poll the serial) and no standbys.
 
-use super::{SqliteStore, backend_error, rows, writer, writer_stopped};
+use super::conn::{all, one};
+use super::{SqliteStore, rows, writer, writer_stopped};
 use async_trait::async_trait;
 use keysafe_core::store::{
     AuditAppendError, ChangeEvent, ClusterIdentityRecord, ClusterStore, NodeId, NodeRecord,
     ReplicaInfo, SpoolBatch, SpoolReplay, StoreError, StoreResult,
 };
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Row;
 use tokio::sync::{mpsc, oneshot};
 
-fn node(row: &SqliteRow) -> StoreResult<NodeRecord> {
+fn node(row: &Row<'_>) -> StoreResult<NodeRecord> {
     Ok(NodeRecord {
         id: NodeId::parse(&rows::col::<String>(row, "id")?)
             .map_err(|_| rows::corrupt("node id"))?,
@@ -29,16 +30,16 @@ fn node(row: &SqliteRow) -> StoreResult<NodeRecord> {
 #[async_trait]
 impl ClusterStore for SqliteStore {
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
-        sqlx::query(
-            "SELECT id, address, version, started_at, heartbeat_at, seal, sealed_reason, \
-             writes_to, fingerprint FROM cluster_nodes ORDER BY id",
-        )
-        .fetch_all(&self.readers)
-        .await
-        .map_err(backend_error)?
-        .iter()
-        .map(node)
-        .collect()
+        // One row per node: a handful, read inline like a point read.
+        self.readers.run(|c| {
+            all(
+                c,
+                "SELECT id, address, version, started_at, heartbeat_at, seal, sealed_reason, \
+                 writes_to, fingerprint FROM cluster_nodes ORDER BY id",
+                [],
+                node,
+            )
+        })
     }
 
     async fn replication(&self) -> StoreResult<Vec<ReplicaInfo>> {
@@ -50,32 +51,35 @@ impl ClusterStore for SqliteStore {
     }
 
     async fn cluster_identity(&self) -> StoreResult<Option<ClusterIdentityRecord>> {
-        let row = sqlx::query(
-            "SELECT cert_pem, fingerprint, kek_version, wrapped_dek, sealed_key, created_at \
-             FROM cluster_identity",
-        )
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(backend_error)?;
-        row.map(|r| {
-            Ok(ClusterIdentityRecord {
-                cert_pem: rows::col(&r, "cert_pem")?,
-                fingerprint: rows::fingerprint(&r, "fingerprint")?,
-                kek_version: u32::try_from(rows::col::<i64>(&r, "kek_version")?)
-                    .map_err(|_| rows::corrupt("kek_version"))?,
-                wrapped_dek: rows::col(&r, "wrapped_dek")?,
-                sealed_key: rows::col(&r, "sealed_key")?,
-                created_at: rows::ts(&r, "created_at")?,
-            })
+        self.readers.run(|c| {
+            one(
+                c,
+                "SELECT cert_pem, fingerprint, kek_version, wrapped_dek, sealed_key, created_at \
+                 FROM cluster_identity",
+                [],
+                |r| {
+                    Ok(ClusterIdentityRecord {
+                        cert_pem: rows::col(r, "cert_pem")?,
+                        fingerprint: rows::fingerprint(r, "fingerprint")?,
+                        kek_version: rows::kek_version(r, "kek_version")?,
+                        wrapped_dek: rows::col(r, "wrapped_dek")?,
+                        sealed_key: rows::col(r, "sealed_key")?,
+                        created_at: rows::ts(r, "created_at")?,
+                    })
+                },
+            )
         })
-        .transpose()
     }
 
     async fn change_serial(&self) -> StoreResult<u64> {
-        let (serial,): (i64,) = sqlx::query_as("SELECT serial FROM cluster_changes")
-            .fetch_one(&self.readers)
-            .await
-            .map_err(backend_error)?;
+        let serial = self
+            .readers
+            .run(|c| {
+                one(c, "SELECT serial FROM cluster_changes", [], |r| {
+                    rows::at::<i64>(r, 0)
+                })
+            })?
+            .ok_or_else(|| StoreError::Corrupt("change serial".into()))?;
         u64::try_from(serial).map_err(|_| StoreError::Corrupt("change serial".into()))
     }
 

@@ -1,53 +1,50 @@
 //! The lifecycle reads on SQLite: client pages, unused registration tokens, and what depends on
 //! an organisation, a client or a group. The dependents queries take a connection so that the
 //! writer runs exactly the same ones inside its write transaction (`writer/lifecycle.rs`): a
-//! deletion's preview and the deletion decide by one rule.
+//! deletion's preview and the deletion decide by one rule. Every read here grows with the data,
+//! so the store runs them on the blocking pool.
 
-use super::{SqliteStore, backend_error, rows};
+use super::conn::{all, one};
+use super::{SqliteStore, rows};
 use async_trait::async_trait;
 use keysafe_core::store::{
     ClientDependents, ClientListing, ClientRecord, Counted, GroupDependents, GroupRef,
     LifecycleStore, OrgDependents, RegistrationTokenRecord, StoreResult,
 };
 use keysafe_proto::{ClientFingerprint, GroupName, OrgName, Principal};
-use sqlx::SqliteConnection;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{Connection, Row, params};
 
 fn sample_limit() -> i64 {
-    Counted::SAMPLE as i64
+    i64::try_from(Counted::SAMPLE).unwrap_or(i64::MAX)
 }
 
-async fn count(conn: &mut SqliteConnection, sql: &'static str, args: &[&str]) -> StoreResult<u64> {
-    let mut q = sqlx::query_scalar::<_, i64>(sql);
-    for a in args {
-        q = q.bind(*a);
-    }
-    let n = q.fetch_one(&mut *conn).await.map_err(backend_error)?;
+fn count(conn: &Connection, sql: &'static str, args: &[&str]) -> StoreResult<u64> {
+    let n = one(conn, sql, rusqlite::params_from_iter(args.iter()), |r| {
+        rows::at::<i64>(r, 0)
+    })?
+    .unwrap_or(0);
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// `count` rows of `sql_count`, and the first names `sql_sample` selects (one text column).
-async fn counted(
-    conn: &mut SqliteConnection,
+fn counted(
+    conn: &Connection,
     sql_count: &'static str,
     sql_sample: &'static str,
     arg: &str,
 ) -> StoreResult<Counted> {
-    let n = count(conn, sql_count, &[arg]).await?;
+    let n = count(conn, sql_count, &[arg])?;
     let sample = if n == 0 {
         Vec::new()
     } else {
-        sqlx::query_scalar::<_, String>(sql_sample)
-            .bind(arg)
-            .bind(sample_limit())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend_error)?
+        all(conn, sql_sample, params![arg, sample_limit()], |r| {
+            rows::at::<String>(r, 0)
+        })?
     };
     Ok(Counted { count: n, sample })
 }
 
-fn group_ref(row: &SqliteRow) -> StoreResult<GroupRef> {
+fn group_ref(row: &Row<'_>) -> StoreResult<GroupRef> {
     Ok(GroupRef {
         org: rows::org_name(row, "org")?,
         name: GroupName::parse(&rows::col::<String>(row, "name")?)
@@ -55,12 +52,12 @@ fn group_ref(row: &SqliteRow) -> StoreResult<GroupRef> {
     })
 }
 
-pub(crate) async fn org_dependents(
-    conn: &mut SqliteConnection,
+pub(crate) fn org_dependents(
+    conn: &Connection,
     org: &OrgName,
 ) -> StoreResult<Option<OrgDependents>> {
     let o = org.as_str();
-    if count(conn, "SELECT count(*) FROM orgs WHERE name = ?1", &[o]).await? == 0 {
+    if count(conn, "SELECT count(*) FROM orgs WHERE name = ?1", &[o])? == 0 {
         return Ok(None);
     }
     Ok(Some(OrgDependents {
@@ -69,35 +66,32 @@ pub(crate) async fn org_dependents(
             "SELECT count(*) FROM clients WHERE org = ?1",
             "SELECT fingerprint FROM clients WHERE org = ?1 ORDER BY fingerprint LIMIT ?2",
             o,
-        )
-        .await?,
+        )?,
         groups: counted(
             conn,
             "SELECT count(*) FROM groups WHERE org = ?1",
             "SELECT name FROM groups WHERE org = ?1 ORDER BY name LIMIT ?2",
             o,
-        )
-        .await?,
+        )?,
         unused_tokens: count(
             conn,
             "SELECT count(*) FROM registration_tokens WHERE org = ?1 AND used_at IS NULL",
             &[o],
-        )
-        .await?,
+        )?,
     }))
 }
 
-pub(crate) async fn client_dependents(
-    conn: &mut SqliteConnection,
+pub(crate) fn client_dependents(
+    conn: &Connection,
     fp: &ClientFingerprint,
 ) -> StoreResult<Option<ClientDependents>> {
     let f = fp.as_str();
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM clients WHERE fingerprint = ?1")
-            .bind(f)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend_error)?;
+    let role = one(
+        conn,
+        "SELECT role FROM clients WHERE fingerprint = ?1",
+        [f],
+        |r| rows::at::<String>(r, 0),
+    )?;
     let Some(role) = role else {
         return Ok(None);
     };
@@ -107,10 +101,9 @@ pub(crate) async fn client_dependents(
             "SELECT count(*) FROM clients WHERE role = 'admin' AND state = 'active' \
              AND fingerprint <> ?1",
             &[f],
-        )
-        .await?
-            == 0;
-    let sole = sqlx::query(
+        )? == 0;
+    let sole = all(
+        conn,
         "SELECT m.org AS org, m.name AS name FROM group_members m \
          JOIN groups g ON g.org = m.org AND g.name = m.name \
          WHERE m.member = ?1 \
@@ -119,40 +112,31 @@ pub(crate) async fn client_dependents(
            AND NOT EXISTS (SELECT 1 FROM group_keys o WHERE o.org = g.org \
              AND o.name = g.name AND o.epoch = g.epoch AND o.member <> ?1) \
          ORDER BY m.org, m.name",
-    )
-    .bind(f)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend_error)?
-    .iter()
-    .map(group_ref)
-    .collect::<StoreResult<Vec<_>>>()?;
-    let memberships =
-        sqlx::query("SELECT org, name FROM group_members WHERE member = ?1 ORDER BY org, name")
-            .bind(f)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend_error)?
-            .iter()
-            .map(group_ref)
-            .collect::<StoreResult<Vec<_>>>()?;
+        [f],
+        group_ref,
+    )?;
+    let memberships = all(
+        conn,
+        "SELECT org, name FROM group_members WHERE member = ?1 ORDER BY org, name",
+        [f],
+        group_ref,
+    )?;
     Ok(Some(ClientDependents {
         owned_deposits: counted(
             conn,
             "SELECT count(*) FROM deposits WHERE owner = ?1",
             "SELECT name FROM deposits WHERE owner = ?1 ORDER BY name LIMIT ?2",
             f,
-        )
-        .await?,
+        )?,
         sole_key_holder_of: sole,
         last_active_admin,
         memberships,
-        grants: grants_to(conn, f).await?,
+        grants: grants_to(conn, f)?,
     }))
 }
 
 /// Deposits that grant `grantee` (stored form) access, named `OWNER:NAME`.
-async fn grants_to(conn: &mut SqliteConnection, grantee: &str) -> StoreResult<Counted> {
+fn grants_to(conn: &Connection, grantee: &str) -> StoreResult<Counted> {
     counted(
         conn,
         "SELECT count(*) FROM deposit_grants WHERE grantee = ?1",
@@ -160,23 +144,20 @@ async fn grants_to(conn: &mut SqliteConnection, grantee: &str) -> StoreResult<Co
          ORDER BY owner, name LIMIT ?2",
         grantee,
     )
-    .await
 }
 
-pub(crate) async fn group_dependents(
-    conn: &mut SqliteConnection,
+pub(crate) fn group_dependents(
+    conn: &Connection,
     org: &OrgName,
     name: &GroupName,
 ) -> StoreResult<Option<GroupDependents>> {
-    let members: Option<i64> = sqlx::query_scalar(
+    let members = one(
+        conn,
         "SELECT (SELECT count(*) FROM group_members m WHERE m.org = g.org AND m.name = g.name) \
          FROM groups g WHERE g.org = ?1 AND g.name = ?2",
-    )
-    .bind(org.as_str())
-    .bind(name.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend_error)?;
+        params![org.as_str(), name.as_str()],
+        |r| rows::at::<i64>(r, 0),
+    )?;
     let Some(members) = members else {
         return Ok(None);
     };
@@ -191,23 +172,10 @@ pub(crate) async fn group_dependents(
             "SELECT count(*) FROM deposits WHERE owner = ?1",
             "SELECT name FROM deposits WHERE owner = ?1 ORDER BY name LIMIT ?2",
             &principal,
-        )
-        .await?,
-        grants: grants_to(conn, &principal).await?,
+        )?,
+        grants: grants_to(conn, &principal)?,
         members: u64::try_from(members).unwrap_or(0),
     }))
-}
-
-/// Runs `f` on one read transaction of the pool, so that its queries see one snapshot.
-macro_rules! in_snapshot {
-    ($store:expr, |$conn:ident| $body:expr) => {{
-        let mut tx = $store.readers.begin().await.map_err(backend_error)?;
-        let $conn: &mut SqliteConnection = &mut tx;
-        let r = $body.await;
-        // A read transaction: ending it commits nothing.
-        let _ = tx.rollback().await;
-        r
-    }};
 }
 
 #[async_trait]
@@ -215,62 +183,69 @@ impl LifecycleStore for SqliteStore {
     async fn list_clients_page(&self, q: ClientListing<'_>) -> StoreResult<Vec<ClientRecord>> {
         let (after_org, after_at, after_fp) = match q.after {
             Some(c) => (
-                Some(c.org.as_str()),
+                Some(c.org.as_str().to_owned()),
                 Some(c.created_at.unix_millis()),
-                Some(c.fingerprint.as_str()),
+                Some(c.fingerprint.as_str().to_owned()),
             ),
             None => (None, None, None),
         };
-        sqlx::query(
-            "SELECT * FROM clients WHERE (?1 IS NULL OR org = ?1) AND (?2 IS NULL OR state = ?2) \
-             AND (?3 IS NULL OR (org, created_at, fingerprint) > (?3, ?4, ?5)) \
-             ORDER BY org, created_at, fingerprint LIMIT ?6",
-        )
-        .bind(q.org.map(|o| o.as_str()))
-        .bind(q.state.map(|s| s.as_str()))
-        .bind(after_org)
-        .bind(after_at)
-        .bind(after_fp)
-        .bind(i64::from(q.limit))
-        .fetch_all(&self.readers)
-        .await
-        .map_err(backend_error)?
-        .iter()
-        .map(rows::client)
-        .collect()
+        let org = q.org.map(|o| o.as_str().to_owned());
+        let state = q.state.map(|s| s.as_str());
+        let limit = i64::from(q.limit);
+        self.readers
+            .run_blocking(move |c| {
+                all(
+                    c,
+                    "SELECT * FROM clients WHERE (?1 IS NULL OR org = ?1) \
+                     AND (?2 IS NULL OR state = ?2) \
+                     AND (?3 IS NULL OR (org, created_at, fingerprint) > (?3, ?4, ?5)) \
+                     ORDER BY org, created_at, fingerprint LIMIT ?6",
+                    params![org, state, after_org, after_at, after_fp, limit],
+                    rows::client,
+                )
+            })
+            .await
     }
 
     async fn list_unused_tokens(&self, org: &OrgName) -> StoreResult<Vec<RegistrationTokenRecord>> {
-        sqlx::query(
-            "SELECT hash, org, created_by, created_at, expires_at FROM registration_tokens \
-             WHERE org = ?1 AND used_at IS NULL ORDER BY created_at, hash",
-        )
-        .bind(org.as_str())
-        .fetch_all(&self.readers)
-        .await
-        .map_err(backend_error)?
-        .iter()
-        .map(|r| {
-            Ok(RegistrationTokenRecord {
-                hash: rows::col(r, "hash")?,
-                org: rows::org_name(r, "org")?,
-                created_by: rows::fingerprint(r, "created_by")?,
-                created_at: rows::ts(r, "created_at")?,
-                expires_at: rows::ts(r, "expires_at")?,
+        let org = org.as_str().to_owned();
+        self.readers
+            .run_blocking(move |c| {
+                all(
+                    c,
+                    "SELECT hash, org, created_by, created_at, expires_at \
+                     FROM registration_tokens \
+                     WHERE org = ?1 AND used_at IS NULL ORDER BY created_at, hash",
+                    [org],
+                    |r| {
+                        Ok(RegistrationTokenRecord {
+                            hash: rows::col(r, "hash")?,
+                            org: rows::org_name(r, "org")?,
+                            created_by: rows::fingerprint(r, "created_by")?,
+                            created_at: rows::ts(r, "created_at")?,
+                            expires_at: rows::ts(r, "expires_at")?,
+                        })
+                    },
+                )
             })
-        })
-        .collect()
+            .await
     }
 
     async fn org_dependents(&self, org: &OrgName) -> StoreResult<Option<OrgDependents>> {
-        in_snapshot!(self, |conn| org_dependents(conn, org))
+        let org = org.clone();
+        self.readers
+            .run_snapshot(move |c| org_dependents(c, &org))
+            .await
     }
 
     async fn client_dependents(
         &self,
         fp: &ClientFingerprint,
     ) -> StoreResult<Option<ClientDependents>> {
-        in_snapshot!(self, |conn| client_dependents(conn, fp))
+        let fp = fp.clone();
+        self.readers
+            .run_snapshot(move |c| client_dependents(c, &fp))
+            .await
     }
 
     async fn group_dependents(
@@ -278,6 +253,9 @@ impl LifecycleStore for SqliteStore {
         org: &OrgName,
         name: &GroupName,
     ) -> StoreResult<Option<GroupDependents>> {
-        in_snapshot!(self, |conn| group_dependents(conn, org, name))
+        let (org, name) = (org.clone(), name.clone());
+        self.readers
+            .run_snapshot(move |c| group_dependents(c, &org, &name))
+            .await
     }
 }

@@ -1,12 +1,16 @@
 //! The SQLite store: one file in WAL mode with `synchronous=FULL`, so an acknowledged write
-//! survives power loss. Reads go through a small pool of query-only connections; every write goes
-//! through one writer task that commits whatever has queued up in a single transaction (group
-//! commit), one fsync for many writes, each write isolated by a savepoint. Several processes
-//! (several `keysafe serve` on one data directory) may share the file: SQLite's write lock
-//! orders their transactions, and each writer reads the audit chain's head under it.
+//! survives power loss. Reads borrow a query-only connection from a small pool (`conn.rs`): point
+//! reads run on the calling thread, reads that grow with the data on the blocking pool. Every
+//! write goes through one writer thread that commits whatever has queued up in a single
+//! transaction (group commit), one fsync for many writes, each write isolated by a savepoint.
+//! Several processes (several `keysafe serve` on one data directory) may share the file:
+//! SQLite's write lock orders their transactions, and each writer reads the audit chain's head
+//! under it. Everything goes through SQLite's own API (rusqlite): the migrations (recorded in
+//! the table sqlx's migrator kept, see `schema`), the export's snapshot read and the import.
 
 mod audit;
 mod cluster;
+mod conn;
 mod export;
 mod lifecycle;
 mod reads;
@@ -15,10 +19,11 @@ pub(crate) mod schema;
 mod writer;
 
 use async_trait::async_trait;
+use conn::Readers;
 use keysafe_core::store::{
     AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
-    IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord,
+    IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Queued,
     RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRecord,
     WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
 };
@@ -26,24 +31,20 @@ use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
 use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent};
 use keysafe_proto::{ClientFingerprint, DepositVersion, GroupName, OrgName, Principal};
-use sqlx::ConnectOptions;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// How many queued writes one transaction may take.
 const MAX_BATCH: usize = 512;
-const READ_CONNECTIONS: u32 = 4;
 
 pub struct SqliteStore {
     path: PathBuf,
-    readers: SqlitePool,
+    readers: Arc<Readers>,
     writer: mpsc::Sender<writer::Job>,
     /// The audit chain's committed head, kept by the writer.
     audit_head: audit::SharedHead,
+    row_auth: keysafe_core::store::RowAuthSlot,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -51,15 +52,6 @@ impl std::fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish()
-    }
-}
-
-pub(crate) fn backend_error(e: sqlx::Error) -> StoreError {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        other => StoreError::Backend(other.to_string()),
     }
 }
 
@@ -86,20 +78,6 @@ fn writer_stopped() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
 
-/// The connection settings every connection to a keysafe database uses.
-pub(crate) fn options(path: &Path, create: bool) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(create)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10))
-        // Freed pages are overwritten with zeros, so purged ciphertext does not linger in the file.
-        .pragma("secure_delete", "ON")
-        .log_statements(tracing::log::LevelFilter::Trace)
-}
-
 impl SqliteStore {
     /// Creates a new database at `path` (which must not exist; missing parent directories are
     /// created, private to the owner) and applies the migrations.
@@ -120,26 +98,33 @@ impl SqliteStore {
     }
 
     async fn connect(path: &Path, create: bool) -> StoreResult<Self> {
-        let mut conn = options(path, create)
-            .connect()
-            .await
-            .map_err(backend_error)?;
-        migrate(&mut conn).await?;
-        let head = audit::load_head(&mut conn).await?;
-        let audit_head = std::sync::Arc::new(std::sync::Mutex::new(head.clone()));
-        let readers = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .min_connections(1)
-            .connect_with(options(path, false).pragma("query_only", "ON"))
-            .await
-            .map_err(backend_error)?;
+        let owned = path.to_owned();
+        // Opening, migrating and reading the chain's head wait on the disk and on other
+        // processes' write locks: off the async workers.
+        let (write_conn, head, readers) = tokio::task::spawn_blocking(move || {
+            let conn = conn::open_with(&owned, false, create)?;
+            schema::migrate(&conn, &migrations())?;
+            let head = audit::load_head(&conn)?;
+            let readers = Readers::open(&owned)?;
+            StoreResult::Ok((conn, head, readers))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("opening the database: {e}")))??;
+        let audit_head = Arc::new(std::sync::Mutex::new(head.clone()));
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(writer::run(conn, rx, MAX_BATCH, head, audit_head.clone()));
+        let shared = audit_head.clone();
+        let row_auth = keysafe_core::store::RowAuthSlot::default();
+        let auth = row_auth.clone();
+        std::thread::Builder::new()
+            .name("keysafe-sqlite-writer".into())
+            .spawn(move || writer::run(write_conn, rx, MAX_BATCH, head, shared, auth))
+            .map_err(|e| StoreError::Backend(format!("cannot start the database writer: {e}")))?;
         Ok(Self {
             path: path.to_owned(),
             readers,
             writer: tx,
             audit_head,
+            row_auth,
         })
     }
 
@@ -150,19 +135,22 @@ impl SqliteStore {
     /// The durability settings as a connection of this store sees them:
     /// (journal_mode, synchronous, secure_delete). Expected: ("wal", 2, 1).
     pub async fn durability_settings(&self) -> StoreResult<(String, i64, i64)> {
-        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&self.readers)
-            .await
-            .map_err(backend_error)?;
-        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&self.readers)
-            .await
-            .map_err(backend_error)?;
-        let (sd,): (i64,) = sqlx::query_as("PRAGMA secure_delete")
-            .fetch_one(&self.readers)
-            .await
-            .map_err(backend_error)?;
-        Ok((mode, sync, sd))
+        self.readers.run(|c| {
+            let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0));
+            let mode = match q("PRAGMA journal_mode").map_err(conn::backend_error)? {
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            };
+            let int = |sql: &str| -> StoreResult<i64> {
+                c.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .map_err(conn::backend_error)
+            };
+            Ok((
+                mode,
+                int("PRAGMA synchronous")?,
+                int("PRAGMA secure_delete")?,
+            ))
+        })
     }
 }
 
@@ -204,6 +192,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lifecycle",
         include_str!("../../migrations/sqlite/0008_lifecycle.sql"),
     ),
+    (
+        9,
+        "row_macs",
+        include_str!("../../migrations/sqlite/0009_row_macs.sql"),
+    ),
 ];
 
 fn migrations() -> Vec<crate::schema::Migration> {
@@ -218,10 +211,6 @@ pub(crate) fn newest_migration() -> i64 {
     crate::schema::newest(&migrations())
 }
 
-async fn migrate(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
-    schema::migrate(conn, &migrations()).await
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn apply_audited(
@@ -229,6 +218,15 @@ impl Store for SqliteStore {
         mutation: Mutation,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Applied> {
+        self.submit_audited(mutation, audit).await?.await
+    }
+
+    async fn submit_audited(
+        &self,
+        mutation: Mutation,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Queued> {
+        // The writer takes jobs in channel order and applies each batch in that order.
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(writer::Job::Mutate {
@@ -238,7 +236,7 @@ impl Store for SqliteStore {
             })
             .await
             .map_err(|_| writer_stopped())?;
-        rx.await.map_err(|_| writer_stopped())?
+        Ok(Queued::reply(rx, writer_stopped))
     }
 }
 
@@ -277,11 +275,15 @@ impl AuditStore for SqliteStore {
         since: Option<Timestamp>,
         limit: u32,
     ) -> StoreResult<Vec<AuditEntry>> {
-        audit::entries(&self.readers, from, since, limit).await
+        self.readers
+            .run_blocking(move |c| audit::entries(c, from, since, limit))
+            .await
     }
 
     async fn audit_checkpoints(&self, from: u64) -> StoreResult<Vec<AuditCheckpoint>> {
-        audit::checkpoints(&self.readers, from).await
+        self.readers
+            .run_blocking(move |c| audit::checkpoints(c, from))
+            .await
     }
 
     fn audit_head(&self) -> AuditHead {
@@ -292,7 +294,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_signing_key(&self) -> StoreResult<Option<AuditKeyRecord>> {
-        audit::signing_key(&self.readers).await
+        self.readers.run(audit::signing_key)
     }
 }
 
@@ -300,16 +302,19 @@ impl AuditStore for SqliteStore {
 impl AdminStore for SqliteStore {
     /// The database answers, and its schema is not newer than this binary's.
     async fn ping(&self) -> StoreResult<()> {
-        let mut conn = self.readers.acquire().await.map_err(backend_error)?;
-        schema::check_not_newer(&mut conn).await
+        self.readers.run(schema::check_not_newer)
     }
 
     async fn stats(&self) -> StoreResult<StoreStats> {
-        audit::stats(&self.readers).await
+        let mut stats = self.readers.run_blocking(audit::stats).await?;
+        let (size, idle) = self.readers.counts();
+        stats.pool_size = u32::try_from(size).unwrap_or(u32::MAX);
+        stats.pool_idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        Ok(stats)
     }
 
     async fn close(&self) {
-        self.readers.close().await;
+        self.readers.close();
     }
 
     async fn export(&self) -> StoreResult<RecordStream> {
@@ -328,12 +333,16 @@ impl AdminStore for SqliteStore {
         }
         Ok(summary)
     }
+
+    fn row_auth(&self) -> &keysafe_core::store::RowAuthSlot {
+        &self.row_auth
+    }
 }
 
 #[async_trait]
 impl KeyringStore for SqliteStore {
     async fn load_keks(&self) -> StoreResult<Vec<KekRecord>> {
-        reads::load_keks(&self.readers).await
+        self.readers.run(reads::load_keks)
     }
 
     async fn list_stale_wrapped(
@@ -343,26 +352,31 @@ impl KeyringStore for SqliteStore {
         after: Option<&WrappedId>,
         limit: u32,
     ) -> StoreResult<Vec<WrappedRow>> {
-        reads::list_stale_wrapped(&self.readers, kind, current, after, limit).await
+        let after = after.cloned();
+        self.readers
+            .run_blocking(move |c| {
+                reads::list_stale_wrapped(c, kind, current, after.as_ref(), limit)
+            })
+            .await
     }
 
     async fn kek_usage(&self) -> StoreResult<Vec<KekUsage>> {
-        reads::kek_usage(&self.readers).await
+        self.readers.run_blocking(reads::kek_usage).await
     }
 }
 
 #[async_trait]
 impl IdentityStore for SqliteStore {
     async fn get_org(&self, name: &OrgName) -> StoreResult<Option<OrgRecord>> {
-        reads::get_org(&self.readers, name).await
+        self.readers.run(|c| reads::get_org(c, name))
     }
 
     async fn list_orgs(&self) -> StoreResult<Vec<OrgRecord>> {
-        reads::list_orgs(&self.readers).await
+        self.readers.run_blocking(reads::list_orgs).await
     }
 
     async fn get_client(&self, fp: &ClientFingerprint) -> StoreResult<Option<ClientRecord>> {
-        reads::get_client(&self.readers, fp).await
+        self.readers.run(|c| reads::get_client(c, fp))
     }
 
     async fn list_clients(
@@ -370,14 +384,17 @@ impl IdentityStore for SqliteStore {
         org: Option<&OrgName>,
         state: Option<ClientState>,
     ) -> StoreResult<Vec<ClientRecord>> {
-        reads::list_clients(&self.readers, org, state).await
+        let org = org.map(|o| o.as_str().to_owned());
+        self.readers
+            .run_blocking(move |c| reads::list_clients(c, org.as_deref(), reads::state_str(state)))
+            .await
     }
 }
 
 #[async_trait]
 impl DepositStore for SqliteStore {
     async fn get_deposit(&self, key: &DepositKey) -> StoreResult<Option<DepositRecord>> {
-        reads::get_deposit(&self.readers, key).await
+        self.readers.run(|c| reads::get_deposit(c, key))
     }
 
     async fn get_version(
@@ -385,33 +402,48 @@ impl DepositStore for SqliteStore {
         key: &DepositKey,
         version: Option<DepositVersion>,
     ) -> StoreResult<Option<(DepositRecord, VersionRecord)>> {
-        reads::get_version(&self.readers, key, version).await
+        self.readers.run(|c| reads::get_version(c, key, version))
     }
 
     async fn list_deposits(&self, q: DepositListing<'_>) -> StoreResult<Vec<DepositRecord>> {
-        reads::list_deposits(&self.readers, q).await
+        let q = reads::Listing {
+            owner: q.owner.stored(),
+            prefix: q.prefix.to_owned(),
+            after: q.after.map(str::to_owned),
+            limit: q.limit,
+            include_deleted: q.include_deleted,
+        };
+        self.readers
+            .run_blocking(move |c| reads::list_deposits(c, &q))
+            .await
     }
 
     async fn list_versions(&self, key: &DepositKey) -> StoreResult<Vec<VersionMeta>> {
-        reads::list_versions(&self.readers, key).await
+        let (owner, name) = (key.owner.stored(), key.name.as_str().to_owned());
+        self.readers
+            .run_blocking(move |c| reads::list_versions(c, &owner, &name))
+            .await
     }
 
     async fn get_grants(&self, key: &DepositKey) -> StoreResult<Vec<GrantRecord>> {
-        reads::get_grants(&self.readers, key).await
+        self.readers.run(|c| reads::get_grants(c, key))
     }
 
     async fn list_shared(
         &self,
         grantees: &[Principal],
     ) -> StoreResult<Vec<(DepositRecord, GrantRecord)>> {
-        reads::list_shared(&self.readers, grantees).await
+        let grantees = reads::stored(grantees);
+        self.readers
+            .run_blocking(move |c| reads::list_shared(c, &grantees))
+            .await
     }
 }
 
 #[async_trait]
 impl GroupStore for SqliteStore {
     async fn get_group(&self, org: &OrgName, name: &GroupName) -> StoreResult<Option<GroupRecord>> {
-        reads::get_group(&self.readers, org, name).await
+        self.readers.run(|c| reads::get_group(c, org, name))
     }
 
     async fn list_groups(
@@ -419,7 +451,11 @@ impl GroupStore for SqliteStore {
         org: Option<&OrgName>,
         member: Option<&ClientFingerprint>,
     ) -> StoreResult<Vec<GroupRecord>> {
-        reads::list_groups(&self.readers, org, member).await
+        let org = org.map(|o| o.as_str().to_owned());
+        let member = member.map(|m| m.as_str().to_owned());
+        self.readers
+            .run_blocking(move |c| reads::list_groups(c, org.as_deref(), member.as_deref()))
+            .await
     }
 
     async fn group_keys(
@@ -428,14 +464,15 @@ impl GroupStore for SqliteStore {
         name: &GroupName,
         member: &ClientFingerprint,
     ) -> StoreResult<Vec<WrappedKeyRecord>> {
-        reads::group_keys(&self.readers, org, name, member).await
+        self.readers
+            .run(|c| reads::group_keys(c, org, name, member))
     }
 
     async fn member_groups(
         &self,
         org: &OrgName,
         member: &ClientFingerprint,
-    ) -> StoreResult<Vec<GroupName>> {
-        reads::member_groups(&self.readers, org, member).await
+    ) -> StoreResult<Vec<keysafe_core::store::MemberGroup>> {
+        self.readers.run(|c| reads::member_groups(c, org, member))
     }
 }

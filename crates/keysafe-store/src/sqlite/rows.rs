@@ -1,5 +1,6 @@
 //! Decoding SQLite rows into domain records. A value that does not decode (an unknown state, a
-//! negative size, a malformed name) is reported as `Corrupt`: somebody edited the row.
+//! negative size, a malformed name, a column of the wrong type) is reported as `Corrupt`:
+//! somebody edited the row.
 
 use keysafe_core::store::{
     ClientRecord, DepositRecord, GrantRecord, KekRecord, OrgRecord, StoreError, StoreResult,
@@ -9,59 +10,66 @@ use keysafe_proto::api::{Access, AuthMode, ClientRole, ClientState, Encoding};
 use keysafe_proto::{
     ClientFingerprint, ClientName, DepositName, DepositVersion, OrgName, Principal, Timestamp,
 };
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Row;
+use rusqlite::types::FromSql;
 
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
-pub(crate) fn col<'r, T>(row: &'r SqliteRow, name: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(name)
+pub(crate) fn col<T: FromSql>(row: &Row<'_>, name: &str) -> StoreResult<T> {
+    row.get(name)
         .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
-pub(crate) fn ts(row: &SqliteRow, name: &str) -> StoreResult<Timestamp> {
+/// A column by position, for queries whose columns have no useful names.
+pub(crate) fn at<T: FromSql>(row: &Row<'_>, i: usize) -> StoreResult<T> {
+    row.get(i)
+        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+}
+
+pub(crate) fn ts(row: &Row<'_>, name: &str) -> StoreResult<Timestamp> {
     Ok(Timestamp::from_unix_millis(col::<i64>(row, name)?))
 }
 
-pub(crate) fn unsigned(row: &SqliteRow, name: &str) -> StoreResult<u64> {
+pub(crate) fn unsigned(row: &Row<'_>, name: &str) -> StoreResult<u64> {
     u64::try_from(col::<i64>(row, name)?).map_err(|_| corrupt(name))
 }
 
-fn version(row: &SqliteRow, name: &str) -> StoreResult<DepositVersion> {
+fn version(row: &Row<'_>, name: &str) -> StoreResult<DepositVersion> {
     DepositVersion::new(unsigned(row, name)?).map_err(|_| corrupt(name))
 }
 
-pub(crate) fn principal(row: &SqliteRow, name: &str) -> StoreResult<Principal> {
+pub(crate) fn principal(row: &Row<'_>, name: &str) -> StoreResult<Principal> {
     Principal::parse_stored(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-pub(crate) fn fingerprint(row: &SqliteRow, name: &str) -> StoreResult<ClientFingerprint> {
+pub(crate) fn fingerprint(row: &Row<'_>, name: &str) -> StoreResult<ClientFingerprint> {
     ClientFingerprint::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-pub(crate) fn org_name(row: &SqliteRow, name: &str) -> StoreResult<OrgName> {
+pub(crate) fn org_name(row: &Row<'_>, name: &str) -> StoreResult<OrgName> {
     OrgName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-pub(crate) fn deposit_name(row: &SqliteRow, name: &str) -> StoreResult<DepositName> {
+pub(crate) fn deposit_name(row: &Row<'_>, name: &str) -> StoreResult<DepositName> {
     DepositName::parse(&col::<String>(row, name)?).map_err(|_| corrupt(name))
 }
 
-pub(crate) fn kek(row: &SqliteRow) -> StoreResult<KekRecord> {
+pub(crate) fn kek_version(row: &Row<'_>, name: &str) -> StoreResult<u32> {
+    u32::try_from(col::<i64>(row, name)?).map_err(|_| corrupt(name))
+}
+
+pub(crate) fn kek(row: &Row<'_>) -> StoreResult<KekRecord> {
     Ok(KekRecord {
-        version: u32::try_from(col::<i64>(row, "version")?).map_err(|_| corrupt("version"))?,
+        version: kek_version(row, "version")?,
         seal: col(row, "seal")?,
         wrapped: col(row, "wrapped")?,
         created_at: ts(row, "created_at")?,
     })
 }
 
-pub(crate) fn org(row: &SqliteRow) -> StoreResult<OrgRecord> {
+pub(crate) fn org(row: &Row<'_>) -> StoreResult<OrgRecord> {
     let contacts: String = col(row, "contacts")?;
     Ok(OrgRecord {
         name: org_name(row, "name")?,
@@ -77,7 +85,7 @@ pub(crate) fn org(row: &SqliteRow) -> StoreResult<OrgRecord> {
     })
 }
 
-pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
+pub(crate) fn client(row: &Row<'_>) -> StoreResult<ClientRecord> {
     let name: Option<String> = col(row, "name")?;
     Ok(ClientRecord {
         fingerprint: fingerprint(row, "fingerprint")?,
@@ -117,10 +125,11 @@ pub(crate) fn client(row: &SqliteRow) -> StoreResult<ClientRecord> {
         state_reason: col(row, "state_reason")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
+        mac: col(row, "mac")?,
     })
 }
 
-pub(crate) fn deposit(row: &SqliteRow) -> StoreResult<DepositRecord> {
+pub(crate) fn deposit(row: &Row<'_>) -> StoreResult<DepositRecord> {
     Ok(DepositRecord {
         org: org_name(row, "org")?,
         owner: principal(row, "owner")?,
@@ -131,10 +140,12 @@ pub(crate) fn deposit(row: &SqliteRow) -> StoreResult<DepositRecord> {
         acl_serial: unsigned(row, "acl_serial")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
+        mac: col(row, "mac")?,
+        newest_version: unsigned(row, "newest_version")?,
     })
 }
 
-pub(crate) fn version_meta(row: &SqliteRow) -> StoreResult<VersionMeta> {
+pub(crate) fn version_meta(row: &Row<'_>) -> StoreResult<VersionMeta> {
     Ok(VersionMeta {
         version: version(row, "v_version")?,
         size: unsigned(row, "v_size")?,
@@ -145,21 +156,21 @@ pub(crate) fn version_meta(row: &SqliteRow) -> StoreResult<VersionMeta> {
     })
 }
 
-pub(crate) fn version_record(row: &SqliteRow) -> StoreResult<VersionRecord> {
+pub(crate) fn version_record(row: &Row<'_>) -> StoreResult<VersionRecord> {
     Ok(VersionRecord {
         meta: version_meta(row)?,
-        kek_version: u32::try_from(col::<i64>(row, "v_kek_version")?)
-            .map_err(|_| corrupt("kek_version"))?,
+        kek_version: kek_version(row, "v_kek_version")?,
         wrapped_dek: col(row, "v_wrapped_dek")?,
         ciphertext: col(row, "v_ciphertext")?,
     })
 }
 
-pub(crate) fn grant(row: &SqliteRow) -> StoreResult<GrantRecord> {
+pub(crate) fn grant(row: &Row<'_>) -> StoreResult<GrantRecord> {
     Ok(GrantRecord {
         grantee: principal(row, "g_grantee")?,
         access: Access::parse(&col::<String>(row, "g_access")?).ok_or_else(|| corrupt("access"))?,
         granted_by: fingerprint(row, "g_granted_by")?,
         granted_at: ts(row, "g_granted_at")?,
+        mac: col(row, "g_mac")?,
     })
 }

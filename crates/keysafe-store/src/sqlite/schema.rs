@@ -5,10 +5,11 @@
 //! re-reads what is applied under SQLite's write lock: two processes opening one file at once
 //! do not both apply a migration, and a failed migration leaves nothing behind.
 
-use super::backend_error;
+use super::conn::{all, backend_error, one};
+use super::rows::at;
 use crate::schema::{self, Migration};
 use keysafe_core::store::StoreResult;
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, params};
 
 /// The table sqlx's migrator created; kept so that existing databases need nothing.
 const TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (\
@@ -19,6 +20,9 @@ const TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (\
     checksum BLOB NOT NULL, \
     execution_time BIGINT NOT NULL)";
 
+/// An applied migration: its version and the checksum of the SQL it ran.
+type Applied = (i64, Vec<u8>);
+
 fn checksum(sql: &str) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, sql.as_bytes())
         .as_ref()
@@ -27,21 +31,22 @@ fn checksum(sql: &str) -> Vec<u8> {
 
 /// The recorded migrations (`None` when none were ever applied), refusing a database where one
 /// did not finish (sqlx recorded such a migration with `success = false`).
-async fn applied(conn: &mut SqliteConnection) -> StoreResult<Option<Vec<(i64, Vec<u8>)>>> {
-    let exists: Option<i64> = sqlx::query_scalar(
+fn applied(conn: &Connection) -> StoreResult<Option<Vec<Applied>>> {
+    let exists = one(
+        conn,
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend_error)?;
+        [],
+        |_| Ok(()),
+    )?;
     if exists.is_none() {
         return Ok(None);
     }
-    let rows: Vec<(i64, Vec<u8>, bool)> =
-        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend_error)?;
+    let rows = all(
+        conn,
+        "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version",
+        [],
+        |r| Ok((at::<i64>(r, 0)?, at::<Vec<u8>>(r, 1)?, at::<bool>(r, 2)?)),
+    )?;
     if let Some((v, _, _)) = rows.iter().find(|(_, _, ok)| !ok) {
         return Err(keysafe_core::store::StoreError::Corrupt(format!(
             "schema migration {v} was started and never finished; restore the database from \
@@ -51,37 +56,27 @@ async fn applied(conn: &mut SqliteConnection) -> StoreResult<Option<Vec<(i64, Ve
     Ok(Some(rows.into_iter().map(|(v, c, _)| (v, c)).collect()))
 }
 
-/// Brings the schema up to date (see the module documentation).
-pub(crate) async fn migrate(
-    conn: &mut SqliteConnection,
-    migrations: &[Migration],
-) -> StoreResult<()> {
+/// Brings the schema up to date (see the module documentation). Blocking: run it off the
+/// async workers.
+pub(crate) fn migrate(conn: &Connection, migrations: &[Migration]) -> StoreResult<()> {
     // Fast path, without the write lock: up to date (or too new, refused right here).
-    if let Some(done) = applied(conn).await?
+    if let Some(done) = applied(conn)?
         && !schema::check(&done, migrations, checksum)?
     {
         return Ok(());
     }
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
+    conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(backend_error)?;
-    let r = apply_pending(conn, migrations).await;
+    let r = apply_pending(conn, migrations);
     let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    let ended = sqlx::query(end)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend_error);
-    r.and(ended.map(|_| ()))
+    let ended = conn.execute_batch(end).map_err(backend_error);
+    r.and(ended)
 }
 
-async fn apply_pending(conn: &mut SqliteConnection, migrations: &[Migration]) -> StoreResult<()> {
-    sqlx::raw_sql(TABLE_DDL)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend_error)?;
+fn apply_pending(conn: &Connection, migrations: &[Migration]) -> StoreResult<()> {
+    conn.execute_batch(TABLE_DDL).map_err(backend_error)?;
     // Again under the lock: another process may have applied them meanwhile.
-    let done = applied(conn).await?.unwrap_or_default();
+    let done = applied(conn)?.unwrap_or_default();
     schema::check(&done, migrations, checksum)?;
     let mut pending: Vec<&Migration> = migrations
         .iter()
@@ -95,20 +90,17 @@ async fn apply_pending(conn: &mut SqliteConnection, migrations: &[Migration]) ->
             "applying schema migration"
         );
         let started = std::time::Instant::now();
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend_error)?;
-        sqlx::query(
+        conn.execute_batch(m.sql).map_err(backend_error)?;
+        conn.execute(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
              execution_time) VALUES (?1, ?2, TRUE, ?3, ?4)",
+            params![
+                m.version,
+                m.name,
+                checksum(m.sql),
+                i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX)
+            ],
         )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(checksum(m.sql))
-        .bind(i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX))
-        .execute(&mut *conn)
-        .await
         .map_err(backend_error)?;
     }
     Ok(())
@@ -116,14 +108,16 @@ async fn apply_pending(conn: &mut SqliteConnection, migrations: &[Migration]) ->
 
 /// The newest migration the database has applied, read on `conn` (inside the writer's
 /// transaction, so under the write lock; or by `ping`).
-pub(crate) async fn database_version(conn: &mut SqliteConnection) -> StoreResult<Option<i64>> {
-    sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(backend_error)
+pub(crate) fn database_version(conn: &Connection) -> StoreResult<Option<i64>> {
+    Ok(
+        one(conn, "SELECT max(version) FROM _sqlx_migrations", [], |r| {
+            at::<Option<i64>>(r, 0)
+        })?
+        .flatten(),
+    )
 }
 
 /// Refuses to go on when the database's schema moved past this binary's.
-pub(crate) async fn check_not_newer(conn: &mut SqliteConnection) -> StoreResult<()> {
-    schema::not_newer(database_version(conn).await?, super::newest_migration())
+pub(crate) fn check_not_newer(conn: &Connection) -> StoreResult<()> {
+    schema::not_newer(database_version(conn)?, super::newest_migration())
 }

@@ -1,6 +1,12 @@
-//! What only the SQLite backend has: its durability settings.
+//! What only the SQLite backend has: its durability settings, and readers on their own
+//! connections while the writer thread commits.
 
+use futures_util::StreamExt;
+use keysafe_core::store::{AdminStore, AuditHead, AuditStore, IdentityStore};
+use keysafe_proto::OrgName;
+use keysafe_proto::audit::{AuditEvent, entry_hash};
 use keysafe_store::sqlite::SqliteStore;
+use std::sync::Arc;
 
 /// WAL, `synchronous=FULL` (an acknowledged write survives power loss) and `secure_delete`
 /// (purged ciphertext does not linger in free pages).
@@ -12,4 +18,113 @@ async fn settings_are_durable() {
         s.durability_settings().await.unwrap(),
         ("wal".to_owned(), 2, 1)
     );
+}
+
+fn event(batch: usize, i: usize) -> AuditEvent {
+    AuditEvent {
+        time: 1_700_000_000_000,
+        node: "n1".into(),
+        request_id: format!("r-{batch}-{i}"),
+        remote: "127.0.0.1:1".into(),
+        client: None,
+        org: None,
+        operation: "GET /v1/health".into(),
+        target: "/v1/health".into(),
+        version: None,
+        outcome: "ok".into(),
+    }
+}
+
+const BATCHES: usize = 30;
+const PER_BATCH: usize = 200;
+
+/// Appends `BATCHES` audit batches of `PER_BATCH` entries, one after the other.
+fn append_batches(s: Arc<SqliteStore>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for b in 0..BATCHES {
+            let events = (0..PER_BATCH).map(|i| event(b, i)).collect();
+            s.append_audit(events).await.unwrap();
+        }
+    })
+}
+
+/// Checks that `entries` are the chain from its start: consecutive, each hash chaining onto the
+/// one before, and whole batches only.
+fn assert_whole_chain(entries: &[keysafe_proto::audit::AuditEntry]) {
+    assert_eq!(
+        entries.len() % PER_BATCH,
+        0,
+        "a reader saw part of an audit batch"
+    );
+    let mut prev = AuditHead::genesis().hash;
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.seq, u64::try_from(i).unwrap() + 1);
+        assert_eq!(e.prev_hash, prev);
+        assert_eq!(e.hash, entry_hash(e.seq, &e.prev_hash, &e.event));
+        prev = e.hash.clone();
+    }
+}
+
+/// Readers (point reads on the calling thread, the trail on the blocking pool) go on while the
+/// writer thread commits audit batches: no read fails or waits for the writer, and every read of
+/// the trail sees whole committed batches whose hashes chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_whole_audit_batches_while_the_writer_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::create(&dir.path().join("x.db")).await.unwrap());
+    let writer = append_batches(s.clone());
+    let nobody = OrgName::parse("nobody").unwrap();
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let entries = s.audit_entries(1, None, u32::MAX).await.unwrap();
+        assert_whole_chain(&entries);
+        assert!(s.get_org(&nobody).await.unwrap().is_none());
+        s.ping().await.unwrap();
+        reads += 1;
+        if done {
+            assert_eq!(entries.len(), BATCHES * PER_BATCH);
+            break;
+        }
+    }
+    writer.await.unwrap();
+    assert!(reads > 0);
+}
+
+/// An export reads one snapshot on a thread of the blocking pool while the writer commits audit
+/// batches: it holds whole batches only, and a consumer that stops early stops the export
+/// without holding up the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_while_the_writer_commits_audit_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::create(&dir.path().join("x.db")).await.unwrap());
+    s.append_audit((0..PER_BATCH).map(|i| event(BATCHES, i)).collect())
+        .await
+        .unwrap();
+    // A consumer that reads one record and walks away.
+    let mut abandoned = s.export().await.unwrap();
+    assert!(abandoned.next().await.is_some());
+    drop(abandoned);
+    let writer = append_batches(s.clone());
+    loop {
+        let done = writer.is_finished();
+        let mut stream = s.export().await.unwrap();
+        let mut entries = Vec::new();
+        while let Some(r) = stream.next().await {
+            let r = r.unwrap();
+            if r.kind().name == keysafe_core::store::export::AUDIT_LOG {
+                entries.push(r);
+            }
+        }
+        assert_eq!(
+            entries.len() % PER_BATCH,
+            0,
+            "an export saw part of an audit batch"
+        );
+        if done {
+            assert_eq!(entries.len(), (BATCHES + 1) * PER_BATCH);
+            break;
+        }
+    }
+    writer.await.unwrap();
 }

@@ -201,6 +201,7 @@ fn admin() -> ClientRecord {
         state_reason: None,
         created_at: ts(1_100),
         updated_at: ts(1_200),
+        mac: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn suspect() -> ClientRecord {
         state_reason: Some("token diverged".into()),
         created_at: ts(1_300),
         updated_at: ts(1_300),
+        mac: None,
     }
 }
 
@@ -610,6 +612,7 @@ async fn a_release_database_is_upgraded_and_reads_back(storage: &str) {
             access: Access::Read,
             granted_by: fp('a'),
             granted_at: ts(2_100),
+            mac: None,
         }]
     );
     let g = s.get_group(&org(), &group_name()).await.unwrap().unwrap();
@@ -623,11 +626,13 @@ async fn a_release_database_is_upgraded_and_reads_back(storage: &str) {
         [
             GroupMemberRecord {
                 fingerprint: fp('a'),
-                epochs: vec![1, 2]
+                epochs: vec![1, 2],
+                mac: None
             },
             GroupMemberRecord {
                 fingerprint: fp('b'),
-                epochs: vec![1]
+                epochs: vec![1],
+                mac: None
             }
         ]
     );

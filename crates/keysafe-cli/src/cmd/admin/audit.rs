@@ -1,6 +1,7 @@
-//! `keysafe admin audit verify|export`. Verification runs here, in the client, against the
-//! public key: the server hands over its entries and checkpoints and is not trusted to judge
-//! them.
+//! `keysafe admin audit verify|export|prune`. Verification runs here, in the client, against
+//! the public key: the server hands over its entries and checkpoints and is not trusted to
+//! judge them. A prune archives and checks the entries here before it asks the server to
+//! delete them.
 
 use crate::cli::AuditCommand;
 use crate::exit::{SecurityError, usage};
@@ -82,8 +83,195 @@ async fn export(
     Ok((entries, checkpoints.len()))
 }
 
+/// What a prune archived and deleted.
+#[derive(serde::Serialize)]
+struct PruneReport {
+    archive: std::path::PathBuf,
+    archive_sha256: String,
+    first: u64,
+    through: u64,
+    entries: u64,
+    checkpoints: usize,
+    deleted: u64,
+}
+
+/// Writes the entries from the first retained one through `through`, with the checkpoints
+/// from the anchor before them through `through`, to `out`, checking the chain as it goes:
+/// the entry at `through` must be the one its checkpoint signed. Answers (first entry, entries,
+/// checkpoints written).
+async fn archive(
+    client: &KeysafeClient,
+    out: &mut (dyn Write + Send),
+    key: &keysafe_proto::audit::AuditPublicKey,
+    pk: &[u8],
+    checkpoints: &[keysafe_proto::audit::AuditCheckpoint],
+    through: u64,
+) -> anyhow::Result<(u64, u64, usize)> {
+    writeln!(out, "{}", serde_json::json!({ "public_key": key }))?;
+    let covered: Vec<_> = checkpoints
+        .iter()
+        .filter(|c| c.seq <= through)
+        .cloned()
+        .collect();
+    let mut verifier: Option<ChainVerifier> = None;
+    let mut first = None;
+    let mut entries = 0u64;
+    let mut next = 1u64;
+    'pages: loop {
+        let page = client.audit_entries(next, None, PAGE).await?.entries;
+        let Some(last) = page.last().map(|e| e.seq) else {
+            break;
+        };
+        for e in &page {
+            if e.seq > through {
+                break 'pages;
+            }
+            let v = verifier.get_or_insert_with(|| {
+                first = Some(e.seq);
+                // The first retained entry's predecessor was pruned before (or is genesis).
+                ChainVerifier::new(&covered, pk, Some(e.seq))
+            });
+            v.feed(e);
+            writeln!(out, "{}", serde_json::json!({ "entry": e }))?;
+            entries += 1;
+        }
+        if last < next || (page.len() as u32) < PAGE {
+            break;
+        }
+        next = last.saturating_add(1);
+    }
+    let (Some(first), Some(v)) = (first, verifier) else {
+        anyhow::bail!("no entry up to {through} is left on the server (pruned already?)");
+    };
+    let report = v.finish();
+    if let Some(b) = report.broken {
+        return Err(anyhow::Error::new(SecurityError(format!(
+            "not pruning: the audit trail is broken at entry {} ({}): {}",
+            b.seq, b.kind, b.detail
+        ))));
+    }
+    if report.signed_up_to != Some(through) {
+        anyhow::bail!("entry {through} is not covered by its checkpoint; not pruning");
+    }
+    let mut written = 0;
+    for c in covered.iter().filter(|c| c.seq + 1 >= first) {
+        writeln!(out, "{}", serde_json::json!({ "checkpoint": c }))?;
+        written += 1;
+    }
+    out.flush()?;
+    Ok((first, entries, written))
+}
+
+async fn prune(
+    client: &KeysafeClient,
+    through: Option<u64>,
+    before: Option<String>,
+    path: std::path::PathBuf,
+    json: bool,
+) -> anyhow::Result<()> {
+    let key = client.audit_public_key().await?;
+    let pk = hex::decode(&key.public_key).context("the server's audit key is not hex")?;
+    let checkpoints = client.audit_checkpoints(0).await?.checkpoints;
+    let through = match (through, before) {
+        (Some(t), _) => {
+            if !checkpoints.iter().any(|c| c.seq == t) {
+                return Err(usage(format!(
+                    "--through {t}: no signed checkpoint at that entry (prune only through a \
+                     checkpoint; `audit export` lists them after the entries)"
+                )));
+            }
+            t
+        }
+        (None, Some(b)) => {
+            let b = parse_since(&b)?;
+            let limit = keysafe_proto::Timestamp::parse_rfc3339(&b)
+                .map_err(|_| usage("--before: not a time"))?
+                .unix_millis();
+            checkpoints
+                .iter()
+                .filter(|c| c.signed_at < limit)
+                .map(|c| c.seq)
+                .max()
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--before {b}: no checkpoint was signed before then"
+                    ))
+                })?
+        }
+        (None, None) => return Err(usage("give --through SEQ or --before DATE")),
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let written = archive(client, &mut out, &key, &pk, &checkpoints, through).await;
+    let (first, entries, n_checkpoints) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            drop(out);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    drop(file);
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        keysafe_core::fs::sync_dir(dir)?;
+    }
+    let archive_sha256 = hex::encode(
+        keysafe_volume::procinfo::sha256_file(&path)
+            .with_context(|| format!("cannot read {} back", path.display()))?,
+    );
+    // The archive is whole and on disk; only now are the entries deleted.
+    let done = client
+        .audit_prune(&keysafe_proto::audit::AuditPruneRequest {
+            through,
+            archive_sha256: archive_sha256.clone(),
+        })
+        .await?;
+    let report = PruneReport {
+        archive: path,
+        archive_sha256,
+        first,
+        through,
+        entries,
+        checkpoints: n_checkpoints,
+        deleted: done.deleted,
+    };
+    if json {
+        return output::json(&report);
+    }
+    println!(
+        "Archived entries {first}..{through} ({entries} entries, {} checkpoints) to {} \
+         (SHA-256 {}).",
+        report.checkpoints,
+        report.archive.display(),
+        report.archive_sha256
+    );
+    println!(
+        "Deleted {} entries from the server; `keysafe admin audit verify` now starts from the \
+         signed checkpoint at entry {through}.",
+        report.deleted
+    );
+    Ok(())
+}
+
 pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
+        AuditCommand::Prune {
+            through,
+            before,
+            archive,
+        } => prune(client, through, before, archive, json).await,
         AuditCommand::Verify { from, public_key } => {
             let pk = match public_key {
                 Some(h) => hex::decode(h.trim())
@@ -131,6 +319,12 @@ pub async fn run(client: &KeysafeClient, cmd: AuditCommand, json: bool) -> anyho
                         report.entries, report.checkpoints
                     ),
                     _ => println!("Audit trail verified: no entries."),
+                }
+                if let Some(p) = report.pruned_through {
+                    println!(
+                        "Entries 1..{p} were pruned (archived, then deleted, as the trail \
+                         records); verified from the signed checkpoint at entry {p}."
+                    );
                 }
                 match report.signed_up_to {
                     Some(s) if Some(s) == report.last_seq => {

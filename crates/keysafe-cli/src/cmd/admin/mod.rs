@@ -6,6 +6,7 @@ mod audit;
 mod client;
 mod cluster;
 mod group;
+mod integrity;
 mod lifecycle;
 mod migrate;
 mod org;
@@ -67,6 +68,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         )
         .await;
     }
+    if let (AdminCommand::Integrity(c), None, Some(dir)) =
+        (&args.command, &args.home, &args.data_dir)
+    {
+        // On the server's host, from its data directory, with the seal.
+        return integrity::offline(dir, c, args.json).await;
+    }
     let client = admin_client(&args)?;
     match args.command {
         AdminCommand::Org(c) => org::run(&client, c, args.json).await,
@@ -79,6 +86,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Keyring(c) => sealing::keyring(&client, c, args.json).await,
         AdminCommand::Backup(c) => sealing::backup(&client, c, args.json).await,
         AdminCommand::Cluster(c) => cluster::run(&client, c, args.json).await,
+        AdminCommand::Integrity(_) => integrity::online(&client, args.json).await,
         AdminCommand::Seal(_) | AdminCommand::Tls(_) | AdminCommand::RecoverAdmin(_) => Ok(()),
     }
 }

@@ -5,14 +5,17 @@
 //! configuration, the database credentials, the TLS certificate) can administer the server
 //! anyway, so holding it is the proof. It takes the data directory's lock shared, as a server
 //! does: it runs beside running servers (a change reaches their identity caches within
-//! `identity_cache_ttl`) and never during a seal migration. It needs no seal: nothing it does
-//! touches the keyring. Either it restores an existing client as an active administrator with
+//! `identity_cache_ttl`) and never during a seal migration. It needs the seal (the root key
+//! file, the passphrase as `unseal` takes it, or the HSM): the row it writes decides access, so
+//! it is authenticated under a key only the open seal gives (ADR 0013), and without it the
+//! command fails before it changes anything. Either it restores an existing client as an active administrator with
 //! a cleared token (`--reset FP`), or it issues a new administrator identity into a new client
 //! home (`--new-home DIR`). It refuses while an active administrator exists, unless `--force`.
 //! The change is one audited write: the audit chain records it (operation
 //! `OFFLINE recover-admin`, remote `local`).
 
 use crate::cli::RecoverAdminArgs;
+use crate::cmd::secrets;
 use crate::exit::{Refused, usage};
 use crate::output;
 use anyhow::Context;
@@ -26,7 +29,8 @@ use keysafe_core::service::{ADMIN_ORG, Limits, Service};
 use keysafe_proto::api::ClientInfo;
 use keysafe_proto::audit::AuditEvent;
 use keysafe_proto::{ClientFingerprint, ClientName, ErrorCode, OrgName, Timestamp};
-use keysafe_server::config::Config;
+use keysafe_server::config::{Config, SealConfig};
+use keysafe_server::seal::{SealInputs, open_seal};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,12 +79,41 @@ pub async fn run(dir: &Path, args: RecoverAdminArgs, json: bool) -> anyhow::Resu
     }
     let name = ClientName::parse(&args.name).map_err(|e| usage(format!("--name: {e}")))?;
     let _lock = DataDirLock::shared(dir)?;
-    let config = Config::load(dir)?;
+    let mut config = Config::load(dir)?;
+    if let (SealConfig::Pkcs11 { pin_file, .. }, Some(f)) =
+        (&mut config.seal, &args.secrets.pkcs11_pin_file)
+    {
+        *pin_file = Some(f.clone());
+    }
     let store = keysafe_store::open(&config.storage)
         .await
         .with_context(|| format!("cannot open {}", config.storage))?;
-    // No seal: recovery touches no key. The service starts sealed and does not care.
-    let service = Service::open(store, None, Arc::new(SystemClock), Limits::default()).await?;
+    let passphrase = match config.seal {
+        SealConfig::Passphrase => secrets::passphrase(
+            args.secrets.passphrase_file.as_deref(),
+            "keysafe passphrase: ",
+            false,
+        )?,
+        _ => None,
+    };
+    let keks = store.load_keks().await?;
+    let seal = open_seal(&config, &SealInputs { passphrase }, &keks)
+        .await?
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| {
+            usage(
+                "recover-admin writes an authenticated row and needs the seal: give the \
+                 passphrase (--passphrase-file, KEYSAFE_PASSPHRASE, or the prompt on a terminal)",
+            )
+        })?;
+    let service =
+        Service::open(store, Some(seal), Arc::new(SystemClock), Limits::default()).await?;
+    if service.is_sealed() {
+        return Err(anyhow::anyhow!(
+            "the seal does not open the keyring ({}): nothing was changed",
+            service.sealed_reason().unwrap_or_default()
+        ));
+    }
     let active = service.active_admins().await?;
     if !active.is_empty() && !args.force {
         let names: Vec<String> = active

@@ -12,6 +12,11 @@ use keysafe_core::service::ClientAction;
 use keysafe_proto::api::{ClientInfo, ClientList, ClientListQuery, ClientState};
 use keysafe_proto::{ClientFingerprint, ErrorCode, OrgName};
 
+#[utoipa::path(
+    get, path = "/v1/admin/clients", tag = "admin", params(ClientListQuery),
+    responses((status = 200, description = "One page of clients.", body = ClientList)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -42,6 +47,17 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/clients/{fingerprint}/{action}", tag = "admin",
+    params(("fingerprint" = String, Path, description = "The client's fingerprint."),
+        ("action" = String, Path, description = "`approve`, `disable`, `enable`, `promote`, `demote` or `reset-token`.")),
+    responses(
+        (status = 200, description = "The client after the change.", body = ClientInfo),
+        (status = 404, description = "No such client, or an unknown action."),
+        (status = 409, description = "The client's state does not allow this action."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn action(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -74,6 +90,12 @@ pub async fn action(
     Ok(Json(info))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/clients/disable-unactivated", tag = "admin",
+    request_body = keysafe_proto::api::DisableUnactivatedRequest,
+    responses((status = 200, description = "The clients disabled (or, with dry_run, those that would be).", body = ClientList)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn disable_unactivated(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -11,6 +11,11 @@ use http::StatusCode;
 use keysafe_proto::ErrorCode;
 use keysafe_proto::cluster::{ClusterStatus, NodeId};
 
+#[utoipa::path(
+    get, path = "/v1/admin/cluster", tag = "cluster",
+    responses((status = 200, description = "The nodes sharing the database and its standbys.", body = ClusterStatus)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn status(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -19,6 +24,15 @@ pub async fn status(
     Ok(Json(state.cluster.status(nodes, replicas)))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/admin/cluster/nodes/{id}", tag = "cluster",
+    params(("id" = String, Path, description = "The node id.")),
+    responses(
+        (status = 204, description = "The node was forgotten."),
+        (status = 404, description = "No such node."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn remove_node(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -14,9 +14,11 @@ use keysafe_proto::api::{
 use keysafe_proto::{ErrorCode, GroupName, OrgName};
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
+    /// Only this organisation's groups.
     org: Option<String>,
 }
 
@@ -28,6 +30,11 @@ fn names(org: &str, name: &str) -> Result<(OrgName, GroupName), ApiError> {
     ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/admin/groups", tag = "admin", params(Filter),
+    responses((status = 200, description = "Groups of every organisation, or of one.", body = GroupList)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -47,6 +54,15 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/groups", tag = "admin", request_body = GroupCreateRequest,
+    responses(
+        (status = 201, description = "The group was created.", body = GroupInfo),
+        (status = 404, description = "No such organisation or member."),
+        (status = 409, description = "The group exists already."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -57,6 +73,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(g)))
 }
 
+#[utoipa::path(
+    get, path = "/v1/admin/groups/{org}/{name}", tag = "admin", params(("org" = String, Path, description = "The organisation name."), ("name" = String, Path, description = "The group name.")),
+    responses(
+        (status = 200, description = "The group.", body = GroupInfo),
+        (status = 404, description = "No such group."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -68,6 +92,15 @@ pub async fn show(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/groups/{org}/{name}/add-member", tag = "admin", params(("org" = String, Path, description = "The organisation name."), ("name" = String, Path, description = "The group name.")), request_body = GroupAddMember,
+    responses(
+        (status = 200, description = "The member was added (a key holder admits it).", body = GroupInfo),
+        (status = 404, description = "No such group or client."),
+        (status = 409, description = "The client is a member already."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn add_member(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -83,6 +116,15 @@ pub async fn add_member(
     Ok(Json(g))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/groups/{org}/{name}/remove-member", tag = "admin", params(("org" = String, Path, description = "The organisation name."), ("name" = String, Path, description = "The group name.")), request_body = GroupRemoveMember,
+    responses(
+        (status = 200, description = "The member was removed and the group moved to a new epoch.", body = GroupInfo),
+        (status = 404, description = "No such group or member."),
+        (status = 409, description = "A stale epoch, or the group's last member."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -20,6 +20,15 @@ fn org_name(s: &str) -> Result<OrgName, ApiError> {
     OrgName::parse(s).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.message()))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/admin/orgs/{name}", tag = "admin", params(("name" = String, Path, description = "The organisation name."), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted (or, with dry_run, what would go).", body = OrgDeletion),
+        (status = 404, description = "No such organisation."),
+        (status = 409, description = "Clients or groups still depend on it."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn delete_org(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -34,6 +43,16 @@ pub async fn delete_org(
     Ok(Json(d))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/admin/clients/{fingerprint}", tag = "admin",
+    params(("fingerprint" = String, Path, description = "The client's fingerprint."), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted (or, with dry_run, what would go).", body = ClientDeletion),
+        (status = 404, description = "No such client."),
+        (status = 409, description = "Deposits or groups still depend on it, or it is the last active administrator."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn delete_client(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -54,6 +73,16 @@ pub async fn delete_client(
     Ok(Json(d))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/admin/groups/{org}/{name}", tag = "admin",
+    params(("org" = String, Path, description = "The organisation name."), ("name" = String, Path, description = "The group name."), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted (or, with dry_run, what would go).", body = GroupDeletion),
+        (status = 404, description = "No such group."),
+        (status = 409, description = "Deposits still depend on it."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn delete_group(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -73,6 +102,14 @@ pub async fn delete_group(
     Ok(Json(d))
 }
 
+#[utoipa::path(
+    get, path = "/v1/admin/orgs/{name}/tokens", tag = "admin", params(("name" = String, Path, description = "The organisation name.")),
+    responses(
+        (status = 200, description = "The organisation's unused registration tokens (never their values).", body = RegistrationTokenList),
+        (status = 404, description = "No such organisation."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -84,6 +121,14 @@ pub async fn list_tokens(
     ))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/admin/orgs/{name}/tokens", tag = "admin", params(("name" = String, Path, description = "The organisation name.")),
+    responses(
+        (status = 200, description = "Every unused registration token of the organisation was revoked.", body = RevokedTokens),
+        (status = 404, description = "No such organisation."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn revoke_all_tokens(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -98,6 +143,15 @@ pub async fn revoke_all_tokens(
     Ok(Json(r))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/admin/orgs/{name}/tokens/{id}", tag = "admin",
+    params(("name" = String, Path, description = "The organisation name."), ("id" = String, Path, description = "The token's id.")),
+    responses(
+        (status = 200, description = "The token was revoked.", body = RevokedTokens),
+        (status = 404, description = "No such organisation or unused token."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     Admin(admin): Admin,

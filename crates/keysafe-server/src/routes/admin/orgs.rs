@@ -12,6 +12,11 @@ use keysafe_proto::api::{
 };
 use keysafe_proto::{ErrorCode, OrgName};
 
+#[utoipa::path(
+    get, path = "/v1/admin/orgs", tag = "admin",
+    responses((status = 200, description = "Every organisation.", body = OrgList)),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -21,6 +26,14 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/orgs", tag = "admin", request_body = OrgCreateRequest,
+    responses(
+        (status = 201, description = "Created, with its generated auth secret.", body = OrgCreated),
+        (status = 409, description = "The organisation exists already."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -31,6 +44,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    put, path = "/v1/admin/orgs/{name}/auth", tag = "admin", params(("name" = String, Path, description = "The organisation name.")), request_body = OrgSetAuthRequest,
+    responses(
+        (status = 200, description = "The new authentication mode (and a generated secret).", body = OrgSetAuthResponse),
+        (status = 404, description = "No such organisation."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn set_auth(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -45,6 +66,14 @@ pub async fn set_auth(
 }
 
 /// `POST /v1/admin/orgs/{name}/tokens`: a one-time registration token, shown once.
+#[utoipa::path(
+    post, path = "/v1/admin/orgs/{name}/tokens", tag = "admin", params(("name" = String, Path, description = "The organisation name.")), request_body = keysafe_proto::api::RegistrationTokenRequest,
+    responses(
+        (status = 201, description = "A one-time registration token.", body = keysafe_proto::api::RegistrationToken),
+        (status = 404, description = "No such organisation."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn mint_token(
     State(state): State<AppState>,
     Admin(admin): Admin,

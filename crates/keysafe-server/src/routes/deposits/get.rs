@@ -59,17 +59,46 @@ pub(crate) fn if_none_match(headers: &HeaderMap) -> Result<IfNoneMatch, ApiError
         })
 }
 
+/// Reads a deposit: the payload as stored, or `304` when `If-None-Match` names it.
+#[utoipa::path(
+    get, path = "/v1/deposits/{name}", tag = "deposits",
+    params(
+        super::NameParam, super::OwnerParam,
+        ("version" = Option<u64>, Query, description = "A version other than the current one."),
+        ("if-none-match" = Option<String>, Header, description = "`*` or entity tags from this route's ETag: answered 304 when one names what would be served."),
+    ),
+    responses(
+        (status = 200, description = "The payload as stored (the client's ciphertext for age deposits).",
+            content_type = "application/octet-stream", body = String, headers(
+                ("etag" = String, description = "A strong validator of exactly these bytes and headers, \"VERSION-HASH\"."),
+                ("x-keysafe-version" = u64, description = "The version served."),
+                ("x-keysafe-encoding" = String, description = "`age` or `raw`."),
+                ("x-keysafe-acl-serial" = u64, description = "The deposit's ACL serial."),
+            )),
+        (status = 304, description = "Not modified: `If-None-Match` named what would be served.", headers(
+                ("etag" = String, description = "The entity tag."),
+                ("x-keysafe-version" = u64, description = "The version."),
+                ("x-keysafe-encoding" = String, description = "`age` or `raw`."),
+                ("x-keysafe-acl-serial" = u64, description = "The deposit's ACL serial."),
+            )),
+        (status = 404, description = "No such deposit or version visible to the caller."),
+        (status = 409, description = "The deposit is soft-deleted."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn get(
     state: &AppState,
     caller: &Caller,
-    owner: Option<&str>,
+    params: &super::DepositParams,
     name: DepositName,
-    version: Option<DepositVersion>,
-    known: &IfNoneMatch,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let known = if_none_match(headers)?;
+    let version = params.version()?;
+    let owner = params.owner.as_deref();
     let read = state
         .service
-        .read_deposit(caller, owner, name, version, known)
+        .read_deposit(caller, owner, name, version, &known)
         .await?;
     match read {
         DepositRead::Full(mut deposit) => {

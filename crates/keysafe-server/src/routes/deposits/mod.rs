@@ -15,7 +15,8 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use keysafe_proto::api::AclUpdate;
+use keysafe_core::Caller;
+use keysafe_proto::api::{Acl, AclUpdate, DepositInfo, PurgeResponse, VersionList};
 use keysafe_proto::{DepositName, DepositVersion, ErrorCode};
 use serde::Deserialize;
 
@@ -57,6 +58,14 @@ pub(crate) fn parse_path(path: &str) -> Result<(DepositName, Option<&str>), ApiE
     Ok((name, op))
 }
 
+/// Refuses an operation suffix [`OPERATIONS`] does not list for `method`.
+fn listed(method: &str, op: Option<&str>) -> Result<(), ApiError> {
+    match op {
+        Some(o) if !OPERATIONS.contains(&(method, op)) => Err(unknown_op(o)),
+        _ => Ok(()),
+    }
+}
+
 fn unknown_op(op: &str) -> ApiError {
     let shown: String = op.chars().take(32).collect();
     ApiError::new(
@@ -64,6 +73,21 @@ fn unknown_op(op: &str) -> ApiError {
         format!("unknown deposit operation {shown:?}; see docs/api.md"),
     )
 }
+
+/// The operations the dispatchers below serve, as (method, `:operation` suffix). A suffix not
+/// listed here is answered `404 no_route` whatever the matches say, and a unit test checks that
+/// the OpenAPI document lists exactly these under `/v1/deposits/`: an operation cannot be
+/// served without being documented.
+pub(crate) const OPERATIONS: &[(&str, Option<&str>)] = &[
+    ("GET", None),
+    ("PUT", None),
+    ("DELETE", None),
+    ("GET", Some("versions")),
+    ("GET", Some("acl")),
+    ("POST", Some("undelete")),
+    ("POST", Some("purge")),
+    ("POST", Some("share")),
+];
 
 pub async fn dispatch_get(
     State(state): State<AppState>,
@@ -73,20 +97,11 @@ pub async fn dispatch_get(
     headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let (name, op) = parse_path(&path)?;
-    let owner = params.owner.as_deref();
+    listed("GET", op)?;
     match op {
-        None => {
-            let known = get::if_none_match(&headers)?;
-            get::get(&state, &caller, owner, name, params.version()?, &known).await
-        }
-        Some("versions") => {
-            params.no_version()?;
-            Ok(Json(state.service.list_versions(&caller, owner, name).await?).into_response())
-        }
-        Some("acl") => {
-            params.no_version()?;
-            Ok(Json(state.service.get_acl(&caller, owner, name).await?).into_response())
-        }
+        None => get::get(&state, &caller, &params, name, &headers).await,
+        Some("versions") => versions(&state, &caller, &params, name).await,
+        Some("acl") => acl(&state, &caller, &params, name).await,
         Some(other) => Err(unknown_op(other)),
     }
 }
@@ -99,35 +114,11 @@ pub async fn dispatch_post(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let (name, op) = parse_path(&path)?;
-    params.no_version()?;
-    let owner = params.owner.as_deref();
+    listed("POST", op)?;
     match op {
-        Some("undelete") => {
-            Ok(Json(state.service.undelete_deposit(&caller, owner, name).await?).into_response())
-        }
-        Some("purge") => {
-            let purged = state.service.purge_deposit(&caller, owner, name).await?;
-            tracing::info!(name = %purged.name, versions = purged.purged_versions, "deposit purged");
-            Ok(Json(purged).into_response())
-        }
-        Some("share") => {
-            // Every age version comes back re-encrypted: allow that much (base64) plus slack.
-            let limit = state
-                .service
-                .limits()
-                .max_deposit_size
-                .saturating_mul(64)
-                .min(256 * 1024 * 1024);
-            let bytes = put::read_limited(body, &http::HeaderMap::new(), limit).await?;
-            let update: AclUpdate = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("invalid ACL update: {e}")))?;
-            let acl = state
-                .service
-                .update_acl(&caller, owner, name, update)
-                .await?;
-            tracing::info!(name = %acl.name, serial = acl.acl_serial, "deposit ACL changed");
-            Ok(Json(acl).into_response())
-        }
+        Some("undelete") => undelete(&state, &caller, &params, name).await,
+        Some("purge") => purge(&state, &caller, &params, name).await,
+        Some("share") => share(&state, &caller, &params, name, body).await,
         Some(other) => Err(unknown_op(other)),
         None => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
@@ -136,6 +127,141 @@ pub async fn dispatch_post(
     }
 }
 
+/// Lists the versions of a deposit.
+#[utoipa::path(
+    get, path = "/v1/deposits/{name}:versions", tag = "deposits", params(NameParam, OwnerParam),
+    responses(
+        (status = 200, description = "The deposit's versions, newest first.", body = VersionList),
+        (status = 404, description = "No such deposit visible to the caller."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
+pub(crate) async fn versions(
+    state: &AppState,
+    caller: &Caller,
+    params: &DepositParams,
+    name: DepositName,
+) -> Result<Response, ApiError> {
+    params.no_version()?;
+    let owner = params.owner.as_deref();
+    Ok(Json(state.service.list_versions(caller, owner, name).await?).into_response())
+}
+
+/// Reads a deposit's access list.
+#[utoipa::path(
+    get, path = "/v1/deposits/{name}:acl", tag = "deposits", params(NameParam, OwnerParam),
+    responses(
+        (status = 200, description = "The deposit's ACL with each grantee's recipient.", body = Acl),
+        (status = 404, description = "No such deposit visible to the caller."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
+pub(crate) async fn acl(
+    state: &AppState,
+    caller: &Caller,
+    params: &DepositParams,
+    name: DepositName,
+) -> Result<Response, ApiError> {
+    params.no_version()?;
+    let owner = params.owner.as_deref();
+    Ok(Json(state.service.get_acl(caller, owner, name).await?).into_response())
+}
+
+/// Restores a soft-deleted deposit.
+#[utoipa::path(
+    post, path = "/v1/deposits/{name}:undelete", tag = "deposits", params(NameParam, OwnerParam),
+    responses(
+        (status = 200, description = "The deposit is live again.", body = DepositInfo),
+        (status = 403, description = "A grantee may not undelete."),
+        (status = 404, description = "No such deposit visible to the caller."),
+        (status = 409, description = "The deposit is not deleted."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
+pub(crate) async fn undelete(
+    state: &AppState,
+    caller: &Caller,
+    params: &DepositParams,
+    name: DepositName,
+) -> Result<Response, ApiError> {
+    params.no_version()?;
+    let owner = params.owner.as_deref();
+    Ok(Json(state.service.undelete_deposit(caller, owner, name).await?).into_response())
+}
+
+/// Destroys a deposit (deleted or not), every version of it and its ACL; irreversible.
+#[utoipa::path(
+    post, path = "/v1/deposits/{name}:purge", tag = "deposits", params(NameParam, OwnerParam),
+    responses(
+        (status = 200, description = "The deposit is gone for good.", body = PurgeResponse),
+        (status = 403, description = "A grantee may not purge."),
+        (status = 404, description = "No such deposit visible to the caller."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
+pub(crate) async fn purge(
+    state: &AppState,
+    caller: &Caller,
+    params: &DepositParams,
+    name: DepositName,
+) -> Result<Response, ApiError> {
+    params.no_version()?;
+    let owner = params.owner.as_deref();
+    let purged = state.service.purge_deposit(caller, owner, name).await?;
+    tracing::info!(name = %purged.name, versions = purged.purged_versions, "deposit purged");
+    Ok(Json(purged).into_response())
+}
+
+/// Changes a deposit's access list, with every age version re-encrypted for the new one.
+#[utoipa::path(
+    post, path = "/v1/deposits/{name}:share", tag = "deposits", params(NameParam, OwnerParam),
+    request_body = AclUpdate,
+    responses(
+        (status = 200, description = "The new ACL.", body = Acl),
+        (status = 403, description = "Only the owner changes an ACL."),
+        (status = 404, description = "No such deposit or grantee visible to the caller."),
+        (status = 409, description = "A stale expected version or ACL serial, or a soft-deleted deposit."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
+pub(crate) async fn share(
+    state: &AppState,
+    caller: &Caller,
+    params: &DepositParams,
+    name: DepositName,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    params.no_version()?;
+    let owner = params.owner.as_deref();
+    // Every age version comes back re-encrypted: allow that much (base64) plus slack.
+    let limit = state
+        .service
+        .limits()
+        .max_deposit_size
+        .saturating_mul(64)
+        .min(256 * 1024 * 1024);
+    let bytes = put::read_limited(body, &http::HeaderMap::new(), limit).await?;
+    let update: AclUpdate = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid ACL update: {e}")))?;
+    let acl = state
+        .service
+        .update_acl(caller, owner, name, update)
+        .await?;
+    tracing::info!(name = %acl.name, serial = acl.acl_serial, "deposit ACL changed");
+    Ok(Json(acl).into_response())
+}
+
+/// Soft-deletes a deposit (undelete or purge it later).
+#[utoipa::path(
+    delete, path = "/v1/deposits/{name}", tag = "deposits", params(NameParam, OwnerParam),
+    responses(
+        (status = 200, description = "The deposit is soft-deleted.", body = DepositInfo),
+        (status = 403, description = "A grantee may not delete."),
+        (status = 404, description = "No such deposit visible to the caller."),
+        (status = 409, description = "The deposit is deleted already."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Authed(caller): Authed,
@@ -157,4 +283,24 @@ pub async fn delete(
             .await?,
     )
     .into_response())
+}
+
+/// The deposit name in a deposit path: it may contain '/', and it is followed by
+/// `:operation` where the path says so.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct NameParam {
+    /// A deposit name (1-256 characters of `A-Z a-z 0-9 . _ / -`; '/' separates segments and is
+    /// sent as is).
+    name: String,
+}
+
+/// The owner of the deposit, when it is not the caller.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct OwnerParam {
+    /// A fingerprint or `group:NAME` of the caller's organisation; absent: the caller.
+    owner: Option<String>,
 }

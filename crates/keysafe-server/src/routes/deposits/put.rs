@@ -70,6 +70,28 @@ fn acl_serial(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
+/// Stores the request body as a new version of a deposit.
+#[utoipa::path(
+    put, path = "/v1/deposits/{name}", tag = "deposits",
+    params(
+        super::NameParam, super::OwnerParam,
+        ("if-match" = Option<String>, Header, description = "Compare-and-set: the current version, \"N\" (or a GET's ETag)."),
+        ("if-none-match" = Option<String>, Header, description = "`*`: create only."),
+        ("x-keysafe-encoding" = Option<String>, Header, description = "`age` or `raw` (default)."),
+        ("x-keysafe-acl-serial" = Option<u64>, Header, description = "The ACL serial the payload was encrypted for."),
+    ),
+    request_body(content = String, content_type = "application/octet-stream", description = "The payload, at most `limits.max_deposit_size` bytes."),
+    responses(
+        (status = 201, description = "The first version was stored.", body = PutResponse,
+            headers(("x-keysafe-version" = u64, description = "The version stored."))),
+        (status = 200, description = "A new version was stored.", body = PutResponse,
+            headers(("x-keysafe-version" = u64, description = "The version stored."))),
+        (status = 403, description = "A read-only grantee may not write."),
+        (status = 404, description = "No such owner or deposit visible to the caller."),
+        (status = 409, description = "A precondition or the ACL serial did not hold, or the deposit is soft-deleted."),
+    ),
+    security(("mutualTLS" = [], "sequencedToken" = [])),
+)]
 pub async fn put(
     State(state): State<AppState>,
     Authed(caller): Authed,

@@ -6,6 +6,7 @@ mod cluster;
 mod deposits;
 mod groups;
 mod identities;
+pub(crate) mod integrity;
 mod keyring;
 mod lifecycle;
 
@@ -18,6 +19,7 @@ use tokio_postgres::types::ToSql;
 pub(crate) async fn apply(tx: &Tx<'_>, m: &Mutation) -> TxResult<Applied> {
     match m {
         Mutation::InsertKek(k) => keyring::insert_kek(tx, k).await,
+        Mutation::BackfillRowMacs { auth, at } => integrity::backfill(tx, &auth.0, *at).await,
         Mutation::CreateOrg(o) => identities::create_org(tx, o).await,
         Mutation::SetOrgAuth {
             name,
@@ -136,6 +138,9 @@ pub(crate) async fn apply(tx: &Tx<'_>, m: &Mutation) -> TxResult<Applied> {
         Mutation::InsertAuditCheckpoint(c) => {
             super::audit::insert_checkpoint(tx, c).await?;
             Ok(Applied::Done)
+        }
+        Mutation::PruneAudit { through } => {
+            Ok(Applied::Pruned(super::audit::prune(tx, *through).await?))
         }
         Mutation::Rewrap {
             id,

@@ -2,170 +2,165 @@
 //! registration tokens. Each function is one [`Mutation`](keysafe_core::store::Mutation) and
 //! keeps the contract written on its variant; it runs inside the writer's savepoint.
 
-use super::{done_or_not_found, int, write_error};
-use crate::sqlite::backend_error;
+use super::{done_or_not_found, int};
+use crate::sqlite::conn::{all, exec, one};
+use crate::sqlite::rows::at;
 use keysafe_core::store::{
     Applied, ClientRecord, OrgRecord, RegistrationTokenRecord, ReplacedToken, StoreError,
     StoreResult, TokenState,
 };
 use keysafe_proto::api::{AuthMode, ClientRole, ClientState};
 use keysafe_proto::{ClientFingerprint, OrgName, Timestamp};
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, params};
 
 fn recent_json(r: &[ReplacedToken]) -> StoreResult<String> {
     serde_json::to_string(r).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-async fn client_exists(conn: &mut SqliteConnection, fp: &ClientFingerprint) -> StoreResult<bool> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM clients WHERE fingerprint = ?1")
-        .bind(fp.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend_error)?;
-    Ok(row.is_some())
+fn client_exists(conn: &Connection, fp: &ClientFingerprint) -> StoreResult<bool> {
+    Ok(one(
+        conn,
+        "SELECT 1 FROM clients WHERE fingerprint = ?1",
+        [fp.as_str()],
+        |_| Ok(()),
+    )?
+    .is_some())
 }
 
-pub(super) async fn create_org(conn: &mut SqliteConnection, o: &OrgRecord) -> StoreResult<Applied> {
+pub(super) fn create_org(conn: &Connection, o: &OrgRecord) -> StoreResult<Applied> {
     let contacts =
         serde_json::to_string(&o.contacts).map_err(|e| StoreError::Backend(e.to_string()))?;
-    sqlx::query(
+    exec(
+        conn,
         "INSERT INTO orgs (name, contacts, auth_mode, auth_hash, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(o.name.as_str())
-    .bind(contacts)
-    .bind(o.auth_mode.as_str())
-    .bind(o.auth_hash.as_deref())
-    .bind(o.created_at.unix_millis())
-    .bind(o.updated_at.unix_millis())
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
+        params![
+            o.name.as_str(),
+            contacts,
+            o.auth_mode.as_str(),
+            o.auth_hash,
+            o.created_at.unix_millis(),
+            o.updated_at.unix_millis()
+        ],
+    )?;
     Ok(Applied::Done)
 }
 
-pub(super) async fn set_org_auth(
-    conn: &mut SqliteConnection,
+pub(super) fn set_org_auth(
+    conn: &Connection,
     name: &OrgName,
     mode: AuthMode,
     auth_hash: Option<&str>,
     at: Timestamp,
 ) -> StoreResult<Applied> {
-    let r = sqlx::query(
+    let n = exec(
+        conn,
         "UPDATE orgs SET auth_mode = ?2, auth_hash = ?3, updated_at = ?4 WHERE name = ?1",
-    )
-    .bind(name.as_str())
-    .bind(mode.as_str())
-    .bind(auth_hash)
-    .bind(at.unix_millis())
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    done_or_not_found(r.rows_affected())
+        params![name.as_str(), mode.as_str(), auth_hash, at.unix_millis()],
+    )?;
+    done_or_not_found(n)
 }
 
-pub(super) async fn insert_client(
-    conn: &mut SqliteConnection,
+pub(super) fn insert_client(
+    conn: &Connection,
     c: &ClientRecord,
     consume_token: Option<&str>,
 ) -> StoreResult<Applied> {
     if let Some(hash) = consume_token {
-        let r = sqlx::query(
+        let n = exec(
+            conn,
             "UPDATE registration_tokens SET used_at = ?3, used_by = ?4 \
              WHERE hash = ?1 AND org = ?2 AND used_at IS NULL AND expires_at > ?3",
-        )
-        .bind(hash)
-        .bind(c.org.as_str())
-        .bind(c.created_at.unix_millis())
-        .bind(c.fingerprint.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
-        done_or_not_found(r.rows_affected())?;
+            params![
+                hash,
+                c.org.as_str(),
+                c.created_at.unix_millis(),
+                c.fingerprint.as_str()
+            ],
+        )?;
+        done_or_not_found(n)?;
     }
-    sqlx::query(
+    exec(
+        conn,
         "INSERT INTO clients (fingerprint, org, name, state, role, cert_der, recipient, \
          token_counter, token_hash, token_recent, token_rotated_at, last_seen_at, \
          state_reason, created_at, updated_at, token_confirmed, token_kek_version, token_salt) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-    )
-    .bind(c.fingerprint.as_str())
-    .bind(c.org.as_str())
-    .bind(c.name.as_ref().map(|n| n.as_str()))
-    .bind(c.state.as_str())
-    .bind(c.role.as_str())
-    .bind(&c.cert_der)
-    .bind(c.recipient.as_deref())
-    .bind(int(c.token.counter))
-    .bind(c.token.hash.as_deref())
-    .bind(recent_json(&c.token.recent)?)
-    .bind(c.token.rotated_at.unix_millis())
-    .bind(c.last_seen_at.map(|t| t.unix_millis()))
-    .bind(c.state_reason.as_deref())
-    .bind(c.created_at.unix_millis())
-    .bind(c.updated_at.unix_millis())
-    .bind(i64::from(c.token.confirmed))
-    .bind(
-        c.token
-            .derivation
-            .as_ref()
-            .map(|d| i64::from(d.kek_version)),
-    )
-    .bind(c.token.derivation.as_ref().map(|d| d.salt.as_slice()))
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
+        params![
+            c.fingerprint.as_str(),
+            c.org.as_str(),
+            c.name.as_ref().map(|n| n.as_str()),
+            c.state.as_str(),
+            c.role.as_str(),
+            c.cert_der,
+            c.recipient,
+            int(c.token.counter),
+            c.token.hash,
+            recent_json(&c.token.recent)?,
+            c.token.rotated_at.unix_millis(),
+            c.last_seen_at.map(|t| t.unix_millis()),
+            c.state_reason,
+            c.created_at.unix_millis(),
+            c.updated_at.unix_millis(),
+            i64::from(c.token.confirmed),
+            c.token
+                .derivation
+                .as_ref()
+                .map(|d| i64::from(d.kek_version)),
+            c.token.derivation.as_ref().map(|d| d.salt.as_slice()),
+        ],
+    )?;
     Ok(Applied::Done)
 }
 
-pub(super) async fn insert_registration_token(
-    conn: &mut SqliteConnection,
+pub(super) fn insert_registration_token(
+    conn: &Connection,
     t: &RegistrationTokenRecord,
 ) -> StoreResult<Applied> {
-    sqlx::query(
+    exec(
+        conn,
         "INSERT INTO registration_tokens (hash, org, created_by, created_at, expires_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .bind(&t.hash)
-    .bind(t.org.as_str())
-    .bind(t.created_by.as_str())
-    .bind(t.created_at.unix_millis())
-    .bind(t.expires_at.unix_millis())
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
+        params![
+            t.hash,
+            t.org.as_str(),
+            t.created_by.as_str(),
+            t.created_at.unix_millis(),
+            t.expires_at.unix_millis()
+        ],
+    )?;
     Ok(Applied::Done)
 }
 
-pub(super) async fn rotate_token(
-    conn: &mut SqliteConnection,
+pub(super) fn rotate_token(
+    conn: &Connection,
     fingerprint: &ClientFingerprint,
     expected_counter: u64,
     token: &TokenState,
     at: Timestamp,
 ) -> StoreResult<Applied> {
-    let r = sqlx::query(
+    let n = exec(
+        conn,
         "UPDATE clients SET token_counter = ?3, token_hash = ?4, token_recent = ?5, \
          token_rotated_at = ?6, last_seen_at = ?7, token_confirmed = ?8, \
          token_kek_version = ?9, token_salt = ?10 \
          WHERE fingerprint = ?1 AND token_counter = ?2 AND state = 'active'",
-    )
-    .bind(fingerprint.as_str())
-    .bind(int(expected_counter))
-    .bind(int(token.counter))
-    .bind(token.hash.as_deref())
-    .bind(recent_json(&token.recent)?)
-    .bind(token.rotated_at.unix_millis())
-    .bind(at.unix_millis())
-    .bind(i64::from(token.confirmed))
-    .bind(token.derivation.as_ref().map(|d| i64::from(d.kek_version)))
-    .bind(token.derivation.as_ref().map(|d| d.salt.as_slice()))
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    if r.rows_affected() == 0 {
+        params![
+            fingerprint.as_str(),
+            int(expected_counter),
+            int(token.counter),
+            token.hash,
+            recent_json(&token.recent)?,
+            token.rotated_at.unix_millis(),
+            at.unix_millis(),
+            i64::from(token.confirmed),
+            token.derivation.as_ref().map(|d| i64::from(d.kek_version)),
+            token.derivation.as_ref().map(|d| d.salt.as_slice()),
+        ],
+    )?;
+    if n == 0 {
         // Only on the losing side of a race: tell a vanished client from a moved counter.
-        return Err(if client_exists(conn, fingerprint).await? {
+        return Err(if client_exists(conn, fingerprint)? {
             StoreError::Conflict
         } else {
             StoreError::NotFound
@@ -174,99 +169,83 @@ pub(super) async fn rotate_token(
     Ok(Applied::Done)
 }
 
-pub(super) async fn mark_suspected_clone(
-    conn: &mut SqliteConnection,
+pub(super) fn mark_suspected_clone(
+    conn: &Connection,
     fingerprint: &ClientFingerprint,
     reason: &str,
     at: Timestamp,
 ) -> StoreResult<Applied> {
-    let r = sqlx::query(
+    let n = exec(
+        conn,
         "UPDATE clients SET state = 'suspected-clone', state_reason = ?2, updated_at = ?3 \
          WHERE fingerprint = ?1",
-    )
-    .bind(fingerprint.as_str())
-    .bind(reason)
-    .bind(at.unix_millis())
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    done_or_not_found(r.rows_affected())
+        params![fingerprint.as_str(), reason, at.unix_millis()],
+    )?;
+    done_or_not_found(n)
 }
 
-pub(super) async fn reset_token(
-    conn: &mut SqliteConnection,
+pub(super) fn reset_token(
+    conn: &Connection,
     fingerprint: &ClientFingerprint,
     at: Timestamp,
 ) -> StoreResult<Applied> {
-    let r = sqlx::query(
+    let n = exec(
+        conn,
         "UPDATE clients SET token_hash = NULL, token_recent = '[]', token_confirmed = 0, \
          token_kek_version = NULL, token_salt = NULL, \
          state_reason = CASE state WHEN 'suspected-clone' THEN NULL ELSE state_reason END, \
          state = CASE state WHEN 'suspected-clone' THEN 'active' ELSE state END, \
          updated_at = ?2 WHERE fingerprint = ?1",
-    )
-    .bind(fingerprint.as_str())
-    .bind(at.unix_millis())
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    done_or_not_found(r.rows_affected())
+        params![fingerprint.as_str(), at.unix_millis()],
+    )?;
+    done_or_not_found(n)
 }
 
-pub(super) async fn set_client_state(
-    conn: &mut SqliteConnection,
+pub(super) fn set_client_state(
+    conn: &Connection,
     fingerprint: &ClientFingerprint,
     state: ClientState,
     at: Timestamp,
 ) -> StoreResult<Applied> {
-    let r = sqlx::query("UPDATE clients SET state = ?2, updated_at = ?3 WHERE fingerprint = ?1")
-        .bind(fingerprint.as_str())
-        .bind(state.as_str())
-        .bind(at.unix_millis())
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
-    done_or_not_found(r.rows_affected())
+    let n = exec(
+        conn,
+        "UPDATE clients SET state = ?2, updated_at = ?3 WHERE fingerprint = ?1",
+        params![fingerprint.as_str(), state.as_str(), at.unix_millis()],
+    )?;
+    done_or_not_found(n)
 }
 
-pub(super) async fn set_client_role(
-    conn: &mut SqliteConnection,
+pub(super) fn set_client_role(
+    conn: &Connection,
     fingerprint: &ClientFingerprint,
     role: ClientRole,
     at: Timestamp,
 ) -> StoreResult<Applied> {
-    let r = sqlx::query("UPDATE clients SET role = ?2, updated_at = ?3 WHERE fingerprint = ?1")
-        .bind(fingerprint.as_str())
-        .bind(role.as_str())
-        .bind(at.unix_millis())
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
-    done_or_not_found(r.rows_affected())
+    let n = exec(
+        conn,
+        "UPDATE clients SET role = ?2, updated_at = ?3 WHERE fingerprint = ?1",
+        params![fingerprint.as_str(), role.as_str(), at.unix_millis()],
+    )?;
+    done_or_not_found(n)
 }
 
-pub(super) async fn disable_unactivated(
-    conn: &mut SqliteConnection,
+pub(super) fn disable_unactivated(
+    conn: &Connection,
     registered_before: Timestamp,
-    at: Timestamp,
+    at_time: Timestamp,
 ) -> StoreResult<Applied> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+    let mut fps = all(
+        conn,
         "UPDATE clients SET state = 'disabled', \
          state_reason = 'never used its registration', updated_at = ?2 \
          WHERE role = 'client' AND state IN ('pending', 'active') \
            AND last_seen_at IS NULL AND created_at < ?1 RETURNING fingerprint",
-    )
-    .bind(registered_before.unix_millis())
-    .bind(at.unix_millis())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    let mut fps = rows
-        .into_iter()
-        .map(|(f,)| {
-            ClientFingerprint::parse(&f).map_err(|_| StoreError::Corrupt("fingerprint".into()))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+        params![registered_before.unix_millis(), at_time.unix_millis()],
+        |r| {
+            ClientFingerprint::parse(&at::<String>(r, 0)?)
+                .map_err(|_| StoreError::Corrupt("fingerprint".into()))
+        },
+    )?;
     // RETURNING has no order of its own; the contract's is the fingerprint's.
     fps.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     Ok(Applied::Clients(fps))

@@ -247,6 +247,71 @@ pub async fn audit_signing_key_and_checkpoints(b: &dyn TestBackend) {
     assert!(s.audit_checkpoints(8).await.unwrap().is_empty());
 }
 
+/// `PruneAudit`: only through a stored checkpoint, never the head; deletes exactly the entries
+/// up to it, keeps every checkpoint, and later appends go on from the head as before.
+pub async fn audit_prune_contract(b: &dyn TestBackend) {
+    let c = Ctx::new(b).await;
+    let s = &c.store;
+    let events: Vec<AuditEvent> = (0..10).map(|i| event(&format!("/e/{i}"), 30 + i)).collect();
+    s.append_audit(events).await.unwrap();
+    let head = s.audit_head();
+    assert!(head.seq >= 10);
+    let all = s.audit_entries(1, None, 1000).await.unwrap();
+    let at = |seq: u64| all.iter().find(|e| e.seq == seq).unwrap().clone();
+    let cp = |seq: u64| AuditCheckpoint {
+        seq,
+        hash: at(seq).hash,
+        signed_at: 5,
+        key_id: "k".into(),
+        signature: "s".into(),
+    };
+    for seq in [4, head.seq] {
+        s.apply(Mutation::InsertAuditCheckpoint(cp(seq)))
+            .await
+            .unwrap();
+    }
+    // Not a checkpoint: NotFound, nothing deleted.
+    assert_eq!(
+        s.apply(Mutation::PruneAudit { through: 3 })
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    // The head is never pruned, even at a checkpoint.
+    assert!(matches!(
+        s.apply(Mutation::PruneAudit { through: head.seq })
+            .await
+            .unwrap_err(),
+        StoreError::InUse(_)
+    ));
+    assert_eq!(s.audit_entries(1, None, 1000).await.unwrap(), all);
+
+    assert_eq!(
+        s.apply(Mutation::PruneAudit { through: 4 }).await.unwrap(),
+        Applied::Pruned(4)
+    );
+    let left = s.audit_entries(1, None, 1000).await.unwrap();
+    assert_eq!(left.first().map(|e| e.seq), Some(5));
+    assert_eq!(left, all[4..].to_vec());
+    assert_eq!(
+        s.audit_checkpoints(0).await.unwrap(),
+        [cp(4), cp(head.seq)],
+        "checkpoints stay: the one pruned through is the anchor"
+    );
+    // Pruned again through the same checkpoint: nothing left to delete.
+    assert_eq!(
+        s.apply(Mutation::PruneAudit { through: 4 }).await.unwrap(),
+        Applied::Pruned(0)
+    );
+    // Appends go on from the head; the chain from the anchor verifies as a range.
+    s.append_audit(vec![event("/after", 50)]).await.unwrap();
+    let left = s.audit_entries(1, None, 1000).await.unwrap();
+    assert_eq!(left.last().unwrap().seq, head.seq + 1);
+    assert_eq!(left[0].prev_hash, cp(4).hash);
+    let report = keysafe_proto::audit::verify(&left, &[], &[0u8; 32], Some(5));
+    assert!(report.broken.is_none(), "{report:?}");
+}
+
 /// `open` finds only a store `create` made; `create` refuses one that exists and leaves it as
 /// it was.
 pub async fn create_and_open_guard_existence(b: &dyn TestBackend) {

@@ -68,6 +68,53 @@ pub async fn put_is_compare_and_set(b: &dyn TestBackend) {
     assert_eq!(c.store.list_versions(&k).await.unwrap().len(), 3);
 }
 
+/// Changes queued through one handle apply in the order queued: versions queued behind
+/// their predecessors before any of them committed all commit, and a failed one fails every
+/// version queued behind it, with what is current.
+pub async fn queued_writes_apply_in_order(b: &dyn TestBackend) {
+    let c = Ctx::new(b).await;
+    let k = key('a', "hot");
+    let submit = |expected: Option<u64>, n: u64| {
+        c.store.submit_audited(
+            Mutation::PutVersion {
+                org: org(),
+                key: k.clone(),
+                expected_current: expected.map(ver),
+                expected_acl_serial: None,
+                version: version(n, b"v"),
+            },
+            None,
+        )
+    };
+    // Queued, none awaited: each expects the one before it, which is not stored yet.
+    let mut queued = Vec::new();
+    for n in 1..=20 {
+        queued.push(submit((n > 1).then(|| n - 1), n).await.unwrap());
+    }
+    for q in queued {
+        q.await.unwrap();
+    }
+    assert_eq!(
+        c.store
+            .get_deposit(&k)
+            .await
+            .unwrap()
+            .unwrap()
+            .current_version,
+        ver(20)
+    );
+    // The head of a queue fails (it expects a version that is not current): what was queued
+    // behind it fails with what is stored, and nothing changes.
+    let first = submit(Some(7), 21).await.unwrap();
+    let second = submit(Some(21), 22).await.unwrap();
+    let conflict = StoreError::VersionConflict {
+        current: Some(ver(20)),
+    };
+    assert_eq!(first.await.unwrap_err(), conflict);
+    assert_eq!(second.await.unwrap_err(), conflict);
+    assert_eq!(c.store.list_versions(&k).await.unwrap().len(), 20);
+}
+
 pub async fn put_needs_an_existing_keyring_version(b: &dyn TestBackend) {
     let c = Ctx::new(b).await;
     let mut v = version(1, b"y");

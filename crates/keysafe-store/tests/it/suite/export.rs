@@ -193,12 +193,14 @@ pub async fn populate(s: &dyn Store) -> Populated {
                 access: Access::Read,
                 granted_by: fp('a'),
                 granted_at: ts(40),
+                mac: None,
             },
             GrantRecord {
                 grantee: Principal::parse_stored("group:acme/ops").unwrap(),
                 access: Access::Write,
                 granted_by: fp('a'),
                 granted_at: ts(40),
+                mac: None,
             },
         ],
         replace: vec![],
@@ -239,6 +241,16 @@ pub async fn populate(s: &dyn Store) -> Populated {
     })
     .await
     .unwrap();
+
+    // Every access row so far gets its MAC, and the back-fill record is stored.
+    let applied = s
+        .apply(Mutation::BackfillRowMacs {
+            auth: keysafe_core::store::RowAuth(signer.row_key()),
+            at: ts(49),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(applied, keysafe_core::store::Applied::Backfilled(n) if n > 0));
 
     let reads: Vec<AuditEvent> = (0..150).map(|i| event(&format!("/read/{i}"), 50)).collect();
     s.append_audit(reads).await.unwrap();

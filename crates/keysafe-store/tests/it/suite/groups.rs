@@ -4,11 +4,11 @@ use super::*;
 use keysafe_core::store::{GroupMemberRecord, WrappedKeyRecord};
 use keysafe_proto::GroupName;
 
-fn group(name: &str) -> GroupName {
+pub fn group(name: &str) -> GroupName {
     GroupName::parse(name).unwrap()
 }
 
-fn wk(epoch: u64, member: char) -> WrappedKeyRecord {
+pub fn wk(epoch: u64, member: char) -> WrappedKeyRecord {
     WrappedKeyRecord {
         epoch,
         member: fp(member),
@@ -16,7 +16,7 @@ fn wk(epoch: u64, member: char) -> WrappedKeyRecord {
     }
 }
 
-fn create(org_name: &str, name: &str, members: &[char]) -> Mutation {
+pub fn create(org_name: &str, name: &str, members: &[char]) -> Mutation {
     Mutation::CreateGroup {
         org: OrgName::parse(org_name).unwrap(),
         name: group(name),
@@ -26,7 +26,7 @@ fn create(org_name: &str, name: &str, members: &[char]) -> Mutation {
     }
 }
 
-fn add(name: &str, member: char, at: i64) -> Mutation {
+pub fn add(name: &str, member: char, at: i64) -> Mutation {
     Mutation::AddGroupMember {
         org: org(),
         name: group(name),
@@ -44,7 +44,12 @@ fn admit(name: &str, keys: Vec<WrappedKeyRecord>) -> Mutation {
     }
 }
 
-fn remove(name: &str, member: char, expected_epoch: u64, keys: Vec<WrappedKeyRecord>) -> Mutation {
+pub fn remove(
+    name: &str,
+    member: char,
+    expected_epoch: u64,
+    keys: Vec<WrappedKeyRecord>,
+) -> Mutation {
     Mutation::RemoveGroupMember {
         org: org(),
         name: group(name),
@@ -70,11 +75,13 @@ pub async fn groups_are_created_with_members_and_keys(b: &dyn TestBackend) {
         [
             GroupMemberRecord {
                 fingerprint: fp('a'),
-                epochs: vec![1]
+                epochs: vec![1],
+                mac: None
             },
             GroupMemberRecord {
                 fingerprint: fp('b'),
-                epochs: vec![1]
+                epochs: vec![1],
+                mac: None
             },
         ]
     );
@@ -148,7 +155,12 @@ pub async fn groups_are_created_with_members_and_keys(b: &dyn TestBackend) {
         .collect();
     assert_eq!(of_b, ["ops"]);
     assert_eq!(
-        s.member_groups(&org(), &fp('a')).await.unwrap(),
+        s.member_groups(&org(), &fp('a'))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect::<Vec<_>>(),
         [group("Ops2"), group("ops")]
     );
     assert!(s.member_groups(&org(), &fp('f')).await.unwrap().is_empty());
@@ -185,7 +197,8 @@ pub async fn group_members_are_added_and_admitted(b: &dyn TestBackend) {
         g.members[1],
         GroupMemberRecord {
             fingerprint: fp('b'),
-            epochs: vec![]
+            epochs: vec![],
+            mac: None
         },
         "added without keys"
     );
@@ -289,11 +302,13 @@ pub async fn removing_a_member_opens_the_next_epoch(b: &dyn TestBackend) {
         [
             GroupMemberRecord {
                 fingerprint: fp('a'),
-                epochs: vec![1, 2]
+                epochs: vec![1, 2],
+                mac: None
             },
             GroupMemberRecord {
                 fingerprint: fp('b'),
-                epochs: vec![1, 2]
+                epochs: vec![1, 2],
+                mac: None
             },
         ]
     );

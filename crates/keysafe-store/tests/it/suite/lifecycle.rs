@@ -49,6 +49,7 @@ fn grant_to(k: &DepositKey, grantee: Principal, serial: u64) -> Mutation {
             access: Access::Read,
             granted_by: fp('a'),
             granted_at: ts(30),
+            mac: None,
         }],
         replace: vec![],
         at: ts(30),
@@ -188,7 +189,8 @@ pub async fn deleting_a_client_removes_its_grants_memberships_and_keys(b: &dyn T
         g.members,
         [GroupMemberRecord {
             fingerprint: fp('a'),
-            epochs: vec![1]
+            epochs: vec![1],
+            mac: None
         }]
     );
     assert_eq!((g.epoch, g.updated_at), (1, ts(90)));

@@ -9,6 +9,7 @@ mod deposits;
 mod export;
 mod groups;
 mod identities;
+mod integrity;
 mod keyring;
 mod lifecycle;
 mod races;
@@ -19,6 +20,7 @@ pub use deposits::*;
 pub use export::*;
 pub use groups::*;
 pub use identities::*;
+pub use integrity::*;
 pub use keyring::*;
 pub use lifecycle::*;
 pub use races::*;
@@ -63,8 +65,15 @@ macro_rules! conformance {
                 token_confirmation_and_derivation_are_stored_whole,
                 concurrent_rotations_from_two_handles_have_one_winner,
                 disable_unactivated_touches_only_unused_clients,
+                // authenticated access rows
+                writes_keep_client_macs_and_refuse_edited_rows,
+                a_sealed_store_refuses_changes_of_authenticated_rows,
+                the_backfill_runs_once_and_refuses_a_removed_record,
+                writes_keep_deposit_and_grant_macs_and_refuse_edited_rows,
+                writes_keep_group_macs_and_edits_do_not_verify,
                 // deposits
                 put_is_compare_and_set,
+                queued_writes_apply_in_order,
                 put_needs_an_existing_keyring_version,
                 deleted_deposits_refuse_versions_and_purge_removes_everything,
                 reads_of_versions_and_missing_deposits,
@@ -95,6 +104,7 @@ macro_rules! conformance {
                 audit_entries_commit_with_their_writes_and_failures_leave_no_hole,
                 audit_append_failure_hands_the_entries_back,
                 audit_signing_key_and_checkpoints,
+                audit_prune_contract,
                 ping_and_stats,
                 // end of life
                 deleting_an_organisation_needs_it_empty,
@@ -240,6 +250,7 @@ pub fn client_record(fingerprint: ClientFingerprint, org: &str, now: Timestamp) 
         state_reason: None,
         created_at: now,
         updated_at: now,
+        mac: None,
     }
 }
 

@@ -98,6 +98,7 @@ pub async fn concurrent_registrations_acl_swaps_and_member_removals_have_one_win
             access: Access::Read,
             granted_by: fp('a'),
             granted_at: ts(20),
+            mac: None,
         }],
         replace: vec![],
         at: ts(20),

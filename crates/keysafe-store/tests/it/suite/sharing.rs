@@ -4,16 +4,17 @@ use super::*;
 use keysafe_core::store::GrantRecord;
 use keysafe_proto::api::Access;
 
-fn grant(to: char, access: Access, at: i64) -> GrantRecord {
+pub fn grant(to: char, access: Access, at: i64) -> GrantRecord {
     GrantRecord {
         grantee: Principal::Client(fp(to)),
         access,
         granted_by: fp('a'),
         granted_at: ts(at),
+        mac: None,
     }
 }
 
-fn set_acl(
+pub fn set_acl(
     k: &DepositKey,
     current: u64,
     serial: u64,
@@ -180,6 +181,7 @@ pub async fn shared_listing_finds_grants_to_any_grantee(b: &dyn TestBackend) {
         access: Access::Write,
         granted_by: fp('b'),
         granted_at: ts(4),
+        mac: None,
     };
     for (owner, name) in [('a', "x/2"), ('a', "x/1"), ('b', "y"), ('a', "gone")] {
         c.put(&key(owner, name), None, 1, b"v").await.unwrap();

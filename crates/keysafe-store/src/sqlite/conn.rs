@@ -1,0 +1,278 @@
+//! Connections to the database file through SQLite's own API (rusqlite): the settings every
+//! connection uses, the pool of query-only connections that reads borrow, the helpers that run
+//! one statement from the statement cache, and the one mapping of SQLite errors to
+//! `StoreError`.
+//!
+//! A read borrows an idle connection and runs on the calling thread: a point read is a B-tree
+//! lookup of a few cached pages, microseconds, so handing it to another thread would cost more
+//! than the read (a futex wake and two context switches per statement). Reads whose work grows
+//! with the data (listings, the audit trail, counts) run on tokio's blocking pool instead, so a
+//! long one never holds a runtime thread. In WAL mode a reader never waits for the writer.
+
+use keysafe_core::store::{StoreError, StoreResult};
+use rusqlite::ffi::ErrorCode;
+use rusqlite::{Connection, OpenFlags, Params, Row};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Idle read connections kept; more are opened when every kept one is in use at once, and
+/// closed again when they come back to a full pool.
+const MAX_IDLE_READERS: usize = 8;
+/// Prepared statements cached per connection (the hot paths use a handful).
+const STATEMENT_CACHE: usize = 64;
+/// How long a statement waits for a lock held by another connection before it fails.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Maps a failed statement. Failures that say the database cannot be used now (locked past the
+/// busy timeout, an I/O error, a file that cannot be opened, a full disk) are `Unavailable`;
+/// anything else is a backend error.
+pub(crate) fn backend_error(e: rusqlite::Error) -> StoreError {
+    match sqlite_code(&e) {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+fn sqlite_code(e: &rusqlite::Error) -> Option<ErrorCode> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    }
+}
+
+/// Maps a failed write: a uniqueness violation is `AlreadyExists`, a missing referenced row
+/// `NotFound`; the rest as [`backend_error`].
+pub(crate) fn write_error(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        match f.extended_code {
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                return StoreError::AlreadyExists;
+            }
+            rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return StoreError::NotFound,
+            _ => {}
+        }
+    }
+    backend_error(e)
+}
+
+/// Opens a connection with the settings every keysafe connection uses: WAL, `synchronous=FULL`
+/// (a committed transaction survives power loss), foreign keys enforced, a busy timeout, and
+/// `secure_delete` (freed pages are overwritten with zeros, so purged ciphertext does not linger
+/// in the file). `query_only` connections refuse every write.
+pub(crate) fn open(path: &Path, query_only: bool) -> StoreResult<Connection> {
+    open_with(path, query_only, false)
+}
+
+/// [`open`], creating the file when `create` says so and it is missing.
+pub(crate) fn open_with(path: &Path, query_only: bool, create: bool) -> StoreResult<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(backend_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend_error)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let mut pragmas = String::from(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA secure_delete = ON;",
+    );
+    if query_only {
+        pragmas.push_str(" PRAGMA query_only = ON;");
+    }
+    conn.execute_batch(&pragmas).map_err(backend_error)?;
+    Ok(conn)
+}
+
+/// Runs a cached statement and decodes its first row, if any.
+pub(crate) fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl FnOnce(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    let mut st = conn.prepare_cached(sql).map_err(backend_error)?;
+    let mut rows = st.query(params).map_err(backend_error)?;
+    match rows.next().map_err(backend_error)? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs a cached statement and decodes every row.
+pub(crate) fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    mut decode: impl FnMut(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut st = conn.prepare_cached(sql).map_err(backend_error)?;
+    let mut rows = st.query(params).map_err(backend_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(backend_error)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Runs a cached statement that changes rows; answers how many it changed.
+pub(crate) fn exec(conn: &Connection, sql: &str, params: impl Params) -> StoreResult<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute(params))
+        .map_err(write_error)
+}
+
+/// The query-only connections that reads borrow.
+pub(crate) struct Readers {
+    path: PathBuf,
+    /// `None` once closed.
+    idle: Mutex<Option<Vec<Connection>>>,
+    /// Connections open now, idle or borrowed.
+    open: AtomicUsize,
+}
+
+impl Readers {
+    /// Opens the pool with one connection (which also checks that the file opens).
+    pub(crate) fn open(path: &Path) -> StoreResult<Arc<Self>> {
+        let first = open(path, true)?;
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            idle: Mutex::new(Some(vec![first])),
+            open: AtomicUsize::new(1),
+        }))
+    }
+
+    fn take(&self) -> StoreResult<Connection> {
+        let idle = self
+            .idle
+            .lock()
+            .map_err(|_| StoreError::Backend("reader pool poisoned".into()))?
+            .as_mut()
+            .map(|v| v.pop());
+        match idle {
+            None => Err(StoreError::Unavailable("the store is closed".into())),
+            Some(Some(c)) => Ok(c),
+            Some(None) => {
+                let c = open(&self.path, true)?;
+                self.open.fetch_add(1, Ordering::Relaxed);
+                Ok(c)
+            }
+        }
+    }
+
+    fn give(&self, conn: Connection) {
+        // A connection left inside a transaction (a snapshot read whose end failed) would pin
+        // its snapshot for the next borrower: it is closed instead.
+        if conn.is_autocommit()
+            && let Ok(mut idle) = self.idle.lock()
+            && let Some(v) = idle.as_mut()
+            && v.len() < MAX_IDLE_READERS
+        {
+            v.push(conn);
+            return;
+        }
+        drop(conn);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections open (idle or in use), and how many of them are idle.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let idle = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|i| i.as_ref().map(Vec::len))
+            .unwrap_or(0);
+        (self.open.load(Ordering::Relaxed).max(idle), idle)
+    }
+
+    /// Runs `f` with a read connection on this thread (point reads; see the module comment).
+    pub(crate) fn run<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = self.take()?;
+        let r = f(&conn);
+        self.give(conn);
+        r
+    }
+
+    /// Runs `f` with a read connection on the blocking pool (reads that grow with the data).
+    pub(crate) async fn run_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.run(f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("a read task failed: {e}")))?
+    }
+
+    /// Runs `f` on the blocking pool inside one read transaction, so that all its queries see
+    /// one snapshot of the database.
+    pub(crate) async fn run_snapshot<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.run_blocking(move |c| {
+            c.execute_batch("BEGIN").map_err(backend_error)?;
+            let r = f(c);
+            // A read transaction: ending it commits nothing.
+            let _ = c.execute_batch("ROLLBACK");
+            r
+        })
+        .await
+    }
+
+    /// Closes the idle connections; later reads answer `Unavailable`.
+    pub(crate) fn close(&self) {
+        if let Ok(mut idle) = self.idle.lock()
+            && let Some(v) = idle.take()
+        {
+            self.open.fetch_sub(v.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A borrowed connection that comes back inside a transaction is closed, not kept: the next
+    /// borrower never inherits an old snapshot.
+    #[test]
+    fn a_connection_left_in_a_transaction_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        open_with(&path, false, true)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (v INTEGER)")
+            .unwrap();
+        let readers = Readers::open(&path).unwrap();
+        assert_eq!(readers.counts(), (1, 1));
+        readers
+            .run(|c| c.execute_batch("SELECT 1").map_err(backend_error))
+            .unwrap();
+        assert_eq!(readers.counts(), (1, 1), "an idle connection is kept");
+        readers
+            .run(|c| {
+                c.execute_batch("BEGIN; SELECT count(*) FROM t;")
+                    .map_err(backend_error)
+            })
+            .unwrap();
+        assert_eq!(readers.counts(), (0, 0), "it was closed");
+        // The next read opens a fresh connection, outside any transaction.
+        readers
+            .run(|c| {
+                assert!(c.is_autocommit());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(readers.counts(), (1, 1));
+    }
+}
