@@ -44,6 +44,10 @@ const PROBE_PLAINTEXT: &[u8] = b"keysafe seal probe";
 /// Backoff between reconnection attempts while the HSM does not answer.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often opening the seal is tried again after a device-level failure, and the first wait
+/// (doubled each time: 0.1 + 0.2 + 0.4 + 0.8 s).
+const OPEN_RETRIES: u32 = 4;
+const OPEN_RETRY_WAIT: Duration = Duration::from_millis(100);
 
 /// `keyring`: the HSM opens the keyring at start. `per-deposit`: every data key also goes
 /// through the HSM.
@@ -314,8 +318,46 @@ impl Pkcs11Seal {
     /// Opens the token and logs in. With `create_key`, generates the key if the token has none
     /// by that label (used by `init` and `seal migrate`); otherwise a missing key is
     /// [`SealError::HsmKeyMissing`]. A wrong PIN is [`SealError::WrongPin`].
+    ///
+    /// A device-level failure (anything reported as [`SealError::Hsm`]) is tried again a few
+    /// times, the library restarted in between: SoftHSM2 tokens shared by several processes
+    /// answer a concurrent start with `CKR_GENERAL_ERROR` or leave the token out of the slot
+    /// list, and network HSMs report brief faults the same way. A wrong PIN and a missing key
+    /// are answers, not faults, and are never retried (a PIN retry would count against the
+    /// token's attempts).
     pub fn open(settings: &Pkcs11Settings, create_key: bool) -> Result<Self, SealError> {
         let module = module(&settings.module)?;
+        let mut wait = OPEN_RETRY_WAIT;
+        let mut retries = 0;
+        let mut first_fault = None;
+        loop {
+            match Self::open_once(&module, settings, create_key) {
+                Err(SealError::Hsm(e)) if retries < OPEN_RETRIES => {
+                    tracing::debug!(token = %settings.token, error = %e, wait_ms = wait.as_millis() as u64, "cannot open the HSM seal; trying again");
+                    first_fault.get_or_insert(e);
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                    retries += 1;
+                    // SoftHSM2 lists only the tokens it could read when it was initialised.
+                    module.restart()?;
+                }
+                outcome => {
+                    // A failure ends with its own one-line error; a success after faults is
+                    // worth one warning, since the HSM needed watching.
+                    if let (Ok(_), Some(first)) = (&outcome, &first_fault) {
+                        tracing::warn!(token = %settings.token, attempts = retries + 1, first_error = %first, "opened the HSM seal after device-level failures");
+                    }
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    fn open_once(
+        module: &Arc<Module>,
+        settings: &Pkcs11Settings,
+        create_key: bool,
+    ) -> Result<Self, SealError> {
         let calls = module.shared()?;
         let slot = match find_slot(&module.ctx, &settings.token) {
             Ok(s) => s,
@@ -355,7 +397,7 @@ impl Pkcs11Seal {
         };
         drop(calls);
         let seal = Self {
-            module,
+            module: module.clone(),
             token: settings.token.clone(),
             key_label: settings.key_label.clone(),
             pin: settings.pin.clone(),

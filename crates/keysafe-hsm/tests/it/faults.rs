@@ -164,3 +164,55 @@ fn another_key_under_the_same_label_is_missing() {
         },
     );
 }
+
+/// Opens the seal (creating the key when the token has none) and round-trips a secret: run on
+/// its own it is a test of its own, and [`processes_starting_at_once_on_one_token_all_open_it`]
+/// runs it in several processes at once.
+#[test]
+fn opens_and_round_trips() {
+    in_child(test_name!(opens_and_round_trips), |hsm| {
+        let seal = hsm.open("k", Pkcs11Mode::Keyring, true);
+        let sealed = seal.encrypt(AAD, b"secret").unwrap();
+        round_trip(&seal, &sealed);
+    });
+}
+
+/// Nodes of a cluster share one HSM token. SoftHSM2 shared by processes that start at once
+/// answers some of them with `CKR_GENERAL_ERROR`, or leaves the token out of their slot list;
+/// opening the seal tries again, so every process opens it.
+#[test]
+fn processes_starting_at_once_on_one_token_all_open_it() {
+    in_child(
+        test_name!(processes_starting_at_once_on_one_token_all_open_it),
+        |hsm| {
+            drop(hsm.open("k", Pkcs11Mode::Keyring, true));
+            const PROCESSES: usize = 4;
+            const STARTS: usize = 15;
+            let failures: Vec<String> = std::thread::scope(|s| {
+                let runs: Vec<_> = (0..PROCESSES)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut failed = Vec::new();
+                            for _ in 0..STARTS {
+                                if let Err(e) =
+                                    crate::run_in_this_store(hsm, test_name!(opens_and_round_trips))
+                                {
+                                    failed.push(e);
+                                }
+                            }
+                            failed
+                        })
+                    })
+                    .collect();
+                runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+            });
+            assert!(
+                failures.is_empty(),
+                "{} of {} starts failed; the first:\n{}",
+                failures.len(),
+                PROCESSES * STARTS,
+                failures[0]
+            );
+        },
+    );
+}

@@ -113,6 +113,27 @@ pub fn in_child(name: &str, body: impl FnOnce(&Hsm)) {
     );
 }
 
+/// Runs the test `name` of this binary in a new process on `hsm`'s token store (the store of
+/// the calling child), as another process using the same token would; the error is its output.
+pub fn run_in_this_store(hsm: &Hsm, name: &str) -> Result<(), String> {
+    let name = name.split_once("::").map_or(name, |(_, rest)| rest);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .env(CHILD_ENV, &hsm.dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.contains("1 passed") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// The full name of a test function, for [`in_child`].
 #[macro_export]
 macro_rules! test_name {
