@@ -33,6 +33,16 @@ pub struct Metadata {
     pub versions: u32,
 }
 
+impl Metadata {
+    /// The key's metadata as its current version carries it.
+    pub fn of(current: &KeyVersionRecord) -> Self {
+        Self {
+            meta: current.meta.clone(),
+            versions: current.version + 1,
+        }
+    }
+}
+
 /// What a create request asks for.
 #[derive(Default)]
 pub struct CreateRequest {
@@ -268,29 +278,30 @@ impl Kms {
         {
             return Ok(Some(r));
         }
-        let r = self.backend.current(name).await.map_err(backend_err)?;
-        let r = r.map(Arc::new);
-        if let (true, Some(r)) = (self.cache.enable, &r) {
-            lock(&self.current).insert(name.to_owned(), (Instant::now(), r.clone()));
-        }
-        Ok(r)
+        self.read_current(name).await
     }
 
+    /// The metadata of a key. Both this and [`Self::current`] come from one read of the key's
+    /// current version, so a miss of either cache refreshes both.
     pub async fn metadata(&self, name: &str) -> KmsResult<Option<Metadata>> {
         if self.cache.enable
             && let Some(m) = cache_get(&self.metadata, name, self.cache.timeout)
         {
             return Ok(Some(m));
         }
+        Ok(self.read_current(name).await?.map(|r| Metadata::of(&r)))
+    }
+
+    /// Reads the current version from the backend and remembers it and its metadata.
+    async fn read_current(&self, name: &str) -> KmsResult<Option<Arc<KeyVersionRecord>>> {
         let r = self.backend.current(name).await.map_err(backend_err)?;
-        let m = r.map(|r| Metadata {
-            meta: r.meta.clone(),
-            versions: r.version + 1,
-        });
-        if let (true, Some(m)) = (self.cache.enable, &m) {
-            lock(&self.metadata).insert(name.to_owned(), (Instant::now(), m.clone()));
+        let r = r.map(Arc::new);
+        if let (true, Some(r)) = (self.cache.enable, &r) {
+            let now = Instant::now();
+            lock(&self.current).insert(name.to_owned(), (now, r.clone()));
+            lock(&self.metadata).insert(name.to_owned(), (now, Metadata::of(r)));
         }
-        Ok(m)
+        Ok(r)
     }
 
     pub async fn names(&self) -> KmsResult<Vec<String>> {
@@ -377,13 +388,28 @@ impl Kms {
     async fn current_or_io(&self, name: &str) -> KmsResult<Arc<KeyVersionRecord>> {
         self.current(name)
             .await?
-            .ok_or_else(|| KmsError::io(format!("java.io.IOException: Key {name} not found")))
+            .ok_or_else(|| Self::no_such_key(name))
+    }
+
+    /// What Hadoop's KMS answers for an operation on a key that does not exist.
+    pub fn no_such_key(name: &str) -> KmsError {
+        KmsError::io(format!("java.io.IOException: Key {name} not found"))
     }
 
     /// `num` EEKs under the current version, from the queue when it has them.
     pub async fn generate_eeks(self: &Arc<Self>, name: &str, num: usize) -> KmsResult<Vec<Eek>> {
         // Only existing keys get a queue (the current version is cached, so this is cheap).
         let key = self.current_or_io(name).await?;
+        self.generate_eeks_of(name, key, num)
+    }
+
+    /// [`Self::generate_eeks`] with the current version already at hand.
+    pub fn generate_eeks_of(
+        self: &Arc<Self>,
+        name: &str,
+        key: Arc<KeyVersionRecord>,
+        num: usize,
+    ) -> KmsResult<Vec<Eek>> {
         let mut out = Vec::with_capacity(num);
         let mut need_refill = false;
         if self.queue_cfg.size > 0 {
@@ -500,15 +526,23 @@ mod tests {
         assert!(e.iter().all(|e| e.version_name == "k@1"));
     }
 
-    #[tokio::test]
-    async fn caches_serve_stale_until_invalidated() {
+    /// Two gateways over one store, with the default caches.
+    fn two_gateways() -> (Kms, Kms) {
         let backend = Arc::new(MemoryBackend::default());
         let a = Kms::new(
             backend.clone(),
             CacheConfig::default(),
             EekQueueConfig::default(),
         );
-        let b = Kms::new(backend, CacheConfig::default(), EekQueueConfig::default());
+        (
+            a,
+            Kms::new(backend, CacheConfig::default(), EekQueueConfig::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn caches_serve_stale_until_invalidated() {
+        let (a, b) = two_gateways();
         a.create(req("k")).await.unwrap();
         assert_eq!(b.current("k").await.unwrap().unwrap().version, 0);
         a.roll("k", None).await.unwrap();
@@ -520,6 +554,46 @@ mod tests {
         // A roll through b appends after a's version, whatever b had cached.
         b.roll("k", None).await.unwrap();
         assert_eq!(a.roll("k", None).await.unwrap().version, 3);
+    }
+
+    #[tokio::test]
+    async fn one_read_fills_the_current_version_and_the_metadata_cache() {
+        let (a, b) = two_gateways();
+        a.create(req("k")).await.unwrap();
+        // A metadata miss remembers the current version it read ...
+        assert_eq!(b.metadata("k").await.unwrap().unwrap().versions, 1);
+        a.roll("k", None).await.unwrap();
+        assert_eq!(b.current("k").await.unwrap().unwrap().version, 0);
+        // ... and a current-version miss the metadata.
+        b.invalidate("k");
+        assert_eq!(b.current("k").await.unwrap().unwrap().version, 1);
+        a.roll("k", None).await.unwrap();
+        assert_eq!(b.metadata("k").await.unwrap().unwrap().versions, 2);
+        b.invalidate("k");
+        assert_eq!(b.metadata("k").await.unwrap().unwrap().versions, 3);
+    }
+
+    #[tokio::test]
+    async fn every_version_carries_the_key_metadata() {
+        // The key ACL check reads the metadata from whichever version a request names.
+        let k = kms(0);
+        let mut r = req("m");
+        r.description = Some("zone key".into());
+        r.attributes.insert("key.acl.name".into(), "zone".into());
+        k.create(r).await.unwrap();
+        k.roll("m", None).await.unwrap();
+        k.roll("m", None).await.unwrap();
+        let first = k.key_version("m@0").await.unwrap().unwrap().meta.clone();
+        assert_eq!(first.attributes["key.acl.name"], "zone");
+        for vn in ["m@1", "m@2"] {
+            let meta = k.key_version(vn).await.unwrap().unwrap().meta.clone();
+            assert_eq!(meta.attributes, first.attributes);
+            assert_eq!(meta.description, first.description);
+            assert_eq!(
+                (meta.cipher, meta.length),
+                (first.cipher.clone(), first.length)
+            );
+        }
     }
 
     #[tokio::test]

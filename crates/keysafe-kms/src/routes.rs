@@ -2,7 +2,7 @@
 //! exactly as `KMS.java` answers, and the audit log. Authentication happened before (`http`).
 
 use crate::acl::{KeyOp, OpType};
-use crate::backend::{KeyVersionRecord, split_version_name};
+use crate::backend::{KeyMeta, KeyVersionRecord, split_version_name};
 use crate::crypto::{b64_in, b64_out};
 use crate::error::{KmsError, KmsResult};
 use crate::gateway::Gateway;
@@ -128,14 +128,15 @@ impl Ctx<'_> {
             return Ok(());
         }
         let m = self.gw.kms.metadata(name).await?;
-        self.assert_key_with(name, m.as_ref(), op, kms_op)
+        self.assert_key_with(name, m.as_ref().map(|m| &m.meta), op, kms_op)
     }
 
-    /// [`Self::assert_key`] with the key's metadata already at hand (None: no such key).
+    /// [`Self::assert_key`] with the key's metadata already at hand (None: no such key). Any
+    /// version of the key carries it: a roll copies the metadata, and no operation changes it.
     fn assert_key_with(
         &self,
         name: &str,
-        m: Option<&Metadata>,
+        m: Option<&KeyMeta>,
         op: KeyOp,
         kms_op: &str,
     ) -> KmsResult<()> {
@@ -146,7 +147,6 @@ impl Ctx<'_> {
             return Ok(());
         };
         let acl_name = m
-            .meta
             .attributes
             .get("key.acl.name")
             .cloned()
@@ -247,7 +247,12 @@ pub async fn route(
         (Method::GET, ["key", name]) | (Method::GET, ["key", name, "_metadata"]) => {
             ctx.assert_access(OpType::GetMetadata, "GET_METADATA", Some(name))?;
             let md = ctx.gw.kms.metadata(name).await?;
-            ctx.assert_key_with(name, md.as_ref(), KeyOp::Read, "GET_METADATA")?;
+            ctx.assert_key_with(
+                name,
+                md.as_ref().map(|m| &m.meta),
+                KeyOp::Read,
+                "GET_METADATA",
+            )?;
             ctx.ok("GET_METADATA", Some(name), "");
             Ok(json_response(
                 StatusCode::OK,
@@ -256,8 +261,10 @@ pub async fn route(
         }
         (Method::GET, ["key", name, "_currentversion"]) => {
             ctx.assert_access(OpType::Get, "GET_CURRENT_KEY", Some(name))?;
-            ctx.assert_key(name, KeyOp::Read, "GET_CURRENT_KEY").await?;
+            // One read of the key serves both the key ACL check and the answer.
             let kv = ctx.gw.kms.current(name).await?;
+            let meta = kv.as_deref().map(|kv| &kv.meta);
+            ctx.assert_key_with(name, meta, KeyOp::Read, "GET_CURRENT_KEY")?;
             ctx.ok("GET_CURRENT_KEY", Some(name), "");
             Ok(json_response(
                 StatusCode::OK,
@@ -300,9 +307,15 @@ pub async fn route(
                     })?,
             };
             ctx.assert_access(OpType::GenerateEek, "GENERATE_EEK", Some(name))?;
-            ctx.assert_key(name, KeyOp::GenerateEek, "GENERATE_EEK")
-                .await?;
-            let eeks = ctx.gw.kms.generate_eeks(name, num).await?;
+            let key = ctx.gw.kms.current(name).await?;
+            ctx.assert_key_with(
+                name,
+                key.as_deref().map(|k| &k.meta),
+                KeyOp::GenerateEek,
+                "GENERATE_EEK",
+            )?;
+            let key = key.ok_or_else(|| Kms::no_such_key(name))?;
+            let eeks = ctx.gw.kms.generate_eeks_of(name, key, num)?;
             ctx.ok("GENERATE_EEK", Some(name), "");
             Ok(json_response(
                 StatusCode::OK,
@@ -358,7 +371,12 @@ async fn keys_metadata(ctx: &Ctx<'_>, query: &[(String, String)]) -> KmsResult<R
             Some(l) if !l.contains(*n) => None,
             _ => ctx.gw.kms.metadata(n).await?,
         };
-        ctx.assert_key_with(n, md.as_ref(), KeyOp::Read, "GET_KEYS_METADATA")?;
+        ctx.assert_key_with(
+            n,
+            md.as_ref().map(|m| &m.meta),
+            KeyOp::Read,
+            "GET_KEYS_METADATA",
+        )?;
         found.insert(n, md);
     }
     let out: Vec<Value> = names
@@ -479,8 +497,7 @@ async fn eek_op(
     if op == "decrypt" {
         ctx.assert_access(OpType::DecryptEek, "DECRYPT_EEK", Some(name))?;
         let kv = ctx.gw.kms.version_of_key(vn, name).await?;
-        ctx.assert_key(name, KeyOp::DecryptEek, "DECRYPT_EEK")
-            .await?;
+        ctx.assert_key_with(name, Some(&kv.meta), KeyOp::DecryptEek, "DECRYPT_EEK")?;
         let dek = Kms::decrypt(&kv, &iv, &material)?;
         ctx.ok("DECRYPT_EEK", Some(name), "");
         Ok(json_response(
@@ -490,8 +507,7 @@ async fn eek_op(
     } else {
         ctx.assert_access(OpType::GenerateEek, "REENCRYPT_EEK", Some(name))?;
         let kv = ctx.gw.kms.version_of_key(vn, name).await?;
-        ctx.assert_key(name, KeyOp::GenerateEek, "REENCRYPT_EEK")
-            .await?;
+        ctx.assert_key_with(name, Some(&kv.meta), KeyOp::GenerateEek, "REENCRYPT_EEK")?;
         let e = ctx.gw.kms.reencrypt(&kv, &iv, &material).await?;
         ctx.ok("REENCRYPT_EEK", Some(name), "");
         Ok(json_response(StatusCode::OK, &eek_json(&e)))

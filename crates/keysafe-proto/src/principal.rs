@@ -52,7 +52,8 @@ pub enum Principal {
     Group { org: OrgName, name: GroupName },
 }
 
-const GROUP_PREFIX: &str = "group:";
+/// What starts the wire form of a group principal (`group:NAME`).
+pub const GROUP_PREFIX: &str = "group:";
 
 impl Principal {
     /// Parses the wire form (`FINGERPRINT` or `group:NAME`), placing a group in `org`.

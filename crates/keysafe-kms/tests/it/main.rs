@@ -11,4 +11,5 @@ mod hadoop_secure;
 mod kdc;
 mod kerberos;
 mod limits;
+mod reads;
 mod safety;

@@ -134,21 +134,34 @@ async fn group_sharing_admission_and_rotation(storage: TestStorage) {
     assert_eq!(listed.deposits.len(), 1);
     assert_eq!(listed.deposits[0].owner, "group:kms");
 
+    // A long-lived vault (a gateway process) holding the group's epoch-1 identity ...
+    let v1 = gw1.vault();
+    let got = v1
+        .get(
+            Some("group:kms"),
+            &name("hadoop/k1"),
+            None,
+            CacheUse::Refresh,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&*got.plaintext, b"k1-material");
     // Removing gw2 rotates the identity: what is written afterwards is not for gw2's key.
     let g = admin_remove_member(&ts.admin, &acme, &kms, &gw2.fingerprint)
         .await
         .unwrap();
     assert_eq!(g.epoch, 2);
     assert_eq!(g.members.len(), 1);
-    let v1 = gw1.vault();
-    v1.put(
-        Some("group:kms"),
-        &name("hadoop/k1"),
-        b"rolled",
-        Precondition::None,
-    )
-    .await
-    .unwrap();
+    // ... reads what is written under epoch 2 with no restart (it fetches the new identity).
+    gw1.vault()
+        .put(
+            Some("group:kms"),
+            &name("hadoop/k1"),
+            b"rolled",
+            Precondition::None,
+        )
+        .await
+        .unwrap();
     let latest = v1
         .get(
             Some("group:kms"),
