@@ -215,33 +215,35 @@ impl Vault {
         group_owned: bool,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-        if group_owned {
-            let groups = self.group_identities().await?;
-            if !groups.is_empty()
-                && let Ok(p) = e2e::decrypt(&groups, ciphertext)
-            {
-                return Ok(p);
+        let as_me = || e2e::decrypt(std::slice::from_ref(&self.me), ciphertext);
+        let mut mine = None;
+        if !group_owned {
+            match as_me() {
+                Ok(p) => return Ok(p),
+                Err(e) => mine = Some(e),
             }
         }
-        match e2e::decrypt(std::slice::from_ref(&self.me), ciphertext) {
-            Ok(p) => Ok(p),
-            Err(first) => {
-                let groups = self.group_identities().await?;
-                if !groups.is_empty()
-                    && let Ok(p) = e2e::decrypt(&groups, ciphertext)
-                {
-                    return Ok(p);
-                }
-                // Membership may have changed since the identities were fetched (admitted
-                // since, or a new epoch): fetch them again once.
-                self.forget_groups();
-                let groups = self.group_identities().await?;
-                if groups.is_empty() {
-                    return Err(first);
-                }
-                e2e::decrypt(&groups, ciphertext)
-            }
+        let groups = self.group_identities().await?;
+        if !groups.is_empty()
+            && let Ok(p) = e2e::decrypt(&groups, ciphertext)
+        {
+            return Ok(p);
         }
+        let first = match mine {
+            Some(e) => e,
+            None => match as_me() {
+                Ok(p) => return Ok(p),
+                Err(e) => e,
+            },
+        };
+        // Membership may have changed since the identities were fetched (admitted since, or a
+        // new epoch): fetch them again once.
+        self.forget_groups();
+        let groups = self.group_identities().await?;
+        if groups.is_empty() {
+            return Err(first);
+        }
+        e2e::decrypt(&groups, ciphertext)
     }
 
     /// Fetches and decrypts a version (raw deposits are returned as stored).

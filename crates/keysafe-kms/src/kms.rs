@@ -396,15 +396,9 @@ impl Kms {
         KmsError::io(format!("java.io.IOException: Key {name} not found"))
     }
 
-    /// `num` EEKs under the current version, from the queue when it has them.
-    pub async fn generate_eeks(self: &Arc<Self>, name: &str, num: usize) -> KmsResult<Vec<Eek>> {
-        // Only existing keys get a queue (the current version is cached, so this is cheap).
-        let key = self.current_or_io(name).await?;
-        self.generate_eeks_of(name, key, num)
-    }
-
-    /// [`Self::generate_eeks`] with the current version already at hand.
-    pub fn generate_eeks_of(
+    /// `num` EEKs under `key`, the current version of `name` (only existing keys get a
+    /// queue), from the queue when it has them.
+    pub fn generate_eeks(
         self: &Arc<Self>,
         name: &str,
         key: Arc<KeyVersionRecord>,
@@ -499,6 +493,10 @@ mod tests {
         ))
     }
 
+    async fn current(k: &Kms, name: &str) -> Arc<KeyVersionRecord> {
+        k.current(name).await.unwrap().unwrap()
+    }
+
     fn req(name: &str) -> CreateRequest {
         CreateRequest {
             name: name.into(),
@@ -510,7 +508,7 @@ mod tests {
     async fn roll_drains_queue_and_new_eeks_use_new_version() {
         let k = kms(10);
         k.create(req("k")).await.unwrap();
-        let e = k.generate_eeks("k", 1).await.unwrap();
+        let e = k.generate_eeks("k", current(&k, "k").await, 1).unwrap();
         assert_eq!(e[0].version_name, "k@0");
         // Wait for the background refill.
         for _ in 0..100 {
@@ -522,7 +520,7 @@ mod tests {
         assert!(k.queued("k") > 0);
         k.roll("k", None).await.unwrap();
         assert_eq!(k.queued("k"), 0, "drained on roll");
-        let e = k.generate_eeks("k", 3).await.unwrap();
+        let e = k.generate_eeks("k", current(&k, "k").await, 3).unwrap();
         assert!(e.iter().all(|e| e.version_name == "k@1"));
     }
 

@@ -315,7 +315,7 @@ pub async fn route(
                 "GENERATE_EEK",
             )?;
             let key = key.ok_or_else(|| Kms::no_such_key(name))?;
-            let eeks = ctx.gw.kms.generate_eeks_of(name, key, num)?;
+            let eeks = ctx.gw.kms.generate_eeks(name, key, num)?;
             ctx.ok("GENERATE_EEK", Some(name), "");
             Ok(json_response(
                 StatusCode::OK,
