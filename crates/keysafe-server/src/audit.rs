@@ -30,6 +30,14 @@ use tokio::sync::mpsc;
 /// a few milliseconds of inserts and about 1.2 MB of events in memory.
 const BATCH: usize = 4096;
 
+/// The least time between two appends of queued entries. Each append is a commit, and on
+/// SQLite every commit also empties the page cache of each read connection (a reader that
+/// starts after a commit reads its pages again), so under load appends are spaced by this much
+/// and take everything that queued meanwhile. Entries that come further apart than this are
+/// appended at once. It bounds how much longer an entry can wait in memory (and so what a crash
+/// can lose) at high request rates.
+const APPEND_SPACING: Duration = Duration::from_millis(10);
+
 /// The queue and its state, shared by every request.
 #[derive(Debug)]
 pub struct AuditTrail {
@@ -162,6 +170,8 @@ async fn batch_writer(
     trail: std::sync::Weak<AuditTrail>,
     spool: Option<Arc<crate::audit_spool::AuditSpool>>,
 ) {
+    let start = tokio::time::Instant::now();
+    let mut last_append = start.checked_sub(APPEND_SPACING).unwrap_or(start);
     loop {
         // While entries wait in the spool, try to replay them every second even when no new
         // entry comes.
@@ -178,6 +188,15 @@ async fn batch_writer(
                 continue;
             }
         };
+        // Held by this task from here on: counted, so that `flush` waits for it.
+        if let Some(t) = trail.upgrade() {
+            t.in_flight.store(1, Ordering::Relaxed);
+        }
+        let since = last_append.elapsed();
+        if since < APPEND_SPACING {
+            tokio::time::sleep(APPEND_SPACING - since).await;
+        }
+        last_append = tokio::time::Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         batch.push(first);
         while batch.len() < BATCH {

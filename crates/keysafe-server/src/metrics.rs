@@ -49,6 +49,53 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// The two series of one operation and status.
+type RequestSeries = (metrics::Counter, metrics::Histogram);
+
+/// Request series by operation and status, looked up once: recording a request is then a read
+/// lock and two atomic updates, where the `metrics` macros build the key (labels, allocations,
+/// a hash) and ask the registry on every call. Both labels come from bounded sets (the method
+/// label and route template, the status label), so the map is bounded too. Filled only once the
+/// process-wide recorder is installed: a handle taken before that would record nowhere.
+static REQUEST_SERIES: OnceLock<
+    std::sync::RwLock<std::collections::HashMap<String, Vec<(&'static str, RequestSeries)>>>,
+> = OnceLock::new();
+
+/// Counts a request in `keysafe_requests_total` and its time in
+/// `keysafe_request_duration_seconds`, both labelled by operation and status.
+pub fn record_request(operation: &str, status: &'static str, elapsed: std::time::Duration) {
+    let secs = elapsed.as_secs_f64();
+    let installed = HANDLE.get().is_some_and(Option::is_some);
+    let map = REQUEST_SERIES.get_or_init(Default::default);
+    if installed
+        && let Ok(m) = map.read()
+        && let Some((_, (counter, histogram))) = m
+            .get(operation)
+            .and_then(|v| v.iter().find(|(s, _)| *s == status))
+    {
+        counter.increment(1);
+        histogram.record(secs);
+        return;
+    }
+    let (counter, histogram) = series(operation, status);
+    counter.increment(1);
+    histogram.record(secs);
+    if installed && let Ok(mut m) = map.write() {
+        let v = m.entry(operation.to_owned()).or_default();
+        if !v.iter().any(|(s, _)| *s == status) {
+            v.push((status, (counter, histogram)));
+        }
+    }
+}
+
+fn series(operation: &str, status: &'static str) -> RequestSeries {
+    let op = operation.to_owned();
+    (
+        metrics::counter!("keysafe_requests_total", "operation" => op.clone(), "status" => status),
+        metrics::histogram!("keysafe_request_duration_seconds", "operation" => op, "status" => status),
+    )
+}
+
 /// `# HELP` text for every series keysafe records (the exporter prints a family's HELP only
 /// once it is described). A test checks that every family rendered has one.
 fn describe() {
@@ -258,4 +305,34 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first request of an operation and status records through a new handle, later ones
+    /// through the kept one: every request counts, in the series of its own labels.
+    #[test]
+    fn kept_request_series_count_every_request() {
+        let handle = handle().unwrap();
+        let t = std::time::Duration::from_micros(300);
+        for _ in 0..3 {
+            record_request("GET /kept-series-test", "200", t);
+        }
+        record_request("GET /kept-series-test", "404", t);
+        record_request("PUT /kept-series-test", "200", t);
+        let text = handle.render();
+        for line in [
+            "keysafe_requests_total{operation=\"GET /kept-series-test\",status=\"200\"} 3",
+            "keysafe_requests_total{operation=\"GET /kept-series-test\",status=\"404\"} 1",
+            "keysafe_requests_total{operation=\"PUT /kept-series-test\",status=\"200\"} 1",
+            "keysafe_request_duration_seconds_count{operation=\"GET /kept-series-test\",status=\"200\"} 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line} in:\n{text}"
+            );
+        }
+    }
 }

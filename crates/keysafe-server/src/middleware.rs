@@ -155,11 +155,12 @@ pub async fn request_context(
         None => (None, None),
     };
     let remote_text = remote.map(|r| r.to_string()).unwrap_or_default();
+    // Text fields only: the log formats a span's fields when the span opens, per request, and
+    // a string costs the least to format. The method and path are on the request's own log
+    // line below and in its audit entry.
     let span = tracing::info_span!(
         "request",
-        id = %id,
-        method = %req.method(),
-        path = %req.uri().path(),
+        id = id.as_str(),
         client = client.as_deref().unwrap_or("-"),
         remote = remote_text.as_str(),
     );
@@ -285,10 +286,7 @@ pub async fn request_context(
         // Bounded label values: anything else is "other".
         _ => "other",
     };
-    metrics::counter!("keysafe_requests_total", "operation" => operation.clone(), "status" => status_label)
-        .increment(1);
-    metrics::histogram!("keysafe_request_duration_seconds", "operation" => operation, "status" => status_label)
-        .record(elapsed.as_secs_f64());
+    crate::metrics::record_request(&operation, status_label, elapsed);
     // Successful requests log at debug: at tens of thousands of requests a second an info line
     // each would cost more than the request. The audit trail, not the log, records accesses.
     // Health answers log their state when it changes (routes/health.rs), not per probe.
@@ -296,15 +294,16 @@ pub async fn request_context(
         .extensions()
         .get::<crate::health_log::LoggedOnChange>()
         .is_some();
+    let path = path.as_str();
     span.in_scope(|| {
         if logged_elsewhere {
-            tracing::debug!(status, micros, "request");
+            tracing::debug!(operation, path, status, micros, "request");
         } else if status >= 500 {
-            tracing::warn!(status, micros, "request failed");
+            tracing::warn!(operation, path, status, micros, "request failed");
         } else if status >= 400 {
-            tracing::info!(status, micros, "request refused");
+            tracing::info!(operation, path, status, micros, "request refused");
         } else {
-            tracing::debug!(status, micros, "request");
+            tracing::debug!(operation, path, status, micros, "request");
         }
     });
     response

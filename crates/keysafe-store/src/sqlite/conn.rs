@@ -72,8 +72,32 @@ pub(crate) fn open(path: &Path, query_only: bool) -> StoreResult<Connection> {
     open_with(path, query_only, false)
 }
 
+/// Turns off SQLite's allocation statistics before the library initialises. They are kept
+/// under one process-wide mutex taken on every allocation and free of every connection, so the
+/// read connections on the runtime threads and the writer thread would contend on it for
+/// numbers keysafe never reads. Answers whether the setting took: SQLite accepts it only before
+/// it initialises, so it does not when something else in the process used SQLite first (then
+/// the statistics stay on, which costs speed, not correctness).
+#[allow(unsafe_code)]
+pub(crate) fn configure_library() -> bool {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DONE.get_or_init(|| {
+        // SAFETY: `sqlite3_config` with SQLITE_CONFIG_MEMSTATUS takes one int. Called after
+        // SQLite initialised it changes nothing and answers SQLITE_MISUSE; `OnceLock` keeps
+        // two threads from calling it at once.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                std::ffi::c_int::from(0u8),
+            )
+        };
+        rc == rusqlite::ffi::SQLITE_OK
+    })
+}
+
 /// [`open`], creating the file when `create` says so and it is missing.
 pub(crate) fn open_with(path: &Path, query_only: bool, create: bool) -> StoreResult<Connection> {
+    configure_library();
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -242,6 +266,26 @@ impl Readers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The allocation statistics are off: SQLite's count of the memory it holds stays at zero
+    /// while a connection allocates. (Nothing in this test process uses SQLite before the
+    /// store opens its first connection.)
+    #[test]
+    #[allow(unsafe_code)]
+    fn allocation_statistics_are_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_with(&dir.path().join("x.db"), false, true).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (zeroblob(100000)); SELECT * FROM t;",
+        )
+        .unwrap();
+        assert!(
+            configure_library(),
+            "SQLite was initialised before the store"
+        );
+        // SAFETY: a plain read of a counter; no arguments.
+        assert_eq!(unsafe { rusqlite::ffi::sqlite3_memory_used() }, 0);
+    }
 
     /// A borrowed connection that comes back inside a transaction is closed, not kept: the next
     /// borrower never inherits an old snapshot.
