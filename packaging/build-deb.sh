@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package into target/debian/ (or -o DIR).
 #
-#   packaging/build-deb.sh                        # release build, as shipped (about 10 min cold)
+#   packaging/build-deb.sh                        # release build, as shipped (about 12 min cold)
 #   packaging/build-deb.sh --binary PATH [ARGS]   # package an already built keysafe binary
 #
 # Completions and man pages are generated from the binary itself (keysafe completions SHELL,

@@ -27,6 +27,8 @@ pub struct AnonymousAudit {
     config: AnonymousSampling,
     node: String,
     window: Mutex<Window>,
+    /// Kept once the metrics recorder is installed (see `metrics::recorder_installed`).
+    counters: std::sync::OnceLock<[metrics::Counter; 2]>,
 }
 
 #[derive(Debug)]
@@ -60,12 +62,20 @@ pub enum Sample {
     Suppress,
 }
 
+/// `keysafe_audit_anonymous_requests_total` by disposition: recorded, suppressed.
+fn disposition_counters() -> [metrics::Counter; 2] {
+    ["recorded", "suppressed"].map(
+        |label| metrics::counter!("keysafe_audit_anonymous_requests_total", "disposition" => label),
+    )
+}
+
 impl AnonymousAudit {
     pub fn new(config: AnonymousSampling, node: String) -> Self {
         Self {
             config,
             node,
             window: Mutex::new(Window::new()),
+            counters: std::sync::OnceLock::new(),
         }
     }
 
@@ -100,12 +110,15 @@ impl AnonymousAudit {
             Sample::Suppress
         };
         drop(w);
-        let label = match decision {
-            Sample::Record => "recorded",
-            Sample::Suppress => "suppressed",
+        let i = match decision {
+            Sample::Record => 0,
+            Sample::Suppress => 1,
         };
-        metrics::counter!("keysafe_audit_anonymous_requests_total", "disposition" => label)
-            .increment(1);
+        if crate::metrics::recorder_installed() {
+            self.counters.get_or_init(disposition_counters)[i].increment(1);
+        } else {
+            disposition_counters()[i].increment(1);
+        }
         (decision, summary)
     }
 

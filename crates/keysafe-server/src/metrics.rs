@@ -57,15 +57,22 @@ type RequestSeries = (metrics::Counter, metrics::Histogram);
 /// a hash) and ask the registry on every call. Both labels come from bounded sets (the method
 /// label and route template, the status label), so the map is bounded too. Filled only once the
 /// process-wide recorder is installed: a handle taken before that would record nowhere.
-static REQUEST_SERIES: OnceLock<
-    std::sync::RwLock<std::collections::HashMap<String, Vec<(&'static str, RequestSeries)>>>,
-> = OnceLock::new();
+static REQUEST_SERIES: OnceLock<std::sync::RwLock<SeriesByOperation>> = OnceLock::new();
+
+/// Operation → (status label, series) pairs.
+type SeriesByOperation = std::collections::HashMap<String, Vec<(&'static str, RequestSeries)>>;
+
+/// Whether the process-wide recorder is installed: a handle taken before that records
+/// nowhere, so handles are kept only from then on.
+pub fn recorder_installed() -> bool {
+    HANDLE.get().is_some_and(Option::is_some)
+}
 
 /// Counts a request in `keysafe_requests_total` and its time in
 /// `keysafe_request_duration_seconds`, both labelled by operation and status.
 pub fn record_request(operation: &str, status: &'static str, elapsed: std::time::Duration) {
     let secs = elapsed.as_secs_f64();
-    let installed = HANDLE.get().is_some_and(Option::is_some);
+    let installed = recorder_installed();
     let map = REQUEST_SERIES.get_or_init(Default::default);
     if installed
         && let Ok(m) = map.read()
