@@ -115,6 +115,8 @@ fn bind_all<'q>(mut q: Query<'q>, params: &[RawValue]) -> Query<'q> {
 impl RawDb {
     /// Connects to the database `cfg` names (with its password, for PostgreSQL).
     pub async fn connect(cfg: &StorageConfig) -> StoreResult<Self> {
+        // SQLite is configured before anything in the process initialises it, sqlx included.
+        configure_sqlite();
         let conn = match &cfg.backend {
             Backend::Sqlite { path } => Conn::Sqlite(
                 sqlx::sqlite::SqliteConnectOptions::new()
@@ -419,6 +421,13 @@ fn decode(row: &sqlx::sqlite::SqliteRow, i: usize) -> StoreResult<RawValue> {
 /// tests that search what is at rest: for SQLite the database, its write-ahead log and its
 /// shared-memory index. None for PostgreSQL: its files belong to the server, wherever that
 /// runs (a test that started the server knows its data directory).
+/// Configures SQLite the way the store does before its first connection; a test that opens
+/// SQLite by other means (sqlx) calls this first, so that it never initialises SQLite while the
+/// store configures it on another thread.
+pub fn configure_sqlite() {
+    crate::sqlite::conn::configure_library();
+}
+
 pub fn files_at_rest(cfg: &StorageConfig) -> Vec<PathBuf> {
     match &cfg.backend {
         Backend::Sqlite { path } => ["", "-wal", "-shm"]

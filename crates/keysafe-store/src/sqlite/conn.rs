@@ -82,9 +82,11 @@ pub(crate) fn open(path: &Path, query_only: bool) -> StoreResult<Connection> {
 pub(crate) fn configure_library() -> bool {
     static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *DONE.get_or_init(|| {
-        // SAFETY: `sqlite3_config` with SQLITE_CONFIG_MEMSTATUS takes one int. Called after
-        // SQLite initialised it changes nothing and answers SQLITE_MISUSE; `OnceLock` keeps
-        // two threads from calling it at once.
+        // SAFETY: `sqlite3_config` with SQLITE_CONFIG_MEMSTATUS takes one int, and must not
+        // run while another thread is inside SQLite. Every SQLite use of keysafe starts here
+        // first (`open_with`, and `testing::RawDb::connect` before sqlx opens), and `OnceLock`
+        // runs it once, with any other caller waiting until it returns. Called after SQLite
+        // initialised, it changes nothing and answers SQLITE_MISUSE.
         let rc = unsafe {
             rusqlite::ffi::sqlite3_config(
                 rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,

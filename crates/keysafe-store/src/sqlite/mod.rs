@@ -10,7 +10,7 @@
 
 mod audit;
 mod cluster;
-mod conn;
+pub(crate) mod conn;
 mod export;
 mod lifecycle;
 mod reads;

@@ -104,6 +104,7 @@ async fn release_database(storage: &str) -> (StorageConfig, Box<dyn std::any::An
             let dir = guard.downcast_ref::<tempfile::TempDir>().unwrap();
             let path = dir.path().join("store.db");
             use sqlx::ConnectOptions;
+            keysafe_store::testing::configure_sqlite();
             let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(&path)
                 .create_if_missing(true)
