@@ -154,8 +154,9 @@ impl AuditTrail {
         }
     }
 
-    /// Waits (up to `limit`) until every entry recorded before the call is committed (or
-    /// spooled): for shutdown, and for tests that read the chain.
+    /// Waits (up to `limit`) until no recorded entry is left waiting: every entry recorded so
+    /// far is committed (or spooled). For shutdown, after the listener closed, and for tests
+    /// that read the chain; under steady traffic it waits until `limit`.
     pub async fn flush(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         while self.pending.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
