@@ -39,7 +39,7 @@ impl Column for &'static str {
 /// name compares every column before it. A query whose columns drift from its decoder fails as
 /// `Corrupt`; a wrong column is never decoded.
 #[derive(Clone, Copy)]
-pub(crate) struct At(pub usize, pub &'static str);
+struct At(usize, &'static str);
 
 impl Column for At {
     fn index(self, row: &Row<'_>) -> StoreResult<usize> {
