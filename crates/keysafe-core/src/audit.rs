@@ -55,9 +55,14 @@ impl AuditScope {
         self.state.lock().map(|s| s.recorded).unwrap_or(false)
     }
 
-    /// The event as it stands.
-    pub fn event(&self) -> Option<AuditEvent> {
-        self.state.lock().ok().map(|s| s.event.clone())
+    /// The event, moved out for the server to record once the request is answered; `None` when
+    /// a write carried it already. Later notes change an empty event that nobody records.
+    pub fn take_unrecorded(&self) -> Option<AuditEvent> {
+        let mut s = self.state.lock().ok()?;
+        if s.recorded {
+            return None;
+        }
+        Some(std::mem::take(&mut s.event))
     }
 
     pub fn update(&self, f: impl FnOnce(&mut AuditEvent)) {
@@ -388,5 +393,49 @@ impl crate::Service {
             .await?
             .into_iter()
             .next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            request_id: "r1".into(),
+            operation: "GET /v1/deposits/{*path}".into(),
+            ..AuditEvent::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_server_takes_an_unrecorded_event_once_with_its_notes() {
+        let scope = AuditScope::new(event());
+        scope
+            .clone()
+            .run(async { note(|e| e.version = Some(3)) })
+            .await;
+        let taken = scope.take_unrecorded().unwrap();
+        assert_eq!(taken.request_id, "r1");
+        assert_eq!(taken.version, Some(3));
+        // Taken: a second take finds an empty event, never the request's again.
+        assert_eq!(scope.take_unrecorded().unwrap(), AuditEvent::default());
+    }
+
+    #[tokio::test]
+    async fn an_event_a_write_carried_is_not_taken_again() {
+        let scope = AuditScope::new(event());
+        let carried = scope
+            .clone()
+            .run(async {
+                let e = event_for_write();
+                mark_recorded();
+                e
+            })
+            .await
+            .unwrap();
+        assert_eq!(carried.outcome, "ok");
+        assert!(scope.is_recorded());
+        assert!(scope.take_unrecorded().is_none());
     }
 }

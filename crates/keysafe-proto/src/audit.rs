@@ -18,7 +18,7 @@ pub const CHECKPOINT_ALGORITHM: &str = "ed25519";
 
 /// What one request did. Everything but the chain fields (`seq`, `prev_hash`, `hash`) is decided
 /// before the entry reaches the writer. Never holds a payload, a key, a secret or a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Unix milliseconds (UTC) when the request arrived.
     pub time: i64,

@@ -11,12 +11,27 @@ use keysafe_proto::{ClientFingerprint, HEADER_TOKEN};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// What the handshake established about the peer. Computed once per connection.
+/// What the handshake established about the peer. Computed once per connection and shared by
+/// its requests: a clone is a reference count, not a copy of the fingerprint.
 #[derive(Debug, Clone)]
-pub struct PeerIdentity {
+pub struct PeerIdentity(Arc<PeerFields>);
+
+/// The fields of a [`PeerIdentity`].
+#[derive(Debug)]
+pub struct PeerFields {
     pub remote: SocketAddr,
+    /// `remote` as text (`IP:port`), formatted once for the request span and audit entries.
+    pub remote_text: Box<str>,
     pub fingerprint: Option<ClientFingerprint>,
     pub cert_der: Option<Arc<[u8]>>,
+}
+
+impl std::ops::Deref for PeerIdentity {
+    type Target = PeerFields;
+
+    fn deref(&self) -> &PeerFields {
+        &self.0
+    }
 }
 
 impl PeerIdentity {
@@ -26,14 +41,15 @@ impl PeerIdentity {
     ) -> Self {
         let leaf = certs.and_then(|c| c.first());
         let fingerprint = leaf.and_then(|c| ClientFingerprint::of_certificate(c).ok());
-        Self {
+        Self(Arc::new(PeerFields {
             remote,
+            remote_text: remote.to_string().into_boxed_str(),
             cert_der: fingerprint
                 .as_ref()
                 .and(leaf)
                 .map(|c| Arc::from(c.as_ref())),
             fingerprint,
-        }
+        }))
     }
 }
 

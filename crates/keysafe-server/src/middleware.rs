@@ -37,7 +37,14 @@ fn new_request_id() -> String {
     static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}", KEY.get_or_init(Default::default).hash_one(n))
+    let h = KEY.get_or_init(Default::default).hash_one(n);
+    // Sixteen lowercase hex digits, written directly rather than through the formatter.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits: String = (0..16)
+        .rev()
+        .map(|i| char::from(HEX[((h >> (i * 4)) & 0xf) as usize]))
+        .collect();
+    digits
 }
 
 fn accept_incoming(v: &HeaderValue) -> Option<String> {
@@ -147,31 +154,31 @@ pub async fn request_context(
         .get(HEADER_REQUEST_ID)
         .and_then(accept_incoming)
         .unwrap_or_else(new_request_id);
-    let (client, remote) = match req.extensions().get::<PeerIdentity>() {
-        Some(p) => (
-            p.fingerprint.as_ref().map(|f| f.short().to_owned()),
-            Some(p.remote),
-        ),
-        None => (None, None),
-    };
-    let remote_text = remote.map(|r| r.to_string()).unwrap_or_default();
-    // Text fields only: the log formats a span's fields when the span opens, per request, and
-    // a string costs the least to format. The method and path are on the request's own log
-    // line below and in its audit entry.
+    let peer = req.extensions().get::<PeerIdentity>().cloned();
+    let client_short = peer
+        .as_ref()
+        .and_then(|p| p.fingerprint.as_ref())
+        .map_or("-", |f| f.short());
+    let remote_text = peer.as_ref().map_or("", |p| &*p.remote_text);
+    // The span's values are validated text (the id: letters, digits, `-`, `_`; a hex prefix of
+    // the fingerprint; an address), so they are written with Display, not escaped through Debug:
+    // the log formats a span's fields when the span opens, on every request. The method and
+    // path are on the request's own log line below and in its audit entry.
     let span = tracing::info_span!(
         "request",
-        id = id.as_str(),
-        client = client.as_deref().unwrap_or("-"),
-        remote = remote_text.as_str(),
+        id = %id,
+        client = %client_short,
+        remote = %remote_text,
     );
     let started = Instant::now();
     // ---- audit trail and metrics ----
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "-".to_owned());
-    let operation = format!("{} {route}", method_label(req.method()));
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("-", |m| m.as_str());
+    let method = method_label(req.method());
+    let mut operation = String::with_capacity(method.len() + 1 + route.len());
+    operation.push_str(method);
+    operation.push(' ');
+    operation.push_str(route);
     let path = req.uri().path().to_owned();
     let exempt = exempt_from_audit_refusal(&path);
     let fail_closed = state.audit.policy() == AuditFailurePolicy::FailClosed;
@@ -179,10 +186,9 @@ pub async fn request_context(
         time: keysafe_proto::Timestamp::now().unix_millis(),
         node: state.audit.node.clone(),
         request_id: id.clone(),
-        remote: remote_text,
-        client: req
-            .extensions()
-            .get::<PeerIdentity>()
+        remote: remote_text.to_owned(),
+        client: peer
+            .as_ref()
             .and_then(|p| p.fingerprint.as_ref())
             .map(|f| f.as_str().to_owned()),
         org: None,
@@ -196,7 +202,7 @@ pub async fn request_context(
         audit_refusal()
     } else {
         let run = scope.clone().run(next.run(req).instrument(span.clone()));
-        if unbounded_route(&route) {
+        if unbounded_route(route) {
             run.await
         } else {
             let deadline = state.request_timeout;
@@ -209,9 +215,7 @@ pub async fn request_context(
             }
         }
     };
-    if !scope.is_recorded()
-        && let Some(mut event) = scope.event()
-    {
+    if let Some(mut event) = scope.take_unrecorded() {
         let status = response.status().as_u16();
         let code = response.extensions().get::<ApiError>().map(|e| e.code);
         event.outcome = match code {
@@ -223,7 +227,7 @@ pub async fn request_context(
         // without credentials cannot grow the chain at its request rate.
         let anonymous = event.org.is_none() && !names_a_client(code);
         let record = if anonymous {
-            let (sample, summary) = state.anonymous.sample(remote.map(|r| r.ip()));
+            let (sample, summary) = state.anonymous.sample(peer.as_ref().map(|p| p.remote.ip()));
             if let Some(summary) = summary {
                 state.audit.record(summary);
             }
