@@ -464,11 +464,11 @@ fuzz_target!(|session: Vec<Request>| {
             let Ok(mut req) = b.body(axum::body::Body::from(body)) else {
                 continue;
             };
-            req.extensions_mut().insert(PeerIdentity {
-                remote: SocketAddr::from(([127, 0, 0, 1], 40000)),
-                cert_der: fp.as_ref().map(|_| Arc::from(&b"peer certificate"[..])),
-                fingerprint: fp.clone(),
-            });
+            req.extensions_mut().insert(PeerIdentity::from_parts(
+                SocketAddr::from(([127, 0, 0, 1], 40000)),
+                fp.clone(),
+                fp.as_ref().map(|_| Arc::from(&b"peer certificate"[..])),
+            ));
             let seen_path = req.uri().path().to_owned();
             let resp = f.router.clone().oneshot(req).await.expect("infallible");
             let status = resp.status();

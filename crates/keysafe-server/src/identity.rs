@@ -41,14 +41,25 @@ impl PeerIdentity {
     ) -> Self {
         let leaf = certs.and_then(|c| c.first());
         let fingerprint = leaf.and_then(|c| ClientFingerprint::of_certificate(c).ok());
+        let cert_der = fingerprint
+            .as_ref()
+            .and(leaf)
+            .map(|c| Arc::from(c.as_ref()));
+        Self::from_parts(remote, fingerprint, cert_der)
+    }
+
+    /// A peer from what a handshake would have established (the fingerprint is taken as given,
+    /// not derived from `cert_der`): for callers that drive the router without TLS.
+    pub fn from_parts(
+        remote: SocketAddr,
+        fingerprint: Option<ClientFingerprint>,
+        cert_der: Option<Arc<[u8]>>,
+    ) -> Self {
         Self(Arc::new(PeerFields {
             remote,
             remote_text: remote.to_string().into_boxed_str(),
-            cert_der: fingerprint
-                .as_ref()
-                .and(leaf)
-                .map(|c| Arc::from(c.as_ref())),
             fingerprint,
+            cert_der,
         }))
     }
 }
