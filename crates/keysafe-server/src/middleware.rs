@@ -37,14 +37,9 @@ fn new_request_id() -> String {
     static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let h = KEY.get_or_init(Default::default).hash_one(n);
-    // Sixteen lowercase hex digits, written directly rather than through the formatter.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits: String = (0..16)
-        .rev()
-        .map(|i| char::from(HEX[((h >> (i * 4)) & 0xf) as usize]))
-        .collect();
-    digits
+    // Sixteen lowercase hex digits, most significant first (as `{:016x}`), without the
+    // formatter.
+    hex::encode(KEY.get_or_init(Default::default).hash_one(n).to_be_bytes())
 }
 
 fn accept_incoming(v: &HeaderValue) -> Option<String> {

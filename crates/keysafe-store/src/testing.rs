@@ -417,10 +417,6 @@ fn decode(row: &sqlx::sqlite::SqliteRow, i: usize) -> StoreResult<RawValue> {
     })
 }
 
-/// The files on disk that hold the store's data (whether or not each exists right now), for
-/// tests that search what is at rest: for SQLite the database, its write-ahead log and its
-/// shared-memory index. None for PostgreSQL: its files belong to the server, wherever that
-/// runs (a test that started the server knows its data directory).
 /// Configures SQLite the way the store does before its first connection; a test that opens
 /// SQLite by other means (sqlx) calls this first, so that it never initialises SQLite while the
 /// store configures it on another thread.
@@ -428,6 +424,10 @@ pub fn configure_sqlite() {
     crate::sqlite::conn::configure_library();
 }
 
+/// The files on disk that hold the store's data (whether or not each exists right now), for
+/// tests that search what is at rest: for SQLite the database, its write-ahead log and its
+/// shared-memory index. None for PostgreSQL: its files belong to the server, wherever that
+/// runs (a test that started the server knows its data directory).
 pub fn files_at_rest(cfg: &StorageConfig) -> Vec<PathBuf> {
     match &cfg.backend {
         Backend::Sqlite { path } => ["", "-wal", "-shm"]
