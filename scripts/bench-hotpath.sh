@@ -17,8 +17,9 @@
 #   put       PUT of SIZE bytes to a random key of the KEYS (durable before the answer)
 #   put-hot   PUT of SIZE bytes to one key
 #
-# and prints one table with each row's ratio to the trivial handler of the same run, plus
-# start-up to healthy, resident memory (idle after start, after seeding, after the runs) and the
+# and prints one table with each row's ratio to the trivial handler of the same run and the
+# serving process's CPU time per answered request (user + system, from /proc; it moves much less
+# than requests/s when oha and the server share a noisy machine), plus start-up to healthy, resident memory (idle after start, after seeding, after the runs) and the
 # machine's load average. The one change from the default configuration: clients.token_rotation
 # is 24 h, because oha sends one fixed token and a rotation in the middle of a row would turn
 # every later request of that row into a re-issue (see the section in BENCHMARKS.md).
@@ -70,6 +71,7 @@ if [ "${STORAGE:-}" = postgres ]; then
 fi
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
@@ -140,8 +142,11 @@ row() { # NAME -> prints JSON from oha
 : > "$W/rows.jsonl"
 for r in $ROWS; do
   l=$(load)
+  served=$SERVER; [ "$r" = trivial ] && served=$TRIVIAL_PID
+  c0=$(cpu_ticks "$served")
   row "$r" > "$W/$r.json"
-  python3 "$here/lib/oha-row.py" "$r" "$W/$r.json" "$l" >> "$W/rows.jsonl"
+  c1=$(cpu_ticks "$served")
+  python3 "$here/lib/oha-row.py" "$r" "$W/$r.json" "$l" $((c1 - c0)) >> "$W/rows.jsonl"
 done
 RSS_AFTER=$(rss_mb "$SERVER")
 
@@ -151,11 +156,12 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 base = next((r["rps"] for r in rows if r["row"] == "trivial"), None)
 print(f"keysafe hot path: {$KEYS} deposits of {$SIZE} B, {$CONNECTIONS} connections, {$SECONDS_PER_ROW} s per row")
 print()
-print("| row | requests/s | p50 ms | p99 ms | errors | vs trivial | load avg (1/5/15 min) |")
-print("|---|---:|---:|---:|---:|---:|---|")
+print("| row | requests/s | p50 ms | p99 ms | errors | vs trivial | server CPU µs/request | load avg (1/5/15 min) |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
 for r in rows:
     ratio = f"{r['rps'] / base:.2f}" if base else ""
-    print(f"| {r['row']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | {ratio} | {r['load']} |")
+    cpu = f"{r['cpu_us']:.1f}" if r.get("cpu_us") is not None else ""
+    print(f"| {r['row']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | {ratio} | {cpu} | {r['load']} |")
 for r in rows:
     if r["errors"]:
         print(f"{r['row']}: status codes {r['codes']}, errors {r['errs']}")

@@ -83,7 +83,8 @@ pub struct RawDb {
 }
 
 enum Conn {
-    Sqlite(sqlx::SqliteConnection),
+    /// The connection and the database file.
+    Sqlite(sqlx::SqliteConnection, PathBuf),
     Postgres(tokio_postgres::Client),
 }
 
@@ -91,6 +92,11 @@ impl std::fmt::Debug for RawDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RawDb")
     }
+}
+
+fn announce(db: &std::path::Path) -> StoreResult<()> {
+    crate::sqlite::row_cache::announce_change(db)
+        .map_err(|e| StoreError::Backend(format!("cannot announce a raw change: {e}")))
 }
 
 fn raw_error(e: sqlx::Error) -> StoreError {
@@ -125,6 +131,7 @@ impl RawDb {
                     .connect()
                     .await
                     .map_err(raw_error)?,
+                path.clone(),
             ),
             Backend::Postgres { url, password } => {
                 let pg = crate::pg_config(url, password)?;
@@ -138,20 +145,28 @@ impl RawDb {
     /// whose SQL must differ (triggers, blob literals).
     pub fn dialect(&self) -> &'static str {
         match self.conn {
-            Conn::Sqlite(_) => "sqlite",
+            Conn::Sqlite(..) => "sqlite",
             Conn::Postgres(_) => "postgres",
         }
     }
 
     /// Runs one statement; answers how many rows it changed.
+    ///
+    /// On SQLite every write also advances the change epoch beside the file, as every keysafe
+    /// writer does, so the next read of a changed deposit finds the row as written here rather
+    /// than a cached copy (an intruder who does not is served the authentic cached row for at
+    /// most a second: see `sqlite::row_cache`).
     pub async fn execute(&mut self, sql: &str, params: &[RawValue]) -> StoreResult<u64> {
         match &mut self.conn {
-            Conn::Sqlite(conn) => {
+            Conn::Sqlite(conn, path) => {
                 let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params);
-                Ok(q.execute(&mut *conn)
+                let n = q
+                    .execute(&mut *conn)
                     .await
                     .map_err(raw_error)?
-                    .rows_affected())
+                    .rows_affected();
+                announce(path)?;
+                Ok(n)
             }
             Conn::Postgres(client) => {
                 let st = client
@@ -164,14 +179,17 @@ impl RawDb {
         }
     }
 
-    /// Runs several statements (no parameters), for example a trigger definition.
+    /// Runs several statements (no parameters), for example a trigger definition; on SQLite
+    /// it advances the change epoch as [`RawDb::execute`] does.
     pub async fn execute_script(&mut self, sql: &str) -> StoreResult<()> {
         match &mut self.conn {
-            Conn::Sqlite(conn) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&mut *conn)
-                .await
-                .map(|_| ())
-                .map_err(raw_error),
+            Conn::Sqlite(conn, path) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(raw_error)?;
+                announce(path)
+            }
             Conn::Postgres(client) => client.batch_execute(sql).await.map_err(pg_error),
         }
     }
@@ -183,7 +201,7 @@ impl RawDb {
         params: &[RawValue],
     ) -> StoreResult<Vec<Vec<RawValue>>> {
         match &mut self.conn {
-            Conn::Sqlite(conn) => {
+            Conn::Sqlite(conn, _) => {
                 let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params);
                 let rows = q.fetch_all(&mut *conn).await.map_err(raw_error)?;
                 rows.iter()
@@ -219,7 +237,7 @@ impl RawDb {
         check_identifier(name)?;
         check_identifier(table)?;
         let sql = match self.conn {
-            Conn::Sqlite(_) => format!(
+            Conn::Sqlite(..) => format!(
                 "CREATE TRIGGER {name} BEFORE INSERT ON {table} \
                  BEGIN SELECT RAISE(ABORT, '{name}'); END"
             ),
@@ -238,7 +256,7 @@ impl RawDb {
         check_identifier(name)?;
         check_identifier(table)?;
         let sql = match self.conn {
-            Conn::Sqlite(_) => format!("DROP TRIGGER {name}"),
+            Conn::Sqlite(..) => format!("DROP TRIGGER {name}"),
             Conn::Postgres(_) => {
                 format!("DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();")
             }

@@ -14,6 +14,7 @@ pub(crate) mod conn;
 mod export;
 mod lifecycle;
 mod reads;
+pub(crate) mod row_cache;
 mod rows;
 pub(crate) mod schema;
 mod writer;
@@ -45,6 +46,9 @@ pub struct SqliteStore {
     /// The audit chain's committed head, kept by the writer.
     audit_head: audit::SharedHead,
     row_auth: keysafe_core::store::RowAuthSlot,
+    /// Current deposit versions as last read; `None` when the change epoch beside the file
+    /// cannot be opened (a read-only directory), and then every read goes to the file.
+    rows: Option<Arc<row_cache::RowCache>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -115,9 +119,23 @@ impl SqliteStore {
         let shared = audit_head.clone();
         let row_auth = keysafe_core::store::RowAuthSlot::default();
         let auth = row_auth.clone();
+        let rows = match row_cache::RowCache::open(path, row_cache::CAPACITY_BYTES) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    file = %row_cache::signal_path(path).display(),
+                    "cannot open the deposit change epoch; reads of deposits will not be cached"
+                );
+                None
+            }
+        };
+        let writer_rows = rows.clone();
         std::thread::Builder::new()
             .name("keysafe-sqlite-writer".into())
-            .spawn(move || writer::run(write_conn, rx, MAX_BATCH, head, shared, auth))
+            .spawn(move || {
+                writer::run(write_conn, rx, MAX_BATCH, head, shared, auth, writer_rows);
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start the database writer: {e}")))?;
         Ok(Self {
             path: path.to_owned(),
@@ -125,7 +143,13 @@ impl SqliteStore {
             writer: tx,
             audit_head,
             row_auth,
+            rows,
         })
+    }
+
+    /// How many deposit versions the cache holds now.
+    pub fn cached_versions(&self) -> usize {
+        self.rows.as_ref().map_or(0, |c| c.len())
     }
 
     pub fn path(&self) -> &Path {
@@ -322,7 +346,12 @@ impl AdminStore for SqliteStore {
     }
 
     async fn import(&self, records: RecordStream) -> StoreResult<ImportSummary> {
-        let (summary, head) = export::import(&self.path, records).await?;
+        let imported = export::import(&self.path, records).await;
+        // Whether it committed or not: an import writes deposits around the writer.
+        if let Some(rows) = &self.rows {
+            rows.changed();
+        }
+        let (summary, head) = imported?;
         // The writer adopts the new head under its lock at its next write; callers of
         // `audit_head` see it now.
         if let Some(head) = head
@@ -402,7 +431,19 @@ impl DepositStore for SqliteStore {
         key: &DepositKey,
         version: Option<DepositVersion>,
     ) -> StoreResult<Option<(DepositRecord, VersionRecord)>> {
-        self.readers.run(|c| reads::get_version(c, key, version))
+        // The current version is the hot read; a named one goes to the file.
+        let Some(cache) = self.rows.as_ref().filter(|_| version.is_none()) else {
+            return self.readers.run(|c| reads::get_version(c, key, version));
+        };
+        if let Some(row) = cache.get(key) {
+            return Ok(Some(row));
+        }
+        let before = cache.epoch();
+        let row = self.readers.run(|c| reads::get_version(c, key, None))?;
+        if let (Some(before), Some(row)) = (before, &row) {
+            cache.fill(key, before, row);
+        }
+        Ok(row)
     }
 
     async fn list_deposits(&self, q: DepositListing<'_>) -> StoreResult<Vec<DepositRecord>> {

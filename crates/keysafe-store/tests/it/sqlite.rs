@@ -1,5 +1,5 @@
-//! What only the SQLite backend has: its durability settings, and readers on their own
-//! connections while the writer thread commits.
+//! What only the SQLite backend has: its durability settings, readers on their own
+//! connections while the writer thread commits, and its cache of current versions.
 
 use futures_util::StreamExt;
 use keysafe_core::store::{AdminStore, AuditHead, AuditStore, IdentityStore};
@@ -127,4 +127,50 @@ async fn an_export_while_the_writer_commits_audit_batches() {
         }
     }
     writer.await.unwrap();
+}
+
+/// Current versions are served from memory: an edit of the file that no keysafe writer
+/// announced (an intruder's) is not seen while the cached entry is young, and is seen once the
+/// entry is older than its bound (a second). Announced changes are seen at once (the suite's
+/// `the_current_version_is_read_fresh_after_every_change`).
+#[tokio::test]
+async fn an_unannounced_edit_is_seen_once_the_cached_version_is_a_second_old() {
+    use crate::suite::{client_record, create_org, fp, insert, kek, key, org, ts, version};
+    use keysafe_core::store::{DepositStore, Mutation, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let s = SqliteStore::create(&path).await.unwrap();
+    s.apply(create_org("acme")).await.unwrap();
+    s.apply(insert(client_record(fp('a'), "acme", ts(1))))
+        .await
+        .unwrap();
+    s.apply(kek(1, "test-fixture")).await.unwrap();
+    let k = key('a', "k");
+    s.apply(Mutation::PutVersion {
+        org: org(),
+        key: k.clone(),
+        expected_current: None,
+        expected_acl_serial: None,
+        version: version(1, b"one"),
+    })
+    .await
+    .unwrap();
+    let intruder = rusqlite::Connection::open(&path).unwrap();
+    intruder
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let current = || async { s.get_version(&k, None).await.unwrap().unwrap().1.ciphertext };
+
+    assert_eq!(current().await, b"one");
+    assert_eq!(s.cached_versions(), 1);
+    let edited = intruder
+        .execute(
+            "UPDATE deposit_versions SET ciphertext = x'65646974' WHERE name = 'k'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    assert_eq!(current().await, b"one", "served from memory");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    assert_eq!(current().await, b"edit");
 }

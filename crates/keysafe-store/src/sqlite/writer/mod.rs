@@ -18,12 +18,14 @@ mod sharing;
 
 use super::audit::{self, SharedHead};
 use super::conn::backend_error;
+use super::row_cache::{self, RowCache};
 use keysafe_core::store::{
     Applied, AuditAppendError, AuditHead, Mutation, RowAuthMode, RowAuthSlot, SpoolBatch,
     SpoolReplay, StoreError, StoreResult,
 };
 use keysafe_proto::audit::AuditEvent;
 use rusqlite::Connection;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the writer is asked to do.
@@ -53,6 +55,14 @@ pub(crate) enum Job {
 }
 
 impl Job {
+    /// Whether this job may change deposit rows a cached read returns.
+    fn changes_deposits(&self) -> bool {
+        match self {
+            Job::Mutate { mutation, .. } => row_cache::changes_deposits(mutation),
+            Job::Audit { .. } | Job::Spooled { .. } => false,
+        }
+    }
+
     /// Whether this job appends to the audit chain.
     fn appends(&self) -> bool {
         match self {
@@ -98,6 +108,7 @@ pub(crate) fn run(
     mut head: AuditHead,
     shared: SharedHead,
     row_auth: RowAuthSlot,
+    rows: Option<Arc<RowCache>>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -109,7 +120,14 @@ pub(crate) fn run(
             }
         }
         let auth = row_auth.get();
-        commit_batch(&conn, &mut batch, &mut head, &shared, &auth);
+        commit_batch(
+            &conn,
+            &mut batch,
+            &mut head,
+            &shared,
+            &auth,
+            rows.as_deref(),
+        );
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -215,6 +233,7 @@ fn commit_batch(
     head: &mut AuditHead,
     shared: &SharedHead,
     auth: &RowAuthMode,
+    rows: Option<&RowCache>,
 ) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
@@ -267,6 +286,13 @@ fn commit_batch(
     };
     match outcome {
         Ok(()) => {
+            // Before anyone is answered: once a write is acknowledged, no cache serves the
+            // rows it replaced (see `row_cache`).
+            if let Some(rows) = rows
+                && batch.iter().any(Job::changes_deposits)
+            {
+                rows.changed();
+            }
             publish(shared, head);
             for (job, r) in batch.drain(..).zip(results) {
                 job.answer(r);

@@ -1,10 +1,12 @@
 //! The conformance suite: every mutation's success and failure contract, every read, listing
-//! and pagination, the audit chain, the keyring, deletions and their refusals, and the compare-and-set changes raced from two
+//! and pagination (reads fresh after every change, from any handle), the audit chain, the
+//! keyring, deletions and their refusals, and the compare-and-set changes raced from two
 //! handles on one database (two nodes, or two processes). Written once against
 //! `keysafe_core::store` through the factory; `conformance!(module, Backend)` runs every case
 //! against one [`TestBackend`].
 
 mod audit;
+mod coherence;
 mod deposits;
 mod export;
 mod groups;
@@ -16,6 +18,7 @@ mod races;
 mod sharing;
 
 pub use audit::*;
+pub use coherence::*;
 pub use deposits::*;
 pub use export::*;
 pub use groups::*;
@@ -81,6 +84,7 @@ macro_rules! conformance {
                 listing_orders_by_bytes_not_by_locale,
                 many_concurrent_writes_commit_and_survive_reopening,
                 corrupt_rows_are_reported_not_decoded,
+                the_current_version_is_read_fresh_after_every_change,
                 // sharing
                 acl_swap_replaces_grants_and_versions_together,
                 acl_swap_refusals,

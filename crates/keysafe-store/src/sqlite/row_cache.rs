@@ -1,0 +1,383 @@
+//! A bounded in-memory cache of deposits' current versions as stored: the header row, the
+//! sealed payload, the wrapped data key and the row's MAC. Nothing decrypted is cached; the
+//! service still verifies the MAC, checks access and opens the payload on every read. It spares
+//! the SQLite point read, which costs far more than its B-tree descents suggest: every read is
+//! audited, so the writer commits continually, and each commit empties every read connection's
+//! page cache (SQLite's WAL mode cannot tell which pages changed).
+//!
+//! ## Coherence across processes
+//!
+//! Several processes may write the same file (several `keysafe serve` on one data directory,
+//! administration commands), so a write this process never saw must still reach its cache.
+//! Whoever commits a change to deposit rows appends one byte to `<database>-changes` after the
+//! commit and before answering the writer ([`RowCache::changed`]); the file's length is the
+//! change epoch, and `O_APPEND` makes concurrent appends from several processes each count.
+//! An entry records the epoch it was read under and is served only while the length is still
+//! that. A read fills the cache only when the epoch was the same before and after it:
+//!
+//! - a read that began after a commit sees the new row;
+//! - a read that began before it may see the old row; if it checks the epoch after the append,
+//!   the epoch moved and nothing is stored; if before, the entry carries the old epoch, which
+//!   the append (done before the write is acknowledged) makes stale.
+//!
+//! So once a write is acknowledged, no process serves the row it replaced. A process that dies
+//! between its commit and its append never acknowledged its write; the rows it changed may then
+//! be served from other processes' caches until the next change by anyone or for at most
+//! [`MAX_AGE`], and every store appends once when it opens, so a restarted server clears them.
+//! The file grows by one byte per committed batch that changed deposits.
+
+use keysafe_core::store::{DepositKey, DepositRecord, Mutation, VersionRecord, WrappedId};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an entry may be served at most, whatever the epoch says: the bound on how long a
+/// change committed by a process that died before its append stays unseen.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The weight the cache holds at most: about 16 MiB of records (each weighs its variable-size
+/// fields plus [`ENTRY_OVERHEAD`]); a 32-byte deposit weighs about 500, so about 33,000 of them.
+pub(crate) const CAPACITY_BYTES: u64 = 16 << 20;
+
+/// What an entry costs beyond its variable-size fields: the two records, the key, the `Arc`
+/// and the cache's own slot, rounded up.
+const ENTRY_OVERHEAD: u64 = 320;
+
+/// The change epoch shared by every process on one database file.
+struct ChangeSignal {
+    file: File,
+}
+
+impl ChangeSignal {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        Ok(Self {
+            file: options.open(path)?,
+        })
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        self.file.metadata().ok().map(|m| m.len())
+    }
+
+    fn bump(&self) -> std::io::Result<()> {
+        (&self.file).write_all(&[0])
+    }
+}
+
+/// Where the change epoch of the database at `db` lives: beside it, as `-wal` and `-shm` are.
+pub(crate) fn signal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-changes");
+    PathBuf::from(name)
+}
+
+/// Appends to the change epoch of the database at `db`, for writers that bypass the store (the
+/// test kit's raw SQL).
+pub(crate) fn announce_change(db: &Path) -> std::io::Result<()> {
+    ChangeSignal::open(&signal_path(db))?.bump()
+}
+
+type Row = (DepositRecord, VersionRecord);
+
+#[derive(Clone)]
+struct Entry {
+    epoch: u64,
+    read_at: Instant,
+    row: Arc<Row>,
+}
+
+#[derive(Clone)]
+struct Weight;
+
+impl quick_cache::Weighter<DepositKey, Entry> for Weight {
+    fn weight(&self, key: &DepositKey, e: &Entry) -> u64 {
+        let (d, v) = &*e.row;
+        let bytes = key.name.as_str().len()
+            + d.org.as_str().len()
+            + d.mac.as_ref().map_or(0, Vec::len)
+            + v.wrapped_dek.len()
+            + v.ciphertext.len();
+        ENTRY_OVERHEAD.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX))
+    }
+}
+
+pub(crate) struct RowCache {
+    signal: ChangeSignal,
+    rows: quick_cache::sync::Cache<DepositKey, Entry, Weight>,
+}
+
+impl RowCache {
+    /// Opens the change epoch beside the database at `db` (creating it, private to the owner)
+    /// and counts one change: whatever a process that died mid-write left unannounced.
+    pub(crate) fn open(db: &Path, capacity_bytes: u64) -> std::io::Result<Self> {
+        let signal = ChangeSignal::open(&signal_path(db))?;
+        signal.bump()?;
+        let items = usize::try_from(capacity_bytes / 512)
+            .unwrap_or(usize::MAX)
+            .max(16);
+        Ok(Self {
+            signal,
+            rows: quick_cache::sync::Cache::with_weighter(items, capacity_bytes, Weight),
+        })
+    }
+
+    /// The current epoch, to pass to [`RowCache::fill`] after the read; `None` when the epoch
+    /// cannot be read (then nothing is cached).
+    pub(crate) fn epoch(&self) -> Option<u64> {
+        self.signal.epoch()
+    }
+
+    /// The deposit's current version as last read, if no change was committed since and the
+    /// entry is younger than [`MAX_AGE`].
+    pub(crate) fn get(&self, key: &DepositKey) -> Option<Row> {
+        let e = self.rows.get(key)?;
+        if Some(e.epoch) == self.signal.epoch() && e.read_at.elapsed() < MAX_AGE {
+            return Some((*e.row).clone());
+        }
+        self.rows.remove(key);
+        None
+    }
+
+    /// Keeps a row read while the epoch was `before`, unless a change was committed since.
+    pub(crate) fn fill(&self, key: &DepositKey, before: u64, row: &Row) {
+        if self.signal.epoch() == Some(before) {
+            self.rows.insert(
+                key.clone(),
+                Entry {
+                    epoch: before,
+                    read_at: Instant::now(),
+                    row: Arc::new(row.clone()),
+                },
+            );
+        }
+    }
+
+    /// Announces a committed change to deposit rows, before the writer that made it is
+    /// answered: every process's entries become stale, and this process's are dropped (a
+    /// purged deposit's sealed rows do not linger here). When the epoch cannot be appended to,
+    /// other processes may serve the replaced rows for at most [`MAX_AGE`].
+    pub(crate) fn changed(&self) {
+        if let Err(e) = self.signal.bump() {
+            tracing::error!(
+                error = %e,
+                "cannot announce a change to deposits; other processes on this database may \
+                 serve the replaced rows for up to a second"
+            );
+        }
+        self.rows.clear();
+    }
+
+    /// How many rows are cached (for tests and diagnostics).
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+/// Whether a mutation can change a deposit's header row or any of its versions, as a cached
+/// read would return them. Exhaustive, so a new mutation must be classified here.
+pub(crate) fn changes_deposits(m: &Mutation) -> bool {
+    match m {
+        Mutation::PutVersion { .. }
+        | Mutation::SetDeleted { .. }
+        | Mutation::Purge { .. }
+        | Mutation::SetAcl { .. }
+        // Grants to the client go, and each such deposit's ACL serial moves.
+        | Mutation::DeleteClient { .. }
+        // Refused while the organisation or group owns deposits or is granted one; counted as
+        // changes all the same, so that the rule lives in one place (`lifecycle`).
+        | Mutation::DeleteOrg { .. }
+        | Mutation::DeleteGroup { .. }
+        // Gives header rows their MACs.
+        | Mutation::BackfillRowMacs { .. } => true,
+        Mutation::Rewrap { id, .. } => matches!(id, WrappedId::DepositVersion { .. }),
+        Mutation::CreateOrg(_)
+        | Mutation::SetOrgAuth { .. }
+        | Mutation::InsertClient { .. }
+        | Mutation::InsertRegistrationToken(_)
+        | Mutation::RotateToken { .. }
+        | Mutation::MarkSuspectedClone { .. }
+        | Mutation::ResetToken { .. }
+        | Mutation::SetClientState { .. }
+        | Mutation::SetClientRole { .. }
+        | Mutation::DisableUnactivated { .. }
+        | Mutation::CreateGroup { .. }
+        | Mutation::AddGroupMember { .. }
+        | Mutation::AdmitGroupMember { .. }
+        | Mutation::RemoveGroupMember { .. }
+        | Mutation::InsertKek(_)
+        | Mutation::RetireKek { .. }
+        | Mutation::KeepOnlySeal { .. }
+        | Mutation::InsertAuditKey(_)
+        | Mutation::InsertAuditCheckpoint(_)
+        | Mutation::PruneAudit { .. }
+        | Mutation::RevokeRegistrationTokens { .. }
+        | Mutation::RecoverAdmin { .. }
+        | Mutation::UpsertNode(_)
+        | Mutation::RemoveNode { .. }
+        | Mutation::InsertClusterIdentity(_)
+        | Mutation::Announce(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keysafe_core::store::VersionMeta;
+    use keysafe_proto::api::Encoding;
+    use keysafe_proto::{
+        ClientFingerprint, DepositName, DepositVersion, OrgName, Principal, Timestamp,
+    };
+
+    fn key(name: &str) -> DepositKey {
+        DepositKey {
+            owner: Principal::Client(ClientFingerprint::parse(&"a".repeat(64)).unwrap()),
+            name: DepositName::parse(name).unwrap(),
+        }
+    }
+
+    fn row(k: &DepositKey, payload: &[u8]) -> Row {
+        let v = DepositVersion::new(1).unwrap();
+        let at = Timestamp::from_unix_millis(1);
+        (
+            DepositRecord {
+                org: OrgName::parse("acme").unwrap(),
+                owner: k.owner.clone(),
+                name: k.name.clone(),
+                current_version: v,
+                current_size: payload.len() as u64,
+                deleted: false,
+                acl_serial: 0,
+                created_at: at,
+                updated_at: at,
+                mac: None,
+                newest_version: 1,
+            },
+            VersionRecord {
+                meta: VersionMeta {
+                    version: v,
+                    size: payload.len() as u64,
+                    created_at: at,
+                    creator: ClientFingerprint::parse(&"a".repeat(64)).unwrap(),
+                    encoding: Encoding::Raw,
+                },
+                kek_version: 1,
+                wrapped_dek: vec![9; 60],
+                ciphertext: payload.to_vec(),
+            },
+        )
+    }
+
+    fn cache(dir: &tempfile::TempDir, capacity: u64) -> (RowCache, PathBuf) {
+        let db = dir.path().join("x.db");
+        (RowCache::open(&db, capacity).unwrap(), db)
+    }
+
+    #[test]
+    fn an_entry_is_served_until_any_process_announces_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, db) = cache(&dir, CAPACITY_BYTES);
+        let k = key("k");
+        let before = c.epoch().unwrap();
+        c.fill(&k, before, &row(&k, b"one"));
+        assert_eq!(c.get(&k).unwrap().1.ciphertext, b"one");
+        // Another process on the same file commits a change to deposits.
+        announce_change(&db).unwrap();
+        assert!(c.get(&k).is_none());
+        assert_eq!(c.len(), 0, "the stale entry is dropped");
+    }
+
+    #[test]
+    fn a_read_that_overlapped_a_change_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, db) = cache(&dir, CAPACITY_BYTES);
+        let k = key("k");
+        let before = c.epoch().unwrap();
+        // The row was read, then a change was announced before the fill.
+        announce_change(&db).unwrap();
+        c.fill(&k, before, &row(&k, b"old"));
+        assert_eq!(c.len(), 0);
+        assert!(c.get(&k).is_none());
+    }
+
+    #[test]
+    fn this_processs_change_drops_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _db) = cache(&dir, CAPACITY_BYTES);
+        for n in ["a", "b"] {
+            let k = key(n);
+            c.fill(&k, c.epoch().unwrap(), &row(&k, b"x"));
+        }
+        assert_eq!(c.len(), 2);
+        let before = c.epoch().unwrap();
+        c.changed();
+        assert_eq!(c.len(), 0);
+        assert_eq!(c.epoch(), Some(before + 1));
+    }
+
+    #[test]
+    fn opening_counts_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, db) = cache(&dir, CAPACITY_BYTES);
+        let k = key("k");
+        first.fill(&k, first.epoch().unwrap(), &row(&k, b"x"));
+        // A process that restarts (perhaps after dying between a commit and its announcement).
+        let _second = RowCache::open(&db, CAPACITY_BYTES).unwrap();
+        assert!(first.get(&k).is_none());
+    }
+
+    #[test]
+    fn an_entry_older_than_its_bound_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _db) = cache(&dir, CAPACITY_BYTES);
+        let k = key("k");
+        let epoch = c.epoch().unwrap();
+        c.rows.insert(
+            k.clone(),
+            Entry {
+                epoch,
+                read_at: Instant::now()
+                    .checked_sub(MAX_AGE + Duration::from_millis(1))
+                    .unwrap(),
+                row: Arc::new(row(&k, b"x")),
+            },
+        );
+        assert!(c.get(&k).is_none());
+        c.fill(&k, epoch, &row(&k, b"y"));
+        assert_eq!(c.get(&k).unwrap().1.ciphertext, b"y");
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_its_weight() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 64 * 1024;
+        let (c, _db) = cache(&dir, capacity);
+        let epoch = c.epoch().unwrap();
+        for n in 0..1_000 {
+            let k = key(&format!("k{n}"));
+            c.fill(&k, epoch, &row(&k, &[7; 200]));
+        }
+        assert!(c.rows.weight() <= capacity, "{}", c.rows.weight());
+        assert!(c.len() > 10 && c.len() < 1_000, "{}", c.len());
+    }
+
+    #[test]
+    fn the_change_epoch_is_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (_c, db) = cache(&dir, CAPACITY_BYTES);
+        let mode = std::fs::metadata(signal_path(&db))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
