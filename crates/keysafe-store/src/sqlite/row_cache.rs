@@ -24,7 +24,9 @@
 //! between its commit and its append never acknowledged its write; the rows it changed may then
 //! be served from other processes' caches until the next change by anyone or for at most
 //! [`MAX_AGE`], and every store appends once when it opens, so a restarted server clears them.
-//! The file grows by one byte per committed batch that changed deposits.
+//! The file's length grows by one per committed batch that changed deposits, but not its use of
+//! the disk: every [`PUNCH_EVERY`] appends, the appender punches the zeros it holds out of the
+//! disk, which keeps the length (a sparse file).
 
 use keysafe_core::store::{DepositKey, DepositRecord, Mutation, VersionRecord, WrappedId};
 use std::fs::File;
@@ -40,6 +42,9 @@ pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
 /// The weight the cache holds at most: about 16 MiB of records (each weighs its variable-size
 /// fields plus [`ENTRY_OVERHEAD`]); a 32-byte deposit weighs about 500, so about 33,000 of them.
 pub(crate) const CAPACITY_BYTES: u64 = 16 << 20;
+
+/// How many appends apart the change epoch's bytes are punched out of the disk.
+const PUNCH_EVERY: u64 = 1 << 16;
 
 /// What an entry costs beyond its variable-size fields: the two records, the key, the `Arc`
 /// and the cache's own slot, rounded up.
@@ -69,7 +74,18 @@ impl ChangeSignal {
     }
 
     fn bump(&self) -> std::io::Result<()> {
-        (&self.file).write_all(&[0])
+        (&self.file).write_all(&[0])?;
+        if let Some(len) = self.epoch().filter(|l| l % PUNCH_EVERY == 0) {
+            // Only the length counts, and it is kept; a file system that cannot punch holes
+            // keeps the zeros.
+            let _ = rustix::fs::fallocate(
+                &self.file,
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                0,
+                len,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -367,6 +383,21 @@ mod tests {
         }
         assert!(c.rows.weight() <= capacity, "{}", c.rows.weight());
         assert!(c.len() > 10 && c.len() < 1_000, "{}", c.len());
+    }
+
+    #[test]
+    fn the_change_epoch_keeps_its_length_but_not_its_zeros_on_disk() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, db) = cache(&dir, CAPACITY_BYTES);
+        for _ in 0..PUNCH_EVERY {
+            c.changed();
+        }
+        let m = std::fs::metadata(signal_path(&db)).unwrap();
+        // One append at open, then PUNCH_EVERY.
+        assert_eq!(m.len(), PUNCH_EVERY + 1);
+        assert_eq!(c.epoch(), Some(PUNCH_EVERY + 1));
+        assert!(m.blocks() * 512 < PUNCH_EVERY / 2, "{} blocks", m.blocks());
     }
 
     #[test]
