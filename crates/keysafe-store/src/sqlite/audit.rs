@@ -39,22 +39,25 @@ pub(crate) fn load_head(conn: &Connection) -> StoreResult<AuditHead> {
     }
 }
 
-/// Chains `event` after `head`, inserts it, and moves `head` on. Runs inside the writer's
-/// savepoint, so a failure here rolls back the change the entry records.
-pub(crate) fn append(
-    conn: &Connection,
+const INSERT_ENTRY: &str = "INSERT INTO audit_log (seq, time, node, request_id, remote, client, \
+     org, operation, target, version, outcome, prev_hash, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+fn append_error(err: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot append to the audit trail: {err}"))
+}
+
+/// Chains `event` after `head`, inserts it with `insert` (the prepared [`INSERT_ENTRY`]), and
+/// moves `head` on.
+fn insert_entry(
+    insert: &mut rusqlite::Statement<'_>,
     head: &mut AuditHead,
     event: &AuditEvent,
 ) -> StoreResult<()> {
     let seq = head.seq.saturating_add(1);
     let hash = entry_hash(seq, &head.hash, event);
-    conn.prepare_cached(
-        "INSERT INTO audit_log (seq, time, node, request_id, remote, client, org, operation, \
-         target, version, outcome, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
+    insert
+        .execute(params![
             int(seq),
             event.time,
             event.node,
@@ -69,21 +72,33 @@ pub(crate) fn append(
             head.hash,
             hash,
         ])
-    })
-    .map_err(|err| StoreError::Unavailable(format!("cannot append to the audit trail: {err}")))?;
+        .map_err(append_error)?;
     *head = AuditHead { seq, hash };
     Ok(())
 }
 
-/// Chains and appends many entries, in order (one cached statement, run once per entry).
+/// Chains `event` after `head`, inserts it, and moves `head` on. Runs inside the writer's
+/// savepoint, so a failure here rolls back the change the entry records.
+pub(crate) fn append(
+    conn: &Connection,
+    head: &mut AuditHead,
+    event: &AuditEvent,
+) -> StoreResult<()> {
+    let mut insert = conn.prepare_cached(INSERT_ENTRY).map_err(append_error)?;
+    insert_entry(&mut insert, head, event)
+}
+
+/// Chains and appends many entries, in order, through one prepared statement; `head` moves
+/// only when every one was inserted.
 pub(crate) fn append_many(
     conn: &Connection,
     head: &mut AuditHead,
     events: &[AuditEvent],
 ) -> StoreResult<()> {
+    let mut insert = conn.prepare_cached(INSERT_ENTRY).map_err(append_error)?;
     let mut next = head.clone();
     for ev in events {
-        append(conn, &mut next, ev)?;
+        insert_entry(&mut insert, &mut next, ev)?;
     }
     *head = next;
     Ok(())
