@@ -98,6 +98,7 @@ pub(crate) fn signal_path(db: &Path) -> PathBuf {
 
 /// Appends to the change epoch of the database at `db`, for writers that bypass the store (the
 /// test kit's raw SQL).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn announce_change(db: &Path) -> std::io::Result<()> {
     ChangeSignal::open(&signal_path(db))?.bump()
 }
