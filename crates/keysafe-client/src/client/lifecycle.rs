@@ -1,6 +1,7 @@
 //! The administrator's lifecycle calls: deletions (with their dry runs), unused registration
 //! tokens, client pages, and the `disable-unactivated` preview.
 
+use super::request::percent_encode;
 use super::{KeysafeClient, Req};
 use crate::error::ClientError;
 use keysafe_proto::api::{
@@ -63,7 +64,7 @@ impl KeysafeClient {
         id: Option<&str>,
     ) -> Result<RevokedTokens, ClientError> {
         let path = match id {
-            Some(id) => format!("/v1/admin/orgs/{org}/tokens/{}", super::percent_encode(id)),
+            Some(id) => format!("/v1/admin/orgs/{org}/tokens/{}", percent_encode(id)),
             None => format!("/v1/admin/orgs/{org}/tokens"),
         };
         self.json(Req::new(Method::DELETE, path)).await

@@ -13,7 +13,9 @@
 //!
 //! [`get_racing`]: KeysafeClient::get_racing
 
-use super::{AttemptError, KeysafeClient, Req, from_cache};
+use super::fetch::from_cache;
+use super::request::AttemptError;
+use super::{KeysafeClient, Req};
 use crate::cache::CacheKey;
 use crate::client::{Fetched, Source, is_retryable};
 use crate::error::ClientError;
