@@ -8,8 +8,10 @@
 //! servers in order: the configured order, except that a server that failed within the last
 //! `reprobe_after` is passed over (tried last) until that time has passed, when it is tried first
 //! again. So the client sticks to the server that answered and goes back to an earlier one later.
-//! [`KeysafeClient::attempt`] is the one place an HTTP request is built and sent; nothing else
-//! talks to a server (except [`KeysafeClient::raw_request`], a diagnostic escape hatch).
+//! [`KeysafeClient::attempt`] builds and sends every request whose answer is read whole; the
+//! two others that talk to a server are `stream_answer` (answers handed over chunk by chunk,
+//! tried on the next server only while nothing was sent) and [`KeysafeClient::raw_request`], a
+//! diagnostic escape hatch.
 //!
 //! What is retried, on the same or the next server, after a failure:
 //!
