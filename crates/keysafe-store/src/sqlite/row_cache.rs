@@ -402,6 +402,29 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_appends_from_several_handles_each_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, db) = cache(&dir, CAPACITY_BYTES);
+        let start = c.epoch().unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    // Each thread its own open file, as another process would have.
+                    let own = ChangeSignal::open(&signal_path(&db)).unwrap();
+                    for _ in 0..1_000 {
+                        own.bump().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(c.epoch(), Some(start + 4_000));
+    }
+
+    #[test]
     fn the_change_epoch_is_private_to_the_owner() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
