@@ -1,11 +1,13 @@
 //! Two real `keysafe serve` processes over one data directory (the documented several-servers
 //! setup on one SQLite file) under concurrent writes through both: every write succeeds (the
 //! audit chain's head is read under the database's write lock, so the two writers never give
-//! two entries the same place) and the one chain they wrote together verifies.
+//! two entries the same place) and the one chain they wrote together verifies; and a version
+//! written through one is read at once through the other, although each keeps the current
+//! versions it read in memory.
 
 use crate::{free_port, keysafe, ok, run, spawn_serve_at, wait_healthy};
-use keysafe_client::client::{ClientOptions, FailoverOptions};
-use keysafe_client::{ClientHome, KeysafeClient, Precondition};
+use keysafe_client::client::{ClientOptions, FailoverOptions, ServerSpec};
+use keysafe_client::{ClientHome, KeysafeClient, Precondition, ServerTrust};
 use keysafe_proto::DepositName;
 use std::path::Path;
 use std::time::Duration;
@@ -284,4 +286,84 @@ async fn keyring_changes_through_one_server_reach_the_other() {
     }
     let s = admin_b.keyring_status().await.unwrap();
     assert_eq!(s.versions.len(), 1, "{s:?}");
+}
+
+/// A client of `home`'s identity that talks to `url` only; clients of one home made for both
+/// servers share its sequenced token, so they are one client alternating between servers.
+fn via(home: &Path, url: &str, pin: &keysafe_proto::ClientFingerprint) -> KeysafeClient {
+    let identity = ClientHome::read_identity(home).unwrap();
+    KeysafeClient::with_servers_and_home_token(
+        &[ServerSpec {
+            url: url.to_owned(),
+            trust: ServerTrust::Fingerprint(pin.clone()),
+        }],
+        Some(&identity),
+        &ClientOptions {
+            use_cache: false,
+            ..ClientOptions::default()
+        },
+        home,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_written_through_one_server_is_read_at_once_through_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("data");
+    let (pa, pb) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
+    let mut c = keysafe(t);
+    c.args(["init", "--data-dir"])
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.2:{pa}")]);
+    ok(&run(c).await);
+    let (_a, url_a) = spawn_serve_at(t, &dir, "127.0.0.2", pa);
+    let (_b, url_b) = spawn_serve_at(t, &dir, "127.0.0.3", pb);
+    let pin = wait_healthy(&url_a).await.fingerprint;
+    assert_eq!(wait_healthy(&url_b).await.fingerprint, pin);
+
+    let mut c = keysafe(t);
+    c.args(["admin", "--data-dir"])
+        .arg(&dir)
+        .args(["org", "add", "acme", "--json"]);
+    let secret_file = t.join("secret");
+    std::fs::write(
+        &secret_file,
+        json(&ok(&run(c).await))["auth_secret"].as_str().unwrap(),
+    )
+    .unwrap();
+    let home = t.join("home");
+    register(t, &secret_file, &url_a, &home).await;
+    let (a, b) = (via(&home, &url_a, &pin), via(&home, &url_b, &pin));
+    let name = DepositName::parse("db/key").unwrap();
+
+    for round in 1..=20u32 {
+        // Alternate the server that writes; both have read (and kept) the previous version.
+        let (writer, reader) = if round % 2 == 1 { (&a, &b) } else { (&b, &a) };
+        let payload = format!("version {round}");
+        writer
+            .put(&name, payload.clone().into_bytes(), Precondition::None)
+            .await
+            .unwrap();
+        for (server, c) in [("the other", reader), ("the writer", writer)] {
+            for _ in 0..2 {
+                let got = c.get(&name, None).await.unwrap();
+                assert_eq!(
+                    (got.version.get(), got.payload.as_ref()),
+                    (u64::from(round), payload.as_bytes()),
+                    "round {round}, read through {server}"
+                );
+            }
+        }
+    }
+
+    // A soft delete through one server is seen through the other at once.
+    a.delete(&name).await.unwrap();
+    let refused = b.get(&name, None).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(keysafe_proto::ErrorCode::Deleted),
+        "read through the other server after a delete: {refused}"
+    );
 }
