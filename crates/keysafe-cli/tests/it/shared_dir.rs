@@ -5,11 +5,11 @@
 //! written through one is read at once through the other, although each keeps the current
 //! versions it read in memory.
 
-use crate::{free_port, keysafe, ok, run, spawn_serve_at, wait_healthy};
-use keysafe_client::client::{ClientOptions, FailoverOptions, ServerSpec};
-use keysafe_client::{ClientHome, KeysafeClient, Precondition, ServerTrust};
+use crate::{Serve, free_port, keysafe, ok, run, spawn_serve_at, wait_healthy};
+use keysafe_client::client::{ClientOptions, FailoverOptions};
+use keysafe_client::{ClientHome, KeysafeClient, Precondition};
 use keysafe_proto::DepositName;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const WRITERS_PER_SERVER: usize = 4;
@@ -35,6 +35,50 @@ async fn register(tmp: &Path, secret_file: &Path, server: &str, home: &Path) {
     ok(&run(c).await);
 }
 
+/// Two `keysafe serve` processes (on 127.0.0.2 and 127.0.0.3) over one fresh data directory
+/// under `t`, both healthy, and organisation `acme` with its secret in a file.
+struct TwoServers {
+    _a: Serve,
+    _b: Serve,
+    dir: PathBuf,
+    url_a: String,
+    url_b: String,
+    secret_file: PathBuf,
+}
+
+async fn two_servers(t: &Path) -> TwoServers {
+    let dir = t.join("data");
+    let (pa, pb) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
+    let mut c = keysafe(t);
+    c.args(["init", "--data-dir"])
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.2:{pa}")]);
+    ok(&run(c).await);
+    let (a, url_a) = spawn_serve_at(t, &dir, "127.0.0.2", pa);
+    let (b, url_b) = spawn_serve_at(t, &dir, "127.0.0.3", pb);
+    wait_healthy(&url_a).await;
+    wait_healthy(&url_b).await;
+
+    let mut c = keysafe(t);
+    c.args(["admin", "--data-dir"])
+        .arg(&dir)
+        .args(["org", "add", "acme", "--json"]);
+    let secret = json(&ok(&run(c).await))["auth_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_file = t.join("secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    TwoServers {
+        _a: a,
+        _b: b,
+        dir,
+        url_a,
+        url_b,
+        secret_file,
+    }
+}
+
 /// A client that never retries, so every refusal the server answers is counted here.
 fn no_retry_client(home: &Path) -> KeysafeClient {
     let home = ClientHome::load(home).unwrap();
@@ -56,28 +100,14 @@ fn no_retry_client(home: &Path) -> KeysafeClient {
 async fn two_servers_on_one_data_dir_write_concurrently_without_a_single_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let dir = t.join("data");
-    let (pa, pb) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
-    let mut c = keysafe(t);
-    c.args(["init", "--data-dir"])
-        .arg(&dir)
-        .args(["--listen", &format!("127.0.0.2:{pa}")]);
-    ok(&run(c).await);
-    let (_a, url_a) = spawn_serve_at(t, &dir, "127.0.0.2", pa);
-    let (_b, url_b) = spawn_serve_at(t, &dir, "127.0.0.3", pb);
-    wait_healthy(&url_a).await;
-    wait_healthy(&url_b).await;
-
-    let mut c = keysafe(t);
-    c.args(["admin", "--data-dir"])
-        .arg(&dir)
-        .args(["org", "add", "acme", "--json"]);
-    let secret = json(&ok(&run(c).await))["auth_secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let secret_file = t.join("secret");
-    std::fs::write(&secret_file, &secret).unwrap();
+    let TwoServers {
+        dir,
+        url_a,
+        url_b,
+        secret_file,
+        _a,
+        _b,
+    } = two_servers(t).await;
     // One client per server: each process writes (and audits) on its own.
     let mut clients = Vec::new();
     for (i, url) in [&url_a, &url_b].into_iter().enumerate() {
@@ -181,28 +211,14 @@ async fn wait_rewrapped(admin: &KeysafeClient) -> keysafe_proto::api::KeyringSta
 async fn keyring_changes_through_one_server_reach_the_other() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let dir = t.join("data");
-    let (pa, pb) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
-    let mut c = keysafe(t);
-    c.args(["init", "--data-dir"])
-        .arg(&dir)
-        .args(["--listen", &format!("127.0.0.2:{pa}")]);
-    ok(&run(c).await);
-    let (_a, url_a) = spawn_serve_at(t, &dir, "127.0.0.2", pa);
-    let (_b, url_b) = spawn_serve_at(t, &dir, "127.0.0.3", pb);
-    wait_healthy(&url_a).await;
-    wait_healthy(&url_b).await;
-
-    let mut c = keysafe(t);
-    c.args(["admin", "--data-dir"])
-        .arg(&dir)
-        .args(["org", "add", "acme", "--json"]);
-    let secret = json(&ok(&run(c).await))["auth_secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let secret_file = t.join("secret");
-    std::fs::write(&secret_file, &secret).unwrap();
+    let TwoServers {
+        dir,
+        url_a,
+        url_b,
+        secret_file,
+        _a,
+        _b,
+    } = two_servers(t).await;
     let home = t.join("home");
     register(t, &secret_file, &url_a, &home).await;
     let (via_a, via_b) = (client_at(&home, &url_a), client_at(&home, &url_b));
@@ -288,54 +304,25 @@ async fn keyring_changes_through_one_server_reach_the_other() {
     assert_eq!(s.versions.len(), 1, "{s:?}");
 }
 
-/// A client of `home`'s identity that talks to `url` only; clients of one home made for both
-/// servers share its sequenced token, so they are one client alternating between servers.
-fn via(home: &Path, url: &str, pin: &keysafe_proto::ClientFingerprint) -> KeysafeClient {
-    let identity = ClientHome::read_identity(home).unwrap();
-    KeysafeClient::with_servers_and_home_token(
-        &[ServerSpec {
-            url: url.to_owned(),
-            trust: ServerTrust::Fingerprint(pin.clone()),
-        }],
-        Some(&identity),
-        &ClientOptions {
-            use_cache: false,
-            ..ClientOptions::default()
-        },
-        home,
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_written_through_one_server_is_read_at_once_through_the_other() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let dir = t.join("data");
-    let (pa, pb) = (free_port("127.0.0.2"), free_port("127.0.0.3"));
-    let mut c = keysafe(t);
-    c.args(["init", "--data-dir"])
-        .arg(&dir)
-        .args(["--listen", &format!("127.0.0.2:{pa}")]);
-    ok(&run(c).await);
-    let (_a, url_a) = spawn_serve_at(t, &dir, "127.0.0.2", pa);
-    let (_b, url_b) = spawn_serve_at(t, &dir, "127.0.0.3", pb);
+    let TwoServers {
+        url_a,
+        url_b,
+        secret_file,
+        _a,
+        _b,
+        ..
+    } = two_servers(t).await;
     let pin = wait_healthy(&url_a).await.fingerprint;
     assert_eq!(wait_healthy(&url_b).await.fingerprint, pin);
-
-    let mut c = keysafe(t);
-    c.args(["admin", "--data-dir"])
-        .arg(&dir)
-        .args(["org", "add", "acme", "--json"]);
-    let secret_file = t.join("secret");
-    std::fs::write(
-        &secret_file,
-        json(&ok(&run(c).await))["auth_secret"].as_str().unwrap(),
-    )
-    .unwrap();
     let home = t.join("home");
     register(t, &secret_file, &url_a, &home).await;
-    let (a, b) = (via(&home, &url_a, &pin), via(&home, &url_b, &pin));
+    // One home's clients for each server share its sequenced token: one client alternating
+    // between servers.
+    let (a, b) = (client_at(&home, &url_a), client_at(&home, &url_b));
     let name = DepositName::parse("db/key").unwrap();
 
     for round in 1..=20u32 {
