@@ -22,7 +22,9 @@ pub fn generate_secret() -> Result<AuthSecret, CryptoError> {
 /// SHA-256 of a high-entropy bearer value (sequenced or registration token), lowercase hex. Such
 /// values are 256-bit random, so a fast hash is enough; Argon2 is for human-chosen secrets.
 pub fn token_hash(value: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes()).as_ref())
+    keysafe_proto::lower_hex(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes()).as_ref(),
+    )
 }
 
 /// Compares two hashes without an early exit.

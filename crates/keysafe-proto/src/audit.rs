@@ -74,6 +74,14 @@ struct CanonicalEntry<'a> {
 /// absent values. Equal to Python's
 /// `json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
 pub fn canonical_entry(seq: u64, prev_hash: &str, e: &AuditEvent) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_canonical_entry(&mut out, seq, prev_hash, e);
+    out
+}
+
+/// Appends the canonical encoding of an entry to `out` (nothing when it cannot be encoded,
+/// which serde_json only does for maps with non-string keys: none here).
+fn write_canonical_entry(out: &mut Vec<u8>, seq: u64, prev_hash: &str, e: &AuditEvent) {
     let c = CanonicalEntry {
         client: &e.client,
         node: &e.node,
@@ -88,15 +96,19 @@ pub fn canonical_entry(seq: u64, prev_hash: &str, e: &AuditEvent) -> Vec<u8> {
         time: e.time,
         version: e.version,
     };
-    serde_json::to_vec(&c).unwrap_or_default()
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, &c).is_err() {
+        out.truncate(start);
+    }
 }
 
 /// `hex(SHA-256(ENTRY_DOMAIN || canonical_entry))`.
 pub fn entry_hash(seq: u64, prev_hash: &str, e: &AuditEvent) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(ENTRY_DOMAIN);
-    ctx.update(&canonical_entry(seq, prev_hash, e));
-    hex::encode(ctx.finish().as_ref())
+    // One buffer, sized for a typical entry, and one digest call.
+    let mut input = Vec::with_capacity(512);
+    input.extend_from_slice(ENTRY_DOMAIN);
+    write_canonical_entry(&mut input, seq, prev_hash, e);
+    crate::lower_hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input).as_ref())
 }
 
 impl AuditEntry {

@@ -39,7 +39,7 @@ fn new_request_id() -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     // Sixteen lowercase hex digits, most significant first (as `{:016x}`), without the
     // formatter.
-    hex::encode(KEY.get_or_init(Default::default).hash_one(n).to_be_bytes())
+    keysafe_proto::lower_hex(&KEY.get_or_init(Default::default).hash_one(n).to_be_bytes())
 }
 
 fn accept_incoming(v: &HeaderValue) -> Option<String> {

@@ -30,7 +30,11 @@ fn read_headers(
     acl_serial: u64,
     etag: &ContentTag,
 ) {
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+    let mut quoted = String::with_capacity(etag.as_str().len() + 2);
+    quoted.push('"');
+    quoted.push_str(etag.as_str());
+    quoted.push('"');
+    if let Ok(etag) = HeaderValue::try_from(quoted) {
         headers.insert(header::ETAG, etag);
     }
     version_headers(headers, v);
