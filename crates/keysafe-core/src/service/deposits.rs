@@ -331,12 +331,13 @@ impl Service {
     ) -> Result<DepositRead, CoreError> {
         let keyring = self.keyring()?;
         let (key, _) = self.resolve(caller, owner, name).await?;
-        let (dep, ver) = self
+        let row = self
             .store
             .get_version(&key, version)
             .await?
             .ok_or(CoreError::NotFound("deposit"))?;
-        self.verify_deposit(&dep)?;
+        let (dep, ver) = &*row;
+        self.verify_deposit(dep)?;
         if dep.deleted {
             return Err(CoreError::Deleted);
         }

@@ -116,6 +116,10 @@ pub trait IdentityStore: Send + Sync {
     ) -> StoreResult<Vec<ClientRecord>>;
 }
 
+/// A deposit's header and one of its versions, as [`DepositStore::get_version`] reads them;
+/// shared, so that a backend that keeps rows in memory hands them out without copying.
+pub type VersionRow = std::sync::Arc<(DepositRecord, VersionRecord)>;
+
 /// Deposits, their versions and their grants.
 #[async_trait]
 pub trait DepositStore: Send + Sync {
@@ -127,7 +131,7 @@ pub trait DepositStore: Send + Sync {
         &self,
         key: &DepositKey,
         version: Option<DepositVersion>,
-    ) -> StoreResult<Option<(DepositRecord, VersionRecord)>>;
+    ) -> StoreResult<Option<VersionRow>>;
     /// One page of an owner's deposits: see [`DepositListing`]. Ordered by name, in bytes.
     async fn list_deposits(&self, q: DepositListing<'_>) -> StoreResult<Vec<DepositRecord>>;
     /// Every version's metadata, ascending; empty when the deposit does not exist.

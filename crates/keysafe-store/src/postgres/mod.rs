@@ -37,8 +37,8 @@ use keysafe_core::store::{
     AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
     IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Queued,
-    RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRecord,
-    WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
+    RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRow, WrappedId,
+    WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::api::ClientState;
 use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent};
@@ -478,8 +478,10 @@ impl DepositStore for PostgresStore {
         &self,
         key: &DepositKey,
         version: Option<DepositVersion>,
-    ) -> StoreResult<Option<(DepositRecord, VersionRecord)>> {
-        reads::get_version(&self.pool, key, version).await
+    ) -> StoreResult<Option<VersionRow>> {
+        Ok(reads::get_version(&self.pool, key, version)
+            .await?
+            .map(std::sync::Arc::new))
     }
 
     async fn list_deposits(&self, q: DepositListing<'_>) -> StoreResult<Vec<DepositRecord>> {

@@ -25,8 +25,8 @@ use keysafe_core::store::{
     AdminStore, Applied, AuditAppendError, AuditHead, AuditKeyRecord, AuditStore, ClientRecord,
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
     IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Queued,
-    RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRecord,
-    WrappedId, WrappedKeyRecord, WrappedKind, WrappedRow,
+    RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRow, WrappedId,
+    WrappedKeyRecord, WrappedKind, WrappedRow,
 };
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
@@ -430,18 +430,22 @@ impl DepositStore for SqliteStore {
         &self,
         key: &DepositKey,
         version: Option<DepositVersion>,
-    ) -> StoreResult<Option<(DepositRecord, VersionRecord)>> {
+    ) -> StoreResult<Option<VersionRow>> {
         // The current version is the hot read; a named one goes to the file.
         let Some(cache) = self.rows.as_ref().filter(|_| version.is_none()) else {
-            return self.readers.run(|c| reads::get_version(c, key, version));
+            let row = self.readers.run(|c| reads::get_version(c, key, version))?;
+            return Ok(row.map(Arc::new));
         };
         if let Some(row) = cache.get(key) {
             return Ok(Some(row));
         }
         let before = cache.epoch();
-        let row = self.readers.run(|c| reads::get_version(c, key, None))?;
-        if let (Some(before), Some(row)) = (before, &row) {
-            cache.fill(key, before, row);
+        let row = self
+            .readers
+            .run(|c| reads::get_version(c, key, None))?
+            .map(Arc::new);
+        if let Some(row) = &row {
+            cache.fill(key, before, row.clone());
         }
         Ok(row)
     }

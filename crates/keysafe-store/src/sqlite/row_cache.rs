@@ -9,83 +9,95 @@
 //!
 //! Several processes may write the same file (several `keysafe serve` on one data directory,
 //! administration commands), so a write this process never saw must still reach its cache.
-//! Whoever commits a change to deposit rows appends one byte to `<database>-changes` after the
-//! commit and before answering the writer ([`RowCache::changed`]); the file's length is the
-//! change epoch, and `O_APPEND` makes concurrent appends from several processes each count.
-//! An entry records the epoch it was read under and is served only while the length is still
-//! that. A read fills the cache only when the epoch was the same before and after it:
+//! The change epoch is a 64-bit counter at the start of `<database>-changes`, which every
+//! process maps into its memory shared (as SQLite maps its `-shm`), so reading it is a load,
+//! not a system call. Whoever commits a change to deposit rows increments it after the commit
+//! and before answering the writer ([`RowCache::changed`]); the increment is atomic, so
+//! concurrent ones from several processes each count. An entry records the epoch it was read
+//! under and is served only while the counter is still that. A read fills the cache only when
+//! the epoch was the same before and after it:
 //!
 //! - a read that began after a commit sees the new row;
-//! - a read that began before it may see the old row; if it checks the epoch after the append,
-//!   the epoch moved and nothing is stored; if before, the entry carries the old epoch, which
-//!   the append (done before the write is acknowledged) makes stale.
+//! - a read that began before it may see the old row; if it checks the epoch after the
+//!   increment, the epoch moved and nothing is stored; if before, the entry carries the old
+//!   epoch, which the increment (done before the write is acknowledged) makes stale.
 //!
 //! So once a write is acknowledged, no process serves the row it replaced. A process that dies
-//! between its commit and its append never acknowledged its write; the rows it changed may then
-//! be served from other processes' caches until the next change by anyone or for at most
-//! [`MAX_AGE`], and every store appends once when it opens, so a restarted server clears them.
-//! The file's length grows by one per committed batch that changed deposits, but not its use of
-//! the disk: every [`PUNCH_EVERY`] appends, the appender punches the zeros it holds out of the
-//! disk, which keeps the length (a sparse file).
+//! between its commit and its increment never acknowledged its write; the rows it changed may
+//! then be served from other processes' caches until the next change by anyone or for at most
+//! [`MAX_AGE`], and every store increments once when it opens, so a restarted server clears
+//! them. Like SQLite's `-shm`, the file must not be truncated under running processes (a
+//! process touching a mapping past the end of its file is killed by `SIGBUS`); keysafe only
+//! ever grows it, to the counter's eight bytes.
 
-use keysafe_core::store::{DepositKey, DepositRecord, Mutation, VersionRecord, WrappedId};
-use std::fs::File;
-use std::io::Write;
+use keysafe_core::store::{DepositKey, Mutation, VersionRow, WrappedId};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long an entry may be served at most, whatever the epoch says: the bound on how long a
-/// change committed by a process that died before its append stays unseen.
-pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
+/// change committed by a process that died before its increment, or written to the file by
+/// something other than keysafe, stays unseen. Each entry read once per bound costs a point
+/// read of the file, so a shorter bound makes rarely read deposits miss more often.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// The weight the cache holds at most: about 16 MiB of records (each weighs its variable-size
 /// fields plus [`ENTRY_OVERHEAD`]); a 32-byte deposit weighs about 500, so about 33,000 of them.
 pub(crate) const CAPACITY_BYTES: u64 = 16 << 20;
 
-/// How many appends apart the change epoch's bytes are punched out of the disk.
-const PUNCH_EVERY: u64 = 1 << 16;
+/// The length of the change epoch's file that the counter needs.
+const EPOCH_BYTES: u64 = 8;
 
 /// What an entry costs beyond its variable-size fields: the two records, the key, the `Arc`
 /// and the cache's own slot, rounded up.
 const ENTRY_OVERHEAD: u64 = 320;
 
-/// The change epoch shared by every process on one database file.
+/// The change epoch shared by every process on one database file: a counter in a shared
+/// mapping of the file's first eight bytes.
 struct ChangeSignal {
-    file: File,
+    map: memmap2::MmapRaw,
 }
 
 impl ChangeSignal {
     fn open(path: &Path) -> std::io::Result<Self> {
         let mut options = std::fs::OpenOptions::new();
-        options.append(true).create(true);
+        options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        Ok(Self {
-            file: options.open(path)?,
-        })
-    }
-
-    fn epoch(&self) -> Option<u64> {
-        self.file.metadata().ok().map(|m| m.len())
-    }
-
-    fn bump(&self) -> std::io::Result<()> {
-        (&self.file).write_all(&[0])?;
-        if let Some(len) = self.epoch().filter(|l| l % PUNCH_EVERY == 0) {
-            // Only the length counts, and it is kept; a file system that cannot punch holes
-            // keeps the zeros.
-            let _ = rustix::fs::fallocate(
-                &self.file,
-                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-                0,
-                len,
-            );
+        let file = options.open(path)?;
+        // Grown, never shrunk: a longer file (an earlier build kept the epoch as the length)
+        // keeps its bytes, and another process may have mapped it already. Growing a file
+        // another process grew at the same moment changes nothing.
+        if file.metadata()?.len() < EPOCH_BYTES {
+            file.set_len(EPOCH_BYTES)?;
         }
-        Ok(())
+        let map = memmap2::MmapOptions::new()
+            .len(usize::try_from(EPOCH_BYTES).unwrap_or(8))
+            .map_raw(&file)?;
+        Ok(Self { map })
+    }
+
+    fn counter(&self) -> &AtomicU64 {
+        // SAFETY: the mapping is shared, readable and writable, at least eight bytes long (the
+        // length asked for, over a file at least that long) and page-aligned, so aligned for an
+        // `AtomicU64`, and it lives as long as `self`, which the reference borrows. Every
+        // access to these bytes, from this process or another, is an atomic operation through
+        // this function, so there is no data race. keysafe never shrinks the file.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*self.map.as_ptr().cast::<AtomicU64>()
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.counter().load(Ordering::SeqCst)
+    }
+
+    fn bump(&self) {
+        self.counter().fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -100,16 +112,17 @@ pub(crate) fn signal_path(db: &Path) -> PathBuf {
 /// test kit's raw SQL).
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn announce_change(db: &Path) -> std::io::Result<()> {
-    ChangeSignal::open(&signal_path(db))?.bump()
+    ChangeSignal::open(&signal_path(db))?.bump();
+    Ok(())
 }
 
-type Row = (DepositRecord, VersionRecord);
+type Row = VersionRow;
 
 #[derive(Clone)]
 struct Entry {
     epoch: u64,
     read_at: Instant,
-    row: Arc<Row>,
+    row: Row,
 }
 
 #[derive(Clone)]
@@ -137,7 +150,7 @@ impl RowCache {
     /// and counts one change: whatever a process that died mid-write left unannounced.
     pub(crate) fn open(db: &Path, capacity_bytes: u64) -> std::io::Result<Self> {
         let signal = ChangeSignal::open(&signal_path(db))?;
-        signal.bump()?;
+        signal.bump();
         let items = usize::try_from(capacity_bytes / 512)
             .unwrap_or(usize::MAX)
             .max(16);
@@ -147,9 +160,8 @@ impl RowCache {
         })
     }
 
-    /// The current epoch, to pass to [`RowCache::fill`] after the read; `None` when the epoch
-    /// cannot be read (then nothing is cached).
-    pub(crate) fn epoch(&self) -> Option<u64> {
+    /// The current epoch, to pass to [`RowCache::fill`] after the read.
+    pub(crate) fn epoch(&self) -> u64 {
         self.signal.epoch()
     }
 
@@ -157,22 +169,22 @@ impl RowCache {
     /// entry is younger than [`MAX_AGE`].
     pub(crate) fn get(&self, key: &DepositKey) -> Option<Row> {
         let e = self.rows.get(key)?;
-        if Some(e.epoch) == self.signal.epoch() && e.read_at.elapsed() < MAX_AGE {
-            return Some((*e.row).clone());
+        if e.epoch == self.signal.epoch() && e.read_at.elapsed() < MAX_AGE {
+            return Some(e.row);
         }
         self.rows.remove(key);
         None
     }
 
     /// Keeps a row read while the epoch was `before`, unless a change was committed since.
-    pub(crate) fn fill(&self, key: &DepositKey, before: u64, row: &Row) {
-        if self.signal.epoch() == Some(before) {
+    pub(crate) fn fill(&self, key: &DepositKey, before: u64, row: Row) {
+        if self.signal.epoch() == before {
             self.rows.insert(
                 key.clone(),
                 Entry {
                     epoch: before,
                     read_at: Instant::now(),
-                    row: Arc::new(row.clone()),
+                    row,
                 },
             );
         }
@@ -180,16 +192,9 @@ impl RowCache {
 
     /// Announces a committed change to deposit rows, before the writer that made it is
     /// answered: every process's entries become stale, and this process's are dropped (a
-    /// purged deposit's sealed rows do not linger here). When the epoch cannot be appended to,
-    /// other processes may serve the replaced rows for at most [`MAX_AGE`].
+    /// purged deposit's sealed rows do not linger here).
     pub(crate) fn changed(&self) {
-        if let Err(e) = self.signal.bump() {
-            tracing::error!(
-                error = %e,
-                "cannot announce a change to deposits; other processes on this database may \
-                 serve the replaced rows for up to a second"
-            );
-        }
+        self.signal.bump();
         self.rows.clear();
     }
 
@@ -248,11 +253,12 @@ pub(crate) fn changes_deposits(m: &Mutation) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keysafe_core::store::VersionMeta;
+    use keysafe_core::store::{DepositRecord, VersionMeta, VersionRecord};
     use keysafe_proto::api::Encoding;
     use keysafe_proto::{
         ClientFingerprint, DepositName, DepositVersion, OrgName, Principal, Timestamp,
     };
+    use std::sync::Arc;
 
     fn key(name: &str) -> DepositKey {
         DepositKey {
@@ -264,7 +270,7 @@ mod tests {
     fn row(k: &DepositKey, payload: &[u8]) -> Row {
         let v = DepositVersion::new(1).unwrap();
         let at = Timestamp::from_unix_millis(1);
-        (
+        Arc::new((
             DepositRecord {
                 org: OrgName::parse("acme").unwrap(),
                 owner: k.owner.clone(),
@@ -290,7 +296,7 @@ mod tests {
                 wrapped_dek: vec![9; 60],
                 ciphertext: payload.to_vec(),
             },
-        )
+        ))
     }
 
     fn cache(dir: &tempfile::TempDir, capacity: u64) -> (RowCache, PathBuf) {
@@ -303,8 +309,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, db) = cache(&dir, CAPACITY_BYTES);
         let k = key("k");
-        let before = c.epoch().unwrap();
-        c.fill(&k, before, &row(&k, b"one"));
+        let before = c.epoch();
+        c.fill(&k, before, row(&k, b"one"));
         assert_eq!(c.get(&k).unwrap().1.ciphertext, b"one");
         // Another process on the same file commits a change to deposits.
         announce_change(&db).unwrap();
@@ -317,10 +323,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, db) = cache(&dir, CAPACITY_BYTES);
         let k = key("k");
-        let before = c.epoch().unwrap();
+        let before = c.epoch();
         // The row was read, then a change was announced before the fill.
         announce_change(&db).unwrap();
-        c.fill(&k, before, &row(&k, b"old"));
+        c.fill(&k, before, row(&k, b"old"));
         assert_eq!(c.len(), 0);
         assert!(c.get(&k).is_none());
     }
@@ -331,13 +337,13 @@ mod tests {
         let (c, _db) = cache(&dir, CAPACITY_BYTES);
         for n in ["a", "b"] {
             let k = key(n);
-            c.fill(&k, c.epoch().unwrap(), &row(&k, b"x"));
+            c.fill(&k, c.epoch(), row(&k, b"x"));
         }
         assert_eq!(c.len(), 2);
-        let before = c.epoch().unwrap();
+        let before = c.epoch();
         c.changed();
         assert_eq!(c.len(), 0);
-        assert_eq!(c.epoch(), Some(before + 1));
+        assert_eq!(c.epoch(), before + 1);
     }
 
     #[test]
@@ -345,7 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (first, db) = cache(&dir, CAPACITY_BYTES);
         let k = key("k");
-        first.fill(&k, first.epoch().unwrap(), &row(&k, b"x"));
+        first.fill(&k, first.epoch(), row(&k, b"x"));
         // A process that restarts (perhaps after dying between a commit and its announcement).
         let _second = RowCache::open(&db, CAPACITY_BYTES).unwrap();
         assert!(first.get(&k).is_none());
@@ -356,7 +362,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, _db) = cache(&dir, CAPACITY_BYTES);
         let k = key("k");
-        let epoch = c.epoch().unwrap();
+        let epoch = c.epoch();
         c.rows.insert(
             k.clone(),
             Entry {
@@ -364,11 +370,11 @@ mod tests {
                 read_at: Instant::now()
                     .checked_sub(MAX_AGE + Duration::from_millis(1))
                     .unwrap(),
-                row: Arc::new(row(&k, b"x")),
+                row: row(&k, b"x"),
             },
         );
         assert!(c.get(&k).is_none());
-        c.fill(&k, epoch, &row(&k, b"y"));
+        c.fill(&k, epoch, row(&k, b"y"));
         assert_eq!(c.get(&k).unwrap().1.ciphertext, b"y");
     }
 
@@ -377,43 +383,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let capacity = 64 * 1024;
         let (c, _db) = cache(&dir, capacity);
-        let epoch = c.epoch().unwrap();
+        let epoch = c.epoch();
         for n in 0..1_000 {
             let k = key(&format!("k{n}"));
-            c.fill(&k, epoch, &row(&k, &[7; 200]));
+            c.fill(&k, epoch, row(&k, &[7; 200]));
         }
         assert!(c.rows.weight() <= capacity, "{}", c.rows.weight());
         assert!(c.len() > 10 && c.len() < 1_000, "{}", c.len());
     }
 
     #[test]
-    fn the_change_epoch_keeps_its_length_but_not_its_zeros_on_disk() {
-        use std::os::unix::fs::MetadataExt;
+    fn the_change_epoch_is_a_counter_of_eight_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let (c, db) = cache(&dir, CAPACITY_BYTES);
-        for _ in 0..PUNCH_EVERY {
+        for _ in 0..1_000 {
             c.changed();
         }
+        // One change at open, then a thousand.
+        assert_eq!(c.epoch(), 1_001);
         let m = std::fs::metadata(signal_path(&db)).unwrap();
-        // One append at open, then PUNCH_EVERY.
-        assert_eq!(m.len(), PUNCH_EVERY + 1);
-        assert_eq!(c.epoch(), Some(PUNCH_EVERY + 1));
-        assert!(m.blocks() * 512 < PUNCH_EVERY / 2, "{} blocks", m.blocks());
+        assert_eq!(m.len(), 8);
+        assert_eq!(
+            std::fs::read(signal_path(&db)).unwrap(),
+            1_001u64.to_ne_bytes()
+        );
     }
 
     #[test]
-    fn concurrent_appends_from_several_handles_each_count() {
+    fn a_longer_epoch_file_keeps_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        std::fs::write(signal_path(&db), vec![0u8; 100]).unwrap();
+        let c = RowCache::open(&db, CAPACITY_BYTES).unwrap();
+        assert_eq!(c.epoch(), 1);
+        assert_eq!(std::fs::metadata(signal_path(&db)).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn concurrent_increments_from_several_mappings_each_count() {
         let dir = tempfile::tempdir().unwrap();
         let (c, db) = cache(&dir, CAPACITY_BYTES);
-        let start = c.epoch().unwrap();
+        let start = c.epoch();
         let writers: Vec<_> = (0..4)
             .map(|_| {
                 let db = db.clone();
                 std::thread::spawn(move || {
-                    // Each thread its own open file, as another process would have.
+                    // Each thread its own file and mapping, as another process would have.
                     let own = ChangeSignal::open(&signal_path(&db)).unwrap();
                     for _ in 0..1_000 {
-                        own.bump().unwrap();
+                        own.bump();
                     }
                 })
             })
@@ -421,7 +439,7 @@ mod tests {
         for w in writers {
             w.join().unwrap();
         }
-        assert_eq!(c.epoch(), Some(start + 4_000));
+        assert_eq!(c.epoch(), start + 4_000);
     }
 
     #[test]

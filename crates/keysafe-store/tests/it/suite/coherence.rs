@@ -16,7 +16,7 @@ async fn read_everywhere(
 ) {
     for s in handles {
         for _ in 0..2 {
-            check(s.get_version(k, None).await.unwrap().as_ref());
+            check(s.get_version(k, None).await.unwrap().as_deref());
         }
     }
 }

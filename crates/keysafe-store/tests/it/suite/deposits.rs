@@ -25,7 +25,8 @@ pub async fn put_is_compare_and_set(b: &dyn TestBackend) {
         "expecting a version of a deposit that does not exist"
     );
     c.put(&k, Some(1), 2, b"two").await.unwrap();
-    let (d, v) = c.store.get_version(&k, None).await.unwrap().unwrap();
+    let (d, v) =
+        std::sync::Arc::unwrap_or_clone(c.store.get_version(&k, None).await.unwrap().unwrap());
     assert_eq!(d.current_version, ver(2));
     assert_eq!(d.current_size, 3);
     assert_eq!(d.org, org());
@@ -210,7 +211,8 @@ pub async fn reads_of_versions_and_missing_deposits(b: &dyn TestBackend) {
             .await
             .unwrap();
     }
-    let (d, v1) = s.get_version(&k, Some(ver(1))).await.unwrap().unwrap();
+    let (d, v1) =
+        std::sync::Arc::unwrap_or_clone(s.get_version(&k, Some(ver(1))).await.unwrap().unwrap());
     assert_eq!(d.current_version, ver(3), "the header is the current one");
     assert_eq!(v1, version(1, &[1]));
     assert!(s.get_version(&k, Some(ver(4))).await.unwrap().is_none());
@@ -384,12 +386,13 @@ pub async fn many_concurrent_writes_commit_and_survive_reopening(b: &dyn TestBac
     other.close().await;
     c.reopen().await;
     assert_eq!(list(&c, 'a', "k", None, 1000, true).await.len(), 270);
-    let (_, v) = c
-        .store
-        .get_version(&key('a', "k299"), None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, v) = std::sync::Arc::unwrap_or_clone(
+        c.store
+            .get_version(&key('a', "k299"), None)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
     assert_eq!(v.ciphertext, 299u32.to_be_bytes());
 }
 
