@@ -34,8 +34,7 @@ pub async fn audit_appends_chain_and_verify(b: &dyn TestBackend) {
         .unwrap();
     c.store.apply(create_org("acme")).await.unwrap();
 
-    // Changes with their entries, and batches of entries alone (more than one multi-row
-    // insert's worth), interleaved.
+    // Changes with their entries, and batches of 70 entries alone, interleaved.
     let mut expected = Vec::new();
     for i in 0..3 {
         let e = event(&format!("/write/{i}"), 10 + i);
@@ -182,6 +181,15 @@ pub async fn audit_append_failure_hands_the_entries_back(b: &dyn TestBackend) {
         .await
         .unwrap();
     let head = c.store.audit_head();
+    // A long batch too, whose refused entry falls inside a multi-row insert.
+    let long: Vec<AuditEvent> = (0..40)
+        .map(|i| event(if i == 10 { "/refused" } else { "/long" }, 2))
+        .collect();
+    let err = c.store.append_audit(long.clone()).await.unwrap_err();
+    assert!(matches!(err.error, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(err.events, long);
+    assert_eq!(c.store.audit_head(), head, "all or nothing");
+    assert_eq!(c.store.audit_entries(1, None, 100).await.unwrap().len(), 1);
     let batch = vec![event("/r1", 2), event("/refused", 2), event("/r2", 2)];
     let err = c.store.append_audit(batch.clone()).await.unwrap_err();
     assert!(matches!(err.error, StoreError::Unavailable(_)), "{err:?}");
