@@ -46,9 +46,9 @@ pub struct SqliteStore {
     /// The audit chain's committed head, kept by the writer.
     audit_head: audit::SharedHead,
     row_auth: keysafe_core::store::RowAuthSlot,
-    /// Current deposit versions as last read; `None` when the change epoch beside the file
-    /// cannot be opened (a read-only directory), and then every read goes to the file.
-    rows: Option<Arc<row_cache::RowCache>>,
+    /// Current deposit versions as last read, with the change epoch that keeps them coherent
+    /// with every other process on the file.
+    rows: Arc<row_cache::RowCache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -119,17 +119,16 @@ impl SqliteStore {
         let shared = audit_head.clone();
         let row_auth = keysafe_core::store::RowAuthSlot::default();
         let auth = row_auth.clone();
-        let rows = match row_cache::RowCache::open(path, row_cache::CAPACITY_BYTES) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    file = %row_cache::signal_path(path).display(),
-                    "cannot open the deposit change epoch; reads of deposits will not be cached"
-                );
-                None
-            }
-        };
+        // Without the epoch this process could neither keep a cache coherent nor announce its
+        // own writes to the other processes' caches, so the store does not open.
+        let rows = row_cache::RowCache::open(path, row_cache::CAPACITY_BYTES)
+            .map(Arc::new)
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot open the deposit change epoch {}: {e}",
+                    row_cache::signal_path(path).display()
+                ))
+            })?;
         let writer_rows = rows.clone();
         std::thread::Builder::new()
             .name("keysafe-sqlite-writer".into())
@@ -149,7 +148,7 @@ impl SqliteStore {
 
     /// How many deposit versions the cache holds now.
     pub fn cached_versions(&self) -> usize {
-        self.rows.as_ref().map_or(0, |c| c.len())
+        self.rows.len()
     }
 
     pub fn path(&self) -> &Path {
@@ -348,9 +347,7 @@ impl AdminStore for SqliteStore {
     async fn import(&self, records: RecordStream) -> StoreResult<ImportSummary> {
         let imported = export::import(&self.path, records).await;
         // Whether it committed or not: an import writes deposits around the writer.
-        if let Some(rows) = &self.rows {
-            rows.changed();
-        }
+        self.rows.changed();
         let (summary, head) = imported?;
         // The writer adopts the new head under its lock at its next write; callers of
         // `audit_head` see it now.
@@ -432,10 +429,11 @@ impl DepositStore for SqliteStore {
         version: Option<DepositVersion>,
     ) -> StoreResult<Option<VersionRow>> {
         // The current version is the hot read; a named one goes to the file.
-        let Some(cache) = self.rows.as_ref().filter(|_| version.is_none()) else {
+        let cache = &self.rows;
+        if version.is_some() {
             let row = self.readers.run(|c| reads::get_version(c, key, version))?;
             return Ok(row.map(Arc::new));
-        };
+        }
         if let Some(row) = cache.get(key) {
             return Ok(Some(row));
         }

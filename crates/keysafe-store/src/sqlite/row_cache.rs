@@ -9,7 +9,7 @@
 //!
 //! Several processes may write the same file (several `keysafe serve` on one data directory,
 //! administration commands), so a write this process never saw must still reach its cache.
-//! The change epoch is a 64-bit counter at the start of `<database>-changes`, which every
+//! The change epoch is a 64-bit counter at the start of `<database>-epoch`, which every
 //! process maps into its memory shared (as SQLite maps its `-shm`), so reading it is a load,
 //! not a system call. Whoever commits a change to deposit rows increments it after the commit
 //! and before answering the writer ([`RowCache::changed`]); the increment is atomic, so
@@ -28,7 +28,10 @@
 //! [`MAX_AGE`], and every store increments once when it opens, so a restarted server clears
 //! them. Like SQLite's `-shm`, the file must not be truncated under running processes (a
 //! process touching a mapping past the end of its file is killed by `SIGBUS`); keysafe only
-//! ever grows it, to the counter's eight bytes.
+//! ever grows it, to the counter's eight bytes. A store that cannot open the epoch does not
+//! open at all: it could neither cache coherently nor announce its own writes to the others.
+//! The file is not `<database>-changes`, where older builds kept an epoch of another format
+//! (the file's length), so that processes of the two never write each other's file.
 
 use keysafe_core::store::{DepositKey, Mutation, VersionRow, WrappedId};
 use std::path::{Path, PathBuf};
@@ -68,9 +71,8 @@ impl ChangeSignal {
             options.mode(0o600);
         }
         let file = options.open(path)?;
-        // Grown, never shrunk: a longer file (an earlier build kept the epoch as the length)
-        // keeps its bytes, and another process may have mapped it already. Growing a file
-        // another process grew at the same moment changes nothing.
+        // Grown, never shrunk: another process may have mapped it already, and two processes
+        // growing it at the same moment both set the same length, which changes nothing.
         if file.metadata()?.len() < EPOCH_BYTES {
             file.set_len(EPOCH_BYTES)?;
         }
@@ -81,14 +83,19 @@ impl ChangeSignal {
     }
 
     fn counter(&self) -> &AtomicU64 {
-        // SAFETY: the mapping is shared, readable and writable, at least eight bytes long (the
-        // length asked for, over a file at least that long) and page-aligned, so aligned for an
-        // `AtomicU64`, and it lives as long as `self`, which the reference borrows. Every
-        // access to these bytes, from this process or another, is an atomic operation through
-        // this function, so there is no data race. keysafe never shrinks the file.
+        let ptr = self.map.as_mut_ptr().cast::<u64>();
+        debug_assert!(ptr.is_aligned());
+        // SAFETY (`AtomicU64::from_ptr`'s contract): the pointer is valid for reads and writes
+        // of eight bytes for as long as the returned reference, which borrows `self`, the
+        // owner of the mapping (shared, readable and writable, at least eight bytes long over
+        // a file at least that long); it is aligned, since a mapping starts on a page; and
+        // every access to these bytes by keysafe, in this process or another, is an atomic
+        // operation through this function. Anything else writing the file's first bytes (a
+        // person, a tool) changes an epoch, which only makes entries stale; shrinking the file
+        // would make the kernel kill the process with SIGBUS, not read freed memory.
         #[allow(unsafe_code)]
         unsafe {
-            &*self.map.as_ptr().cast::<AtomicU64>()
+            AtomicU64::from_ptr(ptr)
         }
     }
 
@@ -104,7 +111,7 @@ impl ChangeSignal {
 /// Where the change epoch of the database at `db` lives: beside it, as `-wal` and `-shm` are.
 pub(crate) fn signal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
-    name.push("-changes");
+    name.push("-epoch");
     PathBuf::from(name)
 }
 
@@ -178,15 +185,22 @@ impl RowCache {
 
     /// Keeps a row read while the epoch was `before`, unless a change was committed since.
     pub(crate) fn fill(&self, key: &DepositKey, before: u64, row: Row) {
-        if self.signal.epoch() == before {
-            self.rows.insert(
-                key.clone(),
-                Entry {
-                    epoch: before,
-                    read_at: Instant::now(),
-                    row,
-                },
-            );
+        if self.signal.epoch() != before {
+            return;
+        }
+        self.rows.insert(
+            key.clone(),
+            Entry {
+                epoch: before,
+                read_at: Instant::now(),
+                row,
+            },
+        );
+        // A change committed between the check and the insert may have cleared the cache
+        // before the insert: the entry would never be served (its epoch is old) but would
+        // keep a row a purge removed. Such an entry goes now.
+        if self.signal.epoch() != before {
+            self.rows.remove(key);
         }
     }
 
@@ -410,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn a_longer_epoch_file_keeps_its_length() {
+    fn a_longer_epoch_file_is_not_shrunk() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("x.db");
         std::fs::write(signal_path(&db), vec![0u8; 100]).unwrap();

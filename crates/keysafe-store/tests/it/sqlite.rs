@@ -152,41 +152,30 @@ async fn one_deposit(path: &std::path::Path) -> (SqliteStore, keysafe_core::stor
     (s, k)
 }
 
-/// Where the change epoch cannot be opened (here a directory stands in its place; in practice
-/// a file owned by another user), the store runs without the cache rather than serving reads
-/// it could not keep coherent: every read goes to the file and sees an edit at once.
+/// A store that cannot open its change epoch (here a directory stands in its place; in practice
+/// a file owned by another user) does not open: it could neither keep a cache coherent nor
+/// announce its own writes to the other processes on the file. The error names the file.
 #[tokio::test]
-async fn without_a_change_epoch_reads_are_not_cached() {
+async fn a_store_whose_change_epoch_cannot_be_opened_does_not_open() {
     use keysafe_core::store::DepositStore;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.db");
-    std::fs::create_dir(dir.path().join("x.db-changes")).unwrap();
     let (s, k) = one_deposit(&path).await;
-    let current = || async {
-        s.get_version(&k, None)
-            .await
-            .unwrap()
-            .unwrap()
-            .1
-            .ciphertext
-            .clone()
-    };
-    assert_eq!(current().await, b"one");
-    assert_eq!(s.cached_versions(), 0);
-    let intruder = rusqlite::Connection::open(&path).unwrap();
-    intruder
-        .busy_timeout(std::time::Duration::from_secs(10))
-        .unwrap();
-    intruder
-        .execute(
-            "UPDATE deposit_versions SET ciphertext = x'65646974' WHERE name = 'k'",
-            [],
-        )
-        .unwrap();
+    drop(s);
+    let epoch = dir.path().join("x.db-epoch");
+    std::fs::remove_file(&epoch).unwrap();
+    std::fs::create_dir(&epoch).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err().to_string();
+    assert!(
+        err.contains("change epoch") && err.contains("x.db-epoch"),
+        "{err}"
+    );
+    // With the file back, the store opens and its data is whole.
+    std::fs::remove_dir(&epoch).unwrap();
+    let s = SqliteStore::open(&path).await.unwrap();
     assert_eq!(
-        current().await,
-        b"edit",
-        "read from the file, not from memory"
+        s.get_version(&k, None).await.unwrap().unwrap().1.ciphertext,
+        b"one"
     );
 }
 

@@ -108,7 +108,7 @@ pub(crate) fn run(
     mut head: AuditHead,
     shared: SharedHead,
     row_auth: RowAuthSlot,
-    rows: Option<Arc<RowCache>>,
+    rows: Arc<RowCache>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -120,14 +120,7 @@ pub(crate) fn run(
             }
         }
         let auth = row_auth.get();
-        commit_batch(
-            &conn,
-            &mut batch,
-            &mut head,
-            &shared,
-            &auth,
-            rows.as_deref(),
-        );
+        commit_batch(&conn, &mut batch, &mut head, &shared, &auth, &rows);
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -233,7 +226,7 @@ fn commit_batch(
     head: &mut AuditHead,
     shared: &SharedHead,
     auth: &RowAuthMode,
-    rows: Option<&RowCache>,
+    rows: &RowCache,
 ) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
@@ -288,9 +281,7 @@ fn commit_batch(
         Ok(()) => {
             // Before anyone is answered: once a write is acknowledged, no cache serves the
             // rows it replaced (see `row_cache`).
-            if let Some(rows) = rows
-                && batch.iter().any(Job::changes_deposits)
-            {
+            if batch.iter().any(Job::changes_deposits) {
                 rows.changed();
             }
             publish(shared, head);
