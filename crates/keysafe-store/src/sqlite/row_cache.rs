@@ -62,7 +62,9 @@ struct ChangeSignal {
 }
 
 impl ChangeSignal {
-    fn open(path: &Path) -> std::io::Result<Self> {
+    /// Opens (or creates) the epoch of the database at `db`.
+    fn open(db: &Path) -> std::io::Result<Self> {
+        let path = signal_path(db);
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
@@ -70,7 +72,20 @@ impl ChangeSignal {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let file = options.open(path)?;
+        let file = options.open(&path)?;
+        // Owned as the database is, as SQLite does for its `-wal` and `-shm`: an administration
+        // command run as root that creates the file must not leave it unopenable to the server's
+        // own user. Only a privileged process can change the owner; for any other the owner is
+        // already its own, as the database's must be for it to write there.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let (Ok(owner), Ok(mine)) = (std::fs::metadata(db), file.metadata())
+                && (owner.uid(), owner.gid()) != (mine.uid(), mine.gid())
+            {
+                let _ = std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid()));
+            }
+        }
         // Grown, never shrunk: another process may have mapped it already, and two processes
         // growing it at the same moment both set the same length, which changes nothing.
         if file.metadata()?.len() < EPOCH_BYTES {
@@ -119,7 +134,7 @@ pub(crate) fn signal_path(db: &Path) -> PathBuf {
 /// test kit's raw SQL).
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn announce_change(db: &Path) -> std::io::Result<()> {
-    ChangeSignal::open(&signal_path(db))?.bump();
+    ChangeSignal::open(db)?.bump();
     Ok(())
 }
 
@@ -156,7 +171,7 @@ impl RowCache {
     /// Opens the change epoch beside the database at `db` (creating it, private to the owner)
     /// and counts one change: whatever a process that died mid-write left unannounced.
     pub(crate) fn open(db: &Path, capacity_bytes: u64) -> std::io::Result<Self> {
-        let signal = ChangeSignal::open(&signal_path(db))?;
+        let signal = ChangeSignal::open(db)?;
         signal.bump();
         let items = usize::try_from(capacity_bytes / 512)
             .unwrap_or(usize::MAX)
@@ -443,7 +458,7 @@ mod tests {
                 let db = db.clone();
                 std::thread::spawn(move || {
                     // Each thread its own file and mapping, as another process would have.
-                    let own = ChangeSignal::open(&signal_path(&db)).unwrap();
+                    let own = ChangeSignal::open(&db).unwrap();
                     for _ in 0..1_000 {
                         own.bump();
                     }
@@ -454,6 +469,24 @@ mod tests {
             w.join().unwrap();
         }
         assert_eq!(c.epoch(), start + 4_000);
+    }
+
+    #[test]
+    fn the_change_epoch_belongs_to_the_databases_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        std::fs::write(&db, b"").unwrap();
+        // As root (CI), the database is given to another user, as a data directory of the
+        // server's own user is to an administration command run as root; elsewhere the owner
+        // cannot be changed and there is nothing to check.
+        if std::os::unix::fs::chown(&db, Some(65534), Some(65534)).is_err() {
+            eprintln!("not privileged: the owner of a new epoch is the caller's, nothing to check");
+            return;
+        }
+        let _c = RowCache::open(&db, CAPACITY_BYTES).unwrap();
+        let m = std::fs::metadata(signal_path(&db)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
     }
 
     #[test]
