@@ -155,7 +155,7 @@ impl RawDb {
     /// On SQLite every write also advances the change epoch beside the file, as every keysafe
     /// writer does, so the next read of a changed deposit finds the row as written here rather
     /// than a cached copy (an intruder who does not is served the authentic cached row for at
-    /// most a second: see `sqlite::row_cache`).
+    /// most `MAX_AGE`, five seconds: see `sqlite::row_cache`).
     pub async fn execute(&mut self, sql: &str, params: &[RawValue]) -> StoreResult<u64> {
         match &mut self.conn {
             Conn::Sqlite(conn, path) => {

@@ -46,10 +46,7 @@ impl ContentTag {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
         let mut tag = version.get().to_string();
         tag.push('-');
-        let mut hash = [0u8; 32];
-        if hex::encode_to_slice(&digest.as_ref()[..16], &mut hash).is_ok() {
-            tag.extend(hash.iter().map(|&b| char::from(b)));
-        }
+        tag.push_str(&keysafe_proto::lower_hex(&digest.as_ref()[..16]));
         Self(tag)
     }
 

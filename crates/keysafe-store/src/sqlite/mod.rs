@@ -429,21 +429,20 @@ impl DepositStore for SqliteStore {
         version: Option<DepositVersion>,
     ) -> StoreResult<Option<VersionRow>> {
         // The current version is the hot read; a named one goes to the file.
-        let cache = &self.rows;
         if version.is_some() {
             let row = self.readers.run(|c| reads::get_version(c, key, version))?;
             return Ok(row.map(Arc::new));
         }
-        if let Some(row) = cache.get(key) {
+        if let Some(row) = self.rows.get(key) {
             return Ok(Some(row));
         }
-        let before = cache.epoch();
+        let before = self.rows.epoch();
         let row = self
             .readers
             .run(|c| reads::get_version(c, key, None))?
             .map(Arc::new);
         if let Some(row) = &row {
-            cache.fill(key, before, row.clone());
+            self.rows.fill(key, before, row.clone());
         }
         Ok(row)
     }

@@ -73,6 +73,7 @@ impl ChangeSignal {
             options.mode(0o600);
         }
         let file = options.open(&path)?;
+        let mine = file.metadata()?;
         // Owned as the database is, as SQLite does for its `-wal` and `-shm`: an administration
         // command run as root that creates the file must not leave it unopenable to the server's
         // own user. Only a privileged process can change the owner; for any other the owner is
@@ -80,7 +81,7 @@ impl ChangeSignal {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            if let (Ok(owner), Ok(mine)) = (std::fs::metadata(db), file.metadata())
+            if let Ok(owner) = std::fs::metadata(db)
                 && (owner.uid(), owner.gid()) != (mine.uid(), mine.gid())
             {
                 let _ = std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid()));
@@ -88,7 +89,7 @@ impl ChangeSignal {
         }
         // Grown, never shrunk: another process may have mapped it already, and two processes
         // growing it at the same moment both set the same length, which changes nothing.
-        if file.metadata()?.len() < EPOCH_BYTES {
+        if mine.len() < EPOCH_BYTES {
             file.set_len(EPOCH_BYTES)?;
         }
         let map = memmap2::MmapOptions::new()
@@ -130,7 +131,7 @@ pub(crate) fn signal_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Appends to the change epoch of the database at `db`, for writers that bypass the store (the
+/// Increments the change epoch of the database at `db`, for writers that bypass the store (the
 /// test kit's raw SQL).
 #[cfg(any(test, feature = "testing"))]
 pub(crate) fn announce_change(db: &Path) -> std::io::Result<()> {
@@ -138,13 +139,11 @@ pub(crate) fn announce_change(db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-type Row = VersionRow;
-
 #[derive(Clone)]
 struct Entry {
     epoch: u64,
     read_at: Instant,
-    row: Row,
+    row: VersionRow,
 }
 
 #[derive(Clone)]
@@ -189,7 +188,7 @@ impl RowCache {
 
     /// The deposit's current version as last read, if no change was committed since and the
     /// entry is younger than [`MAX_AGE`].
-    pub(crate) fn get(&self, key: &DepositKey) -> Option<Row> {
+    pub(crate) fn get(&self, key: &DepositKey) -> Option<VersionRow> {
         let e = self.rows.get(key)?;
         if e.epoch == self.signal.epoch() && e.read_at.elapsed() < MAX_AGE {
             return Some(e.row);
@@ -199,7 +198,7 @@ impl RowCache {
     }
 
     /// Keeps a row read while the epoch was `before`, unless a change was committed since.
-    pub(crate) fn fill(&self, key: &DepositKey, before: u64, row: Row) {
+    pub(crate) fn fill(&self, key: &DepositKey, before: u64, row: VersionRow) {
         if self.signal.epoch() != before {
             return;
         }
@@ -296,7 +295,7 @@ mod tests {
         }
     }
 
-    fn row(k: &DepositKey, payload: &[u8]) -> Row {
+    fn row(k: &DepositKey, payload: &[u8]) -> VersionRow {
         let v = DepositVersion::new(1).unwrap();
         let at = Timestamp::from_unix_millis(1);
         Arc::new((
