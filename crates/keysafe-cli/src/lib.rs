@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd;
 pub mod exit;
 pub mod logging;
+pub mod memory;
 pub mod output;
 pub mod progress;
 pub mod systemd;

@@ -144,6 +144,18 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_with_ready(listener, app, || {}, shutdown).await
+}
+
+/// [`run`], calling `ready` once: when the background jobs are started and the router is built,
+/// before the first connection is accepted (connections that arrive earlier wait in the
+/// listener's backlog).
+pub async fn run_with_ready(
+    listener: TcpListener,
+    app: App,
+    ready: impl FnOnce() + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     // Background jobs: the re-wrap job and the periodic seal check. They end with
     // the runtime; neither holds anything that needs a clean shutdown (every write is atomic).
     let rewrap = tokio::spawn(app.state.service.clone().run_rewrap_job(app.rewrap.clone()));
@@ -188,6 +200,7 @@ pub async fn run(
     metrics::counter!("keysafe_connections_refused_total", "reason" => keysafe_net::Refused::PerSource.as_str())
         .increment(0);
     tokio::pin!(shutdown);
+    ready();
     loop {
         let slot = tokio::select! {
             _ = &mut shutdown => break,

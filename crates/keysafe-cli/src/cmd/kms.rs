@@ -86,6 +86,7 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
         group_recipient = gw.group_recipient.as_deref().unwrap_or(""),
         "keysafe KMS gateway is serving"
     );
+    crate::memory::release_start_up_memory_and_log();
     // systemd (Type=notify): ready once bound, watchdog pings, stopping at shutdown.
     crate::systemd::ready(&format!("serving {scheme}://{addr}/kms/v1/"));
     let watchdog = crate::systemd::spawn_watchdog();

@@ -135,8 +135,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     background.extend(crate::systemd::spawn_watchdog());
-    crate::systemd::ready(&format!("serving https://{addr}"));
-    let r = keysafe_server::run(listener, app, async {
+    let ready = move || {
+        crate::memory::release_start_up_memory_and_log();
+        crate::systemd::ready(&format!("serving https://{addr}"));
+    };
+    let r = keysafe_server::run_with_ready(listener, app, ready, async {
         shutdown_signal().await;
         crate::systemd::stopping();
     })
