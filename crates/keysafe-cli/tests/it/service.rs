@@ -226,6 +226,15 @@ async fn serve_tells_systemd_it_is_ready_alive_reloading_and_stopping() {
     let t = tmp.path();
     let dir = t.join("data");
     let (_, addr) = init(t, &dir).await;
+    // At debug level the server says what start-up memory it handed back before READY.
+    let config = dir.join("keysafe.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("\nlevel = \"info\""), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("\nlevel = \"info\"", "\nlevel = \"debug\""),
+    )
+    .unwrap();
     let path = t.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
@@ -263,6 +272,15 @@ async fn serve_tells_systemd_it_is_ready_alive_reloading_and_stopping() {
     tokio::task::block_in_place(|| expect(&sock, "STOPPING=1"));
     let out = server.wait_with_output_async().await;
     assert!(out.status.success(), "{out:?}");
+    let log = std::fs::read_to_string(t.join("serve.log")).unwrap();
+    let released = log
+        .lines()
+        .find(|l| l.contains("unmapped the code and read-only data start-up touched"))
+        .unwrap_or_else(|| panic!("no release of start-up memory logged: {log}"));
+    assert!(
+        !released.contains("mappings=0") && !released.contains("file_kb=0"),
+        "{released}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
