@@ -16,6 +16,10 @@ use std::process::ExitCode;
 /// Parses the process arguments, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Before the runtime's threads and any `dlopen`: what the loader mapped (memory.rs).
+    if matches!(cli.command, cli::Command::Serve(_) | cli::Command::Kms(_)) {
+        memory::remember_start_up_mappings();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
