@@ -229,6 +229,18 @@ pub async fn serve(
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    serve_with_ready(listener, gw, || {}, shutdown).await
+}
+
+/// [`serve`], calling `ready` once: when the listen address is checked and the router is built,
+/// before the first connection is accepted (connections that arrive earlier wait in the
+/// listener's backlog).
+pub async fn serve_with_ready(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    ready: impl FnOnce() + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     gw.check_listen(listener.local_addr()?)?;
     let app = router(gw.clone());
     let limits: LimitsConfig = gw.limits.clone();
@@ -244,6 +256,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
+    ready();
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,

@@ -86,15 +86,18 @@ pub async fn run(args: KmsArgs) -> anyhow::Result<()> {
         group_recipient = gw.group_recipient.as_deref().unwrap_or(""),
         "keysafe KMS gateway is serving"
     );
-    crate::memory::release_start_up_memory_and_log();
-    // systemd (Type=notify): ready once bound, watchdog pings, stopping at shutdown.
-    crate::systemd::ready(&format!("serving {scheme}://{addr}/kms/v1/"));
     let watchdog = crate::systemd::spawn_watchdog();
+    // systemd (Type=notify): ready once bound and the router built, watchdog pings, stopping at
+    // shutdown. Start-up memory is handed back just before.
+    let ready = move || {
+        crate::memory::release_start_up_memory_and_log();
+        crate::systemd::ready(&format!("serving {scheme}://{addr}/kms/v1/"));
+    };
     let stop = async {
         shutdown_signal().await;
         crate::systemd::stopping();
     };
-    let r = keysafe_kms::server::serve(listener, gw, stop).await;
+    let r = keysafe_kms::server::serve_with_ready(listener, gw, ready, stop).await;
     if let Some(w) = watchdog {
         w.abort();
     }
