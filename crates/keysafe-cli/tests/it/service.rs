@@ -227,14 +227,7 @@ async fn serve_tells_systemd_it_is_ready_alive_reloading_and_stopping() {
     let dir = t.join("data");
     let (_, addr) = init(t, &dir).await;
     // At debug level the server says what start-up memory it handed back before READY.
-    let config = dir.join("keysafe.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("\nlevel = \"info\""), "{text}");
-    std::fs::write(
-        &config,
-        text.replace("\nlevel = \"info\"", "\nlevel = \"debug\""),
-    )
-    .unwrap();
+    set_config(&dir, "\nlevel = \"info\"", "\nlevel = \"debug\"");
     let path = t.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
