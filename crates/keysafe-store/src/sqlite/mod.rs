@@ -220,6 +220,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "row_macs",
         include_str!("../../migrations/sqlite/0009_row_macs.sql"),
     ),
+    (
+        10,
+        "audit_without_time_index",
+        include_str!("../../migrations/sqlite/0010_audit_without_time_index.sql"),
+    ),
 ];
 
 fn migrations() -> Vec<crate::schema::Migration> {
