@@ -289,6 +289,27 @@ mod tests {
         assert_eq!(unsafe { rusqlite::ffi::sqlite3_memory_used() }, 0);
     }
 
+    /// SQLite was compiled without SQLITE_ENABLE_MEMORY_MANAGEMENT (`.cargo/config.toml`), so
+    /// each connection has its own page cache instead of one group behind a process-wide mutex
+    /// that the writer and every reader would take for each page.
+    #[test]
+    fn page_caches_are_per_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_with(&dir.path().join("x.db"), false, true).unwrap();
+        let options = all(&conn, "PRAGMA compile_options", [], |r| {
+            crate::sqlite::rows::at::<String>(r, 0)
+        })
+        .unwrap();
+        assert!(
+            options.iter().any(|o| o.starts_with("THREADSAFE=")),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "SQLite was built with SQLITE_ENABLE_MEMORY_MANAGEMENT: {options:?}"
+        );
+    }
+
     /// A borrowed connection that comes back inside a transaction is closed, not kept: the next
     /// borrower never inherits an old snapshot.
     #[test]
