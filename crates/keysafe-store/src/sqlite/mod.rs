@@ -425,6 +425,11 @@ impl IdentityStore for SqliteStore {
 #[async_trait]
 impl DepositStore for SqliteStore {
     async fn get_deposit(&self, key: &DepositKey) -> StoreResult<Option<DepositRecord>> {
+        // The header of a cached current version is the header as stored (the put's read
+        // before it writes; this process's writer keeps the deposits it wrote cached).
+        if let Some(row) = self.rows.get(key) {
+            return Ok(Some(row.0.clone()));
+        }
         self.readers.run(|c| reads::get_deposit(c, key))
     }
 

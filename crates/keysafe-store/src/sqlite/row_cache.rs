@@ -12,15 +12,25 @@
 //! The change epoch is a 64-bit counter at the start of `<database>-epoch`, which every
 //! process maps into its memory shared (as SQLite maps its `-shm`), so reading it is a load,
 //! not a system call. Whoever commits a change to deposit rows increments it after the commit
-//! and before answering the writer ([`RowCache::changed`]); the increment is atomic, so
-//! concurrent ones from several processes each count. An entry records the epoch it was read
-//! under and is served only while the counter is still that. A read fills the cache only when
-//! the epoch was the same before and after it:
+//! and before answering the writer ([`RowCache::committed`]); the increment is atomic, so
+//! concurrent ones from several processes each count.
+//!
+//! Each process's cache records the epoch its entries are valid at (`valid`), and serves
+//! nothing while the counter differs: an increment it did not make itself (another process
+//! committed, or opened the file) empties the cache at the next read and moves `valid` to
+//! the counter. Its own writer, holding the cache's lock, increments the counter after each
+//! commit that changed deposit rows, and if the counter was still `valid` (nobody else
+//! changed anything since) it drops only the entries of the deposits the commit changed, or
+//! replaces them by the rows the writer read inside the committed transaction, and moves
+//! `valid` past its increment; otherwise it empties the cache. So a write to one deposit
+//! leaves every other cached deposit served, and the next write to the same deposit finds its
+//! header without reading the file. A read fills the cache, under the same lock, only when the
+//! epoch was `valid` before the read and still is:
 //!
 //! - a read that began after a commit sees the new row;
-//! - a read that began before it may see the old row; if it checks the epoch after the
-//!   increment, the epoch moved and nothing is stored; if before, the entry carries the old
-//!   epoch, which the increment (done before the write is acknowledged) makes stale.
+//! - a read that began before it may see the old row; if it fills after the increment, the
+//!   epoch moved and nothing is stored; if before, the writer's update, made under the lock
+//!   after the increment and before the write is acknowledged, drops or replaces it.
 //!
 //! So once a write is acknowledged, no process serves the row it replaced. A process that dies
 //! between its commit and its increment never acknowledged its write; the rows it changed may
@@ -36,6 +46,7 @@
 use keysafe_core::store::{DepositKey, Mutation, VersionRow, WrappedId};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long an entry may be served at most, whatever the epoch says: the bound on how long a
@@ -119,8 +130,9 @@ impl ChangeSignal {
         self.counter().load(Ordering::SeqCst)
     }
 
-    fn bump(&self) {
-        self.counter().fetch_add(1, Ordering::SeqCst);
+    /// Increments the counter; answers the value before.
+    fn bump(&self) -> u64 {
+        self.counter().fetch_add(1, Ordering::SeqCst)
     }
 }
 
@@ -141,9 +153,20 @@ pub(crate) fn announce_change(db: &Path) -> std::io::Result<()> {
 
 #[derive(Clone)]
 struct Entry {
-    epoch: u64,
     read_at: Instant,
     row: VersionRow,
+}
+
+/// What a commit of this process's writer did to deposit rows a cached read returns, in the
+/// order of the batch's mutations.
+pub(crate) enum Update {
+    /// This deposit's rows changed; its entry goes.
+    Drop(DepositKey),
+    /// This deposit's rows changed, and this is its current version as read inside the
+    /// committed transaction.
+    Keep(DepositKey, VersionRow),
+    /// Rows of deposits the mutation does not name changed.
+    All,
 }
 
 #[derive(Clone)]
@@ -164,6 +187,12 @@ impl quick_cache::Weighter<DepositKey, Entry> for Weight {
 pub(crate) struct RowCache {
     signal: ChangeSignal,
     rows: quick_cache::sync::Cache<DepositKey, Entry, Weight>,
+    /// The epoch the entries are valid at. Written only under `lock`, after the entries were
+    /// made valid at it, so a read that sees it equal to the counter takes a valid entry.
+    valid: AtomicU64,
+    /// Orders fills, this process's updates and the emptying after another process's change:
+    /// every insert, removal and clear happens under it.
+    lock: Mutex<()>,
 }
 
 impl RowCache {
@@ -171,14 +200,21 @@ impl RowCache {
     /// and counts one change: whatever a process that died mid-write left unannounced.
     pub(crate) fn open(db: &Path, capacity_bytes: u64) -> std::io::Result<Self> {
         let signal = ChangeSignal::open(db)?;
-        signal.bump();
+        let valid = signal.bump().wrapping_add(1);
         let items = usize::try_from(capacity_bytes / 512)
             .unwrap_or(usize::MAX)
             .max(16);
         Ok(Self {
             signal,
             rows: quick_cache::sync::Cache::with_weighter(items, capacity_bytes, Weight),
+            valid: AtomicU64::new(valid),
+            lock: Mutex::new(()),
         })
+    }
+
+    fn locked(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data of its own: a holder that panicked left nothing half-done.
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current epoch, to pass to [`RowCache::fill`] after the read.
@@ -186,44 +222,81 @@ impl RowCache {
         self.signal.epoch()
     }
 
-    /// The deposit's current version as last read, if no change was committed since and the
-    /// entry is younger than [`MAX_AGE`].
+    /// The deposit's current version as last read or written here, if no process changed it
+    /// since and the entry is younger than [`MAX_AGE`].
     pub(crate) fn get(&self, key: &DepositKey) -> Option<VersionRow> {
-        let e = self.rows.get(key)?;
-        if e.epoch == self.signal.epoch() && e.read_at.elapsed() < MAX_AGE {
-            return Some(e.row);
+        let seen = self.signal.epoch();
+        if self.valid.load(Ordering::SeqCst) != seen {
+            self.catch_up();
+            return None;
         }
-        self.rows.remove(key);
-        None
+        let e = self.rows.get(key)?;
+        if e.read_at.elapsed() >= MAX_AGE {
+            return None;
+        }
+        Some(e.row)
+    }
+
+    /// Empties the cache if a change this process did not make moved the epoch.
+    fn catch_up(&self) {
+        let _held = self.locked();
+        let now = self.signal.epoch();
+        if self.valid.load(Ordering::SeqCst) != now {
+            self.rows.clear();
+            self.valid.store(now, Ordering::SeqCst);
+        }
     }
 
     /// Keeps a row read while the epoch was `before`, unless a change was committed since.
     pub(crate) fn fill(&self, key: &DepositKey, before: u64, row: VersionRow) {
-        if self.signal.epoch() != before {
+        let _held = self.locked();
+        if self.signal.epoch() != before || self.valid.load(Ordering::SeqCst) != before {
             return;
         }
         self.rows.insert(
             key.clone(),
             Entry {
-                epoch: before,
                 read_at: Instant::now(),
                 row,
             },
         );
-        // A change committed between the check and the insert may have cleared the cache
-        // before the insert: the entry would never be served (its epoch is old) but would
-        // keep a row a purge removed. Such an entry goes now.
-        if self.signal.epoch() != before {
-            self.rows.remove(key);
-        }
     }
 
-    /// Announces a committed change to deposit rows, before the writer that made it is
-    /// answered: every process's entries become stale, and this process's are dropped (a
-    /// purged deposit's sealed rows do not linger here).
+    /// Announces a commit of this process's writer that changed deposit rows, before the
+    /// writer answers: every other process's entries become stale, and here the deposits it
+    /// changed are dropped or replaced (all of them when another change came first or
+    /// `updates` has [`Update::All`]; a purged deposit's sealed rows do not linger here).
+    pub(crate) fn committed(&self, updates: Vec<Update>) {
+        let _held = self.locked();
+        let before = self.signal.bump();
+        let ours = before == self.valid.load(Ordering::SeqCst)
+            && !updates.iter().any(|u| matches!(u, Update::All));
+        if ours {
+            for u in updates {
+                match u {
+                    Update::Drop(key) => {
+                        self.rows.remove(&key);
+                    }
+                    Update::Keep(key, row) => self.rows.insert(
+                        key,
+                        Entry {
+                            read_at: Instant::now(),
+                            row,
+                        },
+                    ),
+                    Update::All => {}
+                }
+            }
+        } else {
+            self.rows.clear();
+        }
+        self.valid.store(before.wrapping_add(1), Ordering::SeqCst);
+    }
+
+    /// Announces a change to deposit rows this process made around its writer (an import):
+    /// every entry, here and in every other process, becomes stale.
     pub(crate) fn changed(&self) {
-        self.signal.bump();
-        self.rows.clear();
+        self.committed(vec![Update::All]);
     }
 
     /// How many rows are cached (for tests and diagnostics).
@@ -232,23 +305,34 @@ impl RowCache {
     }
 }
 
-/// Whether a mutation can change a deposit's header row or any of its versions, as a cached
-/// read would return them. Exhaustive, so a new mutation must be classified here.
-pub(crate) fn changes_deposits(m: &Mutation) -> bool {
+/// Which cached deposits a mutation can change (a header row or any of its versions, as a
+/// cached read would return them). Exhaustive, so a new mutation must be classified here.
+pub(crate) enum Effect {
+    None,
+    /// This deposit's rows only.
+    One(DepositKey),
+    /// Deposits it does not name.
+    All,
+}
+
+pub(crate) fn effect(m: &Mutation) -> Effect {
     match m {
-        Mutation::PutVersion { .. }
-        | Mutation::SetDeleted { .. }
-        | Mutation::Purge { .. }
-        | Mutation::SetAcl { .. }
+        Mutation::PutVersion { key, .. }
+        | Mutation::SetDeleted { key, .. }
+        | Mutation::Purge { key }
+        | Mutation::SetAcl { key, .. } => Effect::One(key.clone()),
+        Mutation::Rewrap { id, .. } => match id {
+            WrappedId::DepositVersion { key, .. } => Effect::One(key.clone()),
+            WrappedId::AuditSigningKey { .. } | WrappedId::ClusterTlsKey { .. } => Effect::None,
+        },
         // Grants to the client go, and each such deposit's ACL serial moves.
-        | Mutation::DeleteClient { .. }
+        Mutation::DeleteClient { .. }
         // Refused while the organisation or group owns deposits or is granted one; counted as
         // changes all the same, so that the rule lives in one place (`lifecycle`).
         | Mutation::DeleteOrg { .. }
         | Mutation::DeleteGroup { .. }
         // Gives header rows their MACs.
-        | Mutation::BackfillRowMacs { .. } => true,
-        Mutation::Rewrap { id, .. } => matches!(id, WrappedId::DepositVersion { .. }),
+        | Mutation::BackfillRowMacs { .. } => Effect::All,
         Mutation::CreateOrg(_)
         | Mutation::SetOrgAuth { .. }
         | Mutation::InsertClient { .. }
@@ -274,7 +358,7 @@ pub(crate) fn changes_deposits(m: &Mutation) -> bool {
         | Mutation::UpsertNode(_)
         | Mutation::RemoveNode { .. }
         | Mutation::InsertClusterIdentity(_)
-        | Mutation::Announce(_) => false,
+        | Mutation::Announce(_) => Effect::None,
     }
 }
 
@@ -359,6 +443,125 @@ mod tests {
         assert!(c.get(&k).is_none());
     }
 
+    fn fill_all(c: &RowCache, names: &[&str]) {
+        for n in names {
+            let k = key(n);
+            c.fill(&k, c.epoch(), row(&k, n.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn this_processs_write_drops_only_the_deposit_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _db) = cache(&dir, CAPACITY_BYTES);
+        fill_all(&c, &["a", "b", "c"]);
+        let before = c.epoch();
+        c.committed(vec![
+            Update::Drop(key("a")),
+            Update::Keep(key("b"), row(&key("b"), b"b2")),
+        ]);
+        assert_eq!(c.epoch(), before + 1, "other processes are told");
+        assert!(c.get(&key("a")).is_none());
+        assert_eq!(c.get(&key("b")).unwrap().1.ciphertext, b"b2");
+        assert_eq!(c.get(&key("c")).unwrap().1.ciphertext, b"c");
+    }
+
+    #[test]
+    fn a_change_by_another_process_before_ours_empties_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, db) = cache(&dir, CAPACITY_BYTES);
+        fill_all(&c, &["a", "b"]);
+        announce_change(&db).unwrap();
+        // This process's writer commits before any read noticed the other change.
+        c.committed(vec![Update::Keep(key("a"), row(&key("a"), b"a2"))]);
+        assert!(c.get(&key("a")).is_none());
+        assert!(c.get(&key("b")).is_none());
+        assert_eq!(c.len(), 0);
+        // Caught up: filling and serving work again.
+        fill_all(&c, &["b"]);
+        assert!(c.get(&key("b")).is_some());
+    }
+
+    #[test]
+    fn a_read_from_before_this_processs_write_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _db) = cache(&dir, CAPACITY_BYTES);
+        let k = key("k");
+        // Read before the write, filled after its update: not stored.
+        let before = c.epoch();
+        c.committed(vec![Update::Keep(k.clone(), row(&k, b"new"))]);
+        c.fill(&k, before, row(&k, b"old"));
+        assert_eq!(c.get(&k).unwrap().1.ciphertext, b"new");
+        // Read and filled before the write: replaced by its update.
+        let before = c.epoch();
+        c.fill(&k, before, row(&k, b"old"));
+        c.committed(vec![Update::Drop(k.clone())]);
+        assert!(c.get(&k).is_none());
+    }
+
+    /// Readers that miss read "the file" (a counter the writer sets before announcing, as a
+    /// commit precedes its announcement) and fill; a read that starts after a write was
+    /// acknowledged never gets an older row.
+    #[test]
+    fn no_read_after_an_acknowledged_write_gets_an_older_row() {
+        use std::sync::atomic::AtomicBool;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _db) = cache(&dir, CAPACITY_BYTES);
+        let c = Arc::new(c);
+        let k = key("k");
+        let file = Arc::new(AtomicU64::new(0));
+        let acked = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (c, k, file, acked, stop) = (
+                    c.clone(),
+                    k.clone(),
+                    file.clone(),
+                    acked.clone(),
+                    stop.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut served = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        let floor = acked.load(Ordering::SeqCst);
+                        let got = match c.get(&k) {
+                            Some(r) => {
+                                served += 1;
+                                r
+                            }
+                            None => {
+                                let before = c.epoch();
+                                let r = row(&k, &file.load(Ordering::SeqCst).to_be_bytes());
+                                c.fill(&k, before, r.clone());
+                                r
+                            }
+                        };
+                        let n = u64::from_be_bytes(got.1.ciphertext[..8].try_into().unwrap());
+                        assert!(n >= floor, "served {n} after {floor} was acknowledged");
+                    }
+                    served
+                })
+            })
+            .collect();
+        for n in 1..=20_000u64 {
+            file.store(n, Ordering::SeqCst);
+            let update = if n % 3 == 0 {
+                Update::Drop(k.clone())
+            } else {
+                Update::Keep(k.clone(), row(&k, &n.to_be_bytes()))
+            };
+            c.committed(vec![update]);
+            acked.store(n, Ordering::SeqCst);
+        }
+        stop.store(true, Ordering::SeqCst);
+        let served: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(
+            served > 0,
+            "the cache served nothing: the test checked no cached read"
+        );
+    }
+
     #[test]
     fn this_processs_change_drops_every_entry() {
         let dir = tempfile::tempdir().unwrap();
@@ -394,7 +597,6 @@ mod tests {
         c.rows.insert(
             k.clone(),
             Entry {
-                epoch,
                 read_at: Instant::now()
                     .checked_sub(MAX_AGE + Duration::from_millis(1))
                     .unwrap(),

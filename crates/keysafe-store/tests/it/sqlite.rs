@@ -216,3 +216,66 @@ async fn an_unannounced_edit_is_seen_once_the_cached_version_is_past_its_bound()
     tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
     assert_eq!(current().await, b"edit");
 }
+
+/// This process's write to one deposit keeps every other cached deposit served and its own
+/// row cached as committed (so the next put finds the header it checks in memory); another
+/// process's write empties the cache, and each store then reads what the other committed.
+#[tokio::test]
+async fn a_write_replaces_only_its_deposit_in_the_cache_and_another_processs_empties_it() {
+    use crate::suite::{key, org, version};
+    use keysafe_core::store::{DepositStore, Mutation, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    let (s, a) = one_deposit(&path).await;
+    let b = key('a', "other");
+    let put = |k: &keysafe_core::store::DepositKey, v: u64, payload: &[u8]| Mutation::PutVersion {
+        org: org(),
+        key: k.clone(),
+        expected_current: keysafe_proto::DepositVersion::new(v - 1).ok(),
+        expected_acl_serial: None,
+        version: version(v, payload),
+    };
+    s.apply(put(&b, 1, b"b1")).await.unwrap();
+    assert_eq!(current(&s, &a).await, b"one");
+    assert_eq!(current(&s, &b).await, b"b1");
+    assert_eq!(s.cached_versions(), 2);
+
+    s.apply(put(&a, 2, b"two")).await.unwrap();
+    assert_eq!(s.cached_versions(), 2, "b stays cached, a is replaced");
+    assert_eq!(current(&s, &a).await, b"two");
+    let head = s.get_deposit(&a).await.unwrap().unwrap();
+    assert_eq!((head.current_version.get(), head.newest_version), (2, 2));
+    assert_eq!(current(&s, &b).await, b"b1");
+
+    // A second process on the same file writes b, then a.
+    let other = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(current(&other, &b).await, b"b1");
+    other.apply(put(&b, 2, b"b2")).await.unwrap();
+    assert_eq!(current(&s, &b).await, b"b2");
+    assert_eq!(current(&s, &a).await, b"two");
+    other.apply(put(&a, 3, b"three")).await.unwrap();
+    assert_eq!(current(&s, &a).await, b"three");
+    assert_eq!(
+        s.get_deposit(&a)
+            .await
+            .unwrap()
+            .unwrap()
+            .current_version
+            .get(),
+        3
+    );
+    // And this process's next write is seen by the other.
+    s.apply(put(&b, 3, b"b3")).await.unwrap();
+    assert_eq!(current(&other, &b).await, b"b3");
+}
+
+async fn current(s: &SqliteStore, k: &keysafe_core::store::DepositKey) -> Vec<u8> {
+    use keysafe_core::store::DepositStore;
+    s.get_version(k, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .ciphertext
+        .clone()
+}

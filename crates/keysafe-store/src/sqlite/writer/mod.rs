@@ -18,6 +18,7 @@ mod sharing;
 
 use super::audit::{self, SharedHead};
 use super::conn::backend_error;
+use super::reads;
 use super::row_cache::{self, RowCache};
 use keysafe_core::store::{
     Applied, AuditAppendError, AuditHead, Mutation, RowAuthMode, RowAuthSlot, SpoolBatch,
@@ -55,11 +56,20 @@ pub(crate) enum Job {
 }
 
 impl Job {
-    /// Whether this job may change deposit rows a cached read returns.
-    fn changes_deposits(&self) -> bool {
-        match self {
-            Job::Mutate { mutation, .. } => row_cache::changes_deposits(mutation),
-            Job::Audit { .. } | Job::Spooled { .. } => false,
+    /// What this job, applied, did to deposit rows a cached read returns: the deposit it
+    /// changed with its current version as read now, inside the transaction (`None` when it
+    /// changed none).
+    fn cache_update(&self, conn: &Connection) -> Option<row_cache::Update> {
+        let Job::Mutate { mutation, .. } = self else {
+            return None;
+        };
+        match row_cache::effect(mutation) {
+            row_cache::Effect::None => None,
+            row_cache::Effect::All => Some(row_cache::Update::All),
+            row_cache::Effect::One(key) => Some(match reads::get_version(conn, &key, None) {
+                Ok(Some(row)) => row_cache::Update::Keep(key, Arc::new(row)),
+                Ok(None) | Err(_) => row_cache::Update::Drop(key),
+            }),
         }
     }
 
@@ -247,6 +257,7 @@ fn commit_batch(
     let diverged = matches!(check_chain(conn, head), ChainCheck::Diverged);
     let start_head = head.clone();
     let mut results = Vec::with_capacity(batch.len());
+    let mut updates = Vec::new();
     let mut fatal = None;
     for job in batch.iter() {
         if let Err(e) = exec(conn, "SAVEPOINT m") {
@@ -265,6 +276,7 @@ fn commit_batch(
             *head = before;
             exec(conn, "ROLLBACK TO m")
         } else {
+            updates.extend(job.cache_update(conn));
             Ok(())
         };
         if let Err(e) = undo.and_then(|()| exec(conn, "RELEASE m")) {
@@ -281,8 +293,8 @@ fn commit_batch(
         Ok(()) => {
             // Before anyone is answered: once a write is acknowledged, no cache serves the
             // rows it replaced (see `row_cache`).
-            if batch.iter().any(Job::changes_deposits) {
-                rows.changed();
+            if !updates.is_empty() {
+                rows.committed(updates);
             }
             publish(shared, head);
             for (job, r) in batch.drain(..).zip(results) {
