@@ -20,12 +20,14 @@
 //! committed, or opened the file) empties the cache at the next read and moves `valid` to
 //! the counter. Its own writer, holding the cache's lock, increments the counter after each
 //! commit that changed deposit rows, and if the counter was still `valid` (nobody else
-//! changed anything since) it drops only the entries of the deposits the commit changed, or
-//! replaces them by the rows the writer read inside the committed transaction, and moves
+//! changed anything since) it drops only the entries of the deposits the commit changed (a
+//! put's new version it keeps, as the writer read it inside the committed transaction), and
+//! moves
 //! `valid` past its increment; otherwise it empties the cache. So a write to one deposit
 //! leaves every other cached deposit served, and the next write to the same deposit finds its
 //! header without reading the file. A read fills the cache, under the same lock, only when the
-//! epoch was `valid` before the read and still is:
+//! counter is still the value it had before the read (it only grows, so nothing was committed
+//! and announced in between) and is `valid`:
 //!
 //! - a read that began after a commit sees the new row;
 //! - a read that began before it may see the old row; if it fills after the increment, the
@@ -44,6 +46,7 @@
 //! (the file's length), so that processes of the two never write each other's file.
 
 use keysafe_core::store::{DepositKey, Mutation, VersionRow, WrappedId};
+use keysafe_proto::Principal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -55,16 +58,18 @@ use std::time::{Duration, Instant};
 /// read of the file, so a shorter bound makes rarely read deposits miss more often.
 pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
 
-/// The weight the cache holds at most: about 16 MiB of records (each weighs its variable-size
-/// fields plus [`ENTRY_OVERHEAD`]); a 32-byte deposit weighs about 500, so about 33,000 of them.
+/// The weight the cache holds at most: about 16 MiB of records (each weighs its heap-allocated
+/// fields plus [`ENTRY_OVERHEAD`]); a 32-byte deposit of a client weighs about 880, so about
+/// 19,000 of them.
 pub(crate) const CAPACITY_BYTES: u64 = 16 << 20;
 
 /// The length of the change epoch's file that the counter needs.
 const EPOCH_BYTES: u64 = 8;
 
-/// What an entry costs beyond its variable-size fields: the two records, the key, the `Arc`
-/// and the cache's own slot, rounded up.
-const ENTRY_OVERHEAD: u64 = 320;
+/// What an entry costs beyond its heap-allocated fields: the two records, the key, the entry
+/// and the `Arc`'s counts (400 bytes on x86-64, checked by a test), plus the cache's own slot
+/// and the allocator's rounding of the fields' nine allocations.
+const ENTRY_OVERHEAD: u64 = 512;
 
 /// The change epoch shared by every process on one database file: a counter in a shared
 /// mapping of the file's first eight bytes.
@@ -172,12 +177,22 @@ pub(crate) enum Update {
 #[derive(Clone)]
 struct Weight;
 
+fn principal_bytes(p: &Principal) -> usize {
+    match p {
+        Principal::Client(fp) => fp.as_str().len(),
+        Principal::Group { org, name } => org.as_str().len() + name.as_str().len(),
+    }
+}
+
 impl quick_cache::Weighter<DepositKey, Entry> for Weight {
     fn weight(&self, key: &DepositKey, e: &Entry) -> u64 {
         let (d, v) = &*e.row;
-        let bytes = key.name.as_str().len()
+        // Every heap allocation an entry holds: the key's and the header's copies of the owner
+        // and name, the organisation, the MAC, the version's creator, data key and payload.
+        let bytes = 2 * (principal_bytes(&key.owner) + key.name.as_str().len())
             + d.org.as_str().len()
             + d.mac.as_ref().map_or(0, Vec::len)
+            + v.meta.creator.as_str().len()
             + v.wrapped_dek.len()
             + v.ciphertext.len();
         ENTRY_OVERHEAD.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX))
@@ -305,11 +320,20 @@ impl RowCache {
     }
 }
 
+/// The largest payload whose new version the writer reads back into the cache after a put.
+/// Keys and secrets are far smaller; a larger payload's entry is dropped instead, since reading
+/// it back holds the write lock longer and its entry would take much of the cache.
+pub(crate) const KEEP_AT_MOST: usize = 64 * 1024;
+
 /// Which cached deposits a mutation can change (a header row or any of its versions, as a
 /// cached read would return them). Exhaustive, so a new mutation must be classified here.
 pub(crate) enum Effect {
     None,
-    /// This deposit's rows only.
+    /// A new current version of this deposit, which the writer reads back and keeps (the next
+    /// put to it reads the header it checks from here), unless its payload is over
+    /// [`KEEP_AT_MOST`].
+    Put(DepositKey, usize),
+    /// This deposit's rows only; its entry goes.
     One(DepositKey),
     /// Deposits it does not name.
     All,
@@ -317,8 +341,12 @@ pub(crate) enum Effect {
 
 pub(crate) fn effect(m: &Mutation) -> Effect {
     match m {
-        Mutation::PutVersion { key, .. }
-        | Mutation::SetDeleted { key, .. }
+        Mutation::PutVersion { key, version, .. } => {
+            Effect::Put(key.clone(), version.ciphertext.len())
+        }
+        // Soft deletes, purges, ACL changes and re-wraps (a key rotation re-wraps every
+        // version, current or not): rarer than puts, and followed by no read that needs them.
+        Mutation::SetDeleted { key, .. }
         | Mutation::Purge { key }
         | Mutation::SetAcl { key, .. } => Effect::One(key.clone()),
         Mutation::Rewrap { id, .. } => match id {
@@ -512,22 +540,23 @@ mod tests {
         let file = Arc::new(AtomicU64::new(0));
         let acked = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
         let readers: Vec<_> = (0..3)
             .map(|_| {
-                let (c, k, file, acked, stop) = (
+                let (c, k, file, acked, stop, served) = (
                     c.clone(),
                     k.clone(),
                     file.clone(),
                     acked.clone(),
                     stop.clone(),
+                    served.clone(),
                 );
                 std::thread::spawn(move || {
-                    let mut served = 0u64;
                     while !stop.load(Ordering::SeqCst) {
                         let floor = acked.load(Ordering::SeqCst);
                         let got = match c.get(&k) {
                             Some(r) => {
-                                served += 1;
+                                served.fetch_add(1, Ordering::SeqCst);
                                 r
                             }
                             None => {
@@ -540,13 +569,19 @@ mod tests {
                         let n = u64::from_be_bytes(got.1.ciphertext[..8].try_into().unwrap());
                         assert!(n >= floor, "served {n} after {floor} was acknowledged");
                     }
-                    served
                 })
             })
             .collect();
-        for n in 1..=20_000u64 {
+        let mut n = 0u64;
+        // At least 20,000 writes, and on until the readers were served from the cache (a
+        // loaded machine may not run them at first), for at most ten seconds.
+        let started = Instant::now();
+        while n < 20_000
+            || (served.load(Ordering::SeqCst) == 0 && started.elapsed() < Duration::from_secs(10))
+        {
+            n += 1;
             file.store(n, Ordering::SeqCst);
-            let update = if n % 3 == 0 {
+            let update = if n.is_multiple_of(3) {
                 Update::Drop(k.clone())
             } else {
                 Update::Keep(k.clone(), row(&k, &n.to_be_bytes()))
@@ -555,11 +590,23 @@ mod tests {
             acked.store(n, Ordering::SeqCst);
         }
         stop.store(true, Ordering::SeqCst);
-        let served: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        for r in readers {
+            r.join().unwrap();
+        }
         assert!(
-            served > 0,
+            served.load(Ordering::SeqCst) > 0,
             "the cache served nothing: the test checked no cached read"
         );
+    }
+
+    #[test]
+    fn the_fixed_overhead_covers_the_structures_of_an_entry() {
+        let fixed = std::mem::size_of::<(DepositRecord, VersionRecord)>()
+            + std::mem::size_of::<DepositKey>()
+            + std::mem::size_of::<Entry>()
+            + 16;
+        eprintln!("fixed structures: {fixed} bytes");
+        assert!(ENTRY_OVERHEAD >= fixed as u64, "{fixed}");
     }
 
     #[test]

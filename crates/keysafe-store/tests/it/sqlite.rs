@@ -267,6 +267,14 @@ async fn a_write_replaces_only_its_deposit_in_the_cache_and_another_processs_emp
     // And this process's next write is seen by the other.
     s.apply(put(&b, 3, b"b3")).await.unwrap();
     assert_eq!(current(&other, &b).await, b"b3");
+
+    // A put of a payload over the bound is dropped from the cache rather than read back.
+    assert_eq!(current(&s, &a).await, b"three");
+    assert_eq!(s.cached_versions(), 2);
+    let large = vec![7u8; 64 * 1024 + 1];
+    s.apply(put(&b, 4, &large)).await.unwrap();
+    assert_eq!(s.cached_versions(), 1, "a stays, b goes");
+    assert_eq!(current(&s, &b).await, large);
 }
 
 async fn current(s: &SqliteStore, k: &keysafe_core::store::DepositKey) -> Vec<u8> {

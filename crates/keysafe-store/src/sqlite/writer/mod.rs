@@ -57,8 +57,8 @@ pub(crate) enum Job {
 
 impl Job {
     /// What this job, applied, did to deposit rows a cached read returns: the deposit it
-    /// changed with its current version as read now, inside the transaction (`None` when it
-    /// changed none).
+    /// changed, with the current version a put made as read now, inside the transaction
+    /// (`None` when it changed none).
     fn cache_update(&self, conn: &Connection) -> Option<row_cache::Update> {
         let Job::Mutate { mutation, .. } = self else {
             return None;
@@ -66,7 +66,11 @@ impl Job {
         match row_cache::effect(mutation) {
             row_cache::Effect::None => None,
             row_cache::Effect::All => Some(row_cache::Update::All),
-            row_cache::Effect::One(key) => Some(match reads::get_version(conn, &key, None) {
+            row_cache::Effect::One(key) => Some(row_cache::Update::Drop(key)),
+            row_cache::Effect::Put(key, size) if size > row_cache::KEEP_AT_MOST => {
+                Some(row_cache::Update::Drop(key))
+            }
+            row_cache::Effect::Put(key, _) => Some(match reads::get_version(conn, &key, None) {
                 Ok(Some(row)) => row_cache::Update::Keep(key, Arc::new(row)),
                 Ok(None) | Err(_) => row_cache::Update::Drop(key),
             }),
