@@ -22,8 +22,7 @@
 //! commit that changed deposit rows, and if the counter was still `valid` (nobody else
 //! changed anything since) it drops only the entries of the deposits the commit changed (a
 //! put's new version it keeps, as the writer read it inside the committed transaction), and
-//! moves
-//! `valid` past its increment; otherwise it empties the cache. So a write to one deposit
+//! moves `valid` past its increment; otherwise it empties the cache. So a write to one deposit
 //! leaves every other cached deposit served, and the next write to the same deposit finds its
 //! header without reading the file. A read fills the cache, under the same lock, only when the
 //! counter is still the value it had before the read (it only grows, so nothing was committed
@@ -323,16 +322,16 @@ impl RowCache {
 /// The largest payload whose new version the writer reads back into the cache after a put.
 /// Keys and secrets are far smaller; a larger payload's entry is dropped instead, since reading
 /// it back holds the write lock longer and its entry would take much of the cache.
-pub(crate) const KEEP_AT_MOST: usize = 64 * 1024;
+const KEEP_AT_MOST: usize = 64 * 1024;
 
 /// Which cached deposits a mutation can change (a header row or any of its versions, as a
 /// cached read would return them). Exhaustive, so a new mutation must be classified here.
 pub(crate) enum Effect {
     None,
-    /// A new current version of this deposit, which the writer reads back and keeps (the next
-    /// put to it reads the header it checks from here), unless its payload is over
-    /// [`KEEP_AT_MOST`].
-    Put(DepositKey, usize),
+    /// A new current version of this deposit with a payload of at most [`KEEP_AT_MOST`], which
+    /// the writer reads back and keeps (the next put to it reads the header it checks from
+    /// here).
+    Put(DepositKey),
     /// This deposit's rows only; its entry goes.
     One(DepositKey),
     /// Deposits it does not name.
@@ -341,12 +340,14 @@ pub(crate) enum Effect {
 
 pub(crate) fn effect(m: &Mutation) -> Effect {
     match m {
-        Mutation::PutVersion { key, version, .. } => {
-            Effect::Put(key.clone(), version.ciphertext.len())
+        Mutation::PutVersion { key, version, .. } if version.ciphertext.len() <= KEEP_AT_MOST => {
+            Effect::Put(key.clone())
         }
-        // Soft deletes, purges, ACL changes and re-wraps (a key rotation re-wraps every
-        // version, current or not): rarer than puts, and followed by no read that needs them.
-        Mutation::SetDeleted { key, .. }
+        // Larger puts, soft deletes, purges, ACL changes and re-wraps (a key rotation re-wraps
+        // every version, current or not): rarer than puts of keys, and followed by no read
+        // that needs them.
+        Mutation::PutVersion { key, .. }
+        | Mutation::SetDeleted { key, .. }
         | Mutation::Purge { key }
         | Mutation::SetAcl { key, .. } => Effect::One(key.clone()),
         Mutation::Rewrap { id, .. } => match id {

@@ -67,10 +67,7 @@ impl Job {
             row_cache::Effect::None => None,
             row_cache::Effect::All => Some(row_cache::Update::All),
             row_cache::Effect::One(key) => Some(row_cache::Update::Drop(key)),
-            row_cache::Effect::Put(key, size) if size > row_cache::KEEP_AT_MOST => {
-                Some(row_cache::Update::Drop(key))
-            }
-            row_cache::Effect::Put(key, _) => Some(match reads::get_version(conn, &key, None) {
+            row_cache::Effect::Put(key) => Some(match reads::get_version(conn, &key, None) {
                 Ok(Some(row)) => row_cache::Update::Keep(key, Arc::new(row)),
                 Ok(None) | Err(_) => row_cache::Update::Drop(key),
             }),
