@@ -336,21 +336,28 @@ impl Service {
             .get_version(&key, version)
             .await?
             .ok_or(CoreError::NotFound("deposit"))?;
-        let (dep, ver) = &*row;
+        let (dep, ver, memo) = &*row;
         self.verify_deposit(dep)?;
         if dep.deleted {
             return Err(CoreError::Deleted);
         }
         let v = ver.meta.version;
         crate::audit::note(|e| e.version = Some(v.get()));
-        let etag = ContentTag::compute(
-            &key.owner,
-            &key.name,
-            v,
-            dep.acl_serial,
-            ver.meta.encoding,
-            &ver.ciphertext,
-        );
+        let etag = match memo.etag() {
+            Some(tag) => ContentTag::from_shared(tag.clone()),
+            None => {
+                let tag = ContentTag::compute(
+                    &key.owner,
+                    &key.name,
+                    v,
+                    dep.acl_serial,
+                    ver.meta.encoding,
+                    &ver.ciphertext,
+                );
+                memo.keep_etag(tag.shared());
+                tag
+            }
+        };
         if known.matches(&etag) {
             return Ok(DepositRead::NotModified {
                 version: v,
@@ -359,17 +366,27 @@ impl Service {
                 etag,
             });
         }
-        let dek = self
-            .unwrap_dek(
-                &keyring,
-                ver.kek_version,
-                dek_aad(&dep.org, &key.owner, &key.name, v),
-                &ver.wrapped_dek,
-                || format!("data key of {}@{v}", key.name),
-            )
-            .await?;
+        let unwrapped;
+        let dek = match memo.dek() {
+            Some(dek) => dek,
+            None => {
+                unwrapped = self
+                    .unwrap_dek(
+                        &keyring,
+                        ver.kek_version,
+                        dek_aad(&dep.org, &key.owner, &key.name, v),
+                        &ver.wrapped_dek,
+                        || format!("data key of {}@{v}", key.name),
+                    )
+                    .await?;
+                if !keyring.per_deposit() {
+                    self.keep_dek(memo, &unwrapped);
+                }
+                &unwrapped
+            }
+        };
         let payload = crypto::open(
-            &dek,
+            dek,
             &payload_aad(&dep.org, &key.owner, &key.name, v),
             &ver.ciphertext,
         )

@@ -7,11 +7,12 @@
 
 use keysafe_proto::api::Encoding;
 use keysafe_proto::{DepositName, DepositVersion, Principal};
+use std::sync::Arc;
 
 /// A strong entity tag of one deposit version as served: `VERSION-HASH`, where HASH is 128 bits
 /// of SHA-256 in hex. The version comes first so that a person reading it sees the version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContentTag(String);
+pub struct ContentTag(Arc<str>);
 
 impl ContentTag {
     /// The tag of a version as served. `sealed` is the stored (server-side encrypted) payload:
@@ -47,12 +48,22 @@ impl ContentTag {
         let mut tag = version.get().to_string();
         tag.push('-');
         tag.push_str(&keysafe_proto::lower_hex(&digest.as_ref()[..16]));
-        Self(tag)
+        Self(tag.into())
     }
 
     /// The tag without quotes.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The tag's text, shared (to keep with the row it names).
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
+    /// A tag computed earlier from the same row, as [`ContentTag::shared`] gave it.
+    pub(crate) fn from_shared(tag: Arc<str>) -> Self {
+        Self(tag)
     }
 }
 

@@ -13,7 +13,7 @@ use super::deposits::dek_aad;
 use crate::crypto::SecretKey;
 use crate::error::CoreError;
 use crate::keyring::{DekError, Keyring};
-use crate::store::{Mutation, StoreError, WrappedId, WrappedKind, WrappedRow};
+use crate::store::{Mutation, ReadMemo, StoreError, WrappedId, WrappedKind, WrappedRow};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +75,18 @@ impl Service {
             ring.wrap_dek(&aad, dek)
         };
         r.map_err(|e| self.dek_error(e))
+    }
+
+    /// Keeps a data key with the shared row it was unwrapped from ([`ReadMemo`]), so that the
+    /// next read of that row does not unwrap it again. Sealing drops the keyring and then the
+    /// store's cached rows; a read that unwrapped before the seal may keep its key after the
+    /// rows were dropped, so it looks at the keyring after keeping it and, if it is gone, drops
+    /// them again: no data key stays in memory once the service is sealed.
+    pub(super) fn keep_dek(&self, memo: &ReadMemo, dek: &SecretKey) {
+        memo.keep_dek(dek.clone());
+        if self.keyring().is_err() {
+            self.store.forget_cached_rows();
+        }
     }
 
     /// Unwraps a data key (see [`Service::wrap_dek`]). A keyring version this process does not

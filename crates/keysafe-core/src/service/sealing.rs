@@ -117,8 +117,14 @@ impl Service {
             // Nothing can be authenticated without the key: authenticated rows stay as they are.
             self.store.row_auth().set(RowAuthMode::Sealed);
         }
+        let sealed = ring.is_none();
         if let Ok(mut k) = self.keyring.write() {
             *k = ring;
+        }
+        if sealed {
+            // Data keys that reads kept with cached rows go with the keyring (after it: see
+            // `Service::keep_dek`).
+            self.store.forget_cached_rows();
         }
         if let Ok(mut s) = self.sealing.seal.write() {
             *s = seal;

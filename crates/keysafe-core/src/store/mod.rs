@@ -13,6 +13,7 @@ mod cluster;
 pub mod export;
 mod integrity;
 mod lifecycle;
+mod memo;
 mod mutation;
 mod records;
 
@@ -31,6 +32,7 @@ pub use lifecycle::{
     ClientCursor, ClientDependents, ClientListing, Counted, GroupDependents, GroupRef,
     LifecycleStore, OrgDependents, refusal,
 };
+pub use memo::{ReadMemo, version_row};
 pub use mutation::{Applied, Mutation, RowAuth};
 pub use records::*;
 
@@ -116,9 +118,10 @@ pub trait IdentityStore: Send + Sync {
     ) -> StoreResult<Vec<ClientRecord>>;
 }
 
-/// A deposit's header and one of its versions, as [`DepositStore::get_version`] reads them;
-/// shared, so that a backend that keeps rows in memory hands them out without copying.
-pub type VersionRow = std::sync::Arc<(DepositRecord, VersionRecord)>;
+/// A deposit's header and one of its versions, as [`DepositStore::get_version`] reads them, and
+/// what reads derived from them ([`ReadMemo`]); shared, so that a backend that keeps rows in
+/// memory hands them out without copying. Made by [`version_row`].
+pub type VersionRow = std::sync::Arc<(DepositRecord, VersionRecord, ReadMemo)>;
 
 /// Deposits, their versions and their grants.
 #[async_trait]
@@ -145,6 +148,10 @@ pub trait DepositStore: Send + Sync {
         &self,
         grantees: &[Principal],
     ) -> StoreResult<Vec<(DepositRecord, GrantRecord)>>;
+    /// Lets go of every row kept in memory for reads, and so of what reads derived from them
+    /// (unwrapped data keys among it): the service calls it when it seals. Nothing to do for a
+    /// backend that keeps none.
+    fn forget_cached_rows(&self) {}
 }
 
 /// Groups, their epochs and the identities wrapped for their members.

@@ -449,7 +449,64 @@ async fn a_keyring_version_this_seal_cannot_unwrap_seals_instead_of_failing_inte
     assert!(ts.service().is_sealed());
 }
 // Every test above runs on SQLite and on PostgreSQL.
+/// Reads keep a cached row's data key and content tag with the row (the SQLite store's cache of
+/// current versions hands every read the same row); PostgreSQL rows are read afresh, so nothing
+/// is kept. Sealing lets go of every kept data key: the next read of the row starts empty.
+async fn reads_keep_the_data_key_with_a_cached_row_until_the_seal(storage: TestStorage) {
+    let ts = TestServer::start_on(storage).await;
+    let secret = ts.create_org("acme").await;
+    let c = ts.register("acme", Some(secret)).await.unwrap();
+    c.client
+        .put(&name("k"), b"secret".to_vec(), Precondition::None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let got = c.client.get(&name("k"), None).await.unwrap();
+        assert_eq!(&got.payload[..], b"secret");
+    }
+    let key = keysafe_core::store::DepositKey {
+        owner: keysafe_proto::Principal::Client(c.fingerprint.clone()),
+        name: name("k"),
+    };
+    let store = ts.service().store().clone();
+    let cached = storage == TestStorage::Sqlite;
+    let row = store.get_version(&key, None).await.unwrap().unwrap();
+    assert_eq!(row.2.dek().is_some(), cached, "{:?}", row.2);
+    assert_eq!(row.2.etag().is_some(), cached, "{:?}", row.2);
+    // The kept tag is the one the server answers with.
+    let got = c
+        .client
+        .raw_request(http::Method::GET, "/v1/deposits/k")
+        .send()
+        .await
+        .unwrap();
+    if let Some(tag) = row.2.etag() {
+        let served = got.headers().get("etag").unwrap().to_str().unwrap();
+        assert_eq!(served, format!("\"{tag}\""));
+    }
+    drop(row);
+
+    ts.service().seal_now("sealed by the test");
+    let row = store.get_version(&key, None).await.unwrap().unwrap();
+    assert!(
+        row.2.dek().is_none() && row.2.etag().is_none(),
+        "{:?}",
+        row.2
+    );
+    // (The client would answer from its own copy: ask the server itself.)
+    let sealed = c
+        .client
+        .raw_request(http::Method::GET, "/v1/deposits/k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sealed.status().as_u16(), 503);
+    let row = store.get_version(&key, None).await.unwrap().unwrap();
+    assert!(row.2.dek().is_none(), "a sealed read kept a data key");
+}
+
 keysafe_testkit::storage_tests!(multi_thread:
+    reads_keep_the_data_key_with_a_cached_row_until_the_seal,
     passphrase_seal_starts_sealed_and_unseals_over_the_api,
     rotation_keeps_every_deposit_readable_before_during_and_after,
     a_tampered_data_key_is_left_alone_by_the_rewrap_and_blocks_retirement,

@@ -38,7 +38,7 @@ use keysafe_core::store::{
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
     IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Queued,
     RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRow, WrappedId,
-    WrappedKeyRecord, WrappedKind, WrappedRow,
+    WrappedKeyRecord, WrappedKind, WrappedRow, version_row,
 };
 use keysafe_proto::api::ClientState;
 use keysafe_proto::audit::{AuditCheckpoint, AuditEntry, AuditEvent};
@@ -481,7 +481,7 @@ impl DepositStore for PostgresStore {
     ) -> StoreResult<Option<VersionRow>> {
         Ok(reads::get_version(&self.pool, key, version)
             .await?
-            .map(std::sync::Arc::new))
+            .map(|(d, v)| version_row(d, v)))
     }
 
     async fn list_deposits(&self, q: DepositListing<'_>) -> StoreResult<Vec<DepositRecord>> {

@@ -26,7 +26,7 @@ use keysafe_core::store::{
     DepositKey, DepositListing, DepositRecord, DepositStore, GrantRecord, GroupRecord, GroupStore,
     IdentityStore, ImportSummary, KekRecord, KekUsage, KeyringStore, Mutation, OrgRecord, Queued,
     RecordStream, Store, StoreError, StoreResult, StoreStats, VersionMeta, VersionRow, WrappedId,
-    WrappedKeyRecord, WrappedKind, WrappedRow,
+    WrappedKeyRecord, WrappedKind, WrappedRow, version_row,
 };
 use keysafe_proto::Timestamp;
 use keysafe_proto::api::ClientState;
@@ -441,7 +441,7 @@ impl DepositStore for SqliteStore {
         // The current version is the hot read; a named one goes to the file.
         if version.is_some() {
             let row = self.readers.run(|c| reads::get_version(c, key, version))?;
-            return Ok(row.map(Arc::new));
+            return Ok(row.map(|(d, v)| version_row(d, v)));
         }
         if let Some(row) = self.rows.get(key) {
             return Ok(Some(row));
@@ -450,7 +450,7 @@ impl DepositStore for SqliteStore {
         let row = self
             .readers
             .run(|c| reads::get_version(c, key, None))?
-            .map(Arc::new);
+            .map(|(d, v)| version_row(d, v));
         if let Some(row) = &row {
             self.rows.fill(key, before, row.clone());
         }
@@ -489,6 +489,10 @@ impl DepositStore for SqliteStore {
         self.readers
             .run_blocking(move |c| reads::list_shared(c, &grantees))
             .await
+    }
+
+    fn forget_cached_rows(&self) {
+        self.rows.forget();
     }
 }
 

@@ -1,6 +1,8 @@
 //! A bounded in-memory cache of deposits' current versions as stored: the header row, the
-//! sealed payload, the wrapped data key and the row's MAC. Nothing decrypted is cached; the
-//! service still verifies the MAC, checks access and opens the payload on every read. It spares
+//! sealed payload, the wrapped data key and the row's MAC, and what reads derived from the row
+//! (its content tag and, outside the seal's per-deposit mode, its unwrapped data key: see
+//! `ReadMemo`; [`RowCache::forget`] drops them all when the service seals). The service still
+//! verifies the MAC, checks access and opens the payload on every read. It spares
 //! the SQLite point read, which costs far more than its B-tree descents suggest: every read is
 //! audited, so the writer commits continually, and each commit empties every read connection's
 //! page cache (SQLite's WAL mode cannot tell which pages changed).
@@ -44,7 +46,7 @@
 //! The file is not `<database>-changes`, where older builds kept an epoch of another format
 //! (the file's length), so that processes of the two never write each other's file.
 
-use keysafe_core::store::{DepositKey, Mutation, VersionRow, WrappedId};
+use keysafe_core::store::{DepositKey, Mutation, ReadMemo, VersionRow, WrappedId};
 use keysafe_proto::Principal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,17 +60,17 @@ use std::time::{Duration, Instant};
 pub(crate) const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// The weight the cache holds at most: about 16 MiB of records (each weighs its heap-allocated
-/// fields plus [`ENTRY_OVERHEAD`]); a 32-byte deposit of a client weighs about 880, so about
-/// 19,000 of them.
+/// fields plus [`ENTRY_OVERHEAD`]); a 32-byte deposit of a client weighs about 1,000, so
+/// about 16,600 of them.
 pub(crate) const CAPACITY_BYTES: u64 = 16 << 20;
 
 /// The length of the change epoch's file that the counter needs.
 const EPOCH_BYTES: u64 = 8;
 
-/// What an entry costs beyond its heap-allocated fields: the two records, the key, the entry
-/// and the `Arc`'s counts (400 bytes on x86-64, checked by a test), plus the cache's own slot
-/// and the allocator's rounding of the fields' nine allocations.
-const ENTRY_OVERHEAD: u64 = 512;
+/// What an entry costs beyond its heap-allocated fields: the two records, the memo, the key, the
+/// entry and the `Arc`'s counts (464 bytes on x86-64, checked by a test), plus the cache's own
+/// slot and the allocator's rounding of the ten allocations (nine fields and the memo's tag).
+const ENTRY_OVERHEAD: u64 = 576;
 
 /// The change epoch shared by every process on one database file: a counter in a shared
 /// mapping of the file's first eight bytes.
@@ -185,10 +187,12 @@ fn principal_bytes(p: &Principal) -> usize {
 
 impl quick_cache::Weighter<DepositKey, Entry> for Weight {
     fn weight(&self, key: &DepositKey, e: &Entry) -> u64 {
-        let (d, v) = &*e.row;
+        let (d, v, _) = &*e.row;
         // Every heap allocation an entry holds: the key's and the header's copies of the owner
-        // and name, the organisation, the MAC, the version's creator, data key and payload.
+        // and name, the organisation, the MAC, the version's creator, data key and payload, and
+        // what reads may derive from them (counted from the start: they come after the insert).
         let bytes = 2 * (principal_bytes(&key.owner) + key.name.as_str().len())
+            + ReadMemo::HEAP_BYTES
             + d.org.as_str().len()
             + d.mac.as_ref().map_or(0, Vec::len)
             + v.meta.creator.as_str().len()
@@ -313,6 +317,13 @@ impl RowCache {
         self.committed(vec![Update::All]);
     }
 
+    /// Drops every entry here, and with them what reads derived from the rows (once the reads
+    /// holding them finish). The entries' epoch stays valid: an empty cache is valid at any.
+    pub(crate) fn forget(&self) {
+        let _held = self.locked();
+        self.rows.clear();
+    }
+
     /// How many rows are cached (for tests and diagnostics).
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
@@ -394,7 +405,7 @@ pub(crate) fn effect(m: &Mutation) -> Effect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keysafe_core::store::{DepositRecord, VersionMeta, VersionRecord};
+    use keysafe_core::store::{DepositRecord, VersionMeta, VersionRecord, version_row};
     use keysafe_proto::api::Encoding;
     use keysafe_proto::{
         ClientFingerprint, DepositName, DepositVersion, OrgName, Principal, Timestamp,
@@ -411,7 +422,7 @@ mod tests {
     fn row(k: &DepositKey, payload: &[u8]) -> VersionRow {
         let v = DepositVersion::new(1).unwrap();
         let at = Timestamp::from_unix_millis(1);
-        Arc::new((
+        version_row(
             DepositRecord {
                 org: OrgName::parse("acme").unwrap(),
                 owner: k.owner.clone(),
@@ -437,7 +448,7 @@ mod tests {
                 wrapped_dek: vec![9; 60],
                 ciphertext: payload.to_vec(),
             },
-        ))
+        )
     }
 
     fn cache(dir: &tempfile::TempDir, capacity: u64) -> (RowCache, PathBuf) {
@@ -602,7 +613,7 @@ mod tests {
 
     #[test]
     fn the_fixed_overhead_covers_the_structures_of_an_entry() {
-        let fixed = std::mem::size_of::<(DepositRecord, VersionRecord)>()
+        let fixed = std::mem::size_of::<(DepositRecord, VersionRecord, ReadMemo)>()
             + std::mem::size_of::<DepositKey>()
             + std::mem::size_of::<Entry>()
             + 16;

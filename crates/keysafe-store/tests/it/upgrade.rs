@@ -598,13 +598,14 @@ async fn a_release_database_is_upgraded_and_reads_back(storage: &str) {
         }]
     );
     let k = deposit_key();
-    let (d, v2) = std::sync::Arc::unwrap_or_clone(s.get_version(&k, None).await.unwrap().unwrap());
+    let (d, v2, _) =
+        std::sync::Arc::unwrap_or_clone(s.get_version(&k, None).await.unwrap().unwrap());
     assert_eq!(
         (d.current_version, d.current_size, d.acl_serial),
         (ver(2), 5, 1)
     );
     assert_eq!(v2, version_record(2, Encoding::Age));
-    let (_, v1) =
+    let (_, v1, _) =
         std::sync::Arc::unwrap_or_clone(s.get_version(&k, Some(ver(1))).await.unwrap().unwrap());
     assert_eq!(v1, version_record(1, Encoding::Raw));
     assert_eq!(

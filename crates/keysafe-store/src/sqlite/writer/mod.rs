@@ -22,7 +22,7 @@ use super::reads;
 use super::row_cache::{self, RowCache};
 use keysafe_core::store::{
     Applied, AuditAppendError, AuditHead, Mutation, RowAuthMode, RowAuthSlot, SpoolBatch,
-    SpoolReplay, StoreError, StoreResult,
+    SpoolReplay, StoreError, StoreResult, version_row,
 };
 use keysafe_proto::audit::AuditEvent;
 use rusqlite::Connection;
@@ -68,7 +68,7 @@ impl Job {
             row_cache::Effect::All => Some(row_cache::Update::All),
             row_cache::Effect::One(key) => Some(row_cache::Update::Drop(key)),
             row_cache::Effect::Put(key) => Some(match reads::get_version(conn, &key, None) {
-                Ok(Some(row)) => row_cache::Update::Keep(key, Arc::new(row)),
+                Ok(Some((d, v))) => row_cache::Update::Keep(key, version_row(d, v)),
                 Ok(None) | Err(_) => row_cache::Update::Drop(key),
             }),
         }

@@ -4,7 +4,7 @@
 //! replaced.
 
 use super::*;
-use keysafe_core::store::{DepositRecord, WrappedId};
+use keysafe_core::store::{DepositRecord, ReadMemo, WrappedId};
 use keysafe_proto::api::Access;
 
 /// Reads the current version through every handle, twice (the second read is the one a cache
@@ -12,7 +12,7 @@ use keysafe_proto::api::Access;
 async fn read_everywhere(
     handles: &[&Arc<dyn Store>],
     k: &DepositKey,
-    check: impl Fn(Option<&(DepositRecord, VersionRecord)>),
+    check: impl Fn(Option<&(DepositRecord, VersionRecord, ReadMemo)>),
 ) {
     for s in handles {
         for _ in 0..2 {
@@ -44,7 +44,7 @@ pub async fn the_current_version_is_read_fresh_after_every_change(b: &dyn TestBa
         .await
         .unwrap();
     read_everywhere(&both, &k, |r| {
-        let (d, v) = r.unwrap();
+        let (d, v, _) = r.unwrap();
         assert_eq!((d.current_version, v.meta.version), (ver(2), ver(2)));
         assert_eq!(v.ciphertext, b"two");
     })
@@ -74,7 +74,7 @@ pub async fn the_current_version_is_read_fresh_after_every_change(b: &dyn TestBa
         .await
         .unwrap();
     read_everywhere(&both, &k, |r| {
-        let (d, v) = r.unwrap();
+        let (d, v, _) = r.unwrap();
         assert_eq!(d.acl_serial, 1);
         assert_eq!(v.ciphertext, b"two, for b too");
     })

@@ -25,7 +25,7 @@ pub async fn put_is_compare_and_set(b: &dyn TestBackend) {
         "expecting a version of a deposit that does not exist"
     );
     c.put(&k, Some(1), 2, b"two").await.unwrap();
-    let (d, v) =
+    let (d, v, _) =
         std::sync::Arc::unwrap_or_clone(c.store.get_version(&k, None).await.unwrap().unwrap());
     assert_eq!(d.current_version, ver(2));
     assert_eq!(d.current_size, 3);
@@ -211,7 +211,7 @@ pub async fn reads_of_versions_and_missing_deposits(b: &dyn TestBackend) {
             .await
             .unwrap();
     }
-    let (d, v1) =
+    let (d, v1, _) =
         std::sync::Arc::unwrap_or_clone(s.get_version(&k, Some(ver(1))).await.unwrap().unwrap());
     assert_eq!(d.current_version, ver(3), "the header is the current one");
     assert_eq!(v1, version(1, &[1]));
@@ -386,7 +386,7 @@ pub async fn many_concurrent_writes_commit_and_survive_reopening(b: &dyn TestBac
     other.close().await;
     c.reopen().await;
     assert_eq!(list(&c, 'a', "k", None, 1000, true).await.len(), 270);
-    let (_, v) = std::sync::Arc::unwrap_or_clone(
+    let (_, v, _) = std::sync::Arc::unwrap_or_clone(
         c.store
             .get_version(&key('a', "k299"), None)
             .await

@@ -179,7 +179,7 @@ pub async fn groups_are_created_with_members_and_keys(b: &dyn TestBackend) {
     c.put(&key('a', "shared"), None, 1, b"a").await.unwrap();
     let d = s.get_deposit(&owned).await.unwrap().unwrap();
     assert_eq!(d.owner, owned.owner);
-    let (_, v) =
+    let (_, v, _) =
         std::sync::Arc::unwrap_or_clone(s.get_version(&owned, None).await.unwrap().unwrap());
     assert_eq!(v.ciphertext, b"g");
 }

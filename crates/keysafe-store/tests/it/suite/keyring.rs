@@ -80,7 +80,7 @@ pub async fn rewrap_is_compare_and_set(b: &dyn TestBackend) {
         "the target keyring version does not exist"
     );
     s.apply(rewrap(&id, 1, 2, 7)).await.unwrap();
-    let (_, v) = std::sync::Arc::unwrap_or_clone(
+    let (_, v, _) = std::sync::Arc::unwrap_or_clone(
         s.get_version(&key('a', "k"), None).await.unwrap().unwrap(),
     );
     assert_eq!((v.kek_version, v.wrapped_dek), (2, vec![7; 60]));

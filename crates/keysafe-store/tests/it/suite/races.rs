@@ -53,7 +53,7 @@ pub async fn concurrent_puts_with_the_same_expectation_have_one_winner(b: &dyn T
                 current: Some(ver(n)),
             },
         );
-        let (d, v) = std::sync::Arc::unwrap_or_clone(
+        let (d, v, _) = std::sync::Arc::unwrap_or_clone(
             handles[0].get_version(&k, None).await.unwrap().unwrap(),
         );
         assert_eq!(d.current_version, ver(n));

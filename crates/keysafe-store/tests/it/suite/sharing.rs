@@ -63,7 +63,7 @@ pub async fn acl_swap_replaces_grants_and_versions_together(b: &dyn TestBackend)
         [grant('b', Access::Read, 5), grant('c', Access::Write, 5)]
     );
     for (n, payload) in [(1, &b"ONE!"[..]), (2, b"TWO!!")] {
-        let (_, v) = std::sync::Arc::unwrap_or_clone(
+        let (_, v, _) = std::sync::Arc::unwrap_or_clone(
             s.get_version(&k, Some(ver(n))).await.unwrap().unwrap(),
         );
         assert_eq!(v, reencrypted(n, payload));
@@ -99,7 +99,7 @@ pub async fn acl_swap_refusals(b: &dyn TestBackend) {
         let k = k.clone();
         async move {
             let d = s.get_deposit(&k).await.unwrap().unwrap();
-            let (_, v) = std::sync::Arc::unwrap_or_clone(
+            let (_, v, _) = std::sync::Arc::unwrap_or_clone(
                 s.get_version(&k, Some(ver(1))).await.unwrap().unwrap(),
             );
             (
