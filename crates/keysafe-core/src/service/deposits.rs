@@ -367,7 +367,9 @@ impl Service {
             });
         }
         let unwrapped;
-        let dek = match memo.dek() {
+        // A key kept in keyring mode is never used in per-deposit mode, where every read must
+        // reach the HSM (the mode changes only offline today; this holds if that changes).
+        let dek = match memo.dek().filter(|_| !keyring.per_deposit()) {
             Some(dek) => dek,
             None => {
                 unwrapped = self

@@ -35,14 +35,20 @@ impl ReadMemo {
         let _ = self.etag.set(tag);
     }
 
-    /// The data key a read unwrapped from this row, if one did and kept it.
-    pub fn dek(&self) -> Option<&SecretKey> {
+    /// The data key a read unwrapped from this row, if one did and kept it. Only the service
+    /// reads it, after the checks a read makes.
+    pub(crate) fn dek(&self) -> Option<&SecretKey> {
         self.dek.get()
+    }
+
+    /// Whether a read kept the row's data key (for tests and diagnostics: not the key).
+    pub fn holds_dek(&self) -> bool {
+        self.dek.get().is_some()
     }
 
     /// Keeps the row's unwrapped data key (a second call keeps the first value: both are
     /// equal). Only the service calls it, and only under the rules in the module documentation.
-    pub fn keep_dek(&self, dek: SecretKey) {
+    pub(crate) fn keep_dek(&self, dek: SecretKey) {
         let _ = self.dek.set(dek);
     }
 

@@ -150,8 +150,8 @@ pub trait DepositStore: Send + Sync {
     ) -> StoreResult<Vec<(DepositRecord, GrantRecord)>>;
     /// Lets go of every row kept in memory for reads, and so of what reads derived from them
     /// (unwrapped data keys among it): the service calls it when it seals. Nothing to do for a
-    /// backend that keeps none.
-    fn forget_cached_rows(&self) {}
+    /// backend that keeps none. No default: a store that wraps another must pass it on.
+    fn forget_cached_rows(&self);
 }
 
 /// Groups, their epochs and the identities wrapped for their members.

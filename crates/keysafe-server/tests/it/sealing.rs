@@ -448,7 +448,7 @@ async fn a_keyring_version_this_seal_cannot_unwrap_seals_instead_of_failing_inte
     assert_code(c.client.get(&name("k"), None).await, ErrorCode::Sealed);
     assert!(ts.service().is_sealed());
 }
-// Every test above runs on SQLite and on PostgreSQL.
+
 /// Reads keep a cached row's data key and content tag with the row (the SQLite store's cache of
 /// current versions hands every read the same row); PostgreSQL rows are read afresh, so nothing
 /// is kept. Sealing lets go of every kept data key: the next read of the row starts empty.
@@ -460,18 +460,25 @@ async fn reads_keep_the_data_key_with_a_cached_row_until_the_seal(storage: TestS
         .put(&name("k"), b"secret".to_vec(), Precondition::None)
         .await
         .unwrap();
-    for _ in 0..2 {
-        let got = c.client.get(&name("k"), None).await.unwrap();
-        assert_eq!(&got.payload[..], b"secret");
-    }
     let key = keysafe_core::store::DepositKey {
         owner: keysafe_proto::Principal::Client(c.fingerprint.clone()),
         name: name("k"),
     };
     let store = ts.service().store().clone();
     let cached = storage == TestStorage::Sqlite;
-    let row = store.get_version(&key, None).await.unwrap().unwrap();
-    assert_eq!(row.2.dek().is_some(), cached, "{:?}", row.2);
+    // A cached row is served for a few seconds at most: on a machine so loaded that more passed
+    // between the read and the look, read again.
+    let mut row = None;
+    for _ in 0..5 {
+        let got = c.client.get(&name("k"), None).await.unwrap();
+        assert_eq!(&got.payload[..], b"secret");
+        let r = store.get_version(&key, None).await.unwrap().unwrap();
+        if r.2.holds_dek() == cached {
+            row = Some(r);
+            break;
+        }
+    }
+    let row = row.unwrap_or_else(|| panic!("the row's memo never matched cached={cached}"));
     assert_eq!(row.2.etag().is_some(), cached, "{:?}", row.2);
     // The kept tag is the one the server answers with.
     let got = c
@@ -488,11 +495,7 @@ async fn reads_keep_the_data_key_with_a_cached_row_until_the_seal(storage: TestS
 
     ts.service().seal_now("sealed by the test");
     let row = store.get_version(&key, None).await.unwrap().unwrap();
-    assert!(
-        row.2.dek().is_none() && row.2.etag().is_none(),
-        "{:?}",
-        row.2
-    );
+    assert!(!row.2.holds_dek() && row.2.etag().is_none(), "{:?}", row.2);
     // (The client would answer from its own copy: ask the server itself.)
     let sealed = c
         .client
@@ -502,9 +505,10 @@ async fn reads_keep_the_data_key_with_a_cached_row_until_the_seal(storage: TestS
         .unwrap();
     assert_eq!(sealed.status().as_u16(), 503);
     let row = store.get_version(&key, None).await.unwrap().unwrap();
-    assert!(row.2.dek().is_none(), "a sealed read kept a data key");
+    assert!(!row.2.holds_dek(), "a sealed read kept a data key");
 }
 
+// Every test above runs on SQLite and on PostgreSQL.
 keysafe_testkit::storage_tests!(multi_thread:
     reads_keep_the_data_key_with_a_cached_row_until_the_seal,
     passphrase_seal_starts_sealed_and_unseals_over_the_api,

@@ -502,6 +502,9 @@ impl DepositStore for PostgresStore {
     ) -> StoreResult<Vec<(DepositRecord, GrantRecord)>> {
         reads::list_shared(&self.pool, grantees).await
     }
+
+    /// Rows are read afresh each time: nothing is kept.
+    fn forget_cached_rows(&self) {}
 }
 
 #[async_trait]

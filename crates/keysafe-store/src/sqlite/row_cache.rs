@@ -219,9 +219,10 @@ impl RowCache {
     pub(crate) fn open(db: &Path, capacity_bytes: u64) -> std::io::Result<Self> {
         let signal = ChangeSignal::open(db)?;
         let valid = signal.bump().wrapping_add(1);
-        let items = usize::try_from(capacity_bytes / 512)
-            .unwrap_or(usize::MAX)
-            .max(16);
+        let items =
+            usize::try_from(capacity_bytes / (ENTRY_OVERHEAD + ReadMemo::HEAP_BYTES as u64))
+                .unwrap_or(usize::MAX)
+                .max(16);
         Ok(Self {
             signal,
             rows: quick_cache::sync::Cache::with_weighter(items, capacity_bytes, Weight),
@@ -250,6 +251,15 @@ impl RowCache {
         }
         let e = self.rows.get(key)?;
         if e.read_at.elapsed() >= MAX_AGE {
+            // Not kept either: what reads derived from it (a data key) goes with it.
+            let _held = self.locked();
+            if self
+                .rows
+                .get(key)
+                .is_some_and(|e| e.read_at.elapsed() >= MAX_AGE)
+            {
+                self.rows.remove(key);
+            }
             return None;
         }
         Some(e.row)
