@@ -17,6 +17,7 @@ pub mod init;
 pub mod metrics;
 mod middleware;
 pub mod openapi;
+pub mod request_log;
 mod routes;
 pub mod server;
 // Seals and backups.

@@ -1,5 +1,5 @@
 //! Per-request plumbing: a request id (taken from a well-formed `x-request-id` header or
-//! generated), a tracing span carrying it, the whole-request deadline, the request's audit
+//! generated), the request's log context carrying it (`request_log`), the whole-request deadline, the request's audit
 //! entry (sampled for callers nobody authenticated, see `anonymous`), one log line and the
 //! metrics per request, `Cache-Control: no-store` on every answer, and the JSON rendering of
 //! errors (with the request id in the body). Metric labels are bounded: the method is one of a
@@ -9,6 +9,7 @@ use crate::anonymous::Sample;
 use crate::config::AuditFailurePolicy;
 use crate::error::ApiError;
 use crate::identity::PeerIdentity;
+use crate::request_log::RequestLog;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::Request;
@@ -24,7 +25,6 @@ use keysafe_proto::audit::AuditEvent;
 use keysafe_proto::{ErrorBody, ErrorDetail, HEADER_REQUEST_ID, HEADER_TOKEN};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tracing::Instrument;
 
 /// A fresh request id: a per-process sequence number through SipHash under a key drawn at
 /// random when the process starts. Unique within the process, as unpredictable as random bytes
@@ -137,34 +137,29 @@ fn audit_target(path: &str) -> String {
     path[..end].to_owned()
 }
 
-pub async fn request_context(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let slot = TokenSlot::default();
-    req.extensions_mut().insert(slot.clone());
+pub async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(HEADER_REQUEST_ID)
         .and_then(accept_incoming)
         .unwrap_or_else(new_request_id);
     let peer = req.extensions().get::<PeerIdentity>().cloned();
-    let client_short = peer
-        .as_ref()
-        .and_then(|p| p.fingerprint.as_ref())
-        .map_or("-", |f| f.short());
+    // Every line logged below, and by the handler on this task, names the request.
+    RequestLog::new(id.clone(), peer.clone())
+        .scope(serve(state, req, next, id, peer))
+        .await
+}
+
+async fn serve(
+    state: AppState,
+    mut req: Request,
+    next: Next,
+    id: String,
+    peer: Option<PeerIdentity>,
+) -> Response {
+    let slot = TokenSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let remote_text = peer.as_ref().map_or("", |p| &*p.remote_text);
-    // The span's values are validated text (the id: letters, digits, `-`, `_`; a hex prefix of
-    // the fingerprint; an address), so they are written with Display, not escaped through Debug:
-    // the log formats a span's fields when the span opens, on every request. The method and
-    // path are on the request's own log line below and in its audit entry.
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        client = %client_short,
-        remote = %remote_text,
-    );
     let started = Instant::now();
     // ---- audit trail and metrics ----
     let matched = req.extensions().get::<MatchedPath>().cloned();
@@ -193,10 +188,10 @@ pub async fn request_context(
         outcome: String::new(),
     });
     let mut response = if fail_closed && !exempt && !state.audit.accepting() {
-        span.in_scope(|| tracing::warn!("refused: the audit trail is not recording"));
+        tracing::warn!("refused: the audit trail is not recording");
         audit_refusal()
     } else {
-        let run = scope.clone().run(next.run(req).instrument(span.clone()));
+        let run = scope.clone().run(next.run(req));
         if unbounded_route(route) {
             run.await
         } else {
@@ -204,7 +199,7 @@ pub async fn request_context(
             match tokio::time::timeout(deadline, run).await {
                 Ok(r) => r,
                 Err(_) => {
-                    span.in_scope(|| tracing::info!(?deadline, "request timed out"));
+                    tracing::info!(?deadline, "request timed out");
                     request_timed_out()
                 }
             }
@@ -294,17 +289,15 @@ pub async fn request_context(
         .get::<crate::health_log::LoggedOnChange>()
         .is_some();
     let path = path.as_str();
-    span.in_scope(|| {
-        if logged_elsewhere {
-            tracing::debug!(operation, path, status, micros, "request");
-        } else if status >= 500 {
-            tracing::warn!(operation, path, status, micros, "request failed");
-        } else if status >= 400 {
-            tracing::info!(operation, path, status, micros, "request refused");
-        } else {
-            tracing::debug!(operation, path, status, micros, "request");
-        }
-    });
+    if logged_elsewhere {
+        tracing::debug!(operation, path, status, micros, "request");
+    } else if status >= 500 {
+        tracing::warn!(operation, path, status, micros, "request failed");
+    } else if status >= 400 {
+        tracing::info!(operation, path, status, micros, "request refused");
+    } else {
+        tracing::debug!(operation, path, status, micros, "request");
+    }
     response
 }
 

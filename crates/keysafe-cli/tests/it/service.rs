@@ -433,3 +433,79 @@ async fn the_documented_debug_filter_shows_keysafe_without_the_libraries() {
     let all = debug_targets("debug").await;
     assert!(all.iter().any(|t| !t.starts_with("keysafe")), "{all:?}");
 }
+
+/// Runs a server with `format` logs at `info`, sends one refused request with a request id of
+/// its own, and returns the log.
+async fn log_of_a_refused_request(format: &str, id: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("data");
+    let (_, addr) = init(t, &dir).await;
+    set_config(&dir, "format = \"text\"", &format!("format = \"{format}\""));
+    let server = serve(t, &dir, &[("KEYSAFE_LOG", "info")]);
+    let url = format!("https://{addr}");
+    wait_healthy(&url).await;
+    let anon = keysafe_client::KeysafeClient::new(
+        &url,
+        None,
+        &keysafe_client::ServerTrust::TrustOnFirstUse,
+        &Default::default(),
+    )
+    .unwrap();
+    let r = anon
+        .raw_request(keysafe_client::reqwest::Method::GET, "/v1/deposits/k")
+        .header("x-request-id", id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    server.signal("-TERM");
+    server.wait_with_output_async().await;
+    std::fs::read_to_string(t.join("serve.log")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_name_their_request_in_text_and_json() {
+    let log = log_of_a_refused_request("text", "text-1").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("request refused"))
+        .unwrap_or_else(|| panic!("no refusal logged: {log}"));
+    assert!(
+        line.contains(" INFO request{id=text-1 client=- remote=127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.contains("status=401"), "{line}");
+    // A line a handler logs (the health route's first answer) names its request too; lines
+    // outside a request name none.
+    let of = |text: &str| log.lines().find(|l| l.contains(text)).unwrap_or_default();
+    assert!(of("health: ready").contains(" INFO request{id="), "{log}");
+    assert!(!of("keysafe is serving").is_empty(), "{log}");
+    assert!(!of("keysafe is serving").contains("request{"), "{log}");
+    assert!(!of("SIGTERM received").contains("request{"), "{log}");
+
+    let log = log_of_a_refused_request("json", "json-1").await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let refusal = lines
+        .iter()
+        .find(|v| v["message"] == "request refused")
+        .unwrap_or_else(|| panic!("no refusal logged: {log}"));
+    assert_eq!(refusal["level"], "INFO");
+    assert_eq!(refusal["status"], 401);
+    for span in [&refusal["span"], &refusal["spans"][0]] {
+        assert_eq!(span["name"], "request", "{refusal}");
+        assert_eq!(span["id"], "json-1", "{refusal}");
+        assert_eq!(span["client"], "-", "{refusal}");
+        assert!(
+            span["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{refusal}"
+        );
+    }
+    let of = |text: &str| lines.iter().find(|v| v["message"] == text).unwrap();
+    assert_eq!(of("health: ready")["span"]["name"], "request", "{log}");
+    assert!(of("keysafe is serving").get("span").is_none(), "{log}");
+    assert!(of("SIGTERM received").get("span").is_none(), "{log}");
+}
