@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use keysafe_core::Caller;
-use keysafe_proto::{ClientFingerprint, HEADER_TOKEN};
+use keysafe_proto::ClientFingerprint;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -77,7 +77,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
     let p = peer(parts)?;
     let token = parts
         .headers
-        .get(HEADER_TOKEN)
+        .get(&crate::headers::TOKEN)
         .and_then(|v| v.to_str().ok());
     let auth = state
         .service

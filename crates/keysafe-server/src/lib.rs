@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 mod error;
 mod extract;
+mod headers;
 pub mod health_log;
 pub mod identity;
 pub mod init;

@@ -8,6 +8,7 @@
 use crate::anonymous::Sample;
 use crate::config::AuditFailurePolicy;
 use crate::error::ApiError;
+use crate::headers::{REQUEST_ID, TOKEN};
 use crate::identity::PeerIdentity;
 use crate::request_log::RequestLog;
 use crate::state::AppState;
@@ -22,7 +23,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use keysafe_core::audit::AuditScope;
 use keysafe_proto::ErrorCode;
 use keysafe_proto::audit::AuditEvent;
-use keysafe_proto::{ErrorBody, ErrorDetail, HEADER_REQUEST_ID, HEADER_TOKEN};
+use keysafe_proto::{ErrorBody, ErrorDetail};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -140,7 +141,7 @@ fn audit_target(path: &str) -> String {
 pub async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = req
         .headers()
-        .get(HEADER_REQUEST_ID)
+        .get(&REQUEST_ID)
         .and_then(accept_incoming)
         .unwrap_or_else(new_request_id);
     let peer = req.extensions().get::<PeerIdentity>().cloned();
@@ -247,13 +248,13 @@ async fn serve(
     }
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(HEADER_REQUEST_ID, v);
+        headers.insert(REQUEST_ID.clone(), v);
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(token) = slot.take()
         && let Ok(v) = HeaderValue::from_str(&token)
     {
-        headers.insert(HEADER_TOKEN, v);
+        headers.insert(TOKEN.clone(), v);
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();

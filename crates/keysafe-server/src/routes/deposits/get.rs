@@ -6,6 +6,7 @@
 //! check a full read makes: a caller that lost access gets `404`, never `304`.
 
 use crate::error::ApiError;
+use crate::headers::{ACL_SERIAL, DEPOSIT_VERSION, ENCODING};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::response::Response;
@@ -13,13 +14,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keysafe_core::Caller;
 use keysafe_core::service::{ContentTag, DepositRead, IfNoneMatch};
 use keysafe_proto::api::Encoding;
-use keysafe_proto::{
-    DepositName, DepositVersion, HEADER_ACL_SERIAL, HEADER_DEPOSIT_VERSION, HEADER_ENCODING,
-};
+use keysafe_proto::{DepositName, DepositVersion};
 
 /// `x-keysafe-version` on put responses.
 pub(crate) fn version_headers(headers: &mut HeaderMap, v: DepositVersion) {
-    headers.insert(HEADER_DEPOSIT_VERSION, HeaderValue::from(v.get()));
+    headers.insert(DEPOSIT_VERSION.clone(), HeaderValue::from(v.get()));
 }
 
 /// The headers a GET and its `304` share.
@@ -38,8 +37,11 @@ fn read_headers(
         headers.insert(header::ETAG, etag);
     }
     version_headers(headers, v);
-    headers.insert(HEADER_ENCODING, HeaderValue::from_static(encoding.as_str()));
-    headers.insert(HEADER_ACL_SERIAL, HeaderValue::from(acl_serial));
+    headers.insert(
+        ENCODING.clone(),
+        HeaderValue::from_static(encoding.as_str()),
+    );
+    headers.insert(ACL_SERIAL.clone(), HeaderValue::from(acl_serial));
 }
 
 /// `If-None-Match`, parsed; a malformed one is `400`, not ignored.

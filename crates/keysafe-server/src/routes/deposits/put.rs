@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use http::{HeaderMap, StatusCode, header};
 use keysafe_core::service::{Precondition, PutOptions};
 use keysafe_proto::api::{Encoding, PutResponse};
-use keysafe_proto::{DepositVersion, ErrorCode, HEADER_ACL_SERIAL, HEADER_ENCODING};
+use keysafe_proto::{DepositVersion, ErrorCode};
 
 /// `"N"`, `W/"N"` or `N`, with N in its canonical form (digits only, no sign, no leading zero).
 fn parse_etag_version(v: &str) -> Option<DepositVersion> {
@@ -48,7 +48,7 @@ pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError
 }
 
 fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-    match headers.get(HEADER_ENCODING) {
+    match headers.get(&crate::headers::ENCODING) {
         None => Ok(Encoding::Raw),
         Some(v) => {
             v.to_str().ok().and_then(Encoding::parse).ok_or_else(|| {
@@ -60,7 +60,7 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 
 fn acl_serial(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     headers
-        .get(HEADER_ACL_SERIAL)
+        .get(&crate::headers::ACL_SERIAL)
         .map(|v| {
             v.to_str()
                 .ok()
