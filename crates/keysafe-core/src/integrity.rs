@@ -36,8 +36,8 @@ impl RowAuthenticator for RowMacKey {
         hmac::sign(&self.key, &row.encode()).as_ref().to_vec()
     }
 
-    fn verify(&self, row: &AccessRow, mac: &[u8]) -> bool {
-        hmac::verify(&self.key, &row.encode(), mac).is_ok()
+    fn verify_encoded(&self, encoded: &[u8], mac: &[u8]) -> bool {
+        hmac::verify(&self.key, encoded, mac).is_ok()
     }
 }
 
@@ -78,5 +78,39 @@ mod tests {
         assert!(!other_key.verify(&row, &mac));
         assert!(!k.verify(&row, &mac[..31]));
         assert_eq!(format!("{k:?}"), "RowMacKey");
+    }
+
+    #[test]
+    fn a_deposit_headers_encoding_is_its_access_rows() {
+        use crate::store::DepositRecord;
+        use keysafe_proto::{DepositName, DepositVersion, GroupName, Principal, Timestamp};
+        let k = RowMacKey::derive(&SecretKey::generate().unwrap()).unwrap();
+        for owner in [
+            Principal::Client(ClientFingerprint::parse(&"cd".repeat(32)).unwrap()),
+            Principal::Group {
+                org: OrgName::parse("acme").unwrap(),
+                name: GroupName::parse("ops").unwrap(),
+            },
+        ] {
+            for (version, serial, deleted) in [(1, 0, false), (7, 3, true)] {
+                let rec = DepositRecord {
+                    org: OrgName::parse("acme").unwrap(),
+                    owner: owner.clone(),
+                    name: DepositName::parse("db/key").unwrap(),
+                    current_version: DepositVersion::new(version).unwrap(),
+                    current_size: 32,
+                    deleted,
+                    acl_serial: serial,
+                    created_at: Timestamp::from_unix_millis(1),
+                    updated_at: Timestamp::from_unix_millis(2),
+                    mac: None,
+                    newest_version: version,
+                };
+                let row = AccessRow::deposit(&rec);
+                assert_eq!(AccessRow::deposit_encoding(&rec), row.encode(), "{row:?}");
+                let mac = k.mac(&row);
+                assert!(k.verify_encoded(&AccessRow::deposit_encoding(&rec), &mac));
+            }
+        }
     }
 }

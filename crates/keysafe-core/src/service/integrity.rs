@@ -62,13 +62,23 @@ impl Service {
     /// verified: rows are used as read, and every change of an authenticated row is refused
     /// (`sealed`), so nothing read then is written back with a MAC.
     pub(super) fn verify_row(&self, row: &AccessRow, mac: Option<&[u8]>) -> Result<(), CoreError> {
+        self.verify_encoded_row(&row.encode(), mac, || row.clone())
+    }
+
+    /// [`Self::verify_row`] of a row given by its encoding; `row` names it in the refusal.
+    fn verify_encoded_row(
+        &self,
+        encoded: &[u8],
+        mac: Option<&[u8]>,
+        row: impl FnOnce() -> AccessRow,
+    ) -> Result<(), CoreError> {
         let RowAuthMode::On(auth) = self.store.row_auth().get() else {
             return Ok(());
         };
-        if mac.is_some_and(|m| auth.verify(row, m)) {
+        if mac.is_some_and(|m| auth.verify_encoded(encoded, m)) {
             return Ok(());
         }
-        let which = row.describe();
+        let which = row().describe();
         self.integrity_failures.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             kind = which.kind.as_str(),
@@ -99,10 +109,12 @@ impl Service {
     /// A deposit header as read, verified: its MAC, and that no version newer than its current
     /// one is stored (a header replayed from before the last write, with its old MAC).
     pub(super) fn verify_deposit(&self, d: &DepositRecord) -> Result<(), CoreError> {
-        let row = AccessRow::deposit(d);
-        self.verify_row(&row, d.mac.as_deref())?;
+        // Every read checks a header: encoded from the record as it is, without copying it
+        // into an `AccessRow` first.
+        let encoded = AccessRow::deposit_encoding(d);
+        self.verify_encoded_row(&encoded, d.mac.as_deref(), || AccessRow::deposit(d))?;
         if d.newest_version > d.current_version.get() {
-            let which = row.describe();
+            let which = AccessRow::deposit(d).describe();
             self.integrity_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 kind = which.kind.as_str(),
