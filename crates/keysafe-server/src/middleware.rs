@@ -1,9 +1,10 @@
 //! Per-request plumbing: a request id (taken from a well-formed `x-request-id` header or
-//! generated), the request's log context carrying it (`request_log`), the whole-request deadline, the request's audit
-//! entry (sampled for callers nobody authenticated, see `anonymous`), one log line and the
-//! metrics per request, `Cache-Control: no-store` on every answer, and the JSON rendering of
-//! errors (with the request id in the body). Metric labels are bounded: the method is one of a
-//! fixed set and the route is the matched template (`-` when none matched), never the path.
+//! generated), the request's log context carrying it (`request_log`), the whole-request deadline,
+//! the request's audit entry (sampled for callers nobody authenticated, see `anonymous`), one log
+//! line and the metrics per request, `Cache-Control: no-store` on every answer, and the JSON
+//! rendering of errors (with the request id in the body). Metric labels are bounded: the method is
+//! one of a fixed set and the route is the matched template (`-` when none matched), never the
+//! path.
 
 use crate::anonymous::Sample;
 use crate::config::AuditFailurePolicy;
