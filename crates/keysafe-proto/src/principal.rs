@@ -95,9 +95,15 @@ impl Principal {
 
     /// The stored form: unique across the server.
     pub fn stored(&self) -> String {
+        self.stored_str().into_owned()
+    }
+
+    /// The stored form, borrowed where it is the principal's own text (a client's fingerprint):
+    /// for encodings on hot paths that only read it.
+    pub fn stored_str(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Principal::Client(fp) => fp.as_str().to_owned(),
-            Principal::Group { org, name } => format!("{GROUP_PREFIX}{org}/{name}"),
+            Principal::Client(fp) => std::borrow::Cow::Borrowed(fp.as_str()),
+            Principal::Group { org, name } => format!("{GROUP_PREFIX}{org}/{name}").into(),
         }
     }
 

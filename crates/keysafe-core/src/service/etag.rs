@@ -29,7 +29,7 @@ impl ContentTag {
     ) -> Self {
         // One buffer and one digest call: each part is its length (eight bytes, big-endian)
         // and its bytes.
-        let owner = owner.stored();
+        let owner = owner.stored_str();
         let parts: [&[u8]; 7] = [
             b"keysafe deposit etag v1",
             owner.as_bytes(),

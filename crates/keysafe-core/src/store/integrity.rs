@@ -69,13 +69,9 @@ fn encode_deposit_head(
     acl_serial: u64,
     deleted: bool,
 ) -> Vec<u8> {
-    let b = AadBuilder::new("keysafe/row/deposit/v1");
-    // A client's stored form is its fingerprint: no copy needed.
-    let b = match owner {
-        Principal::Client(fp) => b.field(fp.as_str().as_bytes()),
-        Principal::Group { .. } => b.field(owner.stored().as_bytes()),
-    };
-    b.field(name.as_str().as_bytes())
+    AadBuilder::new("keysafe/row/deposit/v1")
+        .field(owner.stored_str().as_bytes())
+        .field(name.as_str().as_bytes())
         .field(org.as_str().as_bytes())
         .number(current_version)
         .number(acl_serial)
