@@ -115,31 +115,40 @@ pub fn openapi_document() -> serde_json::Value {
     crate::openapi::finish(table().1)
 }
 
-pub fn router(state: AppState) -> Router {
+/// What the server serves: the route table, each route behind [`request_context`], and axum's
+/// own body limit around the whole table.
+///
+/// Only the middleware that needs the matched route is a layer of the router: axum applies a
+/// router's layer to every route separately, boxed, and each request clones the matched
+/// route's stack of boxes, so each such layer costs every request allocations. What needs no
+/// route is outside: axum's body limit wraps the router once, the route's own [`BodyLimit`] is
+/// read with [`JSON_BODY_LIMIT`] as its default, and the OpenAPI document is a static.
+pub type App = <DefaultBodyLimit as tower::Layer<Router>>::Service;
+
+pub fn router(state: AppState) -> App {
     let (routes, doc) = table();
     // Serialised once: every request gets the same bytes.
-    let doc = OpenApiJson(bytes::Bytes::from(
-        serde_json::to_vec(&crate::openapi::finish(doc)).unwrap_or_default(),
-    ));
-    routes
+    let _ = OPENAPI_JSON.set(openapi_bytes(doc));
+    let routes = routes
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        // JSON bodies are read by `ApiJson` under the route's `BodyLimit`, deposits by
-        // `read_limited` under theirs; axum's own limit stays as a backstop for any other
-        // extractor.
-        .layer(Extension(BodyLimit(JSON_BODY_LIMIT)))
-        .layer(Extension(doc))
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_context,
         ))
-        .with_state(state)
+        .with_state(state);
+    // JSON bodies are read by `ApiJson` under the route's `BodyLimit`, deposits by
+    // `read_limited` under theirs; axum's own limit stays as a backstop for any other
+    // extractor.
+    tower::Layer::layer(&DefaultBodyLimit::max(JSON_BODY_LIMIT), routes)
 }
 
-/// The finished document, built once with the router.
-#[derive(Clone)]
-struct OpenApiJson(bytes::Bytes);
+/// The finished document, serialised when the router is built.
+static OPENAPI_JSON: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+
+fn openapi_bytes(doc: utoipa::openapi::OpenApi) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(&crate::openapi::finish(doc)).unwrap_or_default())
+}
 
 /// The OpenAPI 3.1 document of this API (it holds no secret, so anybody may read it).
 #[utoipa::path(
@@ -149,9 +158,12 @@ struct OpenApiJson(bytes::Bytes);
     responses((status = 200, description = "The OpenAPI 3.1 document of this API, generated \
         from the code.", content_type = "application/json", body = Object)),
 )]
-async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> axum::response::Response {
+async fn openapi_json() -> axum::response::Response {
     use axum::response::IntoResponse;
-    ([(http::header::CONTENT_TYPE, "application/json")], doc.0).into_response()
+    let doc = OPENAPI_JSON
+        .get_or_init(|| openapi_bytes(table().1))
+        .clone();
+    ([(http::header::CONTENT_TYPE, "application/json")], doc).into_response()
 }
 
 async fn no_route() -> ApiError {
