@@ -242,7 +242,7 @@ fn fingerprint(i: u8) -> ClientFingerprint {
 }
 
 struct Fixture {
-    router: axum::Router,
+    router: keysafe_server::RouterService,
     service: Arc<keysafe_core::Service>,
     admin: Caller,
     tokens: Mutex<HashMap<ClientFingerprint, String>>,

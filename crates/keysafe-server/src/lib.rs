@@ -29,6 +29,6 @@ pub mod tls;
 
 pub use error::ApiError;
 /// The route table, for driving the handlers without TLS (the fuzz targets).
-pub use routes::{openapi_document, router};
+pub use routes::{RouterService, openapi_document, router};
 pub use server::{App, open_app, open_app_with, run, run_with_ready};
 pub use state::{AppState, AppStateInner, RegistrationLimits};

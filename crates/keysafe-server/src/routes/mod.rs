@@ -123,9 +123,9 @@ pub fn openapi_document() -> serde_json::Value {
 /// route's stack of boxes, so each such layer costs every request allocations. What needs no
 /// route is outside: axum's body limit wraps the router once, the route's own [`BodyLimit`] is
 /// read with [`JSON_BODY_LIMIT`] as its default, and the OpenAPI document is a static.
-pub type App = <DefaultBodyLimit as tower::Layer<Router>>::Service;
+pub type RouterService = <DefaultBodyLimit as tower::Layer<Router>>::Service;
 
-pub fn router(state: AppState) -> App {
+pub fn router(state: AppState) -> RouterService {
     let (routes, doc) = table();
     // Serialised once: every request gets the same bytes.
     let _ = OPENAPI_JSON.set(openapi_bytes(doc));
