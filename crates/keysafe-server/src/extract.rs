@@ -10,7 +10,7 @@ use keysafe_proto::ErrorCode;
 use serde::de::DeserializeOwned;
 
 /// The largest body a route accepts, set per route as a request extension
-/// (`.layer(Extension(BodyLimit(n)))`); the innermost one wins.
+/// (`.layer(Extension(BodyLimit(n)))`); a route without one takes `routes::JSON_BODY_LIMIT`.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 

@@ -115,20 +115,20 @@ pub fn openapi_document() -> serde_json::Value {
     crate::openapi::finish(table().1)
 }
 
-/// What the server serves: the route table, each route behind [`request_context`], and axum's
+/// What the server serves: the route table, each route behind `request_context`, and axum's
 /// own body limit around the whole table.
 ///
 /// Only the middleware that needs the matched route is a layer of the router: axum applies a
 /// router's layer to every route separately, boxed, and each request clones the matched
 /// route's stack of boxes, so each such layer costs every request allocations. What needs no
-/// route is outside: axum's body limit wraps the router once, the route's own [`BodyLimit`] is
-/// read with [`JSON_BODY_LIMIT`] as its default, and the OpenAPI document is a static.
+/// route is outside: axum's body limit wraps the router once, the route's own `BodyLimit` is
+/// read with `JSON_BODY_LIMIT` as its default, and the OpenAPI document is a static.
 pub type RouterService = <DefaultBodyLimit as tower::Layer<Router>>::Service;
 
 pub fn router(state: AppState) -> RouterService {
     let (routes, doc) = table();
     // Serialised once: every request gets the same bytes.
-    let _ = OPENAPI_JSON.set(openapi_bytes(doc));
+    OPENAPI_JSON.get_or_init(|| openapi_bytes(doc));
     let routes = routes
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
