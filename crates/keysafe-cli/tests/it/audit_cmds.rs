@@ -2,7 +2,9 @@
 //! an export (docs/audit.md's Python script), and the secrets scan: a full scenario against a
 //! real `keysafe serve` at trace level, searched for every secret it used.
 
-use crate::{fails_with, free_port, keysafe, ok, run, run_with_stdin, wait_healthy};
+use crate::{
+    anonymous_client, fails_with, free_port, keysafe, ok, run, run_with_stdin, wait_healthy,
+};
 use keysafe_client::Precondition;
 use keysafe_proto::DepositName;
 use keysafe_testkit::{TestServer, TestStorage};
@@ -157,17 +159,11 @@ async fn verify_export_and_the_documented_independent_check(storage: TestStorage
 }
 
 async fn anon_public_key(url: &str) -> String {
-    keysafe_client::KeysafeClient::new(
-        url,
-        None,
-        &keysafe_client::ServerTrust::TrustOnFirstUse,
-        &Default::default(),
-    )
-    .unwrap()
-    .audit_public_key()
-    .await
-    .unwrap()
-    .public_key
+    anonymous_client(url)
+        .audit_public_key()
+        .await
+        .unwrap()
+        .public_key
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {

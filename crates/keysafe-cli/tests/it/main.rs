@@ -152,14 +152,19 @@ pub fn spawn_serve(home: &Path, dir: &Path, port: Option<u16>) -> (Serve, String
     )
 }
 
-pub async fn wait_healthy(url: &str) -> keysafe_proto::api::Health {
-    let c = keysafe_client::KeysafeClient::new(
+/// A client without an identity that trusts the server it first meets.
+pub fn anonymous_client(url: &str) -> keysafe_client::KeysafeClient {
+    keysafe_client::KeysafeClient::new(
         url,
         None,
         &keysafe_client::ServerTrust::TrustOnFirstUse,
         &Default::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+pub async fn wait_healthy(url: &str) -> keysafe_proto::api::Health {
+    let c = anonymous_client(url);
     for _ in 0..300 {
         if let Ok(h) = c.health().await {
             return h;

@@ -3,7 +3,7 @@
 //! running server on SIGHUP and on a change of the files; pinning advice that a man in the
 //! middle cannot answer.
 
-use crate::{Serve, fails_with, free_port, keysafe, ok, run, wait_healthy};
+use crate::{Serve, anonymous_client, fails_with, free_port, keysafe, ok, run, wait_healthy};
 use keysafe_proto::identity::inspect_certificate;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -256,13 +256,7 @@ async fn serve_tells_systemd_it_is_ready_alive_reloading_and_stopping() {
         "{ready}"
     );
     // Ready means bound and open: the very first request is answered.
-    let c = keysafe_client::KeysafeClient::new(
-        &format!("https://{addr}"),
-        None,
-        &keysafe_client::ServerTrust::TrustOnFirstUse,
-        &Default::default(),
-    )
-    .unwrap();
+    let c = anonymous_client(&format!("https://{addr}"));
     assert_eq!(c.health().await.unwrap().status, "ok");
     // The watchdog is pinged (at half of WATCHDOG_USEC).
     tokio::task::block_in_place(|| expect(&sock, "WATCHDOG=1"));
@@ -369,13 +363,7 @@ async fn a_sealed_server_logs_its_state_once_not_per_health_probe() {
     // No passphrase this time: it starts sealed.
     let server = serve(t, &dir, &[("KEYSAFE_LOG", "info")]);
     let url = format!("https://127.0.0.1:{port}");
-    let anon = keysafe_client::KeysafeClient::new(
-        &url,
-        None,
-        &keysafe_client::ServerTrust::TrustOnFirstUse,
-        &Default::default(),
-    )
-    .unwrap();
+    let anon = anonymous_client(&url);
     let mut sealed = 0;
     for _ in 0..300 {
         match anon.health().await {
@@ -445,13 +433,7 @@ async fn log_of_a_refused_request(format: &str, id: &str) -> String {
     let server = serve(t, &dir, &[("KEYSAFE_LOG", "info")]);
     let url = format!("https://{addr}");
     wait_healthy(&url).await;
-    let anon = keysafe_client::KeysafeClient::new(
-        &url,
-        None,
-        &keysafe_client::ServerTrust::TrustOnFirstUse,
-        &Default::default(),
-    )
-    .unwrap();
+    let anon = anonymous_client(&url);
     let r = anon
         .raw_request(keysafe_client::reqwest::Method::GET, "/v1/deposits/k")
         .header("x-request-id", id)

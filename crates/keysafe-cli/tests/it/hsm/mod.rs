@@ -162,14 +162,7 @@ impl Drop for Server {
 }
 
 pub(crate) async fn health(url: &str) -> Option<Health> {
-    let c = KeysafeClient::new(
-        url,
-        None,
-        &keysafe_client::ServerTrust::TrustOnFirstUse,
-        &Default::default(),
-    )
-    .unwrap();
-    c.health().await.ok()
+    crate::anonymous_client(url).health().await.ok()
 }
 
 /// Waits until the server answers health with `status`.
