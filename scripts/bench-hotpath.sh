@@ -16,6 +16,9 @@
 #   get       GET /v1/deposits/bench/key-NNNNNN, a random key per request
 #   put       PUT of SIZE bytes to a random key of the KEYS (durable before the answer)
 #   put-hot   PUT of SIZE bytes to one key
+#   get-paced the get row at a fixed offered rate of RATE requests a second (oha -q with
+#             --latency-correction), not at saturation: its p99 is the latency at that load, which
+#             the saturated rows cannot show; not in the default ROWS, no ratio
 #
 # and prints one table with each row's ratio to the trivial handler of the same run and the
 # serving process's CPU time per answered request (user + system, from /proc; it moves much less
@@ -30,7 +33,8 @@
 # STORAGE (a [storage] url for `keysafe init --storage`, default SQLite in the data directory;
 # `postgres` starts a throwaway PostgreSQL 15 cluster under W, see scripts/lib/pg.sh),
 # KEYS (1000), SIZE (32), CONNECTIONS (64), DURATION (seconds per row, 10), ROWS ("trivial baseline get put
-# put-hot"), KEEP=1 keeps the work directory, W (work directory, default /tmp/ksbench-hotpath).
+# put-hot"), RATE (requests a second of get-paced, 8000), KEEP=1 keeps the work directory, W (work
+# directory, default /tmp/ksbench-hotpath).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -38,6 +42,7 @@ KEYS=${KEYS:-1000}
 SIZE=${SIZE:-32}
 CONNECTIONS=${CONNECTIONS:-64}
 SECONDS_PER_ROW=${DURATION:-10}
+RATE=${RATE:-8000}
 ROWS=${ROWS:-"trivial baseline get put put-hot"}
 W=${W:-/tmp/ksbench-hotpath}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
@@ -131,11 +136,14 @@ row() { # NAME -> prints JSON from oha
     trivial)  "$OHA" "${common[@]}" "https://$TRIVIAL_ADDR/?a=fingerprint" ;;
     baseline) "$OHA" "${common[@]}" "https://127.0.0.1:$PORT/?a=fingerprint" ;;
     get)      "$OHA" "${common[@]}" "${auth[@]}" --rand-regex-url "$url" ;;
+    get-paced) "$OHA" "${common[@]}" "${auth[@]}" -q "$RATE" --latency-correction \
+                --rand-regex-url "$url" ;;
     put)      "$OHA" "${common[@]}" "${auth[@]}" -m PUT -D "$W/payload" \
                 -H 'content-type: application/octet-stream' --rand-regex-url "$url" ;;
     put-hot)  "$OHA" "${common[@]}" "${auth[@]}" -m PUT -D "$W/payload" \
                 -H 'content-type: application/octet-stream' \
                 "https://127.0.0.1:$PORT/v1/deposits/bench/key-000000" ;;
+    *)        echo "unknown row: $1" >&2; return 2 ;;
   esac
 }
 
@@ -159,7 +167,7 @@ print()
 print("| row | requests/s | p50 ms | p99 ms | errors | vs trivial | server CPU µs/request | load avg (1/5/15 min) |")
 print("|---|---:|---:|---:|---:|---:|---:|---|")
 for r in rows:
-    ratio = f"{r['rps'] / base:.2f}" if base else ""
+    ratio = f"{r['rps'] / base:.2f}" if base and r["row"] != "get-paced" else ""
     cpu = f"{r['cpu_us']:.1f}" if r.get("cpu_us") is not None else ""
     print(f"| {r['row']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | {ratio} | {cpu} | {r['load']} |")
 for r in rows:

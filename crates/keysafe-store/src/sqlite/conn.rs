@@ -3,9 +3,13 @@
 //! one statement from the statement cache, and the one mapping of SQLite errors to
 //! `StoreError`.
 //!
-//! A read borrows an idle connection and runs on the calling thread: a point read is a B-tree
-//! lookup of a few cached pages, microseconds, so handing it to another thread would cost more
-//! than the read (a futex wake and two context switches per statement). Reads whose work grows
+//! A read borrows an idle connection and runs on the calling thread: a point read is a few
+//! B-tree descents, microseconds when its pages are in SQLite's cache and tens of them when its
+//! leaves must be copied from the kernel's page cache (a large database read at random);
+//! handing it to another thread costs more than it saves (a futex wake and two context switches per
+//! statement; BENCHMARKS.md measured the blocking pool and `block_in_place` for these reads at a
+//! million deposits: more CPU a read and a longer tail). The price is that a page the kernel
+//! must fetch from the disk holds this runtime thread until it arrives. Reads whose work grows
 //! with the data (listings, the audit trail, counts) run on tokio's blocking pool instead, so a
 //! long one never holds a runtime thread. In WAL mode a reader never waits for the writer.
 
