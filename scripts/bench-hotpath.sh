@@ -43,6 +43,7 @@ SIZE=${SIZE:-32}
 CONNECTIONS=${CONNECTIONS:-64}
 SECONDS_PER_ROW=${DURATION:-10}
 RATE=${RATE:-8000}
+[[ $RATE =~ ^[1-9][0-9]*$ ]] || { echo "RATE must be a whole number of requests a second" >&2; exit 2; }
 ROWS=${ROWS:-"trivial baseline get put put-hot"}
 W=${W:-/tmp/ksbench-hotpath}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
